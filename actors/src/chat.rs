@@ -1,0 +1,91 @@
+//! `Chat`: the handle the HTTP shell holds. Each method sends the actor messages of one
+//! operation (with timeouts) so handlers stay thin.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use crate::ids::{SessionId, StreamId, UserId};
+use crate::registry::{Evict, Resolve, SessionRegistry};
+use crate::session::{SessionError, StartTurn, TurnStarted};
+use crate::storage::{ClearMessages, DeleteSession, LoadStream, Storage};
+use crate::stream::{StreamBuffer, StreamHub};
+
+/// The chat service's entry points.
+#[derive(Clone)]
+pub struct Chat {
+    registry: Addr<SessionRegistry>,
+    storage: Storage,
+    hub: Arc<StreamHub>,
+    timeout: Duration,
+}
+
+impl Chat {
+    /// A handle over running actors.
+    pub fn new(registry: Addr<SessionRegistry>, storage: Storage, hub: Arc<StreamHub>, timeout: Duration) -> Self {
+        Self { registry, storage, hub, timeout }
+    }
+
+    /// The storage handle (session CRUD goes straight to the storage actor).
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    /// The stream hub.
+    pub fn hub(&self) -> &Arc<StreamHub> {
+        &self.hub
+    }
+
+    /// Stores the person's message and starts a turn. Replies with where to read the stream.
+    pub async fn submit(&self, user: UserId, session_id: Option<SessionId>, text: String) -> Result<TurnStarted, SessionError> {
+        // A session actor can stop between lookup and send (idle, crash); one retry starts a new one.
+        let mut last_error = None;
+        for _ in 0..2 {
+            let (_, addr) = self
+                .registry
+                .send(Resolve { user, session_id: session_id.clone() })
+                .timeout(self.timeout)
+                .await??;
+            match addr.send(StartTurn { text: text.clone() }).timeout(self.timeout).await {
+                Ok(started) => return started,
+                Err(MailboxError::Closed) => last_error = Some(MailboxError::Closed),
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Err(last_error.unwrap_or(MailboxError::Closed).into())
+    }
+
+    /// The stream's buffer, from memory or rebuilt from storage; `NotFound` for another user's.
+    pub async fn open_stream(&self, user: UserId, id: &StreamId) -> Result<Arc<StreamBuffer>, SessionError> {
+        if let Some(buffer) = self.hub.get(id) {
+            return if buffer.user_id() == user {
+                Ok(buffer)
+            } else {
+                Err(SessionError::NotFound("stream"))
+            };
+        }
+        let stored = self
+            .storage
+            .ask(LoadStream { user, id: id.clone(), after_seq: 0 })
+            .await?
+            .ok_or(SessionError::NotFound("stream"))?;
+        Ok(StreamBuffer::from_stored(&stored.0, stored.1))
+    }
+
+    /// Clears a session's stored messages and its model context. `false` if not the user's.
+    pub async fn clear(&self, user: UserId, id: &SessionId) -> Result<bool, SessionError> {
+        self.registry.send(Evict { session_id: id.clone() }).timeout(self.timeout).await?;
+        Ok(self.storage.ask(ClearMessages { user, id: id.clone() }).await?)
+    }
+
+    /// Deletes a session, its messages and streams. `false` if not the user's.
+    pub async fn delete(&self, user: UserId, id: &SessionId) -> Result<bool, SessionError> {
+        let deleted = self.storage.ask(DeleteSession { user, id: id.clone() }).await?;
+        if deleted {
+            self.registry.send(Evict { session_id: id.clone() }).timeout(self.timeout).await?;
+            self.hub.remove_session(id);
+        }
+        Ok(deleted)
+    }
+}

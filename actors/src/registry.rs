@@ -1,0 +1,149 @@
+//! The session registry: finds or starts the session actor of a session, checking ownership
+//! through storage, and forgets actors that stopped. It also sweeps finished streams out of memory.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use chrono::Utc;
+
+use crate::ids::{SessionId, UserId};
+use crate::model::{Session, TitleSource};
+use crate::session::{SessionActor, SessionDeps, SessionError, Shutdown};
+use crate::storage::{CreateSession, GetSession};
+
+/// Finds the user's session (or creates one when `session_id` is absent, unknown or not theirs,
+/// as the original did) and returns its running actor.
+#[derive(Message)]
+#[rtype(result = "Result<(SessionId, Addr<SessionActor>), SessionError>")]
+pub struct Resolve {
+    /// Who asks.
+    pub user: UserId,
+    /// The session the client named, if any.
+    pub session_id: Option<SessionId>,
+}
+
+/// Stops a session's actor, cancelling its turn (after a clear or delete).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Evict {
+    /// The session.
+    pub session_id: SessionId,
+}
+
+/// Sent by a session actor that stopped.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Forget {
+    /// The session.
+    pub session_id: SessionId,
+    /// The actor that stopped (a newer one for the same session is kept).
+    pub addr: Addr<SessionActor>,
+}
+
+/// The registry actor.
+pub struct SessionRegistry {
+    deps: Arc<SessionDeps>,
+    sessions: HashMap<SessionId, (UserId, Addr<SessionActor>)>,
+    stream_retention: Duration,
+}
+
+impl SessionRegistry {
+    /// A registry whose sessions share `deps`; finished streams stay in memory for `stream_retention`.
+    pub fn new(deps: Arc<SessionDeps>, stream_retention: Duration) -> Self {
+        Self { deps, sessions: HashMap::new(), stream_retention }
+    }
+
+    fn running(&self, user: UserId, id: &SessionId) -> Option<Addr<SessionActor>> {
+        self.sessions
+            .get(id)
+            .filter(|(owner, addr)| *owner == user && addr.connected())
+            .map(|(_, addr)| addr.clone())
+    }
+
+    fn get_or_start(&mut self, user: UserId, id: SessionId, ctx: &mut Context<Self>) -> Addr<SessionActor> {
+        if let Some(addr) = self.running(user, &id) {
+            return addr;
+        }
+        let addr = SessionActor::new(id.clone(), user, Arc::clone(&self.deps), ctx.address()).start();
+        self.sessions.insert(id, (user, addr.clone()));
+        addr
+    }
+}
+
+/// The title of a session the server creates for a first message.
+pub fn default_title() -> String {
+    format!("Chat - {}", Utc::now().format("%b %-d, %Y at %-I:%M %p"))
+}
+
+impl Actor for SessionRegistry {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(4096);
+        let every = (self.stream_retention / 4).clamp(Duration::from_millis(100), Duration::from_secs(60));
+        ctx.run_interval(every, |act, _| {
+            let removed = act.deps.hub.sweep(act.stream_retention);
+            if removed > 0 {
+                tracing::debug!(removed, "finished streams left memory");
+            }
+        });
+    }
+}
+
+impl Supervised for SessionRegistry {
+    fn restarting(&mut self, _: &mut Self::Context) {
+        // Running session actors stop by themselves when idle; forget them and start afresh.
+        self.sessions.clear();
+    }
+}
+
+impl Handler<Resolve> for SessionRegistry {
+    type Result = ResponseActFuture<Self, Result<(SessionId, Addr<SessionActor>), SessionError>>;
+
+    fn handle(&mut self, msg: Resolve, _: &mut Self::Context) -> Self::Result {
+        let user = msg.user;
+        if let Some(id) = &msg.session_id
+            && let Some(addr) = self.running(user, id)
+        {
+            return Box::pin(fut::ready(Ok((id.clone(), addr))));
+        }
+        let storage = self.deps.storage.clone();
+        let lookup = async move {
+            if let Some(id) = msg.session_id
+                && let Some(session) = storage.ask(GetSession { user, id }).await?
+            {
+                return Ok::<_, SessionError>(session.id);
+            }
+            let session = Session::new(user, default_title(), TitleSource::Default);
+            let id = session.id.clone();
+            storage.ask(CreateSession { session }).await?;
+            Ok(id)
+        };
+        Box::pin(lookup.into_actor(self).map(move |found, act, ctx| {
+            let id = found?;
+            Ok((id.clone(), act.get_or_start(user, id, ctx)))
+        }))
+    }
+}
+
+impl Handler<Evict> for SessionRegistry {
+    type Result = ();
+
+    fn handle(&mut self, msg: Evict, _: &mut Self::Context) {
+        if let Some((_, addr)) = self.sessions.remove(&msg.session_id) {
+            addr.do_send(Shutdown);
+        }
+    }
+}
+
+impl Handler<Forget> for SessionRegistry {
+    type Result = ();
+
+    fn handle(&mut self, msg: Forget, _: &mut Self::Context) {
+        if self.sessions.get(&msg.session_id).is_some_and(|(_, addr)| *addr == msg.addr) {
+            self.sessions.remove(&msg.session_id);
+        }
+    }
+}

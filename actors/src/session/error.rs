@@ -1,0 +1,26 @@
+//! `SessionError`: why a chat operation was refused or failed before its stream started.
+
+use crate::storage::StorageError;
+
+/// A failure of a session-level operation.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The session (or stream) does not exist or belongs to someone else.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// The session already runs a turn; one turn at a time per session.
+    #[error("a turn is already running in this session")]
+    Busy,
+    /// Storage failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// An actor did not answer in time or is gone.
+    #[error("the chat service is unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<actix::MailboxError> for SessionError {
+    fn from(err: actix::MailboxError) -> Self {
+        SessionError::Unavailable(err.to_string())
+    }
+}

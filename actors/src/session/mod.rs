@@ -1,0 +1,332 @@
+//! The session actor: one per chat session, started on demand by the registry. It owns the
+//! session's history (the model's context), rebuilt from storage when it starts, and at most one
+//! turn in flight. It stops itself when idle; the next message starts a fresh one from storage.
+
+mod error;
+mod turn;
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use chrono::Utc;
+use futures::FutureExt;
+
+use crate::ids::{SessionId, StreamId, UserId};
+use crate::model::{ChatMessage, Role, StreamMessage, TitleSource};
+use crate::provider::{CompletionRequest, ProviderHandle, Purpose};
+use crate::registry::{Forget, SessionRegistry};
+use crate::storage::{ListMessages, SetTitle, Storage, StreamRecord, StreamStatus, TurnWrite, WriteTurn};
+use crate::stream::{StreamBuffer, StreamHub};
+use crate::tools::ToolCatalog;
+
+pub use error::SessionError;
+
+/// Tunables of sessions and turns.
+#[derive(Debug, Clone)]
+pub struct SessionSettings {
+    /// Prepended to every model call (not stored in history).
+    pub system_prompt: Option<String>,
+    /// Tool rounds one turn may chain.
+    pub max_tool_rounds: u32,
+    /// Longest wait for a model's first event.
+    pub first_token_timeout: Duration,
+    /// Longest wait between two events of a model's answer.
+    pub chunk_gap_timeout: Duration,
+    /// A session actor with no turn stops after this long without messages.
+    pub idle_timeout: Duration,
+    /// Longest wait for a generated title.
+    pub title_timeout: Duration,
+}
+
+/// What every session actor shares.
+pub struct SessionDeps {
+    /// Persistence.
+    pub storage: Storage,
+    /// The default provider.
+    pub provider: ProviderHandle,
+    /// The tools on offer.
+    pub tools: Arc<dyn ToolCatalog>,
+    /// Where streams are registered.
+    pub hub: Arc<StreamHub>,
+    /// Tunables.
+    pub settings: SessionSettings,
+}
+
+/// Starts a turn with the person's message. Replies once the message is stored and the turn runs.
+#[derive(Message)]
+#[rtype(result = "Result<TurnStarted, SessionError>")]
+pub struct StartTurn {
+    /// The person's message.
+    pub text: String,
+}
+
+/// A turn that is running: where to read it.
+#[derive(Clone)]
+pub struct TurnStarted {
+    /// The session (the real id, whatever the client sent).
+    pub session_id: SessionId,
+    /// The stream id.
+    pub stream_id: StreamId,
+    /// The stream's buffer.
+    pub stream: Arc<StreamBuffer>,
+}
+
+/// Cancels any turn and stops the actor (after the session was cleared or deleted).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+enum Load {
+    Pending,
+    Ready,
+    Failed(String),
+}
+
+struct RunningTurn {
+    stream: Arc<StreamBuffer>,
+    handle: Option<SpawnHandle>,
+}
+
+/// The session actor.
+pub struct SessionActor {
+    id: SessionId,
+    user: UserId,
+    deps: Arc<SessionDeps>,
+    registry: Addr<SessionRegistry>,
+    history: Vec<ChatMessage>,
+    load: Load,
+    turn: Option<RunningTurn>,
+    last_active: Instant,
+}
+
+impl SessionActor {
+    /// A session actor for a session known to exist and belong to `user`.
+    pub fn new(id: SessionId, user: UserId, deps: Arc<SessionDeps>, registry: Addr<SessionRegistry>) -> Self {
+        Self {
+            id,
+            user,
+            deps,
+            registry,
+            history: Vec::new(),
+            load: Load::Pending,
+            turn: None,
+            last_active: Instant::now(),
+        }
+    }
+
+    fn generate_title(&self, ctx: &mut Context<Self>) {
+        let request = CompletionRequest {
+            messages: vec![
+                ChatMessage::new(
+                    Role::System,
+                    "Write a short title (at most 50 characters) for this conversation. Answer with the title only.",
+                ),
+            ]
+            .into_iter()
+            .chain(self.history.iter().filter(|m| matches!(m.role, Role::User | Role::Assistant)).cloned())
+            .collect(),
+            tools: Vec::new(),
+            purpose: Purpose::Title,
+        };
+        let first_user = self.history.iter().find(|m| m.role == Role::User).map(|m| m.content.clone());
+        let deps = Arc::clone(&self.deps);
+        let (user, id) = (self.user, self.id.clone());
+        ctx.spawn(
+            async move {
+                let generated = deps.provider.complete(request, deps.settings.title_timeout).await;
+                let title = match generated {
+                    Ok(text) => clean_title(&text, first_user.as_deref().unwrap_or("")),
+                    Err(err) => {
+                        tracing::info!(session_id = %id, code = err.code(), "title generation failed; keeping the default");
+                        return;
+                    }
+                };
+                let set = SetTitle { user, id: id.clone(), title, source: TitleSource::Generated };
+                if let Err(err) = deps.storage.ask(set).await {
+                    tracing::warn!(session_id = %id, error = %err, "could not store the generated title");
+                }
+            }
+            .into_actor(self),
+        );
+    }
+}
+
+/// Tidies a generated title as the original did: no quotes, at most 50 characters, and a fallback
+/// from the first message's words when the model's answer is unusable.
+pub fn clean_title(raw: &str, first_message: &str) -> String {
+    let title = raw.trim().trim_matches(|c| c == '"' || c == '\'').trim();
+    let title = title.lines().next().unwrap_or("").trim();
+    if title.chars().count() >= 5 && !title.eq_ignore_ascii_case("untitled") {
+        return if title.chars().count() > 50 {
+            format!("{}...", title.chars().take(47).collect::<String>())
+        } else {
+            title.to_owned()
+        };
+    }
+    let mut fallback = String::new();
+    let mut cut = false;
+    for word in first_message.split_whitespace().take(6) {
+        if fallback.chars().count() + word.chars().count() + 1 > 40 {
+            cut = true;
+            break;
+        }
+        if !fallback.is_empty() {
+            fallback.push(' ');
+        }
+        fallback.push_str(word);
+    }
+    if fallback.is_empty() {
+        return "New Chat".to_owned();
+    }
+    if cut || first_message.split_whitespace().count() > 6 {
+        fallback.push_str("...");
+    }
+    fallback
+}
+
+impl Actor for SessionActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let storage = self.deps.storage.clone();
+        let load = ListMessages { user: self.user, id: self.id.clone(), page: None };
+        // `wait`: no message is handled before the context is rebuilt from storage.
+        ctx.wait(async move { storage.ask(load).await }.into_actor(self).map(|loaded, act, ctx| {
+            match loaded {
+                Ok(Some(history)) => {
+                    act.history = history;
+                    act.load = Load::Ready;
+                }
+                Ok(None) => {
+                    act.load = Load::Failed("session not found".into());
+                    ctx.stop();
+                }
+                Err(err) => {
+                    tracing::error!(session_id = %act.id, error = %err, "could not load session history");
+                    act.load = Load::Failed(err.to_string());
+                    ctx.stop();
+                }
+            }
+        }));
+        let idle = self.deps.settings.idle_timeout;
+        ctx.run_interval(idle.max(Duration::from_millis(200)) / 2, move |act, ctx| {
+            if act.turn.is_none() && act.last_active.elapsed() >= idle {
+                ctx.stop();
+            }
+        });
+    }
+
+    fn stopped(&mut self, ctx: &mut Self::Context) {
+        self.registry.do_send(Forget { session_id: self.id.clone(), addr: ctx.address() });
+        if let Some(turn) = self.turn.take() {
+            // The turn's future is dropped with the actor: end its stream and record why.
+            let note = StreamMessage::error(&self.id, "cancelled", "The turn was cancelled because the session was closed.");
+            if let Some(event) = turn.stream.push(&note) {
+                let storage = self.deps.storage.clone();
+                let write = TurnWrite {
+                    stream_id: Some(turn.stream.id().clone()),
+                    events: vec![event],
+                    finish: Some(StreamStatus::Failed),
+                    ..TurnWrite::default()
+                };
+                actix_rt::spawn(async move {
+                    if let Err(err) = storage.ask(WriteTurn { write }).await {
+                        tracing::warn!(error = %err, "could not record a cancelled turn");
+                    }
+                });
+            }
+        }
+    }
+}
+
+impl Handler<StartTurn> for SessionActor {
+    type Result = ResponseActFuture<Self, Result<TurnStarted, SessionError>>;
+
+    fn handle(&mut self, msg: StartTurn, _: &mut Self::Context) -> Self::Result {
+        self.last_active = Instant::now();
+        if let Load::Failed(reason) = &self.load {
+            return Box::pin(fut::ready(Err(SessionError::Unavailable(reason.clone()))));
+        }
+        if self.turn.is_some() {
+            return Box::pin(fut::ready(Err(SessionError::Busy)));
+        }
+        let stream_id = StreamId::generate();
+        let buffer = StreamBuffer::new(stream_id.clone(), self.user, self.id.clone());
+        self.turn = Some(RunningTurn { stream: Arc::clone(&buffer), handle: None });
+        let user_message = ChatMessage::new(Role::User, msg.text);
+        let write = TurnWrite {
+            new_stream: Some(StreamRecord {
+                id: stream_id.clone(),
+                user_id: self.user,
+                session_id: self.id.clone(),
+                status: StreamStatus::Running,
+                created_at: Utc::now(),
+            }),
+            messages: vec![user_message.clone()],
+            session_id: Some(self.id.clone()),
+            stream_id: Some(stream_id.clone()),
+            ..TurnWrite::default()
+        };
+        let storage = self.deps.storage.clone();
+        Box::pin(async move { storage.ask(WriteTurn { write }).await }.into_actor(self).map(
+            move |stored, act, ctx| {
+                if let Err(err) = stored {
+                    act.turn = None;
+                    return Err(SessionError::Storage(err));
+                }
+                act.deps.hub.insert(Arc::clone(&buffer));
+                let first_exchange = act.history.is_empty();
+                act.history.push(user_message);
+                let turn = turn::Turn::new(Arc::clone(&act.deps), act.id.clone(), act.history.clone(), Arc::clone(&buffer));
+                let work = AssertUnwindSafe(turn.run()).catch_unwind();
+                let handle = ctx.spawn(work.into_actor(act).map(move |outcome, act, ctx| {
+                    act.turn = None;
+                    act.last_active = Instant::now();
+                    match outcome {
+                        Ok(outcome) => {
+                            act.history.extend(outcome.messages);
+                            if first_exchange && outcome.succeeded {
+                                act.generate_title(ctx);
+                            }
+                        }
+                        Err(_) => {
+                            tracing::error!(session_id = %act.id, "turn panicked; the session actor restarts from storage");
+                            ctx.stop();
+                        }
+                    }
+                }));
+                if let Some(turn) = act.turn.as_mut() {
+                    turn.handle = Some(handle);
+                }
+                Ok(TurnStarted { session_id: act.id.clone(), stream_id, stream: buffer })
+            },
+        ))
+    }
+}
+
+impl Handler<Shutdown> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) {
+        if let Some(handle) = self.turn.as_ref().and_then(|t| t.handle) {
+            ctx.cancel_future(handle);
+        }
+        ctx.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clean_title;
+
+    #[test]
+    fn titles_are_tidied_like_the_original() {
+        assert_eq!(clean_title("\"Disk usage on db1\"", "x"), "Disk usage on db1");
+        let long = "a".repeat(60);
+        assert_eq!(clean_title(&long, "x").chars().count(), 50);
+        assert_eq!(clean_title("Hi", "why is my replica lagging behind the primary today"), "why is my replica lagging behind...");
+        assert_eq!(clean_title("untitled", ""), "New Chat");
+    }
+}

@@ -1,0 +1,27 @@
+//! `StorageError`: what can go wrong below the storage actor's messages.
+
+/// A failure of the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The database engine reported an error.
+    #[error("database error: {0}")]
+    Database(#[from] rusqlite::Error),
+    /// No connection could be taken from the pool in time.
+    #[error("database pool error: {0}")]
+    Pool(#[from] r2d2::Error),
+    /// A stored JSON column could not be read or written.
+    #[error("stored data is malformed: {0}")]
+    Corrupt(String),
+    /// The storage actor did not answer in time or is gone.
+    #[error("storage is unavailable: {0}")]
+    Unavailable(String),
+    /// The schema migration at start-up failed.
+    #[error("schema migration failed: {0}")]
+    Migration(String),
+}
+
+impl From<serde_json::Error> for StorageError {
+    fn from(err: serde_json::Error) -> Self {
+        StorageError::Corrupt(err.to_string())
+    }
+}

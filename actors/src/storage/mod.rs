@@ -1,0 +1,242 @@
+//! The storage actor: the only door to persistence. It runs on a `SyncArbiter` (blocking is fine
+//! there) and delegates every message to a [`ChatStore`] backend. SQLite is the embedded default;
+//! a PostgreSQL backend is a second implementation of the same trait, not a rewrite.
+//!
+//! Callers hold a [`Storage`] handle and `ask` it typed messages, each with a timeout.
+
+mod error;
+mod schema;
+mod sqlite;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+
+use crate::ids::{SessionId, StreamId, UserId};
+use crate::model::{ChatMessage, Session, TitleSource};
+
+pub use error::StorageError;
+pub use schema::SCHEMA_VERSION;
+pub use sqlite::SqliteStore;
+
+/// A page of a listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    /// Rows at most.
+    pub limit: u32,
+    /// Rows skipped.
+    pub offset: u64,
+}
+
+/// The state of a stream's turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamStatus {
+    /// The turn is (or was, before a crash) producing events.
+    Running,
+    /// Ended with `done`.
+    Done,
+    /// Ended with `error`.
+    Failed,
+    /// The server stopped while the turn ran.
+    Interrupted,
+}
+
+impl StreamStatus {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamStatus::Running => "running",
+            StreamStatus::Done => "done",
+            StreamStatus::Failed => "failed",
+            StreamStatus::Interrupted => "interrupted",
+        }
+    }
+
+    fn parse(raw: &str) -> Self {
+        match raw {
+            "running" => StreamStatus::Running,
+            "done" => StreamStatus::Done,
+            "failed" => StreamStatus::Failed,
+            _ => StreamStatus::Interrupted,
+        }
+    }
+}
+
+/// A stream as stored: who may read it and where it stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamRecord {
+    /// Its id.
+    pub id: StreamId,
+    /// Its owner.
+    pub user_id: UserId,
+    /// The session it belongs to.
+    pub session_id: SessionId,
+    /// Where it stands.
+    pub status: StreamStatus,
+    /// When the turn started.
+    pub created_at: DateTime<Utc>,
+}
+
+/// One event of a stream's log: its sequence number (from 1) and its JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    /// Position in the stream, from 1; the SSE `id:`.
+    pub seq: u64,
+    /// The `StreamMessage` JSON.
+    pub data: String,
+}
+
+/// Everything one step of a turn persists, written in one transaction.
+#[derive(Debug, Clone, Default)]
+pub struct TurnWrite {
+    /// A stream to create first (the turn's first write).
+    pub new_stream: Option<StreamRecord>,
+    /// Messages to append to the session, in order.
+    pub messages: Vec<ChatMessage>,
+    /// The session the messages belong to.
+    pub session_id: Option<SessionId>,
+    /// The stream the events and status belong to.
+    pub stream_id: Option<StreamId>,
+    /// Events to append to the stream's log.
+    pub events: Vec<StoredEvent>,
+    /// A final status for the stream.
+    pub finish: Option<StreamStatus>,
+}
+
+/// A persistence backend. Every method is blocking and runs on the storage actor's threads.
+/// Methods that take a `UserId` only see rows of that user: isolation holds at this layer too.
+pub trait ChatStore: Send + Sync + 'static {
+    /// Inserts a new session.
+    fn create_session(&self, session: &Session) -> Result<(), StorageError>;
+    /// A session of this user, if it exists.
+    fn get_session(&self, user: UserId, id: &SessionId) -> Result<Option<Session>, StorageError>;
+    /// A page of the user's sessions, newest activity first, and the total count.
+    fn list_sessions(&self, user: UserId, page: Page) -> Result<(Vec<Session>, u64), StorageError>;
+    /// Sets the title. A `Generated` title only replaces a `Default` one. Returns whether a
+    /// session of this user was changed.
+    fn set_title(
+        &self,
+        user: UserId,
+        id: &SessionId,
+        title: &str,
+        source: TitleSource,
+    ) -> Result<bool, StorageError>;
+    /// Deletes a session with its messages and streams. Returns whether it existed.
+    fn delete_session(&self, user: UserId, id: &SessionId) -> Result<bool, StorageError>;
+    /// A page of a session's messages in order, or `None` if the session is not the user's.
+    fn list_messages(
+        &self,
+        user: UserId,
+        id: &SessionId,
+        page: Option<Page>,
+    ) -> Result<Option<Vec<ChatMessage>>, StorageError>;
+    /// Deletes all messages of a session. Returns whether the session is the user's.
+    fn clear_messages(&self, user: UserId, id: &SessionId) -> Result<bool, StorageError>;
+    /// Applies one step of a turn atomically.
+    fn write_turn(&self, write: &TurnWrite) -> Result<(), StorageError>;
+    /// A stream of this user with its events after `after_seq`, if it exists.
+    fn load_stream(
+        &self,
+        user: UserId,
+        id: &StreamId,
+        after_seq: u64,
+    ) -> Result<Option<(StreamRecord, Vec<StoredEvent>)>, StorageError>;
+    /// Marks streams left `running` by a previous process as `interrupted`; returns how many.
+    fn interrupt_running_streams(&self) -> Result<u64, StorageError>;
+    /// A cheap liveness probe.
+    fn ping(&self) -> Result<(), StorageError>;
+}
+
+macro_rules! storage_messages {
+    ($(
+        $(#[$doc:meta])*
+        $name:ident { $($field:ident : $ty:ty),* $(,)? } -> $ret:ty =
+            |$store:ident, $msg:ident| $body:expr;
+    )*) => {$(
+        $(#[$doc])*
+        #[derive(Debug)]
+        pub struct $name { $(#[doc = stringify!($field)] pub $field: $ty),* }
+
+        impl Message for $name {
+            type Result = Result<$ret, StorageError>;
+        }
+
+        impl Handler<$name> for StorageActor {
+            type Result = Result<$ret, StorageError>;
+
+            fn handle(&mut self, $msg: $name, _: &mut SyncContext<Self>) -> Self::Result {
+                let $store = &*self.store;
+                $body
+            }
+        }
+    )*};
+}
+
+storage_messages! {
+    /// Creates a session.
+    CreateSession { session: Session } -> () = |s, m| s.create_session(&m.session);
+    /// Reads one of the user's sessions.
+    GetSession { user: UserId, id: SessionId } -> Option<Session> = |s, m| s.get_session(m.user, &m.id);
+    /// Lists the user's sessions.
+    ListSessions { user: UserId, page: Page } -> (Vec<Session>, u64) = |s, m| s.list_sessions(m.user, m.page);
+    /// Renames a session (see [`ChatStore::set_title`]).
+    SetTitle { user: UserId, id: SessionId, title: String, source: TitleSource } -> bool =
+        |s, m| s.set_title(m.user, &m.id, &m.title, m.source);
+    /// Deletes a session.
+    DeleteSession { user: UserId, id: SessionId } -> bool = |s, m| s.delete_session(m.user, &m.id);
+    /// Lists a session's messages (all of them when `page` is `None`).
+    ListMessages { user: UserId, id: SessionId, page: Option<Page> } -> Option<Vec<ChatMessage>> =
+        |s, m| s.list_messages(m.user, &m.id, m.page);
+    /// Clears a session's messages.
+    ClearMessages { user: UserId, id: SessionId } -> bool = |s, m| s.clear_messages(m.user, &m.id);
+    /// Applies one step of a turn.
+    WriteTurn { write: TurnWrite } -> () = |s, m| s.write_turn(&m.write);
+    /// Reads a stream's log.
+    LoadStream { user: UserId, id: StreamId, after_seq: u64 } -> Option<(StreamRecord, Vec<StoredEvent>)> =
+        |s, m| s.load_stream(m.user, &m.id, m.after_seq);
+    /// Marks streams of a previous process as interrupted.
+    InterruptRunningStreams {} -> u64 = |s, _m| s.interrupt_running_streams();
+    /// Probes the database.
+    Ping {} -> () = |s, _m| s.ping();
+}
+
+/// The storage actor: one instance per `SyncArbiter` thread, all sharing one backend.
+pub struct StorageActor {
+    store: Arc<dyn ChatStore>,
+}
+
+impl Actor for StorageActor {
+    type Context = SyncContext<Self>;
+}
+
+/// The handle other actors and the HTTP shell use to reach storage.
+#[derive(Clone)]
+pub struct Storage {
+    addr: Addr<StorageActor>,
+    timeout: Duration,
+}
+
+impl Storage {
+    /// Starts `threads` storage actors on a `SyncArbiter` over the given backend.
+    pub fn start(store: Arc<dyn ChatStore>, threads: usize, timeout: Duration) -> Self {
+        let addr = SyncArbiter::start(threads.max(1), move || StorageActor {
+            store: Arc::clone(&store),
+        });
+        Self { addr, timeout }
+    }
+
+    /// Sends a message and waits for its reply, at most the configured timeout.
+    pub async fn ask<M, T>(&self, msg: M) -> Result<T, StorageError>
+    where
+        M: Message<Result = Result<T, StorageError>> + Send + 'static,
+        T: Send + 'static,
+        StorageActor: Handler<M>,
+    {
+        match self.addr.send(msg).timeout(self.timeout).await {
+            Ok(result) => result,
+            Err(err) => Err(StorageError::Unavailable(err.to_string())),
+        }
+    }
+}

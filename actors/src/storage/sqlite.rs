@@ -1,0 +1,487 @@
+//! `SqliteStore`: the embedded [`ChatStore`] on SQLite through an r2d2 pool. WAL mode, a busy
+//! timeout and `BEGIN IMMEDIATE` for every write keep concurrent chats from seeing
+//! "database is locked".
+
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use r2d2::{Pool, PooledConnection};
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::{OptionalExtension, Row, TransactionBehavior, params};
+
+use super::{ChatStore, Page, StorageError, StoredEvent, StreamRecord, StreamStatus, TurnWrite};
+use crate::ids::{SessionId, StreamId, UserId};
+use crate::model::{ChatMessage, Role, Session, TitleSource, format_time};
+
+/// How long a connection waits for another writer before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// SQLite behind an r2d2 pool.
+pub struct SqliteStore {
+    pool: Pool<SqliteConnectionManager>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and migrates it to the current schema.
+    pub fn open(path: &Path, pool_size: u32) -> Result<Self, StorageError> {
+        let manager = SqliteConnectionManager::file(path).with_init(|conn| {
+            conn.busy_timeout(BUSY_TIMEOUT)?;
+            conn.execute_batch(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+            )
+        });
+        let pool = Pool::builder()
+            .max_size(pool_size.max(1))
+            .connection_timeout(BUSY_TIMEOUT)
+            .build(manager)?;
+        let mut conn = pool.get()?;
+        super::schema::migrate(&mut conn)?;
+        Ok(Self { pool })
+    }
+
+    fn conn(&self) -> Result<PooledConnection<SqliteConnectionManager>, StorageError> {
+        Ok(self.pool.get()?)
+    }
+}
+
+fn parse_time(raw: &str) -> rusqlite::Result<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(raw)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+fn parse_user(raw: &str) -> rusqlite::Result<UserId> {
+    raw.parse::<i64>().ok().and_then(UserId::new).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Text,
+            format!("bad user id {raw:?}").into(),
+        )
+    })
+}
+
+fn json_column<T: serde::de::DeserializeOwned + Default>(raw: Option<String>) -> rusqlite::Result<T> {
+    match raw {
+        None => Ok(T::default()),
+        Some(text) => serde_json::from_str(&text).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+        }),
+    }
+}
+
+fn session_from_row(row: &Row<'_>) -> rusqlite::Result<Session> {
+    Ok(Session {
+        id: SessionId::from_raw(row.get::<_, String>(0)?),
+        user_id: parse_user(&row.get::<_, String>(1)?)?,
+        title: row.get(2)?,
+        title_source: TitleSource::parse(&row.get::<_, String>(3)?),
+        created_at: parse_time(&row.get::<_, String>(4)?)?,
+        updated_at: parse_time(&row.get::<_, String>(5)?)?,
+    })
+}
+
+fn message_from_row(row: &Row<'_>) -> rusqlite::Result<ChatMessage> {
+    let role: String = row.get(1)?;
+    Ok(ChatMessage {
+        id: row.get(0)?,
+        role: Role::parse(&role).ok_or_else(|| {
+            rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, format!("bad role {role:?}").into())
+        })?,
+        content: row.get(2)?,
+        tool_calls: json_column(row.get(3)?)?,
+        tool_executions: json_column(row.get(4)?)?,
+        tool_call_id: row.get(5)?,
+        usage: json_column(row.get(6)?)?,
+        timestamp: parse_time(&row.get::<_, String>(7)?)?,
+    })
+}
+
+const SESSION_COLUMNS: &str = "id, user_id, title, title_source, created_at, updated_at";
+const MESSAGE_COLUMNS: &str =
+    "id, role, content, tool_calls, tool_executions, tool_call_id, usage, created_at";
+
+fn optional_json<T: serde::Serialize>(value: &[T]) -> Result<Option<String>, StorageError> {
+    if value.is_empty() {
+        Ok(None)
+    } else {
+        Ok(Some(serde_json::to_string(value)?))
+    }
+}
+
+impl ChatStore for SqliteStore {
+    fn create_session(&self, session: &Session) -> Result<(), StorageError> {
+        self.conn()?.execute(
+            "INSERT INTO chat_sessions (id, user_id, title, title_source, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                session.id.as_str(),
+                session.user_id.to_string(),
+                session.title,
+                session.title_source.as_str(),
+                format_time(session.created_at),
+                format_time(session.updated_at),
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn get_session(&self, user: UserId, id: &SessionId) -> Result<Option<Session>, StorageError> {
+        let conn = self.conn()?;
+        let session = conn
+            .query_row(
+                &format!("SELECT {SESSION_COLUMNS} FROM chat_sessions WHERE id = ?1 AND user_id = ?2"),
+                params![id.as_str(), user.to_string()],
+                session_from_row,
+            )
+            .optional()?;
+        Ok(session)
+    }
+
+    fn list_sessions(&self, user: UserId, page: Page) -> Result<(Vec<Session>, u64), StorageError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {SESSION_COLUMNS} FROM chat_sessions WHERE user_id = ?1
+             ORDER BY updated_at DESC, id DESC LIMIT ?2 OFFSET ?3"
+        ))?;
+        let offset = i64::try_from(page.offset).unwrap_or(i64::MAX);
+        let sessions = stmt
+            .query_map(params![user.to_string(), page.limit, offset], session_from_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        let total: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM chat_sessions WHERE user_id = ?1",
+            params![user.to_string()],
+            |row| row.get(0),
+        )?;
+        Ok((sessions, u64::try_from(total).unwrap_or(0)))
+    }
+
+    fn set_title(
+        &self,
+        user: UserId,
+        id: &SessionId,
+        title: &str,
+        source: TitleSource,
+    ) -> Result<bool, StorageError> {
+        let conn = self.conn()?;
+        let now = format_time(Utc::now());
+        let changed = match source {
+            TitleSource::Generated => conn.execute(
+                "UPDATE chat_sessions SET title = ?1, title_source = 'generated'
+                 WHERE id = ?2 AND user_id = ?3 AND title_source = 'default'",
+                params![title, id.as_str(), user.to_string()],
+            )?,
+            TitleSource::User | TitleSource::Default => conn.execute(
+                "UPDATE chat_sessions SET title = ?1, title_source = ?2, updated_at = ?3
+                 WHERE id = ?4 AND user_id = ?5",
+                params![title, source.as_str(), now, id.as_str(), user.to_string()],
+            )?,
+        };
+        Ok(changed > 0)
+    }
+
+    fn delete_session(&self, user: UserId, id: &SessionId) -> Result<bool, StorageError> {
+        let changed = self.conn()?.execute(
+            "DELETE FROM chat_sessions WHERE id = ?1 AND user_id = ?2",
+            params![id.as_str(), user.to_string()],
+        )?;
+        Ok(changed > 0)
+    }
+
+    fn list_messages(
+        &self,
+        user: UserId,
+        id: &SessionId,
+        page: Option<Page>,
+    ) -> Result<Option<Vec<ChatMessage>>, StorageError> {
+        let mut conn = self.conn()?;
+        // One read transaction so the ownership check and the rows agree.
+        let tx = conn.transaction()?;
+        let owned: Option<i64> = tx
+            .query_row(
+                "SELECT 1 FROM chat_sessions WHERE id = ?1 AND user_id = ?2",
+                params![id.as_str(), user.to_string()],
+                |row| row.get(0),
+            )
+            .optional()?;
+        if owned.is_none() {
+            return Ok(None);
+        }
+        let (limit, offset) = match page {
+            Some(p) => (i64::from(p.limit), i64::try_from(p.offset).unwrap_or(i64::MAX)),
+            None => (-1, 0),
+        };
+        let messages = {
+            let mut stmt = tx.prepare_cached(&format!(
+                "SELECT {MESSAGE_COLUMNS} FROM chat_messages WHERE session_id = ?1
+                 ORDER BY seq LIMIT ?2 OFFSET ?3"
+            ))?;
+            stmt.query_map(params![id.as_str(), limit, offset], message_from_row)?
+                .collect::<Result<Vec<_>, _>>()?
+        };
+        tx.commit()?;
+        Ok(Some(messages))
+    }
+
+    fn clear_messages(&self, user: UserId, id: &SessionId) -> Result<bool, StorageError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let owned = tx.execute(
+            "UPDATE chat_sessions SET updated_at = ?1 WHERE id = ?2 AND user_id = ?3",
+            params![format_time(Utc::now()), id.as_str(), user.to_string()],
+        )?;
+        if owned == 0 {
+            return Ok(false);
+        }
+        tx.execute("DELETE FROM chat_messages WHERE session_id = ?1", params![id.as_str()])?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    fn write_turn(&self, write: &TurnWrite) -> Result<(), StorageError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if let Some(stream) = &write.new_stream {
+            tx.execute(
+                "INSERT INTO chat_streams (id, user_id, session_id, status, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    stream.id.as_str(),
+                    stream.user_id.to_string(),
+                    stream.session_id.as_str(),
+                    stream.status.as_str(),
+                    format_time(stream.created_at),
+                ],
+            )?;
+        }
+        if let Some(session_id) = &write.session_id
+            && !write.messages.is_empty()
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO chat_messages
+                 (id, session_id, role, content, tool_calls, tool_executions, tool_call_id, usage, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?;
+            for message in &write.messages {
+                let usage = message.usage.map(|u| serde_json::to_string(&u)).transpose()?;
+                insert.execute(params![
+                    message.id,
+                    session_id.as_str(),
+                    message.role.as_str(),
+                    message.content,
+                    optional_json(&message.tool_calls)?,
+                    optional_json(&message.tool_executions)?,
+                    message.tool_call_id,
+                    usage,
+                    format_time(message.timestamp),
+                ])?;
+            }
+            tx.execute(
+                "UPDATE chat_sessions SET updated_at = ?1 WHERE id = ?2",
+                params![format_time(Utc::now()), session_id.as_str()],
+            )?;
+        }
+        if let Some(stream_id) = &write.stream_id {
+            if !write.events.is_empty() {
+                let mut insert = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO chat_stream_events (stream_id, seq, data) VALUES (?1, ?2, ?3)",
+                )?;
+                for event in &write.events {
+                    let seq = i64::try_from(event.seq).unwrap_or(i64::MAX);
+                    insert.execute(params![stream_id.as_str(), seq, event.data])?;
+                }
+            }
+            if let Some(status) = write.finish {
+                tx.execute(
+                    "UPDATE chat_streams SET status = ?1, finished_at = ?2 WHERE id = ?3",
+                    params![status.as_str(), format_time(Utc::now()), stream_id.as_str()],
+                )?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn load_stream(
+        &self,
+        user: UserId,
+        id: &StreamId,
+        after_seq: u64,
+    ) -> Result<Option<(StreamRecord, Vec<StoredEvent>)>, StorageError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction()?;
+        let record = tx
+            .query_row(
+                "SELECT id, user_id, session_id, status, created_at FROM chat_streams
+                 WHERE id = ?1 AND user_id = ?2",
+                params![id.as_str(), user.to_string()],
+                |row| {
+                    Ok(StreamRecord {
+                        id: StreamId::from_raw(row.get::<_, String>(0)?),
+                        user_id: parse_user(&row.get::<_, String>(1)?)?,
+                        session_id: SessionId::from_raw(row.get::<_, String>(2)?),
+                        status: StreamStatus::parse(&row.get::<_, String>(3)?),
+                        created_at: parse_time(&row.get::<_, String>(4)?)?,
+                    })
+                },
+            )
+            .optional()?;
+        let Some(record) = record else {
+            return Ok(None);
+        };
+        let events = {
+            let mut stmt = tx.prepare_cached(
+                "SELECT seq, data FROM chat_stream_events WHERE stream_id = ?1 AND seq > ?2 ORDER BY seq",
+            )?;
+            let after = i64::try_from(after_seq).unwrap_or(i64::MAX);
+            stmt.query_map(params![id.as_str(), after], |row| {
+                Ok(StoredEvent {
+                    seq: u64::try_from(row.get::<_, i64>(0)?).unwrap_or(0),
+                    data: row.get(1)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?
+        };
+        tx.commit()?;
+        Ok(Some((record, events)))
+    }
+
+    fn interrupt_running_streams(&self) -> Result<u64, StorageError> {
+        let changed = self.conn()?.execute(
+            "UPDATE chat_streams SET status = 'interrupted', finished_at = ?1 WHERE status = 'running'",
+            params![format_time(Utc::now())],
+        )?;
+        Ok(u64::try_from(changed).unwrap_or(0))
+    }
+
+    fn ping(&self) -> Result<(), StorageError> {
+        self.conn()?.query_row("SELECT 1", [], |_| Ok(()))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("t.db"), 4).unwrap();
+        (dir, store)
+    }
+
+    fn user(n: i64) -> UserId {
+        UserId::new(n).unwrap()
+    }
+
+    #[test]
+    fn migration_is_idempotent_and_sets_the_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        drop(SqliteStore::open(&path, 1).unwrap());
+        let store = SqliteStore::open(&path, 1).unwrap();
+        let version: i64 = store
+            .conn()
+            .unwrap()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version as usize, super::super::SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn sessions_are_isolated_by_user() {
+        let (_dir, store) = store();
+        let session = Session::new(user(1), "mine".into(), TitleSource::User);
+        store.create_session(&session).unwrap();
+        assert!(store.get_session(user(1), &session.id).unwrap().is_some());
+        assert!(store.get_session(user(2), &session.id).unwrap().is_none());
+        assert!(store.list_messages(user(2), &session.id, None).unwrap().is_none());
+        assert!(!store.delete_session(user(2), &session.id).unwrap());
+        assert!(!store.clear_messages(user(2), &session.id).unwrap());
+        assert!(store.get_session(user(1), &session.id).unwrap().is_some());
+    }
+
+    #[test]
+    fn generated_titles_never_replace_user_titles() {
+        let (_dir, store) = store();
+        let session = Session::new(user(1), "Chat".into(), TitleSource::Default);
+        store.create_session(&session).unwrap();
+        assert!(store.set_title(user(1), &session.id, "Mine", TitleSource::User).unwrap());
+        assert!(!store.set_title(user(1), &session.id, "Auto", TitleSource::Generated).unwrap());
+        let stored = store.get_session(user(1), &session.id).unwrap().unwrap();
+        assert_eq!(stored.title, "Mine");
+    }
+
+    #[test]
+    fn turn_writes_keep_message_order_and_stream_events() {
+        let (_dir, store) = store();
+        let session = Session::new(user(1), "Chat".into(), TitleSource::Default);
+        store.create_session(&session).unwrap();
+        let stream = StreamRecord {
+            id: StreamId::generate(),
+            user_id: user(1),
+            session_id: session.id.clone(),
+            status: StreamStatus::Running,
+            created_at: Utc::now(),
+        };
+        let messages: Vec<_> = (0..5).map(|i| ChatMessage::new(Role::User, format!("m{i}"))).collect();
+        store
+            .write_turn(&TurnWrite {
+                new_stream: Some(stream.clone()),
+                messages: messages.clone(),
+                session_id: Some(session.id.clone()),
+                stream_id: Some(stream.id.clone()),
+                events: vec![
+                    StoredEvent { seq: 1, data: "a".into() },
+                    StoredEvent { seq: 2, data: "b".into() },
+                ],
+                finish: None,
+            })
+            .unwrap();
+        let loaded = store.list_messages(user(1), &session.id, None).unwrap().unwrap();
+        assert_eq!(loaded, messages);
+        let page = store
+            .list_messages(user(1), &session.id, Some(Page { limit: 2, offset: 3 }))
+            .unwrap()
+            .unwrap();
+        assert_eq!(page, messages[3..5].to_vec());
+        let (record, events) = store.load_stream(user(1), &stream.id, 1).unwrap().unwrap();
+        assert_eq!(record.status, StreamStatus::Running);
+        assert_eq!(events, vec![StoredEvent { seq: 2, data: "b".into() }]);
+        assert!(store.load_stream(user(2), &stream.id, 0).unwrap().is_none());
+        assert_eq!(store.interrupt_running_streams().unwrap(), 1);
+        let (record, _) = store.load_stream(user(1), &stream.id, 0).unwrap().unwrap();
+        assert_eq!(record.status, StreamStatus::Interrupted);
+    }
+
+    #[test]
+    fn concurrent_writers_never_see_database_locked() {
+        let (_dir, store) = store();
+        let store = std::sync::Arc::new(store);
+        let session = Session::new(user(1), "Chat".into(), TitleSource::Default);
+        store.create_session(&session).unwrap();
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let store = std::sync::Arc::clone(&store);
+                let id = session.id.clone();
+                std::thread::spawn(move || {
+                    for i in 0..50 {
+                        store
+                            .write_turn(&TurnWrite {
+                                messages: vec![ChatMessage::new(Role::User, format!("{i}"))],
+                                session_id: Some(id.clone()),
+                                ..TurnWrite::default()
+                            })
+                            .unwrap();
+                        store.list_messages(user(1), &id, Some(Page { limit: 5, offset: 0 })).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let all = store.list_messages(user(1), &session.id, None).unwrap().unwrap();
+        assert_eq!(all.len(), 400);
+    }
+}

@@ -1,0 +1,307 @@
+//! Streams: the per-turn event buffer and the hub that finds buffers by id.
+//!
+//! A turn pushes every `StreamMessage` into its [`StreamBuffer`] and never waits for a reader.
+//! Any number of readers subscribe, from the first event or after a given sequence number, and
+//! each sees every event in order; a reader that connects late catches up from the buffer.
+//! Buffers of finished turns stay in memory for a retention time; after that, and after a
+//! restart, the same events come from storage.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use crate::ids::{SessionId, StreamId, UserId};
+use crate::model::StreamMessage;
+use crate::storage::{StoredEvent, StreamRecord};
+#[cfg(test)]
+use crate::storage::StreamStatus;
+
+/// One event as readers get it: sequence number (from 1), JSON, and whether it ends the stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamEvent {
+    /// The SSE `id:`.
+    pub seq: u64,
+    /// The `StreamMessage` JSON.
+    pub data: Arc<str>,
+    /// `done` or `error`.
+    pub terminal: bool,
+}
+
+#[derive(Default)]
+struct BufferState {
+    events: Vec<Arc<StreamEvent>>,
+    finished_at: Option<Instant>,
+}
+
+/// The events of one turn, shared by the producing turn and every reader.
+pub struct StreamBuffer {
+    id: StreamId,
+    user_id: UserId,
+    session_id: SessionId,
+    state: Mutex<BufferState>,
+    version: watch::Sender<u64>,
+}
+
+fn lock(state: &Mutex<BufferState>) -> MutexGuard<'_, BufferState> {
+    // A poisoned lock only means a reader panicked mid-read; the events are still consistent.
+    state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl StreamBuffer {
+    /// An empty buffer for a new turn.
+    pub fn new(id: StreamId, user_id: UserId, session_id: SessionId) -> Arc<Self> {
+        Arc::new(Self {
+            id,
+            user_id,
+            session_id,
+            state: Mutex::new(BufferState::default()),
+            version: watch::channel(0).0,
+        })
+    }
+
+    /// A finished buffer rebuilt from storage. A stream left without a terminal event (the server
+    /// stopped mid-turn) ends with an `error` event whose code is `interrupted`.
+    pub fn from_stored(record: &StreamRecord, events: Vec<StoredEvent>) -> Arc<Self> {
+        let buffer = Self::new(record.id.clone(), record.user_id, record.session_id.clone());
+        {
+            let mut state = lock(&buffer.state);
+            state.events = events
+                .into_iter()
+                .map(|e| {
+                    let terminal = is_terminal_json(&e.data);
+                    Arc::new(StreamEvent { seq: e.seq, data: e.data.into(), terminal })
+                })
+                .collect();
+        }
+        if !buffer.last_seq_and_terminal().1 {
+            let note = StreamMessage::error(
+                &record.session_id,
+                "interrupted",
+                "The server stopped before this answer was complete.",
+            );
+            buffer.push(&note);
+        }
+        lock(&buffer.state).finished_at = Some(Instant::now());
+        buffer
+    }
+
+    /// Its id.
+    pub fn id(&self) -> &StreamId {
+        &self.id
+    }
+
+    /// Its owner.
+    pub fn user_id(&self) -> UserId {
+        self.user_id
+    }
+
+    /// Its session.
+    pub fn session_id(&self) -> &SessionId {
+        &self.session_id
+    }
+
+    fn last_seq_and_terminal(&self) -> (u64, bool) {
+        let state = lock(&self.state);
+        state
+            .events
+            .last()
+            .map_or((0, false), |e| (e.seq, e.terminal))
+    }
+
+    /// Appends an event and wakes every reader. Returns it in its stored form. Events pushed
+    /// after a terminal one are ignored.
+    pub fn push(&self, message: &StreamMessage) -> Option<StoredEvent> {
+        let data = serde_json::to_string(message).unwrap_or_else(|_| {
+            // Serialising our own types cannot fail; keep the stream well-formed anyway.
+            r#"{"type":"error","session_id":"","error":"unencodable event","code":"internal"}"#.to_owned()
+        });
+        let terminal = message.is_terminal();
+        let seq = {
+            let mut state = lock(&self.state);
+            if state.finished_at.is_some() {
+                return None;
+            }
+            let seq = state.events.last().map_or(1, |e| e.seq + 1);
+            state.events.push(Arc::new(StreamEvent { seq, data: data.as_str().into(), terminal }));
+            if terminal {
+                state.finished_at = Some(Instant::now());
+            }
+            seq
+        };
+        self.version.send_replace(seq);
+        Some(StoredEvent { seq, data })
+    }
+
+    /// Whether the stream has ended.
+    pub fn is_finished(&self) -> bool {
+        lock(&self.state).finished_at.is_some()
+    }
+
+    fn finished_before(&self, deadline: Instant) -> bool {
+        lock(&self.state).finished_at.is_some_and(|t| t < deadline)
+    }
+
+    /// The events after `after_seq` (a copy of the pointers; cheap).
+    pub fn events_after(&self, after_seq: u64) -> Vec<Arc<StreamEvent>> {
+        let state = lock(&self.state);
+        let start = state.events.partition_point(|e| e.seq <= after_seq);
+        state.events[start..].to_vec()
+    }
+
+    /// A reader that gets every event after `after_seq`, then live ones, until the end.
+    pub fn subscribe(self: &Arc<Self>, after_seq: u64) -> Subscription {
+        Subscription {
+            buffer: Arc::clone(self),
+            after_seq,
+            version: self.version.subscribe(),
+        }
+    }
+}
+
+fn is_terminal_json(data: &str) -> bool {
+    serde_json::from_str::<StreamMessage>(data).is_ok_and(|m| m.is_terminal())
+}
+
+/// One reader of a stream.
+pub struct Subscription {
+    buffer: Arc<StreamBuffer>,
+    after_seq: u64,
+    version: watch::Receiver<u64>,
+}
+
+impl Subscription {
+    /// The next events (at least one), or `None` after the terminal event has been read.
+    pub async fn next_batch(&mut self) -> Option<Vec<Arc<StreamEvent>>> {
+        loop {
+            self.version.borrow_and_update();
+            let events = self.buffer.events_after(self.after_seq);
+            if let Some(last) = events.last() {
+                self.after_seq = last.seq;
+                return Some(events);
+            }
+            if self.buffer.is_finished() {
+                return None;
+            }
+            if self.version.changed().await.is_err() {
+                return None;
+            }
+        }
+    }
+}
+
+/// Finds live and recently finished streams by id.
+#[derive(Default)]
+pub struct StreamHub {
+    streams: Mutex<HashMap<StreamId, Arc<StreamBuffer>>>,
+}
+
+impl StreamHub {
+    fn map(&self) -> MutexGuard<'_, HashMap<StreamId, Arc<StreamBuffer>>> {
+        self.streams.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Registers a buffer.
+    pub fn insert(&self, buffer: Arc<StreamBuffer>) {
+        self.map().insert(buffer.id().clone(), buffer);
+    }
+
+    /// A buffer by id, whoever owns it (callers check the owner).
+    pub fn get(&self, id: &StreamId) -> Option<Arc<StreamBuffer>> {
+        self.map().get(id).cloned()
+    }
+
+    /// Forgets a buffer.
+    pub fn remove(&self, id: &StreamId) {
+        self.map().remove(id);
+    }
+
+    /// Forgets every buffer of a session (after it was deleted).
+    pub fn remove_session(&self, session_id: &SessionId) {
+        self.map().retain(|_, b| b.session_id() != session_id);
+    }
+
+    /// Forgets buffers that finished more than `retention` ago; returns how many.
+    pub fn sweep(&self, retention: Duration) -> usize {
+        let Some(deadline) = Instant::now().checked_sub(retention) else {
+            return 0;
+        };
+        let mut map = self.map();
+        let before = map.len();
+        map.retain(|_, b| !b.finished_before(deadline));
+        before - map.len()
+    }
+
+    /// Streams in memory.
+    pub fn len(&self) -> usize {
+        self.map().len()
+    }
+
+    /// Whether no stream is in memory.
+    pub fn is_empty(&self) -> bool {
+        self.map().is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn buffer() -> Arc<StreamBuffer> {
+        StreamBuffer::new(StreamId::generate(), UserId::new(1).unwrap(), SessionId::from_raw("s"))
+    }
+
+    #[actix_rt::test]
+    async fn late_and_concurrent_readers_see_every_event_in_order() {
+        let buffer = buffer();
+        let session = SessionId::from_raw("s");
+        let mut early = buffer.subscribe(0);
+        buffer.push(&StreamMessage::text(&session, "a"));
+        buffer.push(&StreamMessage::text(&session, "b"));
+        let first = early.next_batch().await.unwrap();
+        assert_eq!(first.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2]);
+        buffer.push(&StreamMessage::done(&session));
+        assert!(buffer.push(&StreamMessage::text(&session, "ignored")).is_none());
+        let rest = early.next_batch().await.unwrap();
+        assert_eq!(rest.len(), 1);
+        assert!(rest[0].terminal);
+        assert!(early.next_batch().await.is_none());
+
+        let mut late = buffer.subscribe(0);
+        let all = late.next_batch().await.unwrap();
+        assert_eq!(all.len(), 3);
+        let mut resumed = buffer.subscribe(2);
+        assert_eq!(resumed.next_batch().await.unwrap()[0].seq, 3);
+    }
+
+    #[actix_rt::test]
+    async fn a_waiting_reader_wakes_on_push() {
+        let buffer = buffer();
+        let mut reader = buffer.subscribe(0);
+        let producer = Arc::clone(&buffer);
+        let wait = actix_rt::spawn(async move { reader.next_batch().await });
+        tokio::task::yield_now().await;
+        producer.push(&StreamMessage::text(&SessionId::from_raw("s"), "x"));
+        let got = tokio::time::timeout(Duration::from_secs(5), wait).await.unwrap().unwrap();
+        assert_eq!(got.unwrap()[0].seq, 1);
+    }
+
+    #[test]
+    fn stored_streams_without_an_end_are_marked_interrupted() {
+        let record = StreamRecord {
+            id: StreamId::generate(),
+            user_id: UserId::new(1).unwrap(),
+            session_id: SessionId::from_raw("s"),
+            status: StreamStatus::Interrupted,
+            created_at: chrono::Utc::now(),
+        };
+        let text = serde_json::to_string(&StreamMessage::text(&record.session_id, "partial")).unwrap();
+        let buffer = StreamBuffer::from_stored(&record, vec![StoredEvent { seq: 1, data: text }]);
+        let events = buffer.events_after(0);
+        assert_eq!(events.len(), 2);
+        assert!(events[1].terminal);
+        assert!(events[1].data.contains("\"code\":\"interrupted\""));
+        assert!(buffer.is_finished());
+    }
+}

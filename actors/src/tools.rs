@@ -1,0 +1,100 @@
+//! Tools as a turn sees them: a [`ToolCatalog`] lists what the model may call and runs one call.
+//! [`execute_all`] scatters every call of one model turn at once and gathers the results by call
+//! index, so their order is the call order whatever order they finish in.
+
+use std::sync::Arc;
+
+use futures::future::{BoxFuture, join_all};
+use serde::{Deserialize, Serialize};
+
+use crate::model::{ToolCall, ToolExecution};
+
+/// A tool offered to the model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolSpec {
+    /// The name the model calls it by.
+    pub name: String,
+    /// What it does.
+    pub description: String,
+    /// Its full JSON Schema.
+    pub input_schema: serde_json::Value,
+}
+
+/// What one tool call produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToolOutcome {
+    /// The tool answered.
+    Success(String),
+    /// The call failed (unknown tool, tool error, timeout, dead server).
+    Failure(String),
+}
+
+/// The tools a turn may use.
+pub trait ToolCatalog: Send + Sync + 'static {
+    /// The tools on offer, in a stable order.
+    fn tools(&self) -> Vec<ToolSpec>;
+    /// Runs one call.
+    fn call(&self, call: &ToolCall) -> BoxFuture<'static, ToolOutcome>;
+}
+
+/// The empty catalog: every call is an unknown tool.
+#[derive(Debug, Default)]
+pub struct NoTools;
+
+impl ToolCatalog for NoTools {
+    fn tools(&self) -> Vec<ToolSpec> {
+        Vec::new()
+    }
+
+    fn call(&self, call: &ToolCall) -> BoxFuture<'static, ToolOutcome> {
+        let name = call.function.name.clone();
+        Box::pin(async move { ToolOutcome::Failure(format!("unknown tool: {name}")) })
+    }
+}
+
+/// Runs every call at once and returns their executions in call order.
+pub async fn execute_all(catalog: &Arc<dyn ToolCatalog>, calls: &[ToolCall]) -> Vec<ToolExecution> {
+    join_all(calls.iter().map(|call| {
+        let pending = catalog.call(call);
+        let call = call.clone();
+        async move {
+            let start_time = crate::model::now();
+            let outcome = pending.await;
+            let end_time = crate::model::now();
+            let (result, error) = match outcome {
+                ToolOutcome::Success(text) => (text, None),
+                ToolOutcome::Failure(err) => (format!("Error executing tool: {err}"), Some(err)),
+            };
+            ToolExecution {
+                id: call.id,
+                tool_name: call.function.name,
+                arguments: call.function.arguments,
+                result,
+                error,
+                start_time,
+                end_time,
+                duration_ms: (end_time - start_time).num_milliseconds(),
+            }
+        }
+    }))
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[actix_rt::test]
+    async fn unknown_tools_fail_each_call_alone_in_call_order() {
+        let catalog: Arc<dyn ToolCatalog> = Arc::new(NoTools);
+        let calls = vec![
+            ToolCall::function("c1", "a", "{}".into()),
+            ToolCall::function("c2", "b", "{}".into()),
+        ];
+        let results = execute_all(&catalog, &calls).await;
+        assert_eq!(results.len(), 2);
+        assert_eq!(results[0].id, "c1");
+        assert_eq!(results[1].error.as_deref(), Some("unknown tool: b"));
+        assert_eq!(results[1].result, "Error executing tool: unknown tool: b");
+    }
+}
