@@ -1,1 +1,74 @@
-fn main() {}
+//! Criterion micro-benchmarks of the hot paths under one turn: appending a turn's messages and
+//! events to SQLite, loading a history, pushing an event through a stream buffer to a reader,
+//! and encoding an SSE frame. Run: `cargo bench --bench core`.
+
+use std::hint::black_box;
+
+use actix_web_lab::sse;
+use actors::ids::{SessionId, StreamId, UserId};
+use actors::model::{ChatMessage, Role, Session, StreamMessage, TitleSource};
+use actors::storage::{ChatStore, SqliteStore, StoredEvent, TurnWrite};
+use actors::stream::StreamBuffer;
+use criterion::{Criterion, criterion_group, criterion_main};
+
+#[expect(clippy::expect_used, reason = "a benchmark that cannot set up should stop loudly")]
+fn storage(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteStore::open(&dir.path().join("bench.db"), 2).expect("open");
+    let user = UserId::new(1).expect("user");
+    let session = Session::new(user, "bench".into(), TitleSource::User);
+    store.create_session(&session).expect("session");
+    let events: Vec<_> = (1..=16)
+        .map(|seq| StoredEvent {
+            seq,
+            data: "{\"type\":\"message\"}".into(),
+        })
+        .collect();
+    c.bench_function("storage/write_turn (2 messages, 16 events)", |b| {
+        b.iter(|| {
+            let write = TurnWrite {
+                messages: vec![
+                    ChatMessage::new(Role::User, "hello"),
+                    ChatMessage::new(Role::Assistant, "hi there"),
+                ],
+                session_id: Some(session.id.clone()),
+                ..TurnWrite::default()
+            };
+            store.write_turn(black_box(&write)).expect("write");
+        });
+    });
+    let history = Session::new(user, "history".into(), TitleSource::User);
+    store.create_session(&history).expect("session");
+    let write = TurnWrite {
+        messages: (0..50)
+            .map(|i| ChatMessage::new(Role::User, format!("message {i}")))
+            .collect(),
+        session_id: Some(history.id.clone()),
+        events,
+        ..TurnWrite::default()
+    };
+    store.write_turn(&write).expect("write");
+    c.bench_function("storage/load history (50 messages)", |b| {
+        b.iter(|| store.list_messages(user, black_box(&history.id), None).expect("load"));
+    });
+}
+
+#[expect(clippy::expect_used, reason = "a benchmark that cannot set up should stop loudly")]
+fn streams(c: &mut Criterion) {
+    let session = SessionId::from_raw("bench");
+    let message = StreamMessage::text(&session, "token ");
+    c.bench_function("stream/push one event", |b| {
+        let buffer = StreamBuffer::new(StreamId::generate(), UserId::new(1).expect("user"), session.clone());
+        b.iter(|| buffer.push(black_box(&message)));
+    });
+    c.bench_function("sse/encode one event", |b| {
+        let data = serde_json::to_string(&message).unwrap_or_default();
+        b.iter(|| {
+            let event: sse::Event = sse::Data::new(black_box(data.clone())).event("message").id("42").into();
+            black_box(event)
+        });
+    });
+}
+
+criterion_group!(benches, storage, streams);
+criterion_main!(benches);

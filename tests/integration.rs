@@ -1,1 +1,10 @@
+//! One integration-test binary (faster linking): every test starts the real server on
+//! 127.0.0.1:0 with a temporary SQLite file and talks real HTTP and SSE to it.
 
+#![expect(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
+
+mod common;
+
+mod api;
+mod restart;
+mod streaming;

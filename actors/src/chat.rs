@@ -24,7 +24,12 @@ pub struct Chat {
 impl Chat {
     /// A handle over running actors.
     pub fn new(registry: Addr<SessionRegistry>, storage: Storage, hub: Arc<StreamHub>, timeout: Duration) -> Self {
-        Self { registry, storage, hub, timeout }
+        Self {
+            registry,
+            storage,
+            hub,
+            timeout,
+        }
     }
 
     /// The storage handle (session CRUD goes straight to the storage actor).
@@ -38,13 +43,21 @@ impl Chat {
     }
 
     /// Stores the person's message and starts a turn. Replies with where to read the stream.
-    pub async fn submit(&self, user: UserId, session_id: Option<SessionId>, text: String) -> Result<TurnStarted, SessionError> {
+    pub async fn submit(
+        &self,
+        user: UserId,
+        session_id: Option<SessionId>,
+        text: String,
+    ) -> Result<TurnStarted, SessionError> {
         // A session actor can stop between lookup and send (idle, crash); one retry starts a new one.
         let mut last_error = None;
         for _ in 0..2 {
             let (_, addr) = self
                 .registry
-                .send(Resolve { user, session_id: session_id.clone() })
+                .send(Resolve {
+                    user,
+                    session_id: session_id.clone(),
+                })
                 .timeout(self.timeout)
                 .await??;
             match addr.send(StartTurn { text: text.clone() }).timeout(self.timeout).await {
@@ -67,7 +80,11 @@ impl Chat {
         }
         let stored = self
             .storage
-            .ask(LoadStream { user, id: id.clone(), after_seq: 0 })
+            .ask(LoadStream {
+                user,
+                id: id.clone(),
+                after_seq: 0,
+            })
             .await?
             .ok_or(SessionError::NotFound("stream"))?;
         Ok(StreamBuffer::from_stored(&stored.0, stored.1))
@@ -75,7 +92,10 @@ impl Chat {
 
     /// Clears a session's stored messages and its model context. `false` if not the user's.
     pub async fn clear(&self, user: UserId, id: &SessionId) -> Result<bool, SessionError> {
-        self.registry.send(Evict { session_id: id.clone() }).timeout(self.timeout).await?;
+        self.registry
+            .send(Evict { session_id: id.clone() })
+            .timeout(self.timeout)
+            .await?;
         Ok(self.storage.ask(ClearMessages { user, id: id.clone() }).await?)
     }
 
@@ -83,7 +103,10 @@ impl Chat {
     pub async fn delete(&self, user: UserId, id: &SessionId) -> Result<bool, SessionError> {
         let deleted = self.storage.ask(DeleteSession { user, id: id.clone() }).await?;
         if deleted {
-            self.registry.send(Evict { session_id: id.clone() }).timeout(self.timeout).await?;
+            self.registry
+                .send(Evict { session_id: id.clone() })
+                .timeout(self.timeout)
+                .await?;
             self.hub.remove_session(id);
         }
         Ok(deleted)

@@ -301,16 +301,9 @@ impl StreamMessage {
     /// The results of one tool round, in call order.
     pub fn tool_execution(session_id: &SessionId, executions: Vec<ToolExecution>) -> Self {
         let failed = executions.iter().any(|e| e.error.is_some());
-        let status = if failed {
-            "partially failed"
-        } else {
-            "successful"
-        };
+        let status = if failed { "partially failed" } else { "successful" };
         Self {
-            content: Some(format!(
-                "Executed {} tool(s) ({status})",
-                executions.len()
-            )),
+            content: Some(format!("Executed {} tool(s) ({status})", executions.len())),
             tool_executions: executions,
             ..Self::empty(StreamMessageType::ToolExecution, session_id)
         }
@@ -336,10 +329,7 @@ impl StreamMessage {
 
     /// Whether the stream ends with this event.
     pub fn is_terminal(&self) -> bool {
-        matches!(
-            self.kind,
-            StreamMessageType::Done | StreamMessageType::Error
-        )
+        matches!(self.kind, StreamMessageType::Done | StreamMessageType::Error)
     }
 }
 

@@ -52,7 +52,11 @@ pub struct SessionRegistry {
 impl SessionRegistry {
     /// A registry whose sessions share `deps`; finished streams stay in memory for `stream_retention`.
     pub fn new(deps: Arc<SessionDeps>, stream_retention: Duration) -> Self {
-        Self { deps, sessions: HashMap::new(), stream_retention }
+        Self {
+            deps,
+            sessions: HashMap::new(),
+            stream_retention,
+        }
     }
 
     fn running(&self, user: UserId, id: &SessionId) -> Option<Addr<SessionActor>> {
@@ -142,7 +146,11 @@ impl Handler<Forget> for SessionRegistry {
     type Result = ();
 
     fn handle(&mut self, msg: Forget, _: &mut Self::Context) {
-        if self.sessions.get(&msg.session_id).is_some_and(|(_, addr)| *addr == msg.addr) {
+        if self
+            .sessions
+            .get(&msg.session_id)
+            .is_some_and(|(_, addr)| *addr == msg.addr)
+        {
             self.sessions.remove(&msg.session_id);
         }
     }

@@ -14,9 +14,9 @@ use tokio::sync::watch;
 
 use crate::ids::{SessionId, StreamId, UserId};
 use crate::model::StreamMessage;
-use crate::storage::{StoredEvent, StreamRecord};
 #[cfg(test)]
 use crate::storage::StreamStatus;
+use crate::storage::{StoredEvent, StreamRecord};
 
 /// One event as readers get it: sequence number (from 1), JSON, and whether it ends the stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,7 +71,11 @@ impl StreamBuffer {
                 .into_iter()
                 .map(|e| {
                     let terminal = is_terminal_json(&e.data);
-                    Arc::new(StreamEvent { seq: e.seq, data: e.data.into(), terminal })
+                    Arc::new(StreamEvent {
+                        seq: e.seq,
+                        data: e.data.into(),
+                        terminal,
+                    })
                 })
                 .collect();
         }
@@ -104,10 +108,7 @@ impl StreamBuffer {
 
     fn last_seq_and_terminal(&self) -> (u64, bool) {
         let state = lock(&self.state);
-        state
-            .events
-            .last()
-            .map_or((0, false), |e| (e.seq, e.terminal))
+        state.events.last().map_or((0, false), |e| (e.seq, e.terminal))
     }
 
     /// Appends an event and wakes every reader. Returns it in its stored form. Events pushed
@@ -124,7 +125,11 @@ impl StreamBuffer {
                 return None;
             }
             let seq = state.events.last().map_or(1, |e| e.seq + 1);
-            state.events.push(Arc::new(StreamEvent { seq, data: data.as_str().into(), terminal }));
+            state.events.push(Arc::new(StreamEvent {
+                seq,
+                data: data.as_str().into(),
+                terminal,
+            }));
             if terminal {
                 state.finished_at = Some(Instant::now());
             }
@@ -283,7 +288,10 @@ mod tests {
         let wait = actix_rt::spawn(async move { reader.next_batch().await });
         tokio::task::yield_now().await;
         producer.push(&StreamMessage::text(&SessionId::from_raw("s"), "x"));
-        let got = tokio::time::timeout(Duration::from_secs(5), wait).await.unwrap().unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(5), wait)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(got.unwrap()[0].seq, 1);
     }
 

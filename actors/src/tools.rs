@@ -12,8 +12,12 @@ use crate::model::{ToolCall, ToolExecution};
 /// A tool offered to the model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ToolSpec {
-    /// The name the model calls it by.
+    /// The name the model calls it by (`<server>__<tool>`).
     pub name: String,
+    /// The MCP server that provides it.
+    pub server: String,
+    /// The server's own name for it.
+    pub tool: String,
     /// What it does.
     pub description: String,
     /// Its full JSON Schema.

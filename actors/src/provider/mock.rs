@@ -35,33 +35,48 @@ struct ScriptedCall {
 
 impl MockProvider {
     /// A mock that waits `chunk_delay` before each chunk (zero is allowed).
+    ///
+    /// Chunks are sent as given; `first_delay` comes on top of the first chunk's delay.
     pub fn new(chunk_delay: Duration) -> Self {
         Self { chunk_delay }
     }
 
-    fn words(&self, chunks: Vec<String>, first_delay: Duration) -> BoxStream<'static, Result<ProviderEvent, ProviderError>> {
+    fn chunks(
+        &self,
+        chunks: Vec<String>,
+        first_delay: Duration,
+    ) -> BoxStream<'static, Result<ProviderEvent, ProviderError>> {
         let delay = self.chunk_delay;
-        let count = chunks.len();
         stream::iter(chunks.into_iter().enumerate())
             .then(move |(i, chunk)| async move {
                 let wait = if i == 0 { first_delay + delay } else { delay };
                 if !wait.is_zero() {
                     tokio::time::sleep(wait).await;
                 }
-                let text = if i + 1 < count { format!("{chunk} ") } else { chunk };
-                Ok(ProviderEvent::Text(text))
+                Ok(ProviderEvent::Text(chunk))
             })
             .chain(stream::once(async { Ok(ProviderEvent::Done) }))
             .boxed()
     }
 
-    fn default_answer(&self, message: &str, tools: usize, first_delay: Duration) -> BoxStream<'static, Result<ProviderEvent, ProviderError>> {
-        let chunks = ["Mock", "streaming", "response", "to:"]
+    fn default_answer(
+        &self,
+        message: &str,
+        tools: usize,
+        first_delay: Duration,
+    ) -> BoxStream<'static, Result<ProviderEvent, ProviderError>> {
+        // The original's eight chunks, each followed by a space but the last.
+        let chunks = ["Mock ", "streaming ", "response ", "to: "]
             .into_iter()
             .map(str::to_owned)
-            .chain([format!("'{message}'."), "Available".into(), "tools:".into(), tools.to_string()])
+            .chain([
+                format!("'{message}'. "),
+                "Available ".into(),
+                "tools: ".into(),
+                tools.to_string(),
+            ])
             .collect();
-        self.words(chunks, first_delay)
+        self.chunks(chunks, first_delay)
     }
 }
 
@@ -88,18 +103,17 @@ fn tool_results(messages: &[ChatMessage]) -> Vec<String> {
 
 impl ChatProvider for MockProvider {
     fn stream(&self, request: CompletionRequest) -> BoxStream<'static, Result<ProviderEvent, ProviderError>> {
-        let conversation: Vec<&ChatMessage> =
-            request.messages.iter().filter(|m| m.role != Role::System).collect();
+        let conversation: Vec<&ChatMessage> = request.messages.iter().filter(|m| m.role != Role::System).collect();
         if request.purpose == Purpose::Title {
             let first = conversation
                 .iter()
                 .find(|m| m.role == Role::User)
                 .map_or("chat", |m| m.content.as_str());
             let words: Vec<&str> = first.split_whitespace().take(4).collect();
-            return self.words(vec![format!("Mock title: {}", words.join(" "))], Duration::ZERO);
+            return self.chunks(vec![format!("Mock title: {}", words.join(" "))], Duration::ZERO);
         }
         if conversation.last().is_some_and(|m| m.role == Role::Tool) {
-            return self.words(tool_results(&request.messages), Duration::ZERO);
+            return self.chunks(tool_results(&request.messages), Duration::ZERO);
         }
         let message = conversation
             .iter()
@@ -139,7 +153,7 @@ impl ChatProvider for MockProvider {
                 Ok(ms) => self.default_answer(message, tools, Duration::from_millis(ms)),
                 Err(_) => failure(ProviderError::InvalidRequest("bad /mock slow delay".into())),
             },
-            "context" => self.words(
+            "context" => self.chunks(
                 vec![format!("Messages in context: {}", conversation.len())],
                 Duration::ZERO,
             ),
@@ -163,14 +177,22 @@ mod tests {
 
     async fn collect(provider: &MockProvider, messages: Vec<ChatMessage>) -> Vec<Result<ProviderEvent, ProviderError>> {
         provider
-            .stream(CompletionRequest { messages, tools: Vec::new(), purpose: Purpose::Chat })
+            .stream(CompletionRequest {
+                messages,
+                tools: Vec::new(),
+                purpose: Purpose::Chat,
+            })
             .collect()
             .await
     }
 
     #[actix_rt::test]
     async fn plain_messages_stream_the_original_sentence_word_by_word() {
-        let events = collect(&MockProvider::new(Duration::ZERO), vec![ChatMessage::new(Role::User, "hi there")]).await;
+        let events = collect(
+            &MockProvider::new(Duration::ZERO),
+            vec![ChatMessage::new(Role::User, "hi there")],
+        )
+        .await;
         let text: String = events
             .iter()
             .filter_map(|e| match e {
@@ -186,7 +208,11 @@ mod tests {
     #[actix_rt::test]
     async fn tool_scripts_request_every_call_at_once() {
         let script = r#"/mock tools [{"name":"a","arguments":{"x":1}},{"name":"b"}]"#;
-        let events = collect(&MockProvider::new(Duration::ZERO), vec![ChatMessage::new(Role::User, script)]).await;
+        let events = collect(
+            &MockProvider::new(Duration::ZERO),
+            vec![ChatMessage::new(Role::User, script)],
+        )
+        .await;
         let Some(Ok(ProviderEvent::ToolCalls(calls))) = events.first() else {
             panic!("expected tool calls, got {events:?}");
         };
@@ -198,9 +224,17 @@ mod tests {
 
     #[actix_rt::test]
     async fn error_scripts_map_statuses() {
-        let events = collect(&MockProvider::new(Duration::ZERO), vec![ChatMessage::new(Role::User, "/mock error 429")]).await;
+        let events = collect(
+            &MockProvider::new(Duration::ZERO),
+            vec![ChatMessage::new(Role::User, "/mock error 429")],
+        )
+        .await;
         assert!(matches!(events[..], [Err(ProviderError::RateLimited { .. })]));
-        let events = collect(&MockProvider::new(Duration::ZERO), vec![ChatMessage::new(Role::User, "/mock error 500")]).await;
+        let events = collect(
+            &MockProvider::new(Duration::ZERO),
+            vec![ChatMessage::new(Role::User, "/mock error 500")],
+        )
+        .await;
         assert_eq!(events, vec![Err(ProviderError::Upstream { status: 500 })]);
     }
 }

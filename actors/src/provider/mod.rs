@@ -113,10 +113,7 @@ enum StreamEnd {
     Fatal,
 }
 
-async fn forward(
-    mut stream: BoxStream<'static, Result<ProviderEvent, ProviderError>>,
-    sink: EventSink,
-) -> StreamEnd {
+async fn forward(mut stream: BoxStream<'static, Result<ProviderEvent, ProviderError>>, sink: EventSink) -> StreamEnd {
     while let Some(item) = stream.next().await {
         let fatal = matches!(item, Err(ProviderError::Fatal(_)));
         let last = matches!(item, Ok(ProviderEvent::Done) | Err(_));
@@ -141,8 +138,7 @@ impl Handler<StreamCompletion> for ProviderActor {
         let sink = msg.sink;
         let panic_sink = sink.clone();
         let adapter = Arc::clone(&self.adapter);
-        let work = AssertUnwindSafe(async move { forward(adapter.stream(msg.request), sink).await })
-            .catch_unwind();
+        let work = AssertUnwindSafe(async move { forward(adapter.stream(msg.request), sink).await }).catch_unwind();
         ctx.spawn(work.into_actor(self).map(move |outcome, act, ctx| {
             let end = match outcome {
                 Ok(end) => end,
@@ -171,7 +167,10 @@ impl ProviderHandle {
     pub fn start(name: &str, factory: ProviderFactory, arbiter: &ArbiterHandle) -> Self {
         let actor_name = name.to_owned();
         let addr = Supervisor::start_in_arbiter(arbiter, move |_| ProviderActor::new(actor_name, factory));
-        Self { name: name.into(), addr }
+        Self {
+            name: name.into(),
+            addr,
+        }
     }
 
     /// The provider's configured name.

@@ -118,19 +118,26 @@ impl SessionActor {
 
     fn generate_title(&self, ctx: &mut Context<Self>) {
         let request = CompletionRequest {
-            messages: vec![
-                ChatMessage::new(
-                    Role::System,
-                    "Write a short title (at most 50 characters) for this conversation. Answer with the title only.",
-                ),
-            ]
+            messages: vec![ChatMessage::new(
+                Role::System,
+                "Write a short title (at most 50 characters) for this conversation. Answer with the title only.",
+            )]
             .into_iter()
-            .chain(self.history.iter().filter(|m| matches!(m.role, Role::User | Role::Assistant)).cloned())
+            .chain(
+                self.history
+                    .iter()
+                    .filter(|m| matches!(m.role, Role::User | Role::Assistant))
+                    .cloned(),
+            )
             .collect(),
             tools: Vec::new(),
             purpose: Purpose::Title,
         };
-        let first_user = self.history.iter().find(|m| m.role == Role::User).map(|m| m.content.clone());
+        let first_user = self
+            .history
+            .iter()
+            .find(|m| m.role == Role::User)
+            .map(|m| m.content.clone());
         let deps = Arc::clone(&self.deps);
         let (user, id) = (self.user, self.id.clone());
         ctx.spawn(
@@ -191,25 +198,31 @@ impl Actor for SessionActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         let storage = self.deps.storage.clone();
-        let load = ListMessages { user: self.user, id: self.id.clone(), page: None };
+        let load = ListMessages {
+            user: self.user,
+            id: self.id.clone(),
+            page: None,
+        };
         // `wait`: no message is handled before the context is rebuilt from storage.
-        ctx.wait(async move { storage.ask(load).await }.into_actor(self).map(|loaded, act, ctx| {
-            match loaded {
-                Ok(Some(history)) => {
-                    act.history = history;
-                    act.load = Load::Ready;
-                }
-                Ok(None) => {
-                    act.load = Load::Failed("session not found".into());
-                    ctx.stop();
-                }
-                Err(err) => {
-                    tracing::error!(session_id = %act.id, error = %err, "could not load session history");
-                    act.load = Load::Failed(err.to_string());
-                    ctx.stop();
-                }
-            }
-        }));
+        ctx.wait(
+            async move { storage.ask(load).await }
+                .into_actor(self)
+                .map(|loaded, act, ctx| match loaded {
+                    Ok(Some(history)) => {
+                        act.history = history;
+                        act.load = Load::Ready;
+                    }
+                    Ok(None) => {
+                        act.load = Load::Failed("session not found".into());
+                        ctx.stop();
+                    }
+                    Err(err) => {
+                        tracing::error!(session_id = %act.id, error = %err, "could not load session history");
+                        act.load = Load::Failed(err.to_string());
+                        ctx.stop();
+                    }
+                }),
+        );
         let idle = self.deps.settings.idle_timeout;
         ctx.run_interval(idle.max(Duration::from_millis(200)) / 2, move |act, ctx| {
             if act.turn.is_none() && act.last_active.elapsed() >= idle {
@@ -219,10 +232,17 @@ impl Actor for SessionActor {
     }
 
     fn stopped(&mut self, ctx: &mut Self::Context) {
-        self.registry.do_send(Forget { session_id: self.id.clone(), addr: ctx.address() });
+        self.registry.do_send(Forget {
+            session_id: self.id.clone(),
+            addr: ctx.address(),
+        });
         if let Some(turn) = self.turn.take() {
             // The turn's future is dropped with the actor: end its stream and record why.
-            let note = StreamMessage::error(&self.id, "cancelled", "The turn was cancelled because the session was closed.");
+            let note = StreamMessage::error(
+                &self.id,
+                "cancelled",
+                "The turn was cancelled because the session was closed.",
+            );
             if let Some(event) = turn.stream.push(&note) {
                 let storage = self.deps.storage.clone();
                 let write = TurnWrite {
@@ -254,7 +274,10 @@ impl Handler<StartTurn> for SessionActor {
         }
         let stream_id = StreamId::generate();
         let buffer = StreamBuffer::new(stream_id.clone(), self.user, self.id.clone());
-        self.turn = Some(RunningTurn { stream: Arc::clone(&buffer), handle: None });
+        self.turn = Some(RunningTurn {
+            stream: Arc::clone(&buffer),
+            handle: None,
+        });
         let user_message = ChatMessage::new(Role::User, msg.text);
         let write = TurnWrite {
             new_stream: Some(StreamRecord {
@@ -326,7 +349,10 @@ mod tests {
         assert_eq!(clean_title("\"Disk usage on db1\"", "x"), "Disk usage on db1");
         let long = "a".repeat(60);
         assert_eq!(clean_title(&long, "x").chars().count(), 50);
-        assert_eq!(clean_title("Hi", "why is my replica lagging behind the primary today"), "why is my replica lagging behind...");
+        assert_eq!(
+            clean_title("Hi", "why is my replica lagging behind the primary today"),
+            "why is my replica lagging behind..."
+        );
         assert_eq!(clean_title("untitled", ""), "New Chat");
     }
 }

@@ -106,7 +106,10 @@ impl Turn {
             Ok(()) => (StreamMessage::done(&self.session_id), StreamStatus::Done),
             Err(err) => {
                 tracing::warn!(session_id = %self.session_id, stream_id = %self.stream_id, code = err.code(), "turn failed");
-                (StreamMessage::error(&self.session_id, err.code(), err.to_string()), StreamStatus::Failed)
+                (
+                    StreamMessage::error(&self.session_id, err.code(), err.to_string()),
+                    StreamStatus::Failed,
+                )
             }
         };
         if result.is_err() {
@@ -126,11 +129,15 @@ impl Turn {
             }
             Err(err) => {
                 tracing::error!(session_id = %self.session_id, error = %err, "could not store the end of a turn");
-                self.buffer.push(&StreamMessage::error(&self.session_id, err.code(), err.to_string()));
+                self.buffer
+                    .push(&StreamMessage::error(&self.session_id, err.code(), err.to_string()));
                 false
             }
         };
-        TurnOutcome { messages: self.saved_messages, succeeded }
+        TurnOutcome {
+            messages: self.saved_messages,
+            succeeded,
+        }
     }
 
     fn request(&self) -> CompletionRequest {
@@ -144,7 +151,11 @@ impl Turn {
             messages.push(ChatMessage::new(Role::System, context));
         }
         messages.extend(self.history.iter().cloned());
-        CompletionRequest { messages, tools: self.deps.tools.tools(), purpose: Purpose::Chat }
+        CompletionRequest {
+            messages,
+            tools: self.deps.tools.tools(),
+            purpose: Purpose::Chat,
+        }
     }
 
     async fn rounds(&mut self) -> Result<(), TurnError> {
@@ -167,7 +178,11 @@ impl Turn {
             let mut usage = None;
             let mut first = true;
             loop {
-                let wait = if first { settings.first_token_timeout } else { settings.chunk_gap_timeout };
+                let wait = if first {
+                    settings.first_token_timeout
+                } else {
+                    settings.chunk_gap_timeout
+                };
                 let event = match tokio::time::timeout(wait, events.recv()).await {
                     Err(_) => {
                         let what = if first { "first token" } else { "gap between chunks" };

@@ -116,13 +116,7 @@ pub trait ChatStore: Send + Sync + 'static {
     fn list_sessions(&self, user: UserId, page: Page) -> Result<(Vec<Session>, u64), StorageError>;
     /// Sets the title. A `Generated` title only replaces a `Default` one. Returns whether a
     /// session of this user was changed.
-    fn set_title(
-        &self,
-        user: UserId,
-        id: &SessionId,
-        title: &str,
-        source: TitleSource,
-    ) -> Result<bool, StorageError>;
+    fn set_title(&self, user: UserId, id: &SessionId, title: &str, source: TitleSource) -> Result<bool, StorageError>;
     /// Deletes a session with its messages and streams. Returns whether it existed.
     fn delete_session(&self, user: UserId, id: &SessionId) -> Result<bool, StorageError>;
     /// A page of a session's messages in order, or `None` if the session is not the user's.

@@ -27,9 +27,7 @@ impl SqliteStore {
     pub fn open(path: &Path, pool_size: u32) -> Result<Self, StorageError> {
         let manager = SqliteConnectionManager::file(path).with_init(|conn| {
             conn.busy_timeout(BUSY_TIMEOUT)?;
-            conn.execute_batch(
-                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
-            )
+            conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
         });
         let pool = Pool::builder()
             .max_size(pool_size.max(1))
@@ -53,20 +51,15 @@ fn parse_time(raw: &str) -> rusqlite::Result<DateTime<Utc>> {
 
 fn parse_user(raw: &str) -> rusqlite::Result<UserId> {
     raw.parse::<i64>().ok().and_then(UserId::new).ok_or_else(|| {
-        rusqlite::Error::FromSqlConversionFailure(
-            0,
-            rusqlite::types::Type::Text,
-            format!("bad user id {raw:?}").into(),
-        )
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, format!("bad user id {raw:?}").into())
     })
 }
 
 fn json_column<T: serde::de::DeserializeOwned + Default>(raw: Option<String>) -> rusqlite::Result<T> {
     match raw {
         None => Ok(T::default()),
-        Some(text) => serde_json::from_str(&text).map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
-        }),
+        Some(text) => serde_json::from_str(&text)
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))),
     }
 }
 
@@ -86,7 +79,11 @@ fn message_from_row(row: &Row<'_>) -> rusqlite::Result<ChatMessage> {
     Ok(ChatMessage {
         id: row.get(0)?,
         role: Role::parse(&role).ok_or_else(|| {
-            rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, format!("bad role {role:?}").into())
+            rusqlite::Error::FromSqlConversionFailure(
+                1,
+                rusqlite::types::Type::Text,
+                format!("bad role {role:?}").into(),
+            )
         })?,
         content: row.get(2)?,
         tool_calls: json_column(row.get(3)?)?,
@@ -98,8 +95,7 @@ fn message_from_row(row: &Row<'_>) -> rusqlite::Result<ChatMessage> {
 }
 
 const SESSION_COLUMNS: &str = "id, user_id, title, title_source, created_at, updated_at";
-const MESSAGE_COLUMNS: &str =
-    "id, role, content, tool_calls, tool_executions, tool_call_id, usage, created_at";
+const MESSAGE_COLUMNS: &str = "id, role, content, tool_calls, tool_executions, tool_call_id, usage, created_at";
 
 fn optional_json<T: serde::Serialize>(value: &[T]) -> Result<Option<String>, StorageError> {
     if value.is_empty() {
@@ -156,13 +152,7 @@ impl ChatStore for SqliteStore {
         Ok((sessions, u64::try_from(total).unwrap_or(0)))
     }
 
-    fn set_title(
-        &self,
-        user: UserId,
-        id: &SessionId,
-        title: &str,
-        source: TitleSource,
-    ) -> Result<bool, StorageError> {
+    fn set_title(&self, user: UserId, id: &SessionId, title: &str, source: TitleSource) -> Result<bool, StorageError> {
         let conn = self.conn()?;
         let now = format_time(Utc::now());
         let changed = match source {
@@ -406,8 +396,16 @@ mod tests {
         let (_dir, store) = store();
         let session = Session::new(user(1), "Chat".into(), TitleSource::Default);
         store.create_session(&session).unwrap();
-        assert!(store.set_title(user(1), &session.id, "Mine", TitleSource::User).unwrap());
-        assert!(!store.set_title(user(1), &session.id, "Auto", TitleSource::Generated).unwrap());
+        assert!(
+            store
+                .set_title(user(1), &session.id, "Mine", TitleSource::User)
+                .unwrap()
+        );
+        assert!(
+            !store
+                .set_title(user(1), &session.id, "Auto", TitleSource::Generated)
+                .unwrap()
+        );
         let stored = store.get_session(user(1), &session.id).unwrap().unwrap();
         assert_eq!(stored.title, "Mine");
     }
@@ -432,8 +430,14 @@ mod tests {
                 session_id: Some(session.id.clone()),
                 stream_id: Some(stream.id.clone()),
                 events: vec![
-                    StoredEvent { seq: 1, data: "a".into() },
-                    StoredEvent { seq: 2, data: "b".into() },
+                    StoredEvent {
+                        seq: 1,
+                        data: "a".into(),
+                    },
+                    StoredEvent {
+                        seq: 2,
+                        data: "b".into(),
+                    },
                 ],
                 finish: None,
             })
@@ -447,7 +451,13 @@ mod tests {
         assert_eq!(page, messages[3..5].to_vec());
         let (record, events) = store.load_stream(user(1), &stream.id, 1).unwrap().unwrap();
         assert_eq!(record.status, StreamStatus::Running);
-        assert_eq!(events, vec![StoredEvent { seq: 2, data: "b".into() }]);
+        assert_eq!(
+            events,
+            vec![StoredEvent {
+                seq: 2,
+                data: "b".into()
+            }]
+        );
         assert!(store.load_stream(user(2), &stream.id, 0).unwrap().is_none());
         assert_eq!(store.interrupt_running_streams().unwrap(), 1);
         let (record, _) = store.load_stream(user(1), &stream.id, 0).unwrap().unwrap();
@@ -473,7 +483,9 @@ mod tests {
                                 ..TurnWrite::default()
                             })
                             .unwrap();
-                        store.list_messages(user(1), &id, Some(Page { limit: 5, offset: 0 })).unwrap();
+                        store
+                            .list_messages(user(1), &id, Some(Page { limit: 5, offset: 0 }))
+                            .unwrap();
                     }
                 })
             })

@@ -1,0 +1,164 @@
+//! Chat routes: `POST /send` (streaming and not), `GET /stream/{stream_id}` (SSE) and
+//! `DELETE /clear`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web_lab::sse::{self, Sse};
+use actors::ids::{SessionId, StreamId};
+use actors::model::{StreamMessage, StreamMessageType, now};
+use actors::stream::StreamBuffer;
+use futures::stream::{self, Stream, StreamExt};
+
+use super::AppState;
+use super::auth::AuthUser;
+use super::dto::{
+    ChatRequest, ChatResponse, ClearQuery, CollectedMessage, Confirmation, SendQuery, StreamQuery, StreamStarted,
+};
+use super::error::{ApiError, ProviderFailure};
+
+fn message_text(body: &ChatRequest, limit: usize) -> Result<String, ApiError> {
+    let text = body.message.as_deref().unwrap_or("");
+    if text.trim().is_empty() {
+        return Err(ApiError::MissingField("message"));
+    }
+    let len = text.chars().count();
+    if len > limit {
+        return Err(ApiError::MessageTooLong { len, limit });
+    }
+    Ok(text.to_owned())
+}
+
+/// `POST /v1/chat/send[?streaming=true]`.
+pub async fn send(
+    user: AuthUser,
+    query: web::Query<SendQuery>,
+    body: web::Json<ChatRequest>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let text = message_text(&body, state.limits.max_message_chars)?;
+    let session_id = body
+        .session_id
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .map(SessionId::from_raw);
+    let started = state.chat.submit(user.0, session_id, text).await?;
+    if query.streaming() {
+        return Ok(HttpResponse::Ok().json(StreamStarted {
+            stream_url: format!("/v1/chat/stream/{}", started.stream_id),
+            stream_id: started.stream_id.to_string(),
+            session_id: started.session_id.to_string(),
+        }));
+    }
+    let collect = collect_answer(started.stream);
+    let message = tokio::time::timeout(state.limits.send_timeout, collect)
+        .await
+        .map_err(|_| ApiError::SendTimeout)??;
+    Ok(HttpResponse::Ok().json(ChatResponse {
+        message,
+        session_id: started.session_id.to_string(),
+    }))
+}
+
+/// Reads a stream to its end and folds it into one assistant message.
+async fn collect_answer(buffer: Arc<StreamBuffer>) -> Result<CollectedMessage, ApiError> {
+    let mut reader = buffer.subscribe(0);
+    let mut content = String::new();
+    let mut tool_executions = Vec::new();
+    while let Some(batch) = reader.next_batch().await {
+        for event in batch {
+            let Ok(message) = serde_json::from_str::<StreamMessage>(&event.data) else {
+                continue;
+            };
+            match message.kind {
+                StreamMessageType::Message => content.push_str(message.content.as_deref().unwrap_or("")),
+                StreamMessageType::ToolExecution => tool_executions.extend(message.tool_executions),
+                StreamMessageType::Error => {
+                    let code = message.code.unwrap_or_else(|| "upstream_error".into());
+                    if code == "storage_unavailable" {
+                        return Err(ApiError::Storage);
+                    }
+                    return Err(ApiError::Provider(ProviderFailure {
+                        code,
+                        message: message.error.unwrap_or_default(),
+                    }));
+                }
+                StreamMessageType::Done | StreamMessageType::ToolCall | StreamMessageType::ToolApprovalRequest => {}
+            }
+        }
+    }
+    Ok(CollectedMessage {
+        id: actors::ids::prefixed_id("collected"),
+        role: "assistant",
+        content,
+        timestamp: now(),
+        tool_executions,
+    })
+}
+
+fn last_event_id(req: &HttpRequest, query: &StreamQuery) -> Result<u64, ApiError> {
+    let header = req.headers().get("Last-Event-ID").and_then(|v| v.to_str().ok());
+    match header.or(query.last_event_id.as_deref()) {
+        None => Ok(0),
+        Some(raw) if raw.trim().is_empty() => Ok(0),
+        Some(raw) => raw.trim().parse().map_err(|_| ApiError::InvalidParameter {
+            name: "Last-Event-ID",
+            reason: "expected a non-negative integer".into(),
+        }),
+    }
+}
+
+/// The SSE frames of a stream after `after_seq`, ending after the terminal event.
+pub fn sse_events(buffer: &Arc<StreamBuffer>, after_seq: u64) -> impl Stream<Item = sse::Event> + use<> {
+    stream::unfold(buffer.subscribe(after_seq), |mut reader| async move {
+        reader.next_batch().await.map(|batch| (batch, reader))
+    })
+    .flat_map(|batch| {
+        stream::iter(batch.into_iter().map(|event| {
+            sse::Event::Data(
+                sse::Data::new(event.data.to_string())
+                    .event("message")
+                    .id(event.seq.to_string()),
+            )
+        }))
+    })
+}
+
+/// `GET /v1/chat/stream/{stream_id}`: the stream as `text/event-stream`, each event
+/// `id: <seq>`, `event: message`, `data: <StreamMessage>`, ending at `done` or `error`.
+pub async fn stream(
+    user: AuthUser,
+    req: HttpRequest,
+    path: web::Path<String>,
+    query: web::Query<StreamQuery>,
+    state: web::Data<AppState>,
+) -> Result<Sse<impl Stream<Item = Result<sse::Event, Infallible>>>, ApiError> {
+    let after = last_event_id(&req, &query)?;
+    let buffer = state
+        .chat
+        .open_stream(user.0, &StreamId::from_raw(path.into_inner()))
+        .await?;
+    Ok(Sse::from_infallible_stream(sse_events(&buffer, after))
+        .with_keep_alive(state.limits.sse_keepalive)
+        .with_retry_duration(std::time::Duration::from_secs(3)))
+}
+
+/// `DELETE /v1/chat/clear?session_id=`: clears stored history and the model context.
+pub async fn clear(
+    user: AuthUser,
+    query: web::Query<ClearQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = query
+        .session_id
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .ok_or(ApiError::MissingField("session_id parameter"))?;
+    if !state.chat.clear(user.0, &SessionId::from_raw(id)).await? {
+        return Err(ApiError::SessionNotFound);
+    }
+    Ok(HttpResponse::Ok().json(Confirmation {
+        message: "Chat history cleared successfully",
+    }))
+}

@@ -1,0 +1,205 @@
+//! `ApiError`: every error the HTTP API returns, mapped to a status and a stable code in one
+//! exhaustive table. Bodies keep the original's `{"error": "<text>"}` and add `"code"`.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpResponse, ResponseError};
+use actors::provider::ProviderError;
+use actors::session::SessionError;
+use actors::storage::StorageError;
+use serde_json::json;
+
+/// An error answered to an HTTP client.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// `X-User-ID` missing or not a positive integer.
+    #[error("Authentication required: missing or invalid user ID")]
+    Unauthenticated,
+    /// The body is not valid JSON or has the wrong shape.
+    #[error("Invalid request format: {0}")]
+    InvalidJson(String),
+    /// A required field is missing or empty.
+    #[error("{0} is required")]
+    MissingField(&'static str),
+    /// A query or path parameter is malformed.
+    #[error("Invalid parameter `{name}`: {reason}")]
+    InvalidParameter {
+        /// The parameter.
+        name: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The body is larger than `server.max_body_bytes`.
+    #[error("Request body too large (limit {0} bytes)")]
+    PayloadTooLarge(usize),
+    /// The message is longer than `server.max_message_chars`.
+    #[error("Message too long ({len} characters; limit {limit})")]
+    MessageTooLong {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// No such session for this user.
+    #[error("Session not found")]
+    SessionNotFound,
+    /// No such stream for this user.
+    #[error("Stream not found")]
+    StreamNotFound,
+    /// No such route.
+    #[error("Not found")]
+    RouteNotFound,
+    /// The session already runs a turn.
+    #[error("A turn is already running in this session")]
+    TurnInProgress,
+    /// The model provider failed (non-streaming send).
+    #[error("Failed to process message: {0}")]
+    Provider(ProviderFailure),
+    /// The database failed.
+    #[error("Storage is unavailable")]
+    Storage,
+    /// An internal actor did not answer.
+    #[error("The chat service is unavailable")]
+    Unavailable,
+    /// The whole answer took longer than `server.send_timeout_secs`.
+    #[error("The answer took too long")]
+    SendTimeout,
+}
+
+/// A provider failure as reported by a turn's `error` event.
+#[derive(Debug)]
+pub struct ProviderFailure {
+    /// The stable code (`rate_limited`, `upstream_error`, ...).
+    pub code: String,
+    /// The text.
+    pub message: String,
+}
+
+impl std::fmt::Display for ProviderFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl ApiError {
+    /// The stable snake_case code.
+    pub fn code(&self) -> &str {
+        match self {
+            ApiError::Unauthenticated => "unauthenticated",
+            ApiError::InvalidJson(_) => "invalid_json",
+            ApiError::MissingField(_) => "missing_field",
+            ApiError::InvalidParameter { .. } => "invalid_parameter",
+            ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::MessageTooLong { .. } => "message_too_long",
+            ApiError::SessionNotFound => "session_not_found",
+            ApiError::StreamNotFound => "stream_not_found",
+            ApiError::RouteNotFound => "not_found",
+            ApiError::TurnInProgress => "turn_in_progress",
+            ApiError::Provider(failure) => &failure.code,
+            ApiError::Storage => "storage_unavailable",
+            ApiError::Unavailable => "service_unavailable",
+            ApiError::SendTimeout => "timeout",
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ApiError::InvalidJson(_)
+            | ApiError::MissingField(_)
+            | ApiError::InvalidParameter { .. }
+            | ApiError::MessageTooLong { .. } => StatusCode::BAD_REQUEST,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::SessionNotFound | ApiError::StreamNotFound | ApiError::RouteNotFound => StatusCode::NOT_FOUND,
+            ApiError::TurnInProgress => StatusCode::CONFLICT,
+            ApiError::Provider(failure) if failure.code == "timeout" => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Provider(_) => StatusCode::BAD_GATEWAY,
+            ApiError::Storage | ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::SendTimeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status_code());
+        if self.status_code() == StatusCode::SERVICE_UNAVAILABLE {
+            response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
+        }
+        response.json(json!({ "error": self.to_string(), "code": self.code() }))
+    }
+}
+
+impl From<SessionError> for ApiError {
+    fn from(err: SessionError) -> Self {
+        match err {
+            SessionError::NotFound("stream") => ApiError::StreamNotFound,
+            SessionError::NotFound(_) => ApiError::SessionNotFound,
+            SessionError::Busy => ApiError::TurnInProgress,
+            SessionError::Storage(err) => err.into(),
+            SessionError::Unavailable(reason) => {
+                tracing::warn!(%reason, "an actor did not answer");
+                ApiError::Unavailable
+            }
+        }
+    }
+}
+
+impl From<StorageError> for ApiError {
+    fn from(err: StorageError) -> Self {
+        tracing::error!(error = %err, "storage failed");
+        ApiError::Storage
+    }
+}
+
+impl From<&ProviderError> for ProviderFailure {
+    fn from(err: &ProviderError) -> Self {
+        Self {
+            code: err.code().to_owned(),
+            message: err.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_has_its_code_and_status() {
+        let failure = |code: &str| {
+            ApiError::Provider(ProviderFailure {
+                code: code.into(),
+                message: "m".into(),
+            })
+        };
+        let cases = [
+            (ApiError::Unauthenticated, 401, "unauthenticated"),
+            (ApiError::InvalidJson("x".into()), 400, "invalid_json"),
+            (ApiError::MissingField("message"), 400, "missing_field"),
+            (
+                ApiError::InvalidParameter {
+                    name: "page",
+                    reason: "x".into(),
+                },
+                400,
+                "invalid_parameter",
+            ),
+            (ApiError::PayloadTooLarge(1), 413, "payload_too_large"),
+            (ApiError::MessageTooLong { len: 2, limit: 1 }, 400, "message_too_long"),
+            (ApiError::SessionNotFound, 404, "session_not_found"),
+            (ApiError::StreamNotFound, 404, "stream_not_found"),
+            (ApiError::RouteNotFound, 404, "not_found"),
+            (ApiError::TurnInProgress, 409, "turn_in_progress"),
+            (failure("rate_limited"), 502, "rate_limited"),
+            (failure("timeout"), 504, "timeout"),
+            (ApiError::Storage, 503, "storage_unavailable"),
+            (ApiError::Unavailable, 503, "service_unavailable"),
+            (ApiError::SendTimeout, 504, "timeout"),
+        ];
+        for (err, status, code) in cases {
+            assert_eq!(err.status_code().as_u16(), status, "{err:?}");
+            assert_eq!(err.code(), code);
+        }
+    }
+}

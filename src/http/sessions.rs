@@ -1,0 +1,196 @@
+//! Session routes: create, list, read, rename, delete, and a session's messages.
+
+use actix_web::{HttpResponse, web};
+use actors::ids::SessionId;
+use actors::model::{Session, TitleSource};
+use actors::storage::{CreateSession, GetSession, ListMessages, ListSessions, Page, SetTitle};
+
+use super::AppState;
+use super::auth::AuthUser;
+use super::dto::{Confirmation, MessagesPage, PageQuery, Pagination, SessionDto, SessionsPage, TitleRequest};
+use super::error::ApiError;
+
+const MAX_TITLE_CHARS: usize = 255;
+
+/// Parses `page` and `limit` as the original did (out-of-range values fall back to defaults);
+/// text that is not a number is refused.
+fn page(query: &PageQuery, default_limit: u32) -> Result<(u32, u32), ApiError> {
+    let number = |name: &'static str, raw: &Option<String>| -> Result<Option<i64>, ApiError> {
+        raw.as_deref()
+            .map(|v| {
+                v.trim().parse::<i64>().map_err(|_| ApiError::InvalidParameter {
+                    name,
+                    reason: "expected an integer".into(),
+                })
+            })
+            .transpose()
+    };
+    let page = number("page", &query.page)?
+        .filter(|p| *p >= 1)
+        .and_then(|p| u32::try_from(p).ok())
+        .unwrap_or(1);
+    let limit = number("limit", &query.limit)?
+        .filter(|l| (1..=100).contains(l))
+        .and_then(|l| u32::try_from(l).ok())
+        .unwrap_or(default_limit);
+    Ok((page, limit))
+}
+
+fn paging(page: u32, limit: u32) -> (Page, Pagination) {
+    let offset = u64::from(page - 1) * u64::from(limit);
+    (
+        Page { limit, offset },
+        Pagination {
+            page,
+            limit,
+            offset,
+            total: None,
+        },
+    )
+}
+
+fn title(body: &TitleRequest) -> Result<Option<String>, ApiError> {
+    let title = body.title.as_deref().map(str::trim).filter(|t| !t.is_empty());
+    match title {
+        Some(t) if t.chars().count() > MAX_TITLE_CHARS => Err(ApiError::InvalidParameter {
+            name: "title",
+            reason: format!("at most {MAX_TITLE_CHARS} characters"),
+        }),
+        other => Ok(other.map(str::to_owned)),
+    }
+}
+
+/// `POST /v1/chat/sessions` → 201 with the session.
+pub async fn create(
+    user: AuthUser,
+    body: web::Json<TitleRequest>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let session = match title(&body)? {
+        Some(t) => Session::new(user.0, t, TitleSource::User),
+        None => Session::new(user.0, "New Chat Session".into(), TitleSource::Default),
+    };
+    state
+        .chat
+        .storage()
+        .ask(CreateSession {
+            session: session.clone(),
+        })
+        .await?;
+    Ok(HttpResponse::Created().json(SessionDto::from(session)))
+}
+
+/// `GET /v1/chat/sessions?page=&limit=`, newest activity first.
+pub async fn list(
+    user: AuthUser,
+    query: web::Query<PageQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let (page, limit) = page(&query, 20)?;
+    let (window, mut pagination) = paging(page, limit);
+    let (sessions, total) = state
+        .chat
+        .storage()
+        .ask(ListSessions {
+            user: user.0,
+            page: window,
+        })
+        .await?;
+    pagination.total = Some(total);
+    Ok(HttpResponse::Ok().json(SessionsPage {
+        sessions: sessions.into_iter().map(SessionDto::from).collect(),
+        pagination,
+    }))
+}
+
+/// `GET /v1/chat/sessions/{id}`.
+pub async fn get(
+    user: AuthUser,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = SessionId::from_raw(path.into_inner());
+    let session = state
+        .chat
+        .storage()
+        .ask(GetSession { user: user.0, id })
+        .await?
+        .ok_or(ApiError::SessionNotFound)?;
+    Ok(HttpResponse::Ok().json(SessionDto::from(session)))
+}
+
+/// `PUT /v1/chat/sessions/{id}` with `{"title": ...}`; a title set here is never replaced automatically.
+pub async fn update(
+    user: AuthUser,
+    path: web::Path<String>,
+    body: web::Json<TitleRequest>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let title = title(&body)?.ok_or(ApiError::MissingField("title"))?;
+    let set = SetTitle {
+        user: user.0,
+        id: SessionId::from_raw(path.into_inner()),
+        title,
+        source: TitleSource::User,
+    };
+    if !state.chat.storage().ask(set).await? {
+        return Err(ApiError::SessionNotFound);
+    }
+    Ok(HttpResponse::Ok().json(Confirmation {
+        message: "Session updated successfully",
+    }))
+}
+
+/// `DELETE /v1/chat/sessions/{id}`: the session, its messages and streams, and its actor.
+pub async fn delete(
+    user: AuthUser,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    if !state
+        .chat
+        .delete(user.0, &SessionId::from_raw(path.into_inner()))
+        .await?
+    {
+        return Err(ApiError::SessionNotFound);
+    }
+    Ok(HttpResponse::Ok().json(Confirmation {
+        message: "Session deleted successfully",
+    }))
+}
+
+/// `GET /v1/chat/sessions/{id}/messages?page=&limit=`, oldest first.
+pub async fn messages(
+    user: AuthUser,
+    path: web::Path<String>,
+    query: web::Query<PageQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let (page, limit) = page(&query, 50)?;
+    let (window, pagination) = paging(page, limit);
+    let list = ListMessages {
+        user: user.0,
+        id: SessionId::from_raw(path.into_inner()),
+        page: Some(window),
+    };
+    let messages = state.chat.storage().ask(list).await?.ok_or(ApiError::SessionNotFound)?;
+    Ok(HttpResponse::Ok().json(MessagesPage { messages, pagination }))
+}
+
+/// `DELETE /v1/chat/sessions/{id}/messages`: clears stored history and the model context.
+pub async fn clear_messages(
+    user: AuthUser,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    if !state
+        .chat
+        .clear(user.0, &SessionId::from_raw(path.into_inner()))
+        .await?
+    {
+        return Err(ApiError::SessionNotFound);
+    }
+    Ok(HttpResponse::Ok().json(Confirmation {
+        message: "Session messages cleared successfully",
+    }))
+}

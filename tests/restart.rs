@@ -1,0 +1,80 @@
+//! The real binary, stopped and started again on the same SQLite file: sessions, messages and the
+//! model's context survive.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::common::{TIMEOUT, TestApp, text_of};
+
+struct Binary {
+    child: Child,
+    base: String,
+}
+
+impl Binary {
+    fn start(db: &std::path::Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_aichat"))
+            .args(["--env-only", "--port", "0", "--log-level", "info"])
+            .arg("--database-url")
+            .arg(format!("sqlite:{}", db.display()))
+            .env("NO_COLOR", "1")
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on http://").nth(1) {
+                    let addr = rest.split_whitespace().next().unwrap_or("").to_owned();
+                    let _ = tx.send(addr);
+                }
+            }
+        });
+        let addr = rx.recv_timeout(TIMEOUT).expect("the binary logs its address");
+        Self {
+            child,
+            base: format!("http://{addr}"),
+        }
+    }
+
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+#[actix_web::test]
+async fn a_restart_keeps_sessions_messages_and_the_model_context() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("chat.db");
+    let first = Binary::start(&db);
+    let app = TestApp::client_for(&first.base);
+    let (session, _) = app.turn(3, "first question", None).await;
+    app.turn(3, "second question", Some(&session)).await;
+    let (_, before) = app.get(&format!("/sessions/{session}/messages"), 3).await;
+    first.kill();
+
+    let second = Binary::start(&db);
+    let app = TestApp::client_for(&second.base);
+    let (status, after) = app.get(&format!("/sessions/{session}/messages"), 3).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(after, before);
+    assert_eq!(after["messages"].as_array().unwrap().len(), 4);
+    let (same, events) = app.turn(3, "/mock context", Some(&session)).await;
+    assert_eq!(same, session);
+    assert_eq!(
+        text_of(&events),
+        "Messages in context: 5",
+        "the context was rebuilt from storage"
+    );
+    let (_, sessions) = app.get("/sessions", 3).await;
+    assert_eq!(sessions["sessions"][0]["id"], json!(session));
+    second.kill();
+}

@@ -1,0 +1,123 @@
+//! Streamed turns over real SSE: event order and ids, late and concurrent readers, the tool loop
+//! without MCP, provider crashes, and the event log read back from storage.
+
+use serde_json::json;
+
+use crate::common::{TestApp, eventually, text_of};
+
+#[actix_web::test]
+async fn a_streamed_turn_has_ordered_ids_and_ends_with_done() {
+    let app = TestApp::spawn().await;
+    let (session, events) = app.turn(7, "hello world", None).await;
+    assert_eq!(events.len(), 9, "8 text chunks and done: {events:?}");
+    for (i, event) in events.iter().enumerate() {
+        assert_eq!(event.id, Some(i as u64 + 1), "ids increase from 1");
+        assert_eq!(event.event.as_deref(), Some("message"));
+        assert_eq!(
+            event.data["session_id"],
+            json!(session),
+            "every event carries the real session id"
+        );
+    }
+    assert_eq!(
+        text_of(&events),
+        "Mock streaming response to: 'hello world'. Available tools: 0"
+    );
+    assert_eq!(
+        events.last().unwrap().data,
+        json!({ "type": "done", "session_id": session, "done": true })
+    );
+    let (_, messages) = app.get(&format!("/sessions/{session}/messages"), 7).await;
+    assert_eq!(
+        messages["messages"][1]["content"],
+        "Mock streaming response to: 'hello world'. Available tools: 0"
+    );
+}
+
+#[actix_web::test]
+async fn late_and_concurrent_readers_see_every_event() {
+    let app = TestApp::spawn_with(|c| c.mock.chunk_delay_ms = 20).await;
+    let (stream_id, _) = app.start_stream(1, "a b c", None).await;
+    let (first, second) = futures::join!(app.sse(1, &stream_id, None), app.sse(1, &stream_id, None));
+    assert_eq!(first.len(), 9);
+    let ids = |events: &[crate::common::SseEvent]| events.iter().map(|e| (e.id, e.data.clone())).collect::<Vec<_>>();
+    assert_eq!(
+        ids(&first),
+        ids(&second),
+        "two readers on one stream see the same events"
+    );
+
+    // A reader that connects after the turn ended still gets everything from the first event.
+    let late = app.sse(1, &stream_id, None).await;
+    assert_eq!(ids(&late), ids(&first));
+    // And one that says where it stopped gets the rest.
+    let rest = app.sse(1, &stream_id, Some(6)).await;
+    assert_eq!(ids(&rest), ids(&first)[6..].to_vec());
+}
+
+#[actix_web::test]
+async fn tool_calls_without_servers_fail_alone_and_the_loop_finishes() {
+    let app = TestApp::spawn().await;
+    let script =
+        r#"/mock tools [{"name":"alpha","arguments":{"n":1}},{"name":"beta","arguments":{"n":2}},{"name":"gamma"}]"#;
+    let (session, events) = app.turn(1, script, None).await;
+    let kinds: Vec<_> = events
+        .iter()
+        .map(|e| e.data["type"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(kinds.first().map(String::as_str), Some("tool_execution"));
+    assert_eq!(kinds.last().map(String::as_str), Some("done"));
+    let executions = events[0].data["tool_executions"].as_array().unwrap();
+    let names: Vec<_> = executions.iter().map(|e| e["tool_name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["alpha", "beta", "gamma"], "call order");
+    assert_eq!(executions[1]["arguments"], r#"{"n":2}"#);
+    assert_eq!(executions[1]["error"], "unknown tool: beta");
+    assert_eq!(events[0].data["content"], "Executed 3 tool(s) (partially failed)");
+    assert_eq!(
+        text_of(&events),
+        "Tool results:\n1. alpha: Error executing tool: unknown tool: alpha\n2. beta: Error executing tool: unknown tool: beta\n3. gamma: Error executing tool: unknown tool: gamma"
+    );
+    let (_, stored) = app.get(&format!("/sessions/{session}/messages"), 1).await;
+    let roles: Vec<_> = stored["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(roles, ["user", "assistant", "tool", "tool", "tool", "assistant"]);
+    assert_eq!(stored["messages"][1]["tool_calls"].as_array().unwrap().len(), 3);
+    assert_eq!(stored["messages"][3]["tool_executions"][0]["tool_name"], "beta");
+}
+
+#[actix_web::test]
+async fn a_provider_actor_that_dies_fails_its_turn_and_the_next_turn_works() {
+    let app = TestApp::spawn().await;
+    for (script, code) in [("/mock panic", "provider_crashed"), ("/mock die", "provider_crashed")] {
+        let (session, events) = app.turn(1, script, None).await;
+        let last = &events.last().unwrap().data;
+        assert_eq!(last["type"], "error", "{script}: {events:?}");
+        assert_eq!(last["code"], code);
+        let (_, events) = app.turn(1, "still there?", Some(&session)).await;
+        assert_eq!(events.last().unwrap().data["type"], "done", "after {script}");
+        assert_eq!(
+            text_of(&events),
+            "Mock streaming response to: 'still there?'. Available tools: 0"
+        );
+    }
+}
+
+#[actix_web::test]
+async fn finished_streams_are_served_from_storage_after_leaving_memory() {
+    let app = TestApp::spawn_with(|c| c.server.stream_retention_secs = 1).await;
+    let (stream_id, _) = app.start_stream(1, "remember me", None).await;
+    let live = app.sse(1, &stream_id, None).await;
+    eventually("the stream to leave memory", || async {
+        app.request(reqwest::Method::GET, "/health", None, None).await.1["streams_in_memory"] == 0
+    })
+    .await;
+    let stored = app.sse(1, &stream_id, None).await;
+    let view = |events: &[crate::common::SseEvent]| events.iter().map(|e| (e.id, e.data.clone())).collect::<Vec<_>>();
+    assert_eq!(view(&stored), view(&live));
+    let (status, _) = app.get(&format!("/stream/{stream_id}"), 2).await;
+    assert_eq!(status, reqwest::StatusCode::NOT_FOUND);
+}
