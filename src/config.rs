@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use actors::mcp::{McpServerConfig, ServerSpec, parse_servers_json};
 use clap::Parser;
 use serde::Deserialize;
 
@@ -223,6 +224,11 @@ impl Default for SessionConfig {
 pub struct McpConfig {
     /// A JSON file in the `{"mcpServers": {...}}` format (empty = none).
     pub servers_file: String,
+    /// `[[mcp.servers]]` entries.
+    pub servers: Vec<McpServerConfig>,
+    /// The checked, enabled servers of both sources (filled by [`Config::finish`]).
+    #[serde(skip)]
+    pub resolved: Vec<ServerSpec>,
 }
 
 /// `[log]`: diagnostics.
@@ -308,6 +314,20 @@ pub struct Cli {
     /// Log JSON lines.
     #[arg(long)]
     pub log_json: bool,
+    /// Run something other than the server.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Serve the demo MCP tools over stdio (the default config connects to it).
+    McpDemo {
+        /// Also offer the tools the tests use (gate, crash, add_tool, wait_for_cancel).
+        #[arg(long)]
+        test_tools: bool,
+    },
 }
 
 fn parse_bool(key: &str, raw: &str) -> Result<bool, ConfigError> {
@@ -360,8 +380,49 @@ impl Config {
         };
         config.apply_env(&env)?;
         config.apply_cli(cli);
-        config.validate()?;
+        config.finish(&env)?;
         Ok(config)
+    }
+
+    /// Validates and resolves what needs the environment (MCP servers); `load` calls it, and so
+    /// must anyone who builds a `Config` by hand.
+    pub fn finish(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        self.validate()?;
+        let self_exe = std::env::current_exe()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "aichat".into());
+        let mut entries: Vec<(String, McpServerConfig)> = self
+            .mcp
+            .servers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (format!("mcp.servers[{i}]"), s.clone()))
+            .collect();
+        if !self.mcp.servers_file.is_empty() {
+            let path = &self.mcp.servers_file;
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| invalid("mcp.servers_file", format!("cannot read {path}: {e}")))?;
+            let servers = parse_servers_json(&text).map_err(|e| invalid("mcp.servers_file", format!("{path}: {e}")))?;
+            entries.extend(
+                servers
+                    .into_iter()
+                    .map(|s| (format!("{path}: mcpServers.{}", s.name), s)),
+            );
+        }
+        let mut resolved: Vec<ServerSpec> = Vec::new();
+        for (key, entry) in entries {
+            let spec = entry.resolve(env, &self_exe).map_err(|e| invalid(&key, e))?;
+            if resolved.iter().any(|r| r.name == spec.name) {
+                return Err(invalid(&key, format!("duplicate MCP server name {:?}", spec.name)));
+            }
+            if entry.enabled {
+                resolved.push(spec);
+            } else {
+                tracing::info!(server = %entry.name, "MCP server disabled in config");
+            }
+        }
+        self.mcp.resolved = resolved;
+        Ok(())
     }
 
     fn read(path: &Path) -> Result<Self, ConfigError> {

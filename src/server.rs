@@ -8,12 +8,13 @@ use std::time::Duration;
 use actix::{Arbiter, Supervisor};
 use actix_web::{App, HttpServer, web};
 use actors::Chat;
+use actors::mcp::{McpServer, McpTools};
 use actors::provider::{ChatProvider, MockProvider, ProviderFactory, ProviderHandle};
 use actors::registry::SessionRegistry;
 use actors::session::{SessionDeps, SessionSettings};
 use actors::storage::{ChatStore, SqliteStore, Storage};
 use actors::stream::StreamHub;
-use actors::tools::{NoTools, ToolCatalog};
+use actors::tools::ToolCatalog;
 
 use crate::config::Config;
 use crate::http::{self, AppState, Limits};
@@ -26,8 +27,8 @@ pub struct Running {
     pub server: actix_web::dev::Server,
     /// Stops it.
     pub handle: actix_web::dev::ServerHandle,
-    /// The arbiter the provider actors run on (stopped with the server).
-    pub provider_arbiter: Arbiter,
+    /// The arbiters the provider and MCP actors run on (stop them after the server).
+    pub arbiters: Vec<Arbiter>,
 }
 
 /// Start-up failures.
@@ -74,7 +75,16 @@ pub fn start(config: &Config, handle_signals: bool) -> Result<Running, StartErro
         provider_factory(config),
         &provider_arbiter.handle(),
     );
-    let tools: Arc<dyn ToolCatalog> = Arc::new(NoTools);
+    // Every MCP server connects on its own, in parallel; a server that fails stops nothing else.
+    let mcp_arbiter = Arbiter::new();
+    let servers = config
+        .mcp
+        .resolved
+        .iter()
+        .map(|spec| McpServer::start(spec.clone(), &mcp_arbiter.handle()))
+        .collect();
+    let mcp = Arc::new(McpTools::new(servers));
+    let tools: Arc<dyn ToolCatalog> = mcp.clone();
     let hub = Arc::new(StreamHub::default());
     let system_prompt = Some(config.llm.system_prompt.trim().to_owned()).filter(|p| !p.is_empty());
     let deps = Arc::new(SessionDeps {
@@ -98,6 +108,7 @@ pub fn start(config: &Config, handle_signals: bool) -> Result<Running, StartErro
     let state = web::Data::new(AppState {
         chat,
         tools,
+        mcp,
         provider_name: config.llm.provider.clone(),
         limits: Limits {
             max_body_bytes: config.server.max_body_bytes,
@@ -124,6 +135,6 @@ pub fn start(config: &Config, handle_signals: bool) -> Result<Running, StartErro
         addr,
         server,
         handle,
-        provider_arbiter,
+        arbiters: vec![provider_arbiter, mcp_arbiter],
     })
 }

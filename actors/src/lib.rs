@@ -28,6 +28,7 @@
 
 pub mod chat;
 pub mod ids;
+pub mod mcp;
 pub mod model;
 pub mod provider;
 pub mod registry;

@@ -22,6 +22,9 @@ pub struct ToolSpec {
     pub description: String,
     /// Its full JSON Schema.
     pub input_schema: serde_json::Value,
+    /// The server's annotations (`readOnlyHint`, ...), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<serde_json::Value>,
 }
 
 /// What one tool call produced.

@@ -25,6 +25,7 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         "storage": if storage { "ok" } else { "unavailable" },
         "providers": [{ "name": state.provider_name, "status": "ok" }],
         "streams_in_memory": state.chat.hub().len(),
+        "mcp_servers": state.mcp.status().iter().map(|s| json!({ "name": s.name, "state": s.state })).collect::<Vec<_>>(),
     }))
 }
 
@@ -40,15 +41,32 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
 
 /// `GET /v1/chat/mcp/tools[?force_refresh=true]`.
 pub async fn tools(_user: AuthUser, query: web::Query<ToolsQuery>, state: web::Data<AppState>) -> HttpResponse {
+    let refresh = query.force_refresh.as_deref() == Some("true");
+    if refresh {
+        // Re-lists every server's tools and reconnects servers that are down; calls in flight
+        // keep running.
+        let _ = tokio::time::timeout(Duration::from_secs(15), state.mcp.refresh()).await;
+    }
     let tools: Vec<_> = state
         .tools
         .tools()
         .into_iter()
-        .map(|t| json!({ "name": t.name, "description": t.description, "input_schema": t.input_schema, "server": t.server, "tool": t.tool }))
+        .map(|t| {
+            let mut tool = json!({ "name": t.name, "description": t.description, "input_schema": t.input_schema, "server": t.server, "tool": t.tool });
+            if let Some(annotations) = t.annotations {
+                tool["annotations"] = annotations;
+            }
+            tool
+        })
         .collect();
     let mut body = json!({ "tools": tools });
-    if query.force_refresh.as_deref() == Some("true") {
+    if refresh {
         body["force_refresh"] = json!(true);
     }
     HttpResponse::Ok().json(body)
+}
+
+/// `GET /v1/chat/mcp/servers`: each server's transport, state, tools, calls in flight, last error.
+pub async fn servers(_user: AuthUser, state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "servers": state.mcp.status() }))
 }

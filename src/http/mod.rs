@@ -14,6 +14,7 @@ use std::time::Duration;
 use actix_web::error::{JsonPayloadError, QueryPayloadError};
 use actix_web::{HttpResponse, web};
 use actors::Chat;
+use actors::mcp::McpTools;
 use actors::tools::ToolCatalog;
 
 use error::ApiError;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub chat: Chat,
     /// The tools on offer.
     pub tools: Arc<dyn ToolCatalog>,
+    /// The MCP servers behind them.
+    pub mcp: Arc<McpTools>,
     /// The default provider's name.
     pub provider_name: String,
     /// Limits.
@@ -82,6 +85,7 @@ pub fn configure(state: web::Data<AppState>) -> impl Fn(&mut web::ServiceConfig)
                     .route("/stream/{stream_id}", web::get().to(chat::stream))
                     .route("/clear", web::delete().to(chat::clear))
                     .route("/mcp/tools", web::get().to(health::tools))
+                    .route("/mcp/servers", web::get().to(health::servers))
                     .route("/sessions", web::post().to(sessions::create))
                     .route("/sessions", web::get().to(sessions::list))
                     .route("/sessions/{id}", web::get().to(sessions::get))

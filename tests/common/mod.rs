@@ -26,7 +26,7 @@ pub struct TestApp {
     pub client: reqwest::Client,
     _dir: tempfile::TempDir,
     handle: Option<actix_web::dev::ServerHandle>,
-    arbiter: Option<actix::Arbiter>,
+    arbiters: Vec<actix::Arbiter>,
 }
 
 pub fn test_config(db: &std::path::Path) -> Config {
@@ -47,6 +47,7 @@ impl TestApp {
         let dir = tempfile::tempdir().unwrap();
         let mut config = test_config(&dir.path().join("chat.db"));
         adjust(&mut config);
+        config.finish(&|_| None).expect("valid test config");
         Self::spawn_in(dir, &config)
     }
 
@@ -56,7 +57,7 @@ impl TestApp {
             addr,
             server,
             handle,
-            provider_arbiter,
+            arbiters,
         } = aichat::server::start(config, false).expect("server starts");
         actix_web::rt::spawn(server);
         Self {
@@ -64,7 +65,7 @@ impl TestApp {
             client: reqwest::Client::new(),
             _dir: dir,
             handle: Some(handle),
-            arbiter: Some(provider_arbiter),
+            arbiters,
         }
     }
 
@@ -76,7 +77,7 @@ impl TestApp {
             client: reqwest::Client::new(),
             _dir: tempfile::tempdir().unwrap(),
             handle: None,
-            arbiter: None,
+            arbiters: Vec::new(),
         }
     }
 
@@ -183,7 +184,7 @@ impl Drop for TestApp {
         if let Some(handle) = self.handle.take() {
             drop(handle.stop(false));
         }
-        if let Some(arbiter) = self.arbiter.take() {
+        for arbiter in self.arbiters.drain(..) {
             arbiter.stop();
         }
     }

@@ -1,0 +1,409 @@
+//! `McpConnection`: the actor that owns one connection to one MCP server: it connects (with a
+//! handshake timeout), watches the connection, rebuilds it with jittered backoff when it dies,
+//! and refreshes the tool list on `notifications/tools/list_changed`.
+//!
+//! It publishes what callers need into a shared [`Slot`]: the state, a cloneable rmcp `Peer`, and
+//! the tools. Calls go straight through the peer, never through this actor's mailbox.
+
+use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use actix::prelude::*;
+use rmcp::model::{ClientCapabilities, ClientConfig, Implementation, Tool};
+use rmcp::service::{NotificationContext, RunningService};
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
+use rmcp::{ClientHandler, Peer, RoleClient, ServiceExt};
+use tokio::io::AsyncBufReadExt;
+
+use super::config::{ServerSpec, Transport};
+
+/// Where a connection stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnState {
+    /// First handshake in progress.
+    Connecting,
+    /// Serving calls.
+    Ready,
+    /// Lost; a new connection is on its way.
+    Reconnecting,
+    /// Never connected; retrying with backoff.
+    Failed,
+}
+
+impl ConnState {
+    /// The name shown by the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnState::Connecting => "connecting",
+            ConnState::Ready => "ready",
+            ConnState::Reconnecting => "reconnecting",
+            ConnState::Failed => "failed",
+        }
+    }
+}
+
+/// The shared view of one connection.
+pub struct SlotState {
+    /// Where it stands.
+    pub state: ConnState,
+    /// The peer, while ready.
+    pub peer: Option<Peer<RoleClient>>,
+    /// The server's tools (replaced atomically).
+    pub tools: Arc<Vec<Tool>>,
+    /// The last failure.
+    pub last_error: Option<String>,
+    /// Bumped on every new connection, so stale failure reports are ignored.
+    pub generation: u64,
+}
+
+/// One connection's published state and its calls in flight.
+pub struct Slot {
+    state: Mutex<SlotState>,
+    /// Calls in flight on this connection.
+    pub in_flight: AtomicUsize,
+}
+
+impl Default for Slot {
+    fn default() -> Self {
+        Self {
+            state: Mutex::new(SlotState {
+                state: ConnState::Connecting,
+                peer: None,
+                tools: Arc::new(Vec::new()),
+                last_error: None,
+                generation: 0,
+            }),
+            in_flight: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl Slot {
+    /// The state, locked briefly.
+    pub fn lock(&self) -> MutexGuard<'_, SlotState> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Calls in flight.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+}
+
+/// Rebuild the connection (sent by callers that saw a transport failure).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ConnectionLost {
+    /// The generation the caller used; older reports are ignored.
+    pub generation: u64,
+    /// What the caller saw.
+    pub reason: String,
+}
+
+/// The server said its tools changed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ToolsChanged {
+    /// The connection it came from.
+    pub generation: u64,
+}
+
+/// Re-list tools now (connect now if not ready); replies when done.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Refresh;
+
+/// Forwards server notifications into the actor.
+#[derive(Clone)]
+struct Notifications {
+    addr: Addr<McpConnection>,
+    generation: u64,
+    server: String,
+}
+
+impl ClientHandler for Notifications {
+    async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        self.addr.do_send(ToolsChanged {
+            generation: self.generation,
+        });
+    }
+
+    fn get_info(&self) -> ClientConfig {
+        ClientConfig::new(
+            ClientCapabilities::default(),
+            Implementation::new("aichat", env!("CARGO_PKG_VERSION")),
+        )
+    }
+}
+
+impl std::fmt::Debug for Notifications {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Notifications({})", self.server)
+    }
+}
+
+type Running = RunningService<RoleClient, Notifications>;
+
+/// The connection actor.
+pub struct McpConnection {
+    spec: Arc<ServerSpec>,
+    slot: Arc<Slot>,
+    attempt: u32,
+    generation: u64,
+    service: Option<SpawnHandle>,
+    retry: Option<SpawnHandle>,
+}
+
+impl McpConnection {
+    /// A connection to `spec` publishing into `slot`.
+    pub fn new(spec: Arc<ServerSpec>, slot: Arc<Slot>) -> Self {
+        Self {
+            spec,
+            slot,
+            attempt: 0,
+            generation: 0,
+            service: None,
+            retry: None,
+        }
+    }
+
+    fn connect(&mut self, ctx: &mut Context<Self>) {
+        self.generation += 1;
+        let generation = self.generation;
+        for handle in [self.service.take(), self.retry.take()].into_iter().flatten() {
+            // Dropping the old service's future closes it (and stops its child process).
+            ctx.cancel_future(handle);
+        }
+        {
+            let mut slot = self.slot.lock();
+            slot.generation = generation;
+            slot.peer = None;
+            if slot.state == ConnState::Ready {
+                slot.state = ConnState::Reconnecting;
+            }
+        }
+        let notifications = Notifications {
+            addr: ctx.address(),
+            generation,
+            server: self.spec.name.clone(),
+        };
+        let spec = Arc::clone(&self.spec);
+        let timeout = spec.connect_timeout;
+        let attempt = async move {
+            match tokio::time::timeout(timeout, establish(&spec, notifications)).await {
+                Ok(result) => result,
+                Err(_) => Err(format!("handshake timed out after {timeout:?}")),
+            }
+        };
+        ctx.spawn(attempt.into_actor(self).map(move |result, act, ctx| {
+            if generation != act.generation {
+                return;
+            }
+            match result {
+                Ok((running, tools)) => {
+                    tracing::info!(server = %act.spec.name, tools = tools.len(), "MCP server ready");
+                    act.attempt = 0;
+                    {
+                        let mut slot = act.slot.lock();
+                        slot.state = ConnState::Ready;
+                        slot.peer = Some(running.peer().clone());
+                        slot.tools = Arc::new(tools);
+                        slot.last_error = None;
+                    }
+                    let watch = async move { running.waiting().await };
+                    let handle = ctx.spawn(watch.into_actor(act).map(move |_, act, ctx| {
+                        if generation == act.generation {
+                            act.service = None;
+                            act.lost("the connection closed".into(), ctx);
+                        }
+                    }));
+                    act.service = Some(handle);
+                }
+                Err(reason) => act.lost(reason, ctx),
+            }
+        }));
+    }
+
+    fn lost(&mut self, reason: String, ctx: &mut Context<Self>) {
+        self.attempt = self.attempt.saturating_add(1);
+        let delay = backoff(self.attempt);
+        tracing::warn!(server = %self.spec.name, %reason, retry_in = ?delay, "MCP connection lost");
+        {
+            let mut slot = self.slot.lock();
+            slot.peer = None;
+            slot.state = match slot.state {
+                ConnState::Ready | ConnState::Reconnecting => ConnState::Reconnecting,
+                ConnState::Connecting | ConnState::Failed => ConnState::Failed,
+            };
+            slot.last_error = Some(reason);
+        }
+        if let Some(handle) = self.service.take() {
+            ctx.cancel_future(handle);
+        }
+        if let Some(handle) = self.retry.take() {
+            ctx.cancel_future(handle);
+        }
+        self.retry = Some(ctx.run_later(delay, |act, ctx| {
+            act.retry = None;
+            act.connect(ctx);
+        }));
+    }
+}
+
+/// Exponential backoff from 200 ms to 30 s with ±50 % jitter, so reconnecting clients spread out.
+fn backoff(attempt: u32) -> Duration {
+    let base = 200u64.saturating_mul(1 << attempt.min(8)).min(30_000);
+    let jittered = base / 2 + fastrand::u64(0..=base);
+    Duration::from_millis(jittered)
+}
+
+async fn establish(spec: &ServerSpec, notifications: Notifications) -> Result<(Running, Vec<Tool>), String> {
+    let running = match &spec.transport {
+        Transport::Stdio {
+            command,
+            args,
+            env,
+            cwd,
+        } => {
+            let mut cmd = tokio::process::Command::new(command);
+            cmd.args(args).envs(env).kill_on_drop(true);
+            if let Some(dir) = cwd {
+                cmd.current_dir(dir);
+            }
+            let (transport, stderr) = TokioChildProcess::builder(cmd)
+                .stderr(Stdio::piped())
+                .spawn()
+                .map_err(|e| format!("cannot start `{command}`: {e}"))?;
+            if let Some(stderr) = stderr {
+                let server = spec.name.clone();
+                tokio::spawn(async move {
+                    let mut lines = tokio::io::BufReader::new(stderr).lines();
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        tracing::debug!(server = %server, "stderr: {line}");
+                    }
+                });
+            }
+            notifications
+                .serve(transport)
+                .await
+                .map_err(|e| format!("handshake failed: {e}"))?
+        }
+        Transport::StreamableHttp { url, headers } => {
+            let client = reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .build()
+                .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
+            let mut custom = std::collections::HashMap::new();
+            for (name, value) in headers {
+                let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| format!("invalid header name {name:?}"))?;
+                let value = reqwest::header::HeaderValue::from_str(value)
+                    .map_err(|_| format!("invalid value for header {name}"))?;
+                custom.insert(name, value);
+            }
+            let config = StreamableHttpClientTransportConfig::with_uri(url.as_str()).custom_headers(custom);
+            let transport = StreamableHttpClientTransport::with_client(client, config);
+            notifications
+                .serve(transport)
+                .await
+                .map_err(|e| format!("handshake failed: {e}"))?
+        }
+    };
+    let tools = running
+        .peer()
+        .list_all_tools()
+        .await
+        .map_err(|e| format!("tools/list failed: {e}"))?;
+    Ok((running, tools))
+}
+
+impl Actor for McpConnection {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.connect(ctx);
+    }
+}
+
+impl Supervised for McpConnection {
+    fn restarting(&mut self, _: &mut Self::Context) {
+        self.attempt = 0;
+        self.service = None;
+        self.retry = None;
+    }
+}
+
+impl Handler<ConnectionLost> for McpConnection {
+    type Result = ();
+
+    fn handle(&mut self, msg: ConnectionLost, ctx: &mut Self::Context) {
+        if msg.generation == self.generation && self.slot.lock().state == ConnState::Ready {
+            self.lost(msg.reason, ctx);
+        }
+    }
+}
+
+impl Handler<ToolsChanged> for McpConnection {
+    type Result = ();
+
+    fn handle(&mut self, msg: ToolsChanged, ctx: &mut Self::Context) {
+        if msg.generation != self.generation {
+            return;
+        }
+        let Some(peer) = self.slot.lock().peer.clone() else {
+            return;
+        };
+        let slot = Arc::clone(&self.slot);
+        let server = self.spec.name.clone();
+        ctx.spawn(
+            async move {
+                match tokio::time::timeout(Duration::from_secs(30), peer.list_all_tools()).await {
+                    Ok(Ok(tools)) => {
+                        tracing::info!(server = %server, tools = tools.len(), "MCP tools changed");
+                        slot.lock().tools = Arc::new(tools);
+                    }
+                    Ok(Err(err)) => tracing::warn!(server = %server, error = %err, "tools/list failed"),
+                    Err(_) => tracing::warn!(server = %server, "tools/list timed out"),
+                }
+            }
+            .into_actor(self),
+        );
+    }
+}
+
+impl Handler<Refresh> for McpConnection {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: Refresh, ctx: &mut Self::Context) -> Self::Result {
+        let peer = self.slot.lock().peer.clone();
+        let Some(peer) = peer else {
+            self.attempt = 0;
+            self.connect(ctx);
+            return Box::pin(async {});
+        };
+        let slot = Arc::clone(&self.slot);
+        Box::pin(async move {
+            if let Ok(Ok(tools)) = tokio::time::timeout(Duration::from_secs(10), peer.list_all_tools()).await {
+                slot.lock().tools = Arc::new(tools);
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::backoff;
+
+    #[test]
+    fn backoff_grows_with_jitter_and_is_capped() {
+        for attempt in 0..40 {
+            let d = backoff(attempt).as_millis() as u64;
+            let base = 200u64.saturating_mul(1 << attempt.min(8)).min(30_000);
+            assert!(d >= base / 2 && d <= base + base / 2, "attempt {attempt}: {d}");
+        }
+        assert!(backoff(30).as_millis() <= 45_000);
+    }
+}

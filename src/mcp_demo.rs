@@ -1,0 +1,229 @@
+//! `aichat mcp-demo`: a small MCP server over stdio, so the quick start has tools with no extra
+//! install. Tools: `current_time`, `calculator`, `sleep_ms`, `echo`, `fail` (answers `isError`).
+//! With `--test-tools` it adds tools the tests and benchmarks use: `gate` (waits until N calls of
+//! the same gate have started: proves calls run at once without a clock), `crash` (the process
+//! exits mid-call), `add_tool` (announces `tools/list_changed`) and `wait_for_cancel` (records a
+//! `notifications/cancelled` in a file).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, JsonObject, ListToolsResult,
+    PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData, RoleServer, ServerHandler, ServiceExt};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+/// The demo server's state.
+#[derive(Clone, Default)]
+pub struct DemoServer {
+    test_tools: bool,
+    gates: Arc<Mutex<HashMap<String, watch::Sender<u64>>>>,
+    added: Arc<Mutex<Vec<String>>>,
+}
+
+fn schema(value: Value) -> Arc<JsonObject> {
+    Arc::new(value.as_object().cloned().unwrap_or_default())
+}
+
+fn tool(name: &str, description: &str, input: Value) -> Tool {
+    Tool::new(name.to_owned(), description.to_owned(), schema(input))
+}
+
+fn text(result: impl Into<String>) -> CallToolResult {
+    CallToolResult::success(vec![ContentBlock::text(result.into())])
+}
+
+fn failure(result: impl Into<String>) -> CallToolResult {
+    CallToolResult::error(vec![ContentBlock::text(result.into())])
+}
+
+impl DemoServer {
+    /// A server; `test_tools` adds the tools for tests.
+    pub fn new(test_tools: bool) -> Self {
+        Self {
+            test_tools,
+            ..Self::default()
+        }
+    }
+
+    fn tools(&self) -> Vec<Tool> {
+        let mut tools = vec![
+            tool(
+                "current_time",
+                "The current date and time in UTC (RFC 3339)",
+                json!({"type": "object", "properties": {}}),
+            ),
+            tool(
+                "calculator",
+                "Adds, subtracts, multiplies or divides two numbers",
+                json!({"type": "object", "properties": {
+                    "a": {"type": "number"}, "b": {"type": "number"},
+                    "op": {"type": "string", "enum": ["add", "subtract", "multiply", "divide"]}
+                }, "required": ["a", "b", "op"], "additionalProperties": false}),
+            ),
+            tool(
+                "sleep_ms",
+                "Waits the given number of milliseconds (at most 60000), then answers",
+                json!({"type": "object", "properties": {"ms": {"type": "integer", "minimum": 0, "maximum": 60000}}, "required": ["ms"]}),
+            ),
+            tool(
+                "echo",
+                "Answers with the given text",
+                json!({"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}),
+            ),
+            tool(
+                "fail",
+                "Always fails (an isError result)",
+                json!({"type": "object", "properties": {"message": {"type": "string"}}}),
+            ),
+        ];
+        if self.test_tools {
+            tools.extend([
+                tool(
+                    "gate",
+                    "Waits until `count` calls of the gate `name` have started (10 s at most)",
+                    json!({"type": "object", "properties": {"name": {"type": "string"}, "count": {"type": "integer", "minimum": 1}}, "required": ["name", "count"]}),
+                ),
+                tool("crash", "Exits the server process in the middle of the call", json!({"type": "object", "properties": {}})),
+                tool(
+                    "add_tool",
+                    "Adds an echo tool with the given name and announces tools/list_changed",
+                    json!({"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}),
+                ),
+                tool(
+                    "wait_for_cancel",
+                    "Waits up to 60 s; when the call is cancelled, writes `cancelled` to `marker`",
+                    json!({"type": "object", "properties": {"marker": {"type": "string"}}, "required": ["marker"]}),
+                ),
+            ]);
+            let added = self.added.lock().map(|a| a.clone()).unwrap_or_default();
+            tools.extend(added.iter().map(|name| {
+                tool(
+                    name,
+                    "An added echo tool",
+                    json!({"type": "object", "properties": {"text": {"type": "string"}}}),
+                )
+            }));
+        }
+        tools
+    }
+
+    async fn gate(&self, name: String, count: u64) -> CallToolResult {
+        let mut arrivals = {
+            let Ok(mut gates) = self.gates.lock() else {
+                return failure("gate state is poisoned");
+            };
+            let sender = gates.entry(name.clone()).or_insert_with(|| watch::channel(0).0);
+            sender.send_modify(|n| *n += 1);
+            sender.subscribe()
+        };
+        let opened = tokio::time::timeout(Duration::from_secs(10), arrivals.wait_for(|n| *n >= count))
+            .await
+            .is_ok_and(|waited| waited.is_ok());
+        if opened {
+            text(format!("gate {name} opened with {count} calls"))
+        } else {
+            failure(format!(
+                "gate {name} timed out with {} of {count} calls",
+                *arrivals.borrow()
+            ))
+        }
+    }
+
+    async fn run(&self, name: &str, args: &JsonObject, context: RequestContext<RoleServer>) -> CallToolResult {
+        let number = |key: &str| args.get(key).and_then(Value::as_f64);
+        let string = |key: &str| args.get(key).and_then(Value::as_str).map(str::to_owned);
+        match name {
+            "current_time" => text(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            "calculator" => {
+                let (Some(a), Some(b), Some(op)) = (number("a"), number("b"), string("op")) else {
+                    return failure("calculator needs numbers `a`, `b` and an `op`");
+                };
+                let value = match op.as_str() {
+                    "add" => a + b,
+                    "subtract" => a - b,
+                    "multiply" => a * b,
+                    "divide" if b == 0.0 => return failure("division by zero"),
+                    "divide" => a / b,
+                    other => return failure(format!("unknown op {other:?}")),
+                };
+                text(value.to_string())
+            }
+            "sleep_ms" => {
+                let ms = args.get("ms").and_then(Value::as_u64).unwrap_or(0).min(60_000);
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                text(format!("slept {ms} ms"))
+            }
+            "echo" => text(string("text").unwrap_or_default()),
+            "fail" => failure(format!("failed on purpose: {}", string("message").unwrap_or_default())),
+            "gate" if self.test_tools => {
+                let count = args.get("count").and_then(Value::as_u64).unwrap_or(1);
+                self.gate(string("name").unwrap_or_default(), count).await
+            }
+            "crash" if self.test_tools => std::process::exit(3),
+            "add_tool" if self.test_tools => {
+                let name = string("name").unwrap_or_else(|| "added".into());
+                if let Ok(mut added) = self.added.lock() {
+                    added.push(name.clone());
+                }
+                let _ = context.peer.notify_tool_list_changed().await;
+                text(format!("added {name}"))
+            }
+            "wait_for_cancel" if self.test_tools => {
+                let marker = string("marker").unwrap_or_default();
+                tokio::select! {
+                    () = context.ct.cancelled() => {
+                        let _ = std::fs::write(&marker, "cancelled");
+                        failure("cancelled")
+                    }
+                    () = tokio::time::sleep(Duration::from_secs(60)) => text("not cancelled"),
+                }
+            }
+            other if self.added.lock().map(|a| a.iter().any(|n| n == other)).unwrap_or(false) => {
+                text(string("text").unwrap_or_default())
+            }
+            _ => failure(format!("unknown tool {name:?}")),
+        }
+    }
+}
+
+impl ServerHandler for DemoServer {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_tool_list_changed()
+                .build(),
+        )
+        .with_server_info(Implementation::new("aichat-demo", env!("CARGO_PKG_VERSION")))
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        Ok(ListToolsResult::with_all_items(self.tools()))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let args = request.arguments.unwrap_or_default();
+        Ok(self.run(&request.name, &args, context).await.into())
+    }
+}
+
+/// Serves the demo tools on stdin/stdout until the client goes away.
+pub async fn serve_stdio(test_tools: bool) -> anyhow::Result<()> {
+    let running = DemoServer::new(test_tools).serve(rmcp::transport::stdio()).await?;
+    running.waiting().await?;
+    Ok(())
+}
