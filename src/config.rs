@@ -327,6 +327,9 @@ pub enum Command {
         /// Also offer the tools the tests use (gate, crash, add_tool, wait_for_cancel).
         #[arg(long)]
         test_tools: bool,
+        /// Prefix `echo` answers with `[LABEL] `.
+        #[arg(long)]
+        label: Option<String>,
     },
 }
 

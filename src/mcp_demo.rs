@@ -22,6 +22,7 @@ use tokio::sync::watch;
 #[derive(Clone, Default)]
 pub struct DemoServer {
     test_tools: bool,
+    label: Option<String>,
     gates: Arc<Mutex<HashMap<String, watch::Sender<u64>>>>,
     added: Arc<Mutex<Vec<String>>>,
 }
@@ -43,10 +44,12 @@ fn failure(result: impl Into<String>) -> CallToolResult {
 }
 
 impl DemoServer {
-    /// A server; `test_tools` adds the tools for tests.
-    pub fn new(test_tools: bool) -> Self {
+    /// A server; `test_tools` adds the tools for tests; a `label` prefixes `echo` answers (so
+    /// tests can tell two demo servers apart).
+    pub fn new(test_tools: bool, label: Option<String>) -> Self {
         Self {
             test_tools,
+            label,
             ..Self::default()
         }
     }
@@ -159,7 +162,10 @@ impl DemoServer {
                 tokio::time::sleep(Duration::from_millis(ms)).await;
                 text(format!("slept {ms} ms"))
             }
-            "echo" => text(string("text").unwrap_or_default()),
+            "echo" => match &self.label {
+                Some(label) => text(format!("[{label}] {}", string("text").unwrap_or_default())),
+                None => text(string("text").unwrap_or_default()),
+            },
             "fail" => failure(format!("failed on purpose: {}", string("message").unwrap_or_default())),
             "gate" if self.test_tools => {
                 let count = args.get("count").and_then(Value::as_u64).unwrap_or(1);
@@ -222,8 +228,8 @@ impl ServerHandler for DemoServer {
 }
 
 /// Serves the demo tools on stdin/stdout until the client goes away.
-pub async fn serve_stdio(test_tools: bool) -> anyhow::Result<()> {
-    let running = DemoServer::new(test_tools).serve(rmcp::transport::stdio()).await?;
+pub async fn serve_stdio(test_tools: bool, label: Option<String>) -> anyhow::Result<()> {
+    let running = DemoServer::new(test_tools, label).serve(rmcp::transport::stdio()).await?;
     running.waiting().await?;
     Ok(())
 }

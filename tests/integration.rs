@@ -6,5 +6,6 @@
 mod common;
 
 mod api;
+mod mcp;
 mod restart;
 mod streaming;

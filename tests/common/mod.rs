@@ -81,6 +81,11 @@ impl TestApp {
         }
     }
 
+    /// A path inside the test's temporary directory.
+    pub fn path(&self, name: &str) -> String {
+        self._dir.path().join(name).display().to_string()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}/v1/chat{path}", self.base)
     }

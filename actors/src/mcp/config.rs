@@ -72,6 +72,34 @@ fn thirty() -> u64 {
     30
 }
 
+impl McpServerConfig {
+    /// A stdio server with default limits.
+    pub fn stdio(name: &str, command: &str, args: &[&str]) -> Self {
+        Self {
+            name: name.to_owned(),
+            transport: None,
+            command: Some(command.to_owned()),
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            env: BTreeMap::new(),
+            cwd: None,
+            url: None,
+            headers: BTreeMap::new(),
+            bearer_token_env: None,
+            enabled: true,
+            description: None,
+            pool_size: one(),
+            max_concurrency: sixteen(),
+            call_timeout_secs: sixty(),
+            connect_timeout_secs: thirty(),
+        }
+    }
+
+    /// A streamable HTTP server with default limits.
+    pub fn http(name: &str, url: &str) -> Self {
+        Self { command: None, url: Some(url.to_owned()), ..Self::stdio(name, "", &[]) }
+    }
+}
+
 /// One server of the JSON file format used by the original and by common MCP hosts.
 #[derive(Debug, Clone, Deserialize)]
 struct JsonServer {

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs the third-party MCP servers the tests run against, pinned, under target/test-servers
+# (idempotent; a second run does nothing). Needs python3 (venv + pip) and node/npm.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+dir="$root/target/test-servers"
+mkdir -p "$dir"
+
+TIME_VERSION="2026.10.19"
+EVERYTHING_VERSION="2026.8.31"
+
+if ! "$dir/venv/bin/python" -c "import mcp_server_time" 2>/dev/null; then
+  echo "installing mcp-server-time==$TIME_VERSION (PyPI)"
+  python3 -m venv "$dir/venv"
+  "$dir/venv/bin/pip" install --quiet --disable-pip-version-check "mcp-server-time==$TIME_VERSION"
+fi
+
+if [ ! -f "$dir/npm/node_modules/@modelcontextprotocol/server-everything/package.json" ]; then
+  echo "installing @modelcontextprotocol/server-everything@$EVERYTHING_VERSION (npm)"
+  mkdir -p "$dir/npm"
+  npm install --prefix "$dir/npm" --no-audit --no-fund --loglevel=error \
+    "@modelcontextprotocol/server-everything@$EVERYTHING_VERSION"
+fi
+echo "test MCP servers ready in $dir"

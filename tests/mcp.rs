@@ -1,0 +1,298 @@
+//! Tools on real MCP servers: the demo server (this binary's `mcp-demo --test-tools`), and the
+//! third-party `mcp-server-time` (PyPI) and `@modelcontextprotocol/server-everything` (npm), over
+//! stdio and streamable HTTP.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use actors::mcp::McpServerConfig;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::common::{SseEvent, TestApp, eventually, text_of};
+
+fn demo(name: &str) -> McpServerConfig {
+    McpServerConfig::stdio(name, env!("CARGO_BIN_EXE_aichat"), &["mcp-demo", "--test-tools", "--label", name])
+}
+
+fn test_servers() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-servers");
+    assert!(
+        dir.join("venv/bin/python").exists() && dir.join("npm/node_modules").exists(),
+        "third-party MCP servers are missing: run scripts/install-test-servers.sh (scripts/test.sh does)"
+    );
+    dir
+}
+
+fn everything_entry() -> String {
+    test_servers()
+        .join("npm/node_modules/@modelcontextprotocol/server-everything/dist/index.js")
+        .display()
+        .to_string()
+}
+
+async fn servers(app: &TestApp) -> Vec<Value> {
+    app.get("/mcp/servers", 1).await.1["servers"].as_array().cloned().unwrap_or_default()
+}
+
+async fn wait_ready(app: &TestApp, names: &[&str]) {
+    eventually(&format!("servers {names:?} ready"), || async {
+        let all = servers(app).await;
+        names.iter().all(|n| all.iter().any(|s| s["name"] == *n && s["state"] == "ready"))
+    })
+    .await;
+}
+
+fn script(calls: Value) -> String {
+    format!("/mock tools {calls}")
+}
+
+fn executions(events: &[SseEvent]) -> Vec<Value> {
+    events
+        .iter()
+        .filter(|e| e.data["type"] == "tool_execution")
+        .flat_map(|e| e.data["tool_executions"].as_array().cloned().unwrap_or_default())
+        .collect()
+}
+
+#[actix_web::test]
+async fn tools_from_two_servers_are_namespaced_sorted_and_routed_exactly() {
+    let app = TestApp::spawn_with(|c| c.mcp.servers = vec![demo("beta"), demo("alpha")]).await;
+    wait_ready(&app, &["alpha", "beta"]).await;
+    let (status, tools) = app.get("/mcp/tools", 1).await;
+    assert_eq!(status, StatusCode::OK);
+    let names: Vec<&str> = tools["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    let mut sorted = names.clone();
+    sorted.sort_unstable();
+    assert_eq!(names, sorted, "stable sorted order");
+    assert!(names.contains(&"alpha__echo") && names.contains(&"beta__echo"), "{names:?}");
+    let calculator = tools["tools"].as_array().unwrap().iter().find(|t| t["name"] == "alpha__calculator").unwrap();
+    assert_eq!(calculator["server"], "alpha");
+    assert_eq!(calculator["tool"], "calculator");
+    assert_eq!(calculator["input_schema"]["additionalProperties"], false, "the full schema is passed on");
+    assert_eq!(calculator["input_schema"]["properties"]["op"]["enum"].as_array().unwrap().len(), 4);
+
+    let calls = json!([
+        {"name": "beta__echo", "arguments": {"text": "one"}},
+        {"name": "alpha__echo", "arguments": {"text": "two"}},
+        {"name": "alpha__calculator", "arguments": {"a": 6, "b": 7, "op": "multiply"}}
+    ]);
+    let (_, events) = app.turn(1, &script(calls), None).await;
+    let results: Vec<_> = executions(&events).iter().map(|e| e["result"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(results, ["[beta] one", "[alpha] two", "42"]);
+    assert!(text_of(&events).ends_with("3. alpha__calculator: 42"), "{}", text_of(&events));
+    // The model was offered every tool of both servers.
+    let (_, events) = app.turn(1, "count", None).await;
+    assert!(text_of(&events).ends_with(&format!("Available tools: {}", names.len())));
+}
+
+#[actix_web::test]
+async fn parallel_calls_run_at_once_and_come_back_in_call_order() {
+    let app = TestApp::spawn_with(|c| c.mcp.servers = vec![demo("demo")]).await;
+    wait_ready(&app, &["demo"]).await;
+    // Each `gate` call waits until all four have started: run one after another, the first would
+    // time out. No clock is involved.
+    let gates: Vec<Value> = (0..4).map(|_| json!({"name": "demo__gate", "arguments": {"name": "g1", "count": 4}})).collect();
+    let (_, events) = app.turn(1, &script(Value::Array(gates)), None).await;
+    let done = executions(&events);
+    assert_eq!(done.len(), 4);
+    for execution in &done {
+        assert_eq!(execution["result"], "gate g1 opened with 4 calls", "{execution}");
+        assert!(execution.get("error").is_none());
+    }
+
+    // Later calls that finish first still come back in call order.
+    let calls = json!([
+        {"name": "demo__sleep_ms", "arguments": {"ms": 400}},
+        {"name": "demo__sleep_ms", "arguments": {"ms": 1}},
+        {"name": "demo__echo", "arguments": {"text": "third"}}
+    ]);
+    let (session, events) = app.turn(1, &script(calls), None).await;
+    let done = executions(&events);
+    let results: Vec<_> = done.iter().map(|e| e["result"].as_str().unwrap()).collect();
+    assert_eq!(results, ["slept 400 ms", "slept 1 ms", "[demo] third"]);
+    assert!(done[1]["end_time"].as_str().unwrap() < done[0]["end_time"].as_str().unwrap(), "the second finished first");
+    let (_, stored) = app.get(&format!("/sessions/{session}/messages"), 1).await;
+    let stored: Vec<_> = stored["messages"].as_array().unwrap().iter().filter(|m| m["role"] == "tool").map(|m| m["content"].clone()).collect();
+    assert_eq!(stored, vec![json!("slept 400 ms"), json!("slept 1 ms"), json!("[demo] third")], "stored in call order");
+}
+
+#[actix_web::test]
+async fn failing_and_unknown_tools_fail_alone() {
+    let app = TestApp::spawn_with(|c| c.mcp.servers = vec![demo("demo")]).await;
+    wait_ready(&app, &["demo"]).await;
+    let calls = json!([
+        {"name": "demo__echo", "arguments": {"text": "fine"}},
+        {"name": "demo__fail", "arguments": {"message": "nope"}},
+        {"name": "demo__nonexistent"},
+        {"name": "demo__calculator", "arguments": {"a": 1, "b": 0, "op": "divide"}},
+        {"name": "demo__echo", "arguments": "not an object"}
+    ]);
+    let (_, events) = app.turn(1, &script(calls), None).await;
+    let done = executions(&events);
+    assert_eq!(done[0]["result"], "[demo] fine");
+    assert_eq!(done[1]["error"], "failed on purpose: nope", "isError is honoured");
+    assert_eq!(done[2]["error"], "unknown tool: demo__nonexistent");
+    assert_eq!(done[3]["error"], "division by zero");
+    assert_eq!(done[4]["error"], "the arguments are not a JSON object");
+    assert_eq!(events.last().unwrap().data["type"], "done");
+}
+
+#[actix_web::test]
+async fn a_call_that_times_out_is_cancelled_on_the_server() {
+    let app = TestApp::spawn_with(|c| {
+        let mut server = demo("demo");
+        server.call_timeout_secs = 1;
+        c.mcp.servers = vec![server];
+    })
+    .await;
+    wait_ready(&app, &["demo"]).await;
+    let marker = app.path("cancelled.txt");
+    let calls = json!([
+        {"name": "demo__wait_for_cancel", "arguments": {"marker": marker}},
+        {"name": "demo__echo", "arguments": {"text": "quick"}}
+    ]);
+    let (_, events) = app.turn(1, &script(calls), None).await;
+    let done = executions(&events);
+    assert_eq!(done[0]["error"], "the tool did not answer within 1 s");
+    assert_eq!(done[1]["result"], "[demo] quick");
+    eventually("the server to see notifications/cancelled", || async {
+        std::fs::read_to_string(&marker).is_ok_and(|t| t == "cancelled")
+    })
+    .await;
+    // The connection survives a timed-out call.
+    let (_, events) = app.turn(1, &script(json!([{"name": "demo__echo", "arguments": {"text": "after"}}])), None).await;
+    assert_eq!(executions(&events)[0]["result"], "[demo] after");
+}
+
+#[actix_web::test]
+async fn a_server_killed_mid_call_fails_cleanly_reconnects_and_leaves_others_alone() {
+    let app = TestApp::spawn_with(|c| c.mcp.servers = vec![demo("victim"), demo("bystander")]).await;
+    wait_ready(&app, &["victim", "bystander"]).await;
+    let calls = json!([
+        {"name": "victim__crash"},
+        {"name": "bystander__sleep_ms", "arguments": {"ms": 200}}
+    ]);
+    let (_, events) = app.turn(1, &script(calls), None).await;
+    let done = executions(&events);
+    assert_eq!(done[0]["error"], "the MCP server closed the connection", "{done:?}");
+    assert_eq!(done[1]["result"], "slept 200 ms", "the other server is untouched");
+    assert_eq!(events.last().unwrap().data["type"], "done");
+    wait_ready(&app, &["victim"]).await;
+    let (_, events) = app.turn(1, &script(json!([{"name": "victim__echo", "arguments": {"text": "back"}}])), None).await;
+    assert_eq!(executions(&events)[0]["result"], "[victim] back");
+}
+
+#[actix_web::test]
+async fn list_changed_replaces_a_servers_tools() {
+    let app = TestApp::spawn_with(|c| c.mcp.servers = vec![demo("demo")]).await;
+    wait_ready(&app, &["demo"]).await;
+    let (_, events) = app.turn(1, &script(json!([{"name": "demo__add_tool", "arguments": {"name": "fresh"}}])), None).await;
+    assert_eq!(executions(&events)[0]["result"], "added fresh");
+    eventually("the new tool", || async {
+        let tools = app.get("/mcp/tools", 1).await.1;
+        tools["tools"].as_array().unwrap().iter().any(|t| t["name"] == "demo__fresh")
+    })
+    .await;
+    let (_, events) = app.turn(1, &script(json!([{"name": "demo__fresh", "arguments": {"text": "hi"}}])), None).await;
+    assert_eq!(executions(&events)[0]["result"], "hi");
+    let (status, refreshed) = app.get("/mcp/tools?force_refresh=true", 1).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(refreshed["force_refresh"], true);
+    assert!(refreshed["tools"].as_array().unwrap().iter().any(|t| t["name"] == "demo__fresh"));
+}
+
+#[actix_web::test]
+async fn disabled_and_broken_servers_stop_nothing_else() {
+    let app = TestApp::spawn_with(|c| {
+        let mut disabled = demo("off");
+        disabled.enabled = false;
+        let broken = McpServerConfig::stdio("broken", "/nonexistent/mcp-server", &[]);
+        c.mcp.servers = vec![disabled, broken, demo("good")];
+    })
+    .await;
+    wait_ready(&app, &["good"]).await;
+    let all = servers(&app).await;
+    assert!(all.iter().all(|s| s["name"] != "off"), "disabled servers are not started: {all:?}");
+    let broken = all.iter().find(|s| s["name"] == "broken").unwrap();
+    assert_eq!(broken["state"], "failed");
+    assert!(broken["last_error"].as_str().unwrap().contains("cannot start"), "{broken}");
+    let (_, health) = app.request(reqwest::Method::GET, "/health", None, None).await;
+    assert_eq!(health["mcp_servers"].as_array().unwrap().len(), 2);
+    let (_, events) = app.turn(1, &script(json!([{"name": "good__echo", "arguments": {"text": "ok"}}])), None).await;
+    assert_eq!(executions(&events)[0]["result"], "[good] ok");
+}
+
+#[actix_web::test]
+async fn third_party_servers_over_stdio() {
+    let dir = test_servers();
+    let python = dir.join("venv/bin/python").display().to_string();
+    let entry = everything_entry();
+    let app = TestApp::spawn_with(|c| {
+        c.mcp.servers = vec![
+            McpServerConfig::stdio("time", &python, &["-m", "mcp_server_time", "--local-timezone", "UTC"]),
+            McpServerConfig::stdio("everything", "node", &[&entry, "stdio"]),
+        ];
+    })
+    .await;
+    wait_ready(&app, &["time", "everything"]).await;
+    let tools = app.get("/mcp/tools", 1).await.1;
+    let names: Vec<&str> = tools["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"time__get_current_time"), "{names:?}");
+    assert!(names.contains(&"everything__get-sum"), "{names:?}");
+    let calls = json!([
+        {"name": "everything__get-sum", "arguments": {"a": 2, "b": 40}},
+        {"name": "time__get_current_time", "arguments": {"timezone": "Europe/Berlin"}},
+        {"name": "time__get_current_time", "arguments": {"timezone": "Not/AZone"}},
+        {"name": "everything__echo", "arguments": {"message": "hi from aichat"}}
+    ]);
+    let (_, events) = app.turn(1, &script(calls), None).await;
+    let done = executions(&events);
+    assert_eq!(done[0]["result"], "The sum of 2 and 40 is 42.");
+    assert!(done[1]["result"].as_str().unwrap().contains("Europe/Berlin"), "{}", done[1]);
+    assert!(done[2]["error"].is_string(), "an invalid timezone is a tool error: {}", done[2]);
+    assert_eq!(done[3]["result"], "Echo: hi from aichat");
+}
+
+#[actix_web::test]
+async fn server_everything_over_streamable_http() {
+    let entry = everything_entry();
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let preload = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/loopback.cjs");
+    let mut child = tokio::process::Command::new("node")
+        .arg("--require")
+        .arg(&preload)
+        .arg(&entry)
+        .arg("streamableHttp")
+        .env("PORT", port.to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    eventually("server-everything to listen", || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
+    })
+    .await;
+    let app = TestApp::spawn_with(|c| c.mcp.servers = vec![McpServerConfig::http("remote", &url)]).await;
+    wait_ready(&app, &["remote"]).await;
+    let status = servers(&app).await;
+    assert_eq!(status[0]["transport"], "streamable_http");
+    let calls = json!([
+        {"name": "remote__get-sum", "arguments": {"a": 20, "b": 22}},
+        {"name": "remote__get-structured-content", "arguments": {"location": "New York"}}
+    ]);
+    let (_, events) = app.turn(1, &script(calls), None).await;
+    let done = executions(&events);
+    assert_eq!(done[0]["result"], "The sum of 20 and 22 is 42.");
+    assert!(done[1]["error"].is_null(), "{}", done[1]);
+    child.kill().await.unwrap();
+    // A dead HTTP server shows up as errors on calls, then as a reconnecting server.
+    let (_, events) = app.turn(1, &script(json!([{"name": "remote__get-sum", "arguments": {"a": 1, "b": 1}}])), None).await;
+    assert!(executions(&events)[0]["error"].is_string());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
