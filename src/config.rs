@@ -219,16 +219,29 @@ impl Default for SessionConfig {
 }
 
 /// `[mcp]`: tool servers.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct McpConfig {
     /// A JSON file in the `{"mcpServers": {...}}` format (empty = none).
     pub servers_file: String,
     /// `[[mcp.servers]]` entries.
     pub servers: Vec<McpServerConfig>,
+    /// Longest tool result the model sees; longer ones keep head and tail (all is stored).
+    pub max_tool_output_chars: usize,
     /// The checked, enabled servers of both sources (filled by [`Config::finish`]).
     #[serde(skip)]
     pub resolved: Vec<ServerSpec>,
+}
+
+impl Default for McpConfig {
+    fn default() -> Self {
+        Self {
+            servers_file: String::new(),
+            servers: Vec::new(),
+            max_tool_output_chars: 20_000,
+            resolved: Vec::new(),
+        }
+    }
 }
 
 /// `[log]`: diagnostics.
@@ -512,6 +525,7 @@ impl Config {
             ("session.chunk_gap_timeout_secs", self.session.chunk_gap_timeout_secs),
             ("session.idle_timeout_secs", self.session.idle_timeout_secs),
             ("session.title_timeout_secs", self.session.title_timeout_secs),
+            ("mcp.max_tool_output_chars", self.mcp.max_tool_output_chars as u64),
         ];
         for (key, value) in positive {
             if value == 0 {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, JsonObject, ListToolsResult,
-    PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+    PaginatedRequestParams, ProgressNotificationParam, ServerCapabilities, ServerConfig, Tool,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler, ServiceExt};
@@ -99,6 +99,16 @@ impl DemoServer {
                     json!({"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}),
                 ),
                 tool(
+                    "progress",
+                    "Reports progress `steps` times, `interval_ms` apart, then answers",
+                    json!({"type": "object", "properties": {"steps": {"type": "integer"}, "interval_ms": {"type": "integer"}}, "required": ["steps", "interval_ms"]}),
+                ),
+                tool(
+                    "big",
+                    "Answers with `chars` characters: a head of `a`s and a tail of `z`s",
+                    json!({"type": "object", "properties": {"chars": {"type": "integer"}}, "required": ["chars"]}),
+                ),
+                tool(
                     "wait_for_cancel",
                     "Waits up to 60 s; when the call is cancelled, writes `cancelled` to `marker`",
                     json!({"type": "object", "properties": {"marker": {"type": "string"}}, "required": ["marker"]}),
@@ -180,6 +190,29 @@ impl DemoServer {
                 let _ = context.peer.notify_tool_list_changed().await;
                 text(format!("added {name}"))
             }
+            "progress" if self.test_tools => {
+                let steps = args.get("steps").and_then(Value::as_u64).unwrap_or(1).min(1000);
+                let interval = args
+                    .get("interval_ms")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(100)
+                    .min(10_000);
+                let token = context.meta.get_progress_token();
+                for step in 1..=steps {
+                    tokio::time::sleep(Duration::from_millis(interval)).await;
+                    if let Some(token) = &token {
+                        let mut note = ProgressNotificationParam::new(token.clone(), step as f64);
+                        note.total = Some(steps as f64);
+                        let _ = context.peer.notify_progress(note).await;
+                    }
+                }
+                text(format!("done after {steps} steps"))
+            }
+            "big" if self.test_tools => {
+                let chars = args.get("chars").and_then(Value::as_u64).unwrap_or(0).min(10_000_000) as usize;
+                let half = chars / 2;
+                text(format!("{}{}", "a".repeat(half), "z".repeat(chars - half)))
+            }
             "wait_for_cancel" if self.test_tools => {
                 let marker = string("marker").unwrap_or_default();
                 tokio::select! {
@@ -229,7 +262,9 @@ impl ServerHandler for DemoServer {
 
 /// Serves the demo tools on stdin/stdout until the client goes away.
 pub async fn serve_stdio(test_tools: bool, label: Option<String>) -> anyhow::Result<()> {
-    let running = DemoServer::new(test_tools, label).serve(rmcp::transport::stdio()).await?;
+    let running = DemoServer::new(test_tools, label)
+        .serve(rmcp::transport::stdio())
+        .await?;
     running.waiting().await?;
     Ok(())
 }

@@ -99,6 +99,7 @@ pub fn start(config: &Config, handle_signals: bool) -> Result<Running, StartErro
             chunk_gap_timeout: secs(config.session.chunk_gap_timeout_secs),
             idle_timeout: secs(config.session.idle_timeout_secs),
             title_timeout: secs(config.session.title_timeout_secs),
+            max_tool_output_chars: config.mcp.max_tool_output_chars,
         },
     });
     let retention = secs(config.server.stream_retention_secs);

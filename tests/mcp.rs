@@ -12,7 +12,11 @@ use serde_json::{Value, json};
 use crate::common::{SseEvent, TestApp, eventually, text_of};
 
 fn demo(name: &str) -> McpServerConfig {
-    McpServerConfig::stdio(name, env!("CARGO_BIN_EXE_aichat"), &["mcp-demo", "--test-tools", "--label", name])
+    McpServerConfig::stdio(
+        name,
+        env!("CARGO_BIN_EXE_aichat"),
+        &["mcp-demo", "--test-tools", "--label", name],
+    )
 }
 
 fn test_servers() -> PathBuf {
@@ -32,13 +36,18 @@ fn everything_entry() -> String {
 }
 
 async fn servers(app: &TestApp) -> Vec<Value> {
-    app.get("/mcp/servers", 1).await.1["servers"].as_array().cloned().unwrap_or_default()
+    app.get("/mcp/servers", 1).await.1["servers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
 }
 
 async fn wait_ready(app: &TestApp, names: &[&str]) {
     eventually(&format!("servers {names:?} ready"), || async {
         let all = servers(app).await;
-        names.iter().all(|n| all.iter().any(|s| s["name"] == *n && s["state"] == "ready"))
+        names
+            .iter()
+            .all(|n| all.iter().any(|s| s["name"] == *n && s["state"] == "ready"))
     })
     .await;
 }
@@ -61,16 +70,38 @@ async fn tools_from_two_servers_are_namespaced_sorted_and_routed_exactly() {
     wait_ready(&app, &["alpha", "beta"]).await;
     let (status, tools) = app.get("/mcp/tools", 1).await;
     assert_eq!(status, StatusCode::OK);
-    let names: Vec<&str> = tools["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = tools["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
     let mut sorted = names.clone();
     sorted.sort_unstable();
     assert_eq!(names, sorted, "stable sorted order");
-    assert!(names.contains(&"alpha__echo") && names.contains(&"beta__echo"), "{names:?}");
-    let calculator = tools["tools"].as_array().unwrap().iter().find(|t| t["name"] == "alpha__calculator").unwrap();
+    assert!(
+        names.contains(&"alpha__echo") && names.contains(&"beta__echo"),
+        "{names:?}"
+    );
+    let calculator = tools["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "alpha__calculator")
+        .unwrap();
     assert_eq!(calculator["server"], "alpha");
     assert_eq!(calculator["tool"], "calculator");
-    assert_eq!(calculator["input_schema"]["additionalProperties"], false, "the full schema is passed on");
-    assert_eq!(calculator["input_schema"]["properties"]["op"]["enum"].as_array().unwrap().len(), 4);
+    assert_eq!(
+        calculator["input_schema"]["additionalProperties"], false,
+        "the full schema is passed on"
+    );
+    assert_eq!(
+        calculator["input_schema"]["properties"]["op"]["enum"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
 
     let calls = json!([
         {"name": "beta__echo", "arguments": {"text": "one"}},
@@ -78,9 +109,16 @@ async fn tools_from_two_servers_are_namespaced_sorted_and_routed_exactly() {
         {"name": "alpha__calculator", "arguments": {"a": 6, "b": 7, "op": "multiply"}}
     ]);
     let (_, events) = app.turn(1, &script(calls), None).await;
-    let results: Vec<_> = executions(&events).iter().map(|e| e["result"].as_str().unwrap().to_owned()).collect();
+    let results: Vec<_> = executions(&events)
+        .iter()
+        .map(|e| e["result"].as_str().unwrap().to_owned())
+        .collect();
     assert_eq!(results, ["[beta] one", "[alpha] two", "42"]);
-    assert!(text_of(&events).ends_with("3. alpha__calculator: 42"), "{}", text_of(&events));
+    assert!(
+        text_of(&events).ends_with("3. alpha__calculator: 42"),
+        "{}",
+        text_of(&events)
+    );
     // The model was offered every tool of both servers.
     let (_, events) = app.turn(1, "count", None).await;
     assert!(text_of(&events).ends_with(&format!("Available tools: {}", names.len())));
@@ -92,7 +130,9 @@ async fn parallel_calls_run_at_once_and_come_back_in_call_order() {
     wait_ready(&app, &["demo"]).await;
     // Each `gate` call waits until all four have started: run one after another, the first would
     // time out. No clock is involved.
-    let gates: Vec<Value> = (0..4).map(|_| json!({"name": "demo__gate", "arguments": {"name": "g1", "count": 4}})).collect();
+    let gates: Vec<Value> = (0..4)
+        .map(|_| json!({"name": "demo__gate", "arguments": {"name": "g1", "count": 4}}))
+        .collect();
     let (_, events) = app.turn(1, &script(Value::Array(gates)), None).await;
     let done = executions(&events);
     assert_eq!(done.len(), 4);
@@ -111,10 +151,23 @@ async fn parallel_calls_run_at_once_and_come_back_in_call_order() {
     let done = executions(&events);
     let results: Vec<_> = done.iter().map(|e| e["result"].as_str().unwrap()).collect();
     assert_eq!(results, ["slept 400 ms", "slept 1 ms", "[demo] third"]);
-    assert!(done[1]["end_time"].as_str().unwrap() < done[0]["end_time"].as_str().unwrap(), "the second finished first");
+    assert!(
+        done[1]["end_time"].as_str().unwrap() < done[0]["end_time"].as_str().unwrap(),
+        "the second finished first"
+    );
     let (_, stored) = app.get(&format!("/sessions/{session}/messages"), 1).await;
-    let stored: Vec<_> = stored["messages"].as_array().unwrap().iter().filter(|m| m["role"] == "tool").map(|m| m["content"].clone()).collect();
-    assert_eq!(stored, vec![json!("slept 400 ms"), json!("slept 1 ms"), json!("[demo] third")], "stored in call order");
+    let stored: Vec<_> = stored["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "tool")
+        .map(|m| m["content"].clone())
+        .collect();
+    assert_eq!(
+        stored,
+        vec![json!("slept 400 ms"), json!("slept 1 ms"), json!("[demo] third")],
+        "stored in call order"
+    );
 }
 
 #[actix_web::test]
@@ -161,7 +214,13 @@ async fn a_call_that_times_out_is_cancelled_on_the_server() {
     })
     .await;
     // The connection survives a timed-out call.
-    let (_, events) = app.turn(1, &script(json!([{"name": "demo__echo", "arguments": {"text": "after"}}])), None).await;
+    let (_, events) = app
+        .turn(
+            1,
+            &script(json!([{"name": "demo__echo", "arguments": {"text": "after"}}])),
+            None,
+        )
+        .await;
     assert_eq!(executions(&events)[0]["result"], "[demo] after");
 }
 
@@ -179,7 +238,13 @@ async fn a_server_killed_mid_call_fails_cleanly_reconnects_and_leaves_others_alo
     assert_eq!(done[1]["result"], "slept 200 ms", "the other server is untouched");
     assert_eq!(events.last().unwrap().data["type"], "done");
     wait_ready(&app, &["victim"]).await;
-    let (_, events) = app.turn(1, &script(json!([{"name": "victim__echo", "arguments": {"text": "back"}}])), None).await;
+    let (_, events) = app
+        .turn(
+            1,
+            &script(json!([{"name": "victim__echo", "arguments": {"text": "back"}}])),
+            None,
+        )
+        .await;
     assert_eq!(executions(&events)[0]["result"], "[victim] back");
 }
 
@@ -187,19 +252,41 @@ async fn a_server_killed_mid_call_fails_cleanly_reconnects_and_leaves_others_alo
 async fn list_changed_replaces_a_servers_tools() {
     let app = TestApp::spawn_with(|c| c.mcp.servers = vec![demo("demo")]).await;
     wait_ready(&app, &["demo"]).await;
-    let (_, events) = app.turn(1, &script(json!([{"name": "demo__add_tool", "arguments": {"name": "fresh"}}])), None).await;
+    let (_, events) = app
+        .turn(
+            1,
+            &script(json!([{"name": "demo__add_tool", "arguments": {"name": "fresh"}}])),
+            None,
+        )
+        .await;
     assert_eq!(executions(&events)[0]["result"], "added fresh");
     eventually("the new tool", || async {
         let tools = app.get("/mcp/tools", 1).await.1;
-        tools["tools"].as_array().unwrap().iter().any(|t| t["name"] == "demo__fresh")
+        tools["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["name"] == "demo__fresh")
     })
     .await;
-    let (_, events) = app.turn(1, &script(json!([{"name": "demo__fresh", "arguments": {"text": "hi"}}])), None).await;
+    let (_, events) = app
+        .turn(
+            1,
+            &script(json!([{"name": "demo__fresh", "arguments": {"text": "hi"}}])),
+            None,
+        )
+        .await;
     assert_eq!(executions(&events)[0]["result"], "hi");
     let (status, refreshed) = app.get("/mcp/tools?force_refresh=true", 1).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(refreshed["force_refresh"], true);
-    assert!(refreshed["tools"].as_array().unwrap().iter().any(|t| t["name"] == "demo__fresh"));
+    assert!(
+        refreshed["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["name"] == "demo__fresh")
+    );
 }
 
 #[actix_web::test]
@@ -213,13 +300,25 @@ async fn disabled_and_broken_servers_stop_nothing_else() {
     .await;
     wait_ready(&app, &["good"]).await;
     let all = servers(&app).await;
-    assert!(all.iter().all(|s| s["name"] != "off"), "disabled servers are not started: {all:?}");
+    assert!(
+        all.iter().all(|s| s["name"] != "off"),
+        "disabled servers are not started: {all:?}"
+    );
     let broken = all.iter().find(|s| s["name"] == "broken").unwrap();
     assert_eq!(broken["state"], "failed");
-    assert!(broken["last_error"].as_str().unwrap().contains("cannot start"), "{broken}");
+    assert!(
+        broken["last_error"].as_str().unwrap().contains("cannot start"),
+        "{broken}"
+    );
     let (_, health) = app.request(reqwest::Method::GET, "/health", None, None).await;
     assert_eq!(health["mcp_servers"].as_array().unwrap().len(), 2);
-    let (_, events) = app.turn(1, &script(json!([{"name": "good__echo", "arguments": {"text": "ok"}}])), None).await;
+    let (_, events) = app
+        .turn(
+            1,
+            &script(json!([{"name": "good__echo", "arguments": {"text": "ok"}}])),
+            None,
+        )
+        .await;
     assert_eq!(executions(&events)[0]["result"], "[good] ok");
 }
 
@@ -237,7 +336,12 @@ async fn third_party_servers_over_stdio() {
     .await;
     wait_ready(&app, &["time", "everything"]).await;
     let tools = app.get("/mcp/tools", 1).await.1;
-    let names: Vec<&str> = tools["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = tools["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
     assert!(names.contains(&"time__get_current_time"), "{names:?}");
     assert!(names.contains(&"everything__get-sum"), "{names:?}");
     let calls = json!([
@@ -249,8 +353,16 @@ async fn third_party_servers_over_stdio() {
     let (_, events) = app.turn(1, &script(calls), None).await;
     let done = executions(&events);
     assert_eq!(done[0]["result"], "The sum of 2 and 40 is 42.");
-    assert!(done[1]["result"].as_str().unwrap().contains("Europe/Berlin"), "{}", done[1]);
-    assert!(done[2]["error"].is_string(), "an invalid timezone is a tool error: {}", done[2]);
+    assert!(
+        done[1]["result"].as_str().unwrap().contains("Europe/Berlin"),
+        "{}",
+        done[1]
+    );
+    assert!(
+        done[2]["error"].is_string(),
+        "an invalid timezone is a tool error: {}",
+        done[2]
+    );
     assert_eq!(done[3]["result"], "Echo: hi from aichat");
 }
 
@@ -292,7 +404,96 @@ async fn server_everything_over_streamable_http() {
     assert!(done[1]["error"].is_null(), "{}", done[1]);
     child.kill().await.unwrap();
     // A dead HTTP server shows up as errors on calls, then as a reconnecting server.
-    let (_, events) = app.turn(1, &script(json!([{"name": "remote__get-sum", "arguments": {"a": 1, "b": 1}}])), None).await;
+    let (_, events) = app
+        .turn(
+            1,
+            &script(json!([{"name": "remote__get-sum", "arguments": {"a": 1, "b": 1}}])),
+            None,
+        )
+        .await;
     assert!(executions(&events)[0]["error"].is_string());
     tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+#[actix_web::test]
+async fn progress_notifications_extend_the_call_deadline() {
+    let app = TestApp::spawn_with(|c| {
+        let mut server = demo("demo");
+        server.call_timeout_secs = 1;
+        c.mcp.servers = vec![server];
+    })
+    .await;
+    wait_ready(&app, &["demo"]).await;
+    // Six steps 400 ms apart: 2.4 s in all, more than the 1 s timeout, but never 1 s without news.
+    let calls = json!([{"name": "demo__progress", "arguments": {"steps": 6, "interval_ms": 400}}]);
+    let (_, events) = app.turn(1, &script(calls), None).await;
+    let done = executions(&events);
+    assert_eq!(done[0]["result"], "done after 6 steps", "{done:?}");
+    assert!(done[0]["duration_ms"].as_i64().unwrap() >= 2000);
+}
+
+#[actix_web::test]
+async fn long_results_reach_the_model_truncated_and_are_stored_whole() {
+    let app = TestApp::spawn_with(|c| {
+        c.mcp.servers = vec![demo("demo")];
+        c.mcp.max_tool_output_chars = 400;
+    })
+    .await;
+    wait_ready(&app, &["demo"]).await;
+    let calls = json!([{"name": "demo__big", "arguments": {"chars": 5000}}]);
+    let (session, events) = app.turn(1, &script(calls), None).await;
+    assert_eq!(
+        executions(&events)[0]["result"].as_str().unwrap().len(),
+        5000,
+        "the event carries it all"
+    );
+    let answer = text_of(&events);
+    assert!(
+        answer.contains("characters left out"),
+        "the model saw a truncated result: {answer}"
+    );
+    assert!(answer.len() < 1000);
+    let (_, stored) = app.get(&format!("/sessions/{session}/messages"), 1).await;
+    let tool = stored["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["role"] == "tool")
+        .unwrap()
+        .clone();
+    assert!(tool["content"].as_str().unwrap().starts_with("aaaa"));
+    assert!(tool["content"].as_str().unwrap().ends_with("zzzz"));
+    assert!(tool["content"].as_str().unwrap().len() < 1000);
+    assert_eq!(
+        tool["tool_executions"][0]["result"].as_str().unwrap().len(),
+        5000,
+        "stored whole"
+    );
+}
+
+#[actix_web::test]
+async fn tool_rounds_are_capped() {
+    let app = TestApp::spawn_with(|c| {
+        c.mcp.servers = vec![demo("demo")];
+        c.session.max_tool_rounds = 0;
+    })
+    .await;
+    wait_ready(&app, &["demo"]).await;
+    let (session, events) = app
+        .turn(
+            1,
+            &script(json!([{"name": "demo__echo", "arguments": {"text": "x"}}])),
+            None,
+        )
+        .await;
+    assert!(executions(&events).is_empty(), "no tool ran");
+    assert!(text_of(&events).contains("(max_tool_rounds)"));
+    assert_eq!(events.last().unwrap().data["type"], "done");
+    let (_, stored) = app.get(&format!("/sessions/{session}/messages"), 1).await;
+    let answer = &stored["messages"][1];
+    assert_eq!(answer["role"], "assistant");
+    assert!(
+        answer.get("tool_calls").is_none(),
+        "no unanswered tool calls are stored: {answer}"
+    );
 }

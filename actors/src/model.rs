@@ -153,9 +153,10 @@ impl ChatMessage {
         }
     }
 
-    /// A `tool` message carrying one execution's result for the model.
-    pub fn tool_result(execution: ToolExecution) -> Self {
-        let mut message = Self::new(Role::Tool, execution.result.clone());
+    /// A `tool` message carrying one execution: `content` is what the model sees (`for_model`),
+    /// the execution keeps the full result.
+    pub fn tool_result(execution: ToolExecution, for_model: String) -> Self {
+        let mut message = Self::new(Role::Tool, for_model);
         message.tool_call_id = Some(execution.id.clone());
         message.tool_executions = vec![execution];
         message

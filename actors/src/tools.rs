@@ -59,6 +59,22 @@ impl ToolCatalog for NoTools {
     }
 }
 
+/// What the model sees of a long tool result: the head and the tail, with a notice of how much was
+/// left out in between. The full result stays in the stored execution.
+pub fn truncate_for_model(text: &str, max_chars: usize) -> String {
+    let total = text.chars().count();
+    if total <= max_chars {
+        return text.to_owned();
+    }
+    let keep = max_chars.saturating_sub(120) / 2;
+    let head: String = text.chars().take(keep).collect();
+    let tail: String = text.chars().skip(total - keep).collect();
+    format!(
+        "{head}\n\n[… {} of {total} characters left out: the tool's output was too long …]\n\n{tail}",
+        total - 2 * keep
+    )
+}
+
 /// Runs every call at once and returns their executions in call order.
 pub async fn execute_all(catalog: &Arc<dyn ToolCatalog>, calls: &[ToolCall]) -> Vec<ToolExecution> {
     join_all(calls.iter().map(|call| {
@@ -90,6 +106,17 @@ pub async fn execute_all(catalog: &Arc<dyn ToolCatalog>, calls: &[ToolCall]) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_results_keep_head_and_tail() {
+        let text: String = (0..1000).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+        assert_eq!(truncate_for_model(&text, 2000), text);
+        let short = truncate_for_model(&text, 320);
+        assert!(short.chars().count() <= 420, "{}", short.len());
+        assert!(short.starts_with(&text[..100]));
+        assert!(short.ends_with(&text[900..]));
+        assert!(short.contains("left out"));
+    }
 
     #[actix_rt::test]
     async fn unknown_tools_fail_each_call_alone_in_call_order() {

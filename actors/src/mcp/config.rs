@@ -96,7 +96,11 @@ impl McpServerConfig {
 
     /// A streamable HTTP server with default limits.
     pub fn http(name: &str, url: &str) -> Self {
-        Self { command: None, url: Some(url.to_owned()), ..Self::stdio(name, "", &[]) }
+        Self {
+            command: None,
+            url: Some(url.to_owned()),
+            ..Self::stdio(name, "", &[])
+        }
     }
 }
 

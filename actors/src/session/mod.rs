@@ -38,6 +38,8 @@ pub struct SessionSettings {
     pub idle_timeout: Duration,
     /// Longest wait for a generated title.
     pub title_timeout: Duration,
+    /// Longest tool result the model sees (head and tail are kept).
+    pub max_tool_output_chars: usize,
 }
 
 /// What every session actor shares.

@@ -12,7 +12,7 @@ use crate::model::{ChatMessage, Role, StreamMessage};
 use crate::provider::{CompletionRequest, ProviderError, ProviderEvent, Purpose};
 use crate::storage::{StoredEvent, StreamStatus, TurnWrite, WriteTurn};
 use crate::stream::StreamBuffer;
-use crate::tools::execute_all;
+use crate::tools::{execute_all, truncate_for_model};
 
 /// Why a turn failed.
 #[derive(Debug, thiserror::Error)]
@@ -162,16 +162,8 @@ impl Turn {
         let deps = Arc::clone(&self.deps);
         let settings = &deps.settings;
         let max_rounds = settings.max_tool_rounds;
-        for round in 0..=max_rounds {
-            if round == max_rounds {
-                let note = format!("\n\nStopped after {max_rounds} tool rounds (max_tool_rounds).");
-                self.emit(&StreamMessage::text(&self.session_id, note.clone()));
-                let last = self.history.last().map(|m| m.role);
-                if last == Some(Role::Tool) {
-                    self.record(ChatMessage::new(Role::Assistant, note.trim_start()));
-                }
-                return Ok(());
-            }
+        let mut tool_rounds = 0;
+        loop {
             let mut events = deps.provider.stream(self.request());
             let mut text = String::new();
             let mut calls = Vec::new();
@@ -202,6 +194,16 @@ impl Turn {
                     ProviderEvent::Done => break,
                 }
             }
+            if !calls.is_empty() && tool_rounds == max_rounds {
+                // Past the limit the calls are not run, and not stored as calls: a history with
+                // unanswered tool calls is one no vendor accepts.
+                let note = format!(
+                    "\n\nStopped: the model asked for more tools after {max_rounds} tool round(s) (max_tool_rounds)."
+                );
+                self.emit(&StreamMessage::text(&self.session_id, note.clone()));
+                text.push_str(&note);
+                calls.clear();
+            }
             let mut answer = ChatMessage::new(Role::Assistant, text);
             answer.tool_calls = calls.clone();
             answer.usage = usage;
@@ -209,13 +211,14 @@ impl Turn {
             if calls.is_empty() {
                 return Ok(());
             }
+            tool_rounds += 1;
             let executions = execute_all(&deps.tools, &calls).await;
             self.emit(&StreamMessage::tool_execution(&self.session_id, executions.clone()));
             for execution in executions {
-                self.record(ChatMessage::tool_result(execution));
+                let for_model = truncate_for_model(&execution.result, settings.max_tool_output_chars);
+                self.record(ChatMessage::tool_result(execution, for_model));
             }
             self.save(None, None).await?;
         }
-        Ok(())
     }
 }
