@@ -8,6 +8,8 @@ mkdir -p "$dir"
 
 TIME_VERSION="2026.10.19"
 EVERYTHING_VERSION="2026.8.31"
+# 0.1.13 is the newest release that runs on Node 20 (0.1.16 needs Node 22).
+CONFORMANCE_VERSION="0.1.13"
 
 if ! "$dir/venv/bin/python" -c "import mcp_server_time" 2>/dev/null; then
   echo "installing mcp-server-time==$TIME_VERSION (PyPI)"
@@ -15,10 +17,12 @@ if ! "$dir/venv/bin/python" -c "import mcp_server_time" 2>/dev/null; then
   "$dir/venv/bin/pip" install --quiet --disable-pip-version-check "mcp-server-time==$TIME_VERSION"
 fi
 
-if [ ! -f "$dir/npm/node_modules/@modelcontextprotocol/server-everything/package.json" ]; then
-  echo "installing @modelcontextprotocol/server-everything@$EVERYTHING_VERSION (npm)"
+if [ ! -f "$dir/npm/node_modules/@modelcontextprotocol/server-everything/package.json" ] ||
+   [ ! -f "$dir/npm/node_modules/@modelcontextprotocol/conformance/package.json" ]; then
+  echo "installing @modelcontextprotocol/server-everything@$EVERYTHING_VERSION and conformance@$CONFORMANCE_VERSION (npm)"
   mkdir -p "$dir/npm"
   npm install --prefix "$dir/npm" --no-audit --no-fund --loglevel=error \
-    "@modelcontextprotocol/server-everything@$EVERYTHING_VERSION"
+    "@modelcontextprotocol/server-everything@$EVERYTHING_VERSION" \
+    "@modelcontextprotocol/conformance@$CONFORMANCE_VERSION"
 fi
 echo "test MCP servers ready in $dir"

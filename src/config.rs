@@ -344,6 +344,12 @@ pub enum Command {
         #[arg(long)]
         label: Option<String>,
     },
+    /// Act as an MCP client of the server at URL (for the MCP conformance suite; the scenario
+    /// comes from `MCP_CONFORMANCE_SCENARIO`).
+    McpClient {
+        /// The streamable HTTP endpoint.
+        url: String,
+    },
 }
 
 fn parse_bool(key: &str, raw: &str) -> Result<bool, ConfigError> {

@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod http;
+pub mod mcp_client;
 pub mod mcp_demo;
 pub mod server;
 pub mod telemetry;

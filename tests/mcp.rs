@@ -497,3 +497,37 @@ async fn tool_rounds_are_capped() {
         "no unanswered tool calls are stored: {answer}"
     );
 }
+
+/// The official MCP conformance suite drives `aichat mcp-client` (the server's own connection
+/// code). Its scenario servers bind every interface, so each run gets a private network namespace
+/// with only loopback.
+#[actix_web::test]
+async fn the_mcp_conformance_client_scenarios_pass() {
+    let suite = test_servers().join("npm/node_modules/@modelcontextprotocol/conformance/dist/index.js");
+    assert!(
+        suite.exists(),
+        "conformance suite missing: run scripts/install-test-servers.sh"
+    );
+    for scenario in ["initialize", "tools_call", "sse-retry"] {
+        let script = format!(
+            "ip link set lo up && node '{}' client --command '{} mcp-client' --scenario {scenario}",
+            suite.display(),
+            env!("CARGO_BIN_EXE_aichat")
+        );
+        let run = tokio::process::Command::new("unshare")
+            .args(["-n", "sh", "-c", &script])
+            .kill_on_drop(true)
+            .output();
+        let output = tokio::time::timeout(Duration::from_secs(120), run)
+            .await
+            .expect("in time")
+            .expect("runs");
+        let report = String::from_utf8_lossy(&output.stdout);
+        let errors = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success() && (report.contains("OVERALL: PASSED") || errors.contains("OVERALL: PASSED")),
+            "{scenario} ({}):\n{report}\n{errors}",
+            output.status
+        );
+    }
+}

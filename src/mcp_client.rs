@@ -1,0 +1,42 @@
+//! `aichat mcp-client <url>`: a minimal MCP client on the server's own connection code (the
+//! supervised connection actor and pool), for the official conformance suite, which runs it with
+//! the scenario in `MCP_CONFORMANCE_SCENARIO`.
+
+use std::time::Duration;
+
+use actix::Arbiter;
+use actors::mcp::{McpServer, McpServerConfig};
+use actors::tools::ToolOutcome;
+use serde_json::json;
+
+/// Connects to `url`, plays `scenario`, and returns once it is done.
+pub async fn run(url: &str, scenario: &str) -> anyhow::Result<()> {
+    let spec = McpServerConfig::http("conformance", url)
+        .resolve(&|_| None, "")
+        .map_err(|e| anyhow::anyhow!("bad server: {e}"))?;
+    let server = McpServer::start(spec, &Arbiter::current());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = server.status();
+        if status.state == "ready" {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!("could not connect: {}", status.last_error.unwrap_or_default());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let call = match scenario {
+        "tools_call" => Some(("add_numbers", json!({"a": 5, "b": 3}))),
+        "sse-retry" => Some(("test_reconnection", json!({}))),
+        _ => None,
+    };
+    if let Some((tool, arguments)) = call {
+        let arguments = arguments.as_object().cloned().unwrap_or_default();
+        match server.clone().call(tool.to_owned(), arguments).await {
+            ToolOutcome::Success(text) => tracing::info!(tool, %text, "tool answered"),
+            ToolOutcome::Failure(err) => anyhow::bail!("{tool} failed: {err}"),
+        }
+    }
+    Ok(())
+}
