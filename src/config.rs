@@ -90,6 +90,8 @@ pub struct ServerConfig {
     pub send_timeout_secs: u64,
     /// Seconds any internal request to an actor may take.
     pub actor_timeout_secs: u64,
+    /// Seconds running turns get to finish at shutdown before they are stored as interrupted.
+    pub shutdown_grace_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -104,6 +106,7 @@ impl Default for ServerConfig {
             stream_retention_secs: 600,
             send_timeout_secs: 300,
             actor_timeout_secs: 30,
+            shutdown_grace_secs: 30,
         }
     }
 }

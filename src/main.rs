@@ -1,5 +1,8 @@
-//! `aichat`: parse flags, load configuration, start the server, run until a signal. The
-//! subcommands `mcp-demo` and `mcp-client` run the demo MCP server and the conformance client.
+//! `aichat`: parse flags, load configuration, start the server, run until SIGTERM/SIGINT, then
+//! drain. The subcommands `mcp-demo` and `mcp-client` run the demo MCP server and the
+//! conformance client.
+
+use std::time::Duration;
 
 use clap::Parser;
 
@@ -33,12 +36,40 @@ async fn main() -> anyhow::Result<()> {
 async fn serve(cli: &Cli) -> anyhow::Result<()> {
     let config = Config::load(cli, |name| std::env::var(name).ok())?;
     aichat::telemetry::init(&config.log);
-    let running = aichat::server::start(&config, true)?;
+    let running = aichat::server::start(&config, false)?;
     tracing::info!(addr = %running.addr, provider = %config.llm.provider, "listening on http://{}", running.addr);
+    let grace = Duration::from_secs(config.server.shutdown_grace_secs);
+    let (chat, handle) = (running.chat.clone(), running.handle.clone());
+    actix_web::rt::spawn(async move {
+        let signal = shutdown_signal().await;
+        tracing::info!(
+            signal,
+            ?grace,
+            "shutting down: refusing new turns, letting running turns finish"
+        );
+        chat.drain(grace).await;
+        // Streams have ended; close connections (SSE readers are done) and stop.
+        handle.stop(true).await;
+    });
     running.server.await?;
+    // Stopping the arbiters stops the MCP connection actors, which ends their child processes.
     for arbiter in running.arbiters {
         arbiter.stop();
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        },
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+            "SIGINT"
+        }
+    }
 }

@@ -29,6 +29,8 @@ pub struct Running {
     pub handle: actix_web::dev::ServerHandle,
     /// The arbiters the provider and MCP actors run on (stop them after the server).
     pub arbiters: Vec<Arbiter>,
+    /// The chat service (for draining at shutdown).
+    pub chat: Chat,
 }
 
 /// Start-up failures.
@@ -89,7 +91,7 @@ pub fn start(config: &Config, handle_signals: bool) -> Result<Running, StartErro
     let system_prompt = Some(config.llm.system_prompt.trim().to_owned()).filter(|p| !p.is_empty());
     let deps = Arc::new(SessionDeps {
         storage: storage.clone(),
-        provider,
+        provider: provider.clone(),
         tools: Arc::clone(&tools),
         hub: Arc::clone(&hub),
         settings: SessionSettings {
@@ -107,10 +109,10 @@ pub fn start(config: &Config, handle_signals: bool) -> Result<Running, StartErro
     let chat = Chat::new(registry, storage, hub, secs(config.server.actor_timeout_secs));
 
     let state = web::Data::new(AppState {
-        chat,
+        chat: chat.clone(),
         tools,
         mcp,
-        provider_name: config.llm.provider.clone(),
+        provider,
         limits: Limits {
             max_body_bytes: config.server.max_body_bytes,
             max_message_chars: config.server.max_message_chars,
@@ -137,5 +139,6 @@ pub fn start(config: &Config, handle_signals: bool) -> Result<Running, StartErro
         server,
         handle,
         arbiters: vec![provider_arbiter, mcp_arbiter],
+        chat,
     })
 }

@@ -2,13 +2,14 @@
 //! operation (with timeouts) so handlers stay thin.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use actix::prelude::*;
 
 use crate::ids::{SessionId, StreamId, UserId};
-use crate::registry::{Evict, Resolve, SessionRegistry};
-use crate::session::{SessionError, StartTurn, TurnStarted};
+use crate::registry::{Evict, InterruptAll, Resolve, SessionRegistry};
+use crate::session::{SessionError, StartTurn, StopReason, StopTurn, TurnStarted};
 use crate::storage::{ClearMessages, DeleteSession, LoadStream, Storage};
 use crate::stream::{StreamBuffer, StreamHub};
 
@@ -19,6 +20,7 @@ pub struct Chat {
     storage: Storage,
     hub: Arc<StreamHub>,
     timeout: Duration,
+    draining: Arc<AtomicBool>,
 }
 
 impl Chat {
@@ -29,6 +31,7 @@ impl Chat {
             storage,
             hub,
             timeout,
+            draining: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -49,6 +52,9 @@ impl Chat {
         session_id: Option<SessionId>,
         text: String,
     ) -> Result<TurnStarted, SessionError> {
+        if self.is_draining() {
+            return Err(SessionError::ShuttingDown);
+        }
         // A session actor can stop between lookup and send (idle, crash); one retry starts a new one.
         let mut last_error = None;
         for _ in 0..2 {
@@ -110,5 +116,63 @@ impl Chat {
             self.hub.remove_session(id);
         }
         Ok(deleted)
+    }
+
+    /// Stops a running turn on the person's request. `NotFound` for another user's stream,
+    /// `Finished` when its turn already ended.
+    pub async fn cancel(&self, user: UserId, id: &StreamId) -> Result<(), SessionError> {
+        let buffer = self.open_stream(user, id).await?;
+        if buffer.is_finished() {
+            return Err(SessionError::Finished);
+        }
+        let (_, addr) = self
+            .registry
+            .send(Resolve {
+                user,
+                session_id: Some(buffer.session_id().clone()),
+            })
+            .timeout(self.timeout)
+            .await??;
+        let stop = StopTurn {
+            stream_id: Some(id.clone()),
+            reason: StopReason::Cancelled,
+        };
+        match addr.send(stop).timeout(self.timeout).await? {
+            // The turn ended between the check and the stop.
+            Err(SessionError::NotFound(_)) => Err(SessionError::Finished),
+            other => other,
+        }
+    }
+
+    /// Whether the server is shutting down.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Shutdown: refuses new turns, lets running turns finish for up to `grace`, then stops the
+    /// rest (stored as interrupted, their streams ended) and waits for them to be stored.
+    pub async fn drain(&self, grace: Duration) {
+        self.draining.store(true, Ordering::Relaxed);
+        if !self.wait_idle(grace).await {
+            let stopped = self
+                .registry
+                .send(InterruptAll)
+                .timeout(self.timeout)
+                .await
+                .unwrap_or(0);
+            tracing::warn!(sessions = stopped, "grace period over: interrupting running turns");
+            self.wait_idle(self.timeout).await;
+        }
+    }
+
+    async fn wait_idle(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.hub.running() > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        true
     }
 }

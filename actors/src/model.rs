@@ -136,6 +136,10 @@ pub struct ChatMessage {
     /// Token usage of the model call that produced it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
+    /// For a partial answer: `cancelled` (stopped by the person) or `interrupted` (the server
+    /// stopped); absent for complete messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
 }
 
 impl ChatMessage {
@@ -150,6 +154,7 @@ impl ChatMessage {
             tool_executions: Vec::new(),
             tool_call_id: None,
             usage: None,
+            status: None,
         }
     }
 

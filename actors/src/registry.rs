@@ -10,7 +10,7 @@ use chrono::Utc;
 
 use crate::ids::{SessionId, UserId};
 use crate::model::{Session, TitleSource};
-use crate::session::{SessionActor, SessionDeps, SessionError, Shutdown};
+use crate::session::{SessionActor, SessionDeps, SessionError, Shutdown, StopReason, StopTurn};
 use crate::storage::{CreateSession, GetSession};
 
 /// Finds the user's session (or creates one when `session_id` is absent, unknown or not theirs,
@@ -31,6 +31,11 @@ pub struct Evict {
     /// The session.
     pub session_id: SessionId,
 }
+
+/// Stops every running turn (shutdown): each stores its partial answer as interrupted.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct InterruptAll;
 
 /// Sent by a session actor that stopped.
 #[derive(Message)]
@@ -153,5 +158,19 @@ impl Handler<Forget> for SessionRegistry {
         {
             self.sessions.remove(&msg.session_id);
         }
+    }
+}
+
+impl Handler<InterruptAll> for SessionRegistry {
+    type Result = usize;
+
+    fn handle(&mut self, _: InterruptAll, _: &mut Self::Context) -> usize {
+        for (_, addr) in self.sessions.values() {
+            addr.do_send(StopTurn {
+                stream_id: None,
+                reason: StopReason::Interrupted,
+            });
+        }
+        self.sessions.len()
     }
 }

@@ -238,6 +238,11 @@ impl StreamHub {
         before - map.len()
     }
 
+    /// Streams whose turn is still running.
+    pub fn running(&self) -> usize {
+        self.map().values().filter(|b| !b.is_finished()).count()
+    }
+
     /// Streams in memory.
     pub fn len(&self) -> usize {
         self.map().len()

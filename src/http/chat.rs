@@ -144,6 +144,19 @@ pub async fn stream(
         .with_retry_duration(std::time::Duration::from_secs(3)))
 }
 
+/// `POST /v1/chat/stream/{stream_id}/cancel` (owner only): stops the turn. The provider request is
+/// aborted, tool calls in flight are cancelled, the partial answer is stored as `cancelled`, and
+/// the stream ends with an `error` event whose code is `cancelled`.
+pub async fn cancel(
+    user: AuthUser,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = StreamId::from_raw(path.into_inner());
+    state.chat.cancel(user.0, &id).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "message": "Turn cancelled", "stream_id": id })))
+}
+
 /// `DELETE /v1/chat/clear?session_id=`: clears stored history and the model context.
 pub async fn clear(
     user: AuthUser,

@@ -52,6 +52,12 @@ pub enum ApiError {
     /// The session already runs a turn.
     #[error("A turn is already running in this session")]
     TurnInProgress,
+    /// The stream's turn already ended (cancel).
+    #[error("The turn of this stream has already ended")]
+    TurnFinished,
+    /// The server is shutting down.
+    #[error("The server is shutting down")]
+    ShuttingDown,
     /// The model provider failed (non-streaming send).
     #[error("Failed to process message: {0}")]
     Provider(ProviderFailure),
@@ -95,6 +101,8 @@ impl ApiError {
             ApiError::StreamNotFound => "stream_not_found",
             ApiError::RouteNotFound => "not_found",
             ApiError::TurnInProgress => "turn_in_progress",
+            ApiError::TurnFinished => "turn_finished",
+            ApiError::ShuttingDown => "shutting_down",
             ApiError::Provider(failure) => &failure.code,
             ApiError::Storage => "storage_unavailable",
             ApiError::Unavailable => "service_unavailable",
@@ -113,10 +121,10 @@ impl ResponseError for ApiError {
             | ApiError::MessageTooLong { .. } => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::SessionNotFound | ApiError::StreamNotFound | ApiError::RouteNotFound => StatusCode::NOT_FOUND,
-            ApiError::TurnInProgress => StatusCode::CONFLICT,
+            ApiError::TurnInProgress | ApiError::TurnFinished => StatusCode::CONFLICT,
             ApiError::Provider(failure) if failure.code == "timeout" => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Provider(_) => StatusCode::BAD_GATEWAY,
-            ApiError::Storage | ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Storage | ApiError::Unavailable | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::SendTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -136,6 +144,8 @@ impl From<SessionError> for ApiError {
             SessionError::NotFound("stream") => ApiError::StreamNotFound,
             SessionError::NotFound(_) => ApiError::SessionNotFound,
             SessionError::Busy => ApiError::TurnInProgress,
+            SessionError::Finished => ApiError::TurnFinished,
+            SessionError::ShuttingDown => ApiError::ShuttingDown,
             SessionError::Storage(err) => err.into(),
             SessionError::Unavailable(reason) => {
                 tracing::warn!(%reason, "an actor did not answer");
@@ -191,6 +201,8 @@ mod tests {
             (ApiError::StreamNotFound, 404, "stream_not_found"),
             (ApiError::RouteNotFound, 404, "not_found"),
             (ApiError::TurnInProgress, 409, "turn_in_progress"),
+            (ApiError::TurnFinished, 409, "turn_finished"),
+            (ApiError::ShuttingDown, 503, "shutting_down"),
             (failure("rate_limited"), 502, "rate_limited"),
             (failure("timeout"), 504, "timeout"),
             (ApiError::Storage, 503, "storage_unavailable"),

@@ -23,14 +23,23 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         "version": env!("CARGO_PKG_VERSION"),
         "storage": if storage { "ok" } else { "unavailable" },
-        "providers": [{ "name": state.provider_name, "status": "ok" }],
+        "providers": [{
+            "name": state.provider.name(),
+            "status": "ok",
+            "streams_in_flight": state.provider.streams_in_flight(),
+        }],
+        "draining": state.chat.is_draining(),
         "streams_in_memory": state.chat.hub().len(),
         "mcp_servers": state.mcp.status().iter().map(|s| json!({ "name": s.name, "state": s.state })).collect::<Vec<_>>(),
     }))
 }
 
-/// `GET /v1/chat/ready`: 200 once storage answers, 503 otherwise.
+/// `GET /v1/chat/ready`: 200 once storage answers, 503 otherwise and while shutting down.
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
+    if state.chat.is_draining() {
+        return HttpResponse::ServiceUnavailable()
+            .json(json!({ "ready": false, "error": "shutting down", "code": "shutting_down" }));
+    }
     if storage_ok(&state).await {
         HttpResponse::Ok().json(json!({ "ready": true }))
     } else {

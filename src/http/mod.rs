@@ -15,6 +15,7 @@ use actix_web::error::{JsonPayloadError, QueryPayloadError};
 use actix_web::{HttpResponse, web};
 use actors::Chat;
 use actors::mcp::McpTools;
+use actors::provider::ProviderHandle;
 use actors::tools::ToolCatalog;
 
 use error::ApiError;
@@ -40,8 +41,8 @@ pub struct AppState {
     pub tools: Arc<dyn ToolCatalog>,
     /// The MCP servers behind them.
     pub mcp: Arc<McpTools>,
-    /// The default provider's name.
-    pub provider_name: String,
+    /// The default provider.
+    pub provider: ProviderHandle,
     /// Limits.
     pub limits: Limits,
 }
@@ -83,6 +84,7 @@ pub fn configure(state: web::Data<AppState>) -> impl Fn(&mut web::ServiceConfig)
                     .route("/ready", web::get().to(health::ready))
                     .route("/send", web::post().to(chat::send))
                     .route("/stream/{stream_id}", web::get().to(chat::stream))
+                    .route("/stream/{stream_id}/cancel", web::post().to(chat::cancel))
                     .route("/clear", web::delete().to(chat::clear))
                     .route("/mcp/tools", web::get().to(health::tools))
                     .route("/mcp/servers", web::get().to(health::servers))

@@ -58,6 +58,7 @@ impl TestApp {
             server,
             handle,
             arbiters,
+            ..
         } = aichat::server::start(config, false).expect("server starts");
         actix_web::rt::spawn(server);
         Self {

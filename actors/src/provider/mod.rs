@@ -10,6 +10,7 @@ mod mock;
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -83,12 +84,34 @@ pub struct ProviderActor {
     name: String,
     factory: ProviderFactory,
     adapter: Arc<dyn ChatProvider>,
+    in_flight: Arc<AtomicUsize>,
 }
 
 impl ProviderActor {
-    fn new(name: String, factory: ProviderFactory) -> Self {
+    fn new(name: String, factory: ProviderFactory, in_flight: Arc<AtomicUsize>) -> Self {
         let adapter = factory();
-        Self { name, factory, adapter }
+        Self {
+            name,
+            factory,
+            adapter,
+            in_flight,
+        }
+    }
+}
+
+/// Counts a stream in flight while it lives (dropped when the stream ends or is aborted).
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn new(counter: &Arc<AtomicUsize>) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Self(Arc::clone(counter))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -138,7 +161,12 @@ impl Handler<StreamCompletion> for ProviderActor {
         let sink = msg.sink;
         let panic_sink = sink.clone();
         let adapter = Arc::clone(&self.adapter);
-        let work = AssertUnwindSafe(async move { forward(adapter.stream(msg.request), sink).await }).catch_unwind();
+        let in_flight = InFlight::new(&self.in_flight);
+        let work = AssertUnwindSafe(async move {
+            let _in_flight = in_flight;
+            forward(adapter.stream(msg.request), sink).await
+        })
+        .catch_unwind();
         ctx.spawn(work.into_actor(self).map(move |outcome, act, ctx| {
             let end = match outcome {
                 Ok(end) => end,
@@ -160,22 +188,31 @@ impl Handler<StreamCompletion> for ProviderActor {
 pub struct ProviderHandle {
     name: Arc<str>,
     addr: Addr<ProviderActor>,
+    in_flight: Arc<AtomicUsize>,
 }
 
 impl ProviderHandle {
     /// Starts a supervised provider actor on the given arbiter.
     pub fn start(name: &str, factory: ProviderFactory, arbiter: &ArbiterHandle) -> Self {
         let actor_name = name.to_owned();
-        let addr = Supervisor::start_in_arbiter(arbiter, move |_| ProviderActor::new(actor_name, factory));
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&in_flight);
+        let addr = Supervisor::start_in_arbiter(arbiter, move |_| ProviderActor::new(actor_name, factory, counter));
         Self {
             name: name.into(),
             addr,
+            in_flight,
         }
     }
 
     /// The provider's configured name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Model calls streaming right now (an aborted call leaves this count at once).
+    pub fn streams_in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
     }
 
     /// Starts a model call; events arrive on the returned channel. Dropping it aborts the call.

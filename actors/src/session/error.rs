@@ -11,6 +11,12 @@ pub enum SessionError {
     /// The session already runs a turn; one turn at a time per session.
     #[error("a turn is already running in this session")]
     Busy,
+    /// The stream's turn has already ended.
+    #[error("the turn of this stream has already ended")]
+    Finished,
+    /// The server is shutting down and takes no new turns.
+    #[error("the server is shutting down")]
+    ShuttingDown,
     /// Storage failed.
     #[error(transparent)]
     Storage(#[from] StorageError),

@@ -22,6 +22,7 @@ use crate::stream::{StreamBuffer, StreamHub};
 use crate::tools::ToolCatalog;
 
 pub use error::SessionError;
+pub use turn::StopReason;
 
 /// Tunables of sessions and turns.
 #[derive(Debug, Clone)]
@@ -75,6 +76,17 @@ pub struct TurnStarted {
     pub stream: Arc<StreamBuffer>,
 }
 
+/// Stops the running turn of this stream: its partial answer is stored and marked, its stream
+/// ends with a terminal event. `NotFound` if that stream's turn is not running here.
+#[derive(Message)]
+#[rtype(result = "Result<(), SessionError>")]
+pub struct StopTurn {
+    /// The stream whose turn to stop (`None`: whichever runs).
+    pub stream_id: Option<StreamId>,
+    /// Why.
+    pub reason: StopReason,
+}
+
 /// Cancels any turn and stops the actor (after the session was cleared or deleted).
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -89,6 +101,7 @@ enum Load {
 struct RunningTurn {
     stream: Arc<StreamBuffer>,
     handle: Option<SpawnHandle>,
+    stop: tokio::sync::watch::Sender<Option<StopReason>>,
 }
 
 /// The session actor.
@@ -276,9 +289,11 @@ impl Handler<StartTurn> for SessionActor {
         }
         let stream_id = StreamId::generate();
         let buffer = StreamBuffer::new(stream_id.clone(), self.user, self.id.clone());
+        let (stop, stop_rx) = tokio::sync::watch::channel(None);
         self.turn = Some(RunningTurn {
             stream: Arc::clone(&buffer),
             handle: None,
+            stop,
         });
         let user_message = ChatMessage::new(Role::User, msg.text);
         let write = TurnWrite {
@@ -304,7 +319,13 @@ impl Handler<StartTurn> for SessionActor {
                 act.deps.hub.insert(Arc::clone(&buffer));
                 let first_exchange = act.history.is_empty();
                 act.history.push(user_message);
-                let turn = turn::Turn::new(Arc::clone(&act.deps), act.id.clone(), act.history.clone(), Arc::clone(&buffer));
+                let turn = turn::Turn::new(
+                    Arc::clone(&act.deps),
+                    act.id.clone(),
+                    act.history.clone(),
+                    Arc::clone(&buffer),
+                    stop_rx,
+                );
                 let work = AssertUnwindSafe(turn.run()).catch_unwind();
                 let handle = ctx.spawn(work.into_actor(act).map(move |outcome, act, ctx| {
                     act.turn = None;
@@ -328,6 +349,19 @@ impl Handler<StartTurn> for SessionActor {
                 Ok(TurnStarted { session_id: act.id.clone(), stream_id, stream: buffer })
             },
         ))
+    }
+}
+
+impl Handler<StopTurn> for SessionActor {
+    type Result = Result<(), SessionError>;
+
+    fn handle(&mut self, msg: StopTurn, _: &mut Self::Context) -> Self::Result {
+        let turn = self.turn.as_ref().ok_or(SessionError::NotFound("running turn"))?;
+        if msg.stream_id.as_ref().is_some_and(|id| id != turn.stream.id()) {
+            return Err(SessionError::NotFound("running turn"));
+        }
+        turn.stop.send_replace(Some(msg.reason));
+        Ok(())
     }
 }
 

@@ -1,10 +1,14 @@
 //! The turn loop: provider stream → tool calls scattered at once and gathered in call order →
 //! provider again → … → `done`. It runs as a future spawned on the session actor and never waits
-//! for a reader: events go to the stream buffer and, at every round and at the end, to storage.
+//! for a reader: events go to the stream buffer and to storage (at every round, every half second
+//! of streaming, and at the end). A stop signal (cancel, shutdown) ends it at the next await with
+//! its partial answer stored and marked.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use tokio::sync::watch;
 
 use super::SessionDeps;
 use crate::ids::{SessionId, StreamId};
@@ -14,6 +18,29 @@ use crate::storage::{StoredEvent, StreamStatus, TurnWrite, WriteTurn};
 use crate::stream::StreamBuffer;
 use crate::tools::{execute_all, truncate_for_model};
 
+/// Streamed events are stored at least this often, so a crash loses little.
+const FLUSH_EVERY: Duration = Duration::from_millis(500);
+/// ... or after this many unsaved events.
+const FLUSH_EVENTS: usize = 64;
+
+/// Why a turn was stopped from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// The person cancelled it.
+    Cancelled,
+    /// The server is shutting down.
+    Interrupted,
+}
+
+impl StopReason {
+    fn code(self) -> &'static str {
+        match self {
+            StopReason::Cancelled => "cancelled",
+            StopReason::Interrupted => "interrupted",
+        }
+    }
+}
+
 /// Why a turn failed.
 #[derive(Debug, thiserror::Error)]
 enum TurnError {
@@ -21,6 +48,10 @@ enum TurnError {
     Provider(#[from] ProviderError),
     #[error("storage failed: {0}")]
     Storage(#[from] crate::storage::StorageError),
+    #[error("the turn was cancelled")]
+    Cancelled,
+    #[error("the server stopped before this answer was complete")]
+    Interrupted,
 }
 
 impl TurnError {
@@ -28,6 +59,15 @@ impl TurnError {
         match self {
             TurnError::Provider(err) => err.code(),
             TurnError::Storage(_) => "storage_unavailable",
+            TurnError::Cancelled => StopReason::Cancelled.code(),
+            TurnError::Interrupted => StopReason::Interrupted.code(),
+        }
+    }
+
+    fn stopped(reason: StopReason) -> Self {
+        match reason {
+            StopReason::Cancelled => TurnError::Cancelled,
+            StopReason::Interrupted => TurnError::Interrupted,
         }
     }
 }
@@ -47,9 +87,13 @@ pub(crate) struct Turn {
     stream_id: StreamId,
     history: Vec<ChatMessage>,
     buffer: Arc<StreamBuffer>,
+    stop: watch::Receiver<Option<StopReason>>,
+    /// Text of the current round so far (kept when the turn is stopped).
+    partial: String,
     unsaved_events: Vec<StoredEvent>,
     unsaved_messages: Vec<ChatMessage>,
     saved_messages: Vec<ChatMessage>,
+    last_flush: Instant,
 }
 
 impl Turn {
@@ -58,6 +102,7 @@ impl Turn {
         session_id: SessionId,
         history: Vec<ChatMessage>,
         buffer: Arc<StreamBuffer>,
+        stop: watch::Receiver<Option<StopReason>>,
     ) -> Self {
         Self {
             deps,
@@ -65,9 +110,12 @@ impl Turn {
             stream_id: buffer.id().clone(),
             history,
             buffer,
+            stop,
+            partial: String::new(),
             unsaved_events: Vec::new(),
             unsaved_messages: Vec::new(),
             saved_messages: Vec::new(),
+            last_flush: Instant::now(),
         }
     }
 
@@ -96,7 +144,17 @@ impl Turn {
         };
         self.deps.storage.ask(WriteTurn { write }).await?;
         self.saved_messages.extend(messages);
+        self.last_flush = Instant::now();
         Ok(())
+    }
+
+    /// Resolves when the turn is asked to stop.
+    async fn stopped(stop: &mut watch::Receiver<Option<StopReason>>) -> StopReason {
+        match stop.wait_for(Option::is_some).await {
+            Ok(reason) => reason.unwrap_or(StopReason::Cancelled),
+            // The session actor is gone: nobody can read the result any more.
+            Err(_) => StopReason::Interrupted,
+        }
     }
 
     /// Runs the turn to its terminal event and returns what it stored.
@@ -105,16 +163,32 @@ impl Turn {
         let (terminal, status) = match &result {
             Ok(()) => (StreamMessage::done(&self.session_id), StreamStatus::Done),
             Err(err) => {
-                tracing::warn!(session_id = %self.session_id, stream_id = %self.stream_id, code = err.code(), "turn failed");
+                tracing::warn!(session_id = %self.session_id, stream_id = %self.stream_id, code = err.code(), "turn ended early");
+                let status = match err {
+                    TurnError::Cancelled => StreamStatus::Cancelled,
+                    TurnError::Interrupted => StreamStatus::Interrupted,
+                    TurnError::Provider(_) | TurnError::Storage(_) => StreamStatus::Failed,
+                };
                 (
                     StreamMessage::error(&self.session_id, err.code(), err.to_string()),
-                    StreamStatus::Failed,
+                    status,
                 )
             }
         };
-        if result.is_err() {
+        match &result {
+            Ok(()) => {}
+            // A stopped turn keeps what the person already saw, marked as partial.
+            Err(TurnError::Cancelled | TurnError::Interrupted) => {
+                self.unsaved_messages
+                    .retain(|m| m.role != Role::Assistant || m.tool_calls.is_empty());
+                if !self.partial.is_empty() {
+                    let mut answer = ChatMessage::new(Role::Assistant, std::mem::take(&mut self.partial));
+                    answer.status = Some(status.as_str().to_owned());
+                    self.unsaved_messages.push(answer);
+                }
+            }
             // A failed round keeps nothing of its partial answer in the context.
-            self.unsaved_messages.clear();
+            Err(TurnError::Provider(_) | TurnError::Storage(_)) => self.unsaved_messages.clear(),
         }
         // Store the answer and the terminal event before readers see the terminal event, so a
         // client that reads history right after `done` finds the answer there.
@@ -162,10 +236,12 @@ impl Turn {
         let deps = Arc::clone(&self.deps);
         let settings = &deps.settings;
         let max_rounds = settings.max_tool_rounds;
+        let mut stop = self.stop.clone();
         let mut tool_rounds = 0;
         loop {
+            // Dropping `events` (on return) aborts the provider's upstream request.
             let mut events = deps.provider.stream(self.request());
-            let mut text = String::new();
+            self.partial.clear();
             let mut calls = Vec::new();
             let mut usage = None;
             let mut first = true;
@@ -175,7 +251,12 @@ impl Turn {
                 } else {
                     settings.chunk_gap_timeout
                 };
-                let event = match tokio::time::timeout(wait, events.recv()).await {
+                let next = tokio::select! {
+                    biased;
+                    reason = Self::stopped(&mut stop) => return Err(TurnError::stopped(reason)),
+                    next = tokio::time::timeout(wait, events.recv()) => next,
+                };
+                let event = match next {
                     Err(_) => {
                         let what = if first { "first token" } else { "gap between chunks" };
                         return Err(ProviderError::Timeout(what.into()).into());
@@ -187,13 +268,18 @@ impl Turn {
                 match event {
                     ProviderEvent::Text(delta) => {
                         self.emit(&StreamMessage::text(&self.session_id, delta.clone()));
-                        text.push_str(&delta);
+                        self.partial.push_str(&delta);
+                        if self.unsaved_events.len() >= FLUSH_EVENTS || self.last_flush.elapsed() >= FLUSH_EVERY {
+                            self.save(None, None).await?;
+                        }
                     }
                     ProviderEvent::ToolCalls(more) => calls.extend(more),
                     ProviderEvent::Usage(u) => usage = Some(u),
                     ProviderEvent::Done => break,
                 }
             }
+            drop(events);
+            let mut text = std::mem::take(&mut self.partial);
             if !calls.is_empty() && tool_rounds == max_rounds {
                 // Past the limit the calls are not run, and not stored as calls: a history with
                 // unanswered tool calls is one no vendor accepts.
@@ -212,7 +298,12 @@ impl Turn {
                 return Ok(());
             }
             tool_rounds += 1;
-            let executions = execute_all(&deps.tools, &calls).await;
+            // Dropping the calls (on stop) sends `notifications/cancelled` to their servers.
+            let executions = tokio::select! {
+                biased;
+                reason = Self::stopped(&mut stop) => return Err(TurnError::stopped(reason)),
+                executions = execute_all(&deps.tools, &calls) => executions,
+            };
             self.emit(&StreamMessage::tool_execution(&self.session_id, executions.clone()));
             for execution in executions {
                 let for_model = truncate_for_model(&execution.result, settings.max_tool_output_chars);

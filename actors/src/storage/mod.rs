@@ -41,6 +41,8 @@ pub enum StreamStatus {
     Failed,
     /// The server stopped while the turn ran.
     Interrupted,
+    /// The person cancelled the turn.
+    Cancelled,
 }
 
 impl StreamStatus {
@@ -51,6 +53,7 @@ impl StreamStatus {
             StreamStatus::Done => "done",
             StreamStatus::Failed => "failed",
             StreamStatus::Interrupted => "interrupted",
+            StreamStatus::Cancelled => "cancelled",
         }
     }
 
@@ -59,6 +62,7 @@ impl StreamStatus {
             "running" => StreamStatus::Running,
             "done" => StreamStatus::Done,
             "failed" => StreamStatus::Failed,
+            "cancelled" => StreamStatus::Cancelled,
             _ => StreamStatus::Interrupted,
         }
     }

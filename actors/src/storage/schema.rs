@@ -6,7 +6,8 @@ use rusqlite::Connection;
 use super::StorageError;
 
 /// Migration `i` moves the schema from version `i` to `i + 1`. Append only; never edit.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE chat_sessions (
     id           TEXT PRIMARY KEY,
     user_id      TEXT NOT NULL,
@@ -49,7 +50,11 @@ CREATE TABLE chat_stream_events (
     data      TEXT NOT NULL,
     PRIMARY KEY (stream_id, seq)
 ) WITHOUT ROWID;
-"#];
+"#,
+    r#"
+ALTER TABLE chat_messages ADD COLUMN status TEXT;
+"#,
+];
 
 /// The schema version this build expects.
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();

@@ -12,7 +12,7 @@ use rusqlite::{OptionalExtension, Row, TransactionBehavior, params};
 
 use super::{ChatStore, Page, StorageError, StoredEvent, StreamRecord, StreamStatus, TurnWrite};
 use crate::ids::{SessionId, StreamId, UserId};
-use crate::model::{ChatMessage, Role, Session, TitleSource, format_time};
+use crate::model::{ChatMessage, Role, Session, StreamMessage, StreamMessageType, TitleSource, format_time};
 
 /// How long a connection waits for another writer before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -90,12 +90,13 @@ fn message_from_row(row: &Row<'_>) -> rusqlite::Result<ChatMessage> {
         tool_executions: json_column(row.get(4)?)?,
         tool_call_id: row.get(5)?,
         usage: json_column(row.get(6)?)?,
+        status: row.get(8)?,
         timestamp: parse_time(&row.get::<_, String>(7)?)?,
     })
 }
 
 const SESSION_COLUMNS: &str = "id, user_id, title, title_source, created_at, updated_at";
-const MESSAGE_COLUMNS: &str = "id, role, content, tool_calls, tool_executions, tool_call_id, usage, created_at";
+const MESSAGE_COLUMNS: &str = "id, role, content, tool_calls, tool_executions, tool_call_id, usage, created_at, status";
 
 fn optional_json<T: serde::Serialize>(value: &[T]) -> Result<Option<String>, StorageError> {
     if value.is_empty() {
@@ -249,8 +250,8 @@ impl ChatStore for SqliteStore {
         {
             let mut insert = tx.prepare_cached(
                 "INSERT INTO chat_messages
-                 (id, session_id, role, content, tool_calls, tool_executions, tool_call_id, usage, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                 (id, session_id, role, content, tool_calls, tool_executions, tool_call_id, usage, created_at, status)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )?;
             for message in &write.messages {
                 let usage = message.usage.map(|u| serde_json::to_string(&u)).transpose()?;
@@ -264,6 +265,7 @@ impl ChatStore for SqliteStore {
                     message.tool_call_id,
                     usage,
                     format_time(message.timestamp),
+                    message.status,
                 ])?;
             }
             tx.execute(
@@ -337,11 +339,65 @@ impl ChatStore for SqliteStore {
     }
 
     fn interrupt_running_streams(&self) -> Result<u64, StorageError> {
-        let changed = self.conn()?.execute(
-            "UPDATE chat_streams SET status = 'interrupted', finished_at = ?1 WHERE status = 'running'",
-            params![format_time(Utc::now())],
-        )?;
-        Ok(u64::try_from(changed).unwrap_or(0))
+        let mut conn = self.conn()?;
+        let running: Vec<(String, String)> = {
+            let mut stmt = conn.prepare("SELECT id, session_id FROM chat_streams WHERE status = 'running'")?;
+            stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect::<Result<_, _>>()?
+        };
+        for (stream_id, session_id) in &running {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let events: Vec<(i64, String)> = {
+                let mut stmt =
+                    tx.prepare("SELECT seq, data FROM chat_stream_events WHERE stream_id = ?1 ORDER BY seq")?;
+                stmt.query_map(params![stream_id], |row| Ok((row.get(0)?, row.get(1)?)))?
+                    .collect::<Result<_, _>>()?
+            };
+            let session = SessionId::from_raw(session_id.as_str());
+            // The text of the round that was not stored yet: what came after the last tool round.
+            let messages: Vec<StreamMessage> = events
+                .iter()
+                .filter_map(|(_, data)| serde_json::from_str(data).ok())
+                .collect();
+            let start = messages
+                .iter()
+                .rposition(|m| m.kind == StreamMessageType::ToolExecution)
+                .map_or(0, |i| i + 1);
+            let partial: String = messages[start..]
+                .iter()
+                .filter(|m| m.kind == StreamMessageType::Message)
+                .filter_map(|m| m.content.as_deref())
+                .collect();
+            let now = Utc::now();
+            if !partial.is_empty() {
+                let mut message = ChatMessage::new(Role::Assistant, partial);
+                message.status = Some("interrupted".into());
+                tx.execute(
+                    "INSERT INTO chat_messages (id, session_id, role, content, created_at, status)
+                     VALUES (?1, ?2, 'assistant', ?3, ?4, 'interrupted')",
+                    params![message.id, session_id, message.content, format_time(message.timestamp)],
+                )?;
+            }
+            let ended = messages.last().is_some_and(StreamMessage::is_terminal);
+            if !ended {
+                let note = StreamMessage::error(
+                    &session,
+                    "interrupted",
+                    "The server stopped before this answer was complete.",
+                );
+                let seq = events.last().map_or(1, |(seq, _)| seq + 1);
+                tx.execute(
+                    "INSERT INTO chat_stream_events (stream_id, seq, data) VALUES (?1, ?2, ?3)",
+                    params![stream_id, seq, serde_json::to_string(&note)?],
+                )?;
+            }
+            tx.execute(
+                "UPDATE chat_streams SET status = 'interrupted', finished_at = ?1 WHERE id = ?2",
+                params![format_time(now), stream_id],
+            )?;
+            tx.commit()?;
+        }
+        Ok(u64::try_from(running.len()).unwrap_or(0))
     }
 
     fn ping(&self) -> Result<(), StorageError> {
