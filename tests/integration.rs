@@ -7,5 +7,6 @@ mod common;
 
 mod api;
 mod mcp;
+mod resilience;
 mod restart;
 mod streaming;

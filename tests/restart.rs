@@ -10,15 +10,24 @@ use serde_json::json;
 
 use crate::common::{TIMEOUT, TestApp, text_of};
 
-struct Binary {
+pub struct Binary {
     child: Child,
-    base: String,
+    pub base: String,
 }
 
 impl Binary {
-    fn start(db: &std::path::Path) -> Self {
+    pub fn start(db: &std::path::Path) -> Self {
+        Self::start_with(db, "")
+    }
+
+    /// Starts the binary with `config` (TOML text) as its config file, beside the database.
+    pub fn start_with(db: &std::path::Path, config: &str) -> Self {
+        let config_path = db.with_extension("toml");
+        std::fs::write(&config_path, config).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_aichat"))
-            .args(["--env-only", "--port", "0", "--log-level", "info"])
+            .arg("--config")
+            .arg(&config_path)
+            .args(["--port", "0", "--log-level", "info"])
             .arg("--database-url")
             .arg(format!("sqlite:{}", db.display()))
             .env("NO_COLOR", "1")
@@ -44,9 +53,36 @@ impl Binary {
         }
     }
 
-    fn kill(mut self) {
+    /// SIGKILL: no chance to clean up.
+    pub fn kill(mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, without waiting.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit by itself (bounded) and returns whether it exited cleanly
+    /// (`false` after killing it when it did not exit in time).
+    pub async fn wait_exit(mut self) -> bool {
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.success();
+            }
+            if tokio::time::Instant::now() > deadline {
+                self.child.kill().unwrap();
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 }
 

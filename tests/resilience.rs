@@ -1,0 +1,272 @@
+//! Streams that survive: resume after disconnects, cancel that stops the upstream and the tools,
+//! graceful shutdown with turns in flight, and recovery after SIGKILL.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use reqwest::StatusCode;
+use russe::reqwest_0_13::ReqwestExt;
+use serde_json::{Value, json};
+
+use crate::common::{SseEvent, TIMEOUT, TestApp, eventually, text_of};
+use crate::restart::Binary;
+
+/// Reads at most `limit` events of a stream after `last_event_id`, then drops the connection.
+async fn read_some(app: &TestApp, user: i64, stream_id: &str, last_event_id: u64, limit: usize) -> Vec<SseEvent> {
+    let read = async {
+        let resp = app
+            .client
+            .get(app.url(&format!("/stream/{stream_id}")))
+            .header("X-User-ID", user.to_string())
+            .header("Last-Event-ID", last_event_id.to_string())
+            .send()
+            .await
+            .unwrap();
+        let mut frames = resp.sse_stream();
+        let mut events = Vec::new();
+        while events.len() < limit {
+            let Some(frame) = frames.next().await else { break };
+            if let russe::Event::Message(message) = frame.unwrap() {
+                events.push(SseEvent {
+                    id: message.id.as_deref().map(|id| id.parse().unwrap()),
+                    event: message.event.as_deref().map(str::to_owned),
+                    data: serde_json::from_str(&message.data).unwrap(),
+                });
+            }
+        }
+        events
+    };
+    tokio::time::timeout(TIMEOUT, read).await.expect("in time")
+}
+
+fn is_terminal(event: &SseEvent) -> bool {
+    matches!(event.data["type"].as_str(), Some("done" | "error"))
+}
+
+fn demo() -> actors::mcp::McpServerConfig {
+    actors::mcp::McpServerConfig::stdio("demo", env!("CARGO_BIN_EXE_aichat"), &["mcp-demo", "--test-tools"])
+}
+
+#[actix_web::test]
+async fn a_client_that_keeps_disconnecting_reassembles_every_byte() {
+    let app = TestApp::spawn_with(|c| {
+        c.mock.chunk_delay_ms = 3;
+        c.mcp.servers = vec![demo()];
+    })
+    .await;
+    eventually("the demo server", || async {
+        app.get("/mcp/servers", 1).await.1["servers"][0]["state"] == "ready"
+    })
+    .await;
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move |bound: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % bound
+    };
+    let mut session: Option<String> = None;
+    for run in 0..16 {
+        let message = if run % 3 == 0 {
+            r#"/mock tools [{"name":"demo__echo","arguments":{"text":"über ✓"}},{"name":"demo__sleep_ms","arguments":{"ms":30}}]"#
+                .to_owned()
+        } else {
+            format!("run {run}: naïve café 😀 text")
+        };
+        let (stream_id, session_id) = app.start_stream(1, &message, session.as_deref()).await;
+        session = Some(session_id);
+        let mut seen: Vec<SseEvent> = Vec::new();
+        let mut reconnects = 0;
+        while !seen.last().is_some_and(is_terminal) {
+            let last = seen.last().and_then(|e| e.id).unwrap_or(0);
+            let limit = 1 + next(4) as usize;
+            seen.extend(read_some(&app, 1, &stream_id, last, limit).await);
+            reconnects += 1;
+            assert!(reconnects < 200, "the stream never ended");
+        }
+        let whole = app.sse(1, &stream_id, None).await;
+        let ids: Vec<_> = seen.iter().map(|e| e.id.unwrap()).collect();
+        assert_eq!(
+            ids,
+            (1..=whole.len() as u64).collect::<Vec<_>>(),
+            "no gap, no duplicate (run {run})"
+        );
+        assert_eq!(text_of(&seen), text_of(&whole), "run {run}");
+        let datas = |events: &[SseEvent]| events.iter().map(|e| e.data.clone()).collect::<Vec<Value>>();
+        assert_eq!(datas(&seen), datas(&whole));
+        assert_eq!(whole.last().unwrap().data["type"], "done");
+    }
+}
+
+#[actix_web::test]
+async fn cancel_aborts_the_provider_and_keeps_the_partial_answer() {
+    let app = TestApp::spawn_with(|c| c.mock.chunk_delay_ms = 1000).await;
+    let (stream_id, session) = app.start_stream(1, "a long answer please", None).await;
+    let first = read_some(&app, 1, &stream_id, 0, 1).await;
+    assert_eq!(first[0].data["content"], "Mock ");
+    let (status, body) = app.post(&format!("/stream/{stream_id}/cancel"), 2, json!({})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "only the owner may cancel: {body}");
+    let (status, body) = app.post(&format!("/stream/{stream_id}/cancel"), 1, json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let events = app.sse(1, &stream_id, None).await;
+    let last = &events.last().unwrap().data;
+    assert_eq!(
+        (last["type"].as_str(), last["code"].as_str()),
+        (Some("error"), Some("cancelled"))
+    );
+    // The mock would stream for 7 more seconds; the aborted call leaves the provider at once.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let (_, health) = app.request(reqwest::Method::GET, "/health", None, None).await;
+        if health["providers"][0]["streams_in_flight"] == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the provider stream was not aborted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_, stored) = app.get(&format!("/sessions/{session}/messages"), 1).await;
+    let answer = &stored["messages"][1];
+    assert_eq!(answer["status"], "cancelled");
+    assert_eq!(
+        answer["content"].as_str().unwrap(),
+        text_of(&events),
+        "what the person saw is kept"
+    );
+    let (status, body) = app.post(&format!("/stream/{stream_id}/cancel"), 1, json!({})).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::CONFLICT, Some("turn_finished"))
+    );
+    // The session goes on, with the partial answer in its context.
+    let (_, events) = app.turn(1, "/mock context", Some(&session)).await;
+    assert_eq!(
+        text_of(&events),
+        "Messages in context: 3",
+        "user, cancelled answer, user"
+    );
+}
+
+#[actix_web::test]
+async fn cancel_during_a_slow_tool_cancels_the_call_on_the_server() {
+    let app = TestApp::spawn_with(|c| c.mcp.servers = vec![demo()]).await;
+    eventually("the demo server", || async {
+        app.get("/mcp/servers", 1).await.1["servers"][0]["state"] == "ready"
+    })
+    .await;
+    let marker = app.path("cancelled.txt");
+    let script = format!(r#"/mock tools [{{"name":"demo__wait_for_cancel","arguments":{{"marker":"{marker}"}}}}]"#);
+    let (stream_id, session) = app.start_stream(1, &script, None).await;
+    eventually("the tool call to be in flight", || async {
+        app.get("/mcp/servers", 1).await.1["servers"][0]["calls_in_flight"] == 1
+    })
+    .await;
+    let (status, _) = app.post(&format!("/stream/{stream_id}/cancel"), 1, json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    let events = app.sse(1, &stream_id, None).await;
+    assert_eq!(events.last().unwrap().data["code"], "cancelled");
+    eventually("the server to see notifications/cancelled", || async {
+        std::fs::read_to_string(&marker).is_ok_and(|t| t == "cancelled")
+    })
+    .await;
+    let (_, stored) = app.get(&format!("/sessions/{session}/messages"), 1).await;
+    let roles: Vec<_> = stored["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].clone())
+        .collect();
+    assert_eq!(roles, vec![json!("user")], "no unanswered tool calls are stored");
+    let (_, events) = app.turn(1, "next", Some(&session)).await;
+    assert_eq!(events.last().unwrap().data["type"], "done");
+}
+
+#[actix_web::test]
+async fn sigterm_drains_turns_in_flight_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("chat.db");
+    let config = "[mock]\nchunk_delay_ms = 700\n[server]\nshutdown_grace_secs = 1\n";
+    let server = Binary::start_with(&db, config);
+    let app = TestApp::client_for(&server.base);
+    let (done_session, _) = app.turn(1, "/mock context", None).await;
+    let (stream_id, session) = app.start_stream(1, "this answer takes five seconds", None).await;
+    let seen = read_some(&app, 1, &stream_id, 0, 1).await;
+    server.terminate();
+    eventually("readiness to drop", || async {
+        app.request(reqwest::Method::GET, "/ready", None, None).await.0 == StatusCode::SERVICE_UNAVAILABLE
+    })
+    .await;
+    let (status, body) = app.post("/send", 1, json!({ "message": "too late" })).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("shutting_down"))
+    );
+    let rest = read_some(&app, 1, &stream_id, seen[0].id.unwrap(), 100).await;
+    let last = &rest.last().unwrap().data;
+    assert_eq!(
+        (last["type"].as_str(), last["code"].as_str()),
+        (Some("error"), Some("interrupted"))
+    );
+    assert!(server.wait_exit().await, "a clean exit");
+
+    let again = Binary::start_with(&db, config);
+    let app = TestApp::client_for(&again.base);
+    let (_, stored) = app.get(&format!("/sessions/{session}/messages"), 1).await;
+    let messages = stored["messages"].as_array().unwrap();
+    assert_eq!(messages[0]["content"], "this answer takes five seconds");
+    assert_eq!(messages[1]["status"], "interrupted");
+    assert!(messages[1]["content"].as_str().unwrap().starts_with("Mock "));
+    assert_eq!(
+        app.get(&format!("/sessions/{done_session}/messages"), 1).await.1["messages"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let replay = app.sse(1, &stream_id, None).await;
+    assert_eq!(replay.last().unwrap().data["code"], "interrupted");
+    again.kill();
+}
+
+#[actix_web::test]
+async fn after_sigkill_the_interrupted_turn_is_marked_and_resumable() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("chat.db");
+    let config = "[mock]\nchunk_delay_ms = 250\n";
+    let server = Binary::start_with(&db, config);
+    let app = TestApp::client_for(&server.base);
+    let (first_session, _) = app.turn(1, "before the crash", None).await;
+    let (stream_id, session) = app.start_stream(1, "cut me off", None).await;
+    let seen = read_some(&app, 1, &stream_id, 0, 5).await;
+    // Five chunks took more than a second: the periodic flush has stored some of them.
+    server.kill();
+
+    let again = Binary::start_with(&db, config);
+    let app = TestApp::client_for(&again.base);
+    assert_eq!(
+        app.get(&format!("/sessions/{first_session}/messages"), 1).await.1["messages"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let (_, stored) = app.get(&format!("/sessions/{session}/messages"), 1).await;
+    let messages = stored["messages"].as_array().unwrap();
+    assert_eq!(messages[0]["content"], "cut me off");
+    assert_eq!(messages[1]["status"], "interrupted", "{stored}");
+    let replay = app.sse(1, &stream_id, None).await;
+    assert_eq!(replay.last().unwrap().data["code"], "interrupted");
+    let replayed_text = text_of(&replay);
+    assert!(!replayed_text.is_empty());
+    assert!(text_of(&seen).starts_with(&replayed_text) || replayed_text.starts_with(&text_of(&seen)));
+    assert_eq!(messages[1]["content"].as_str().unwrap(), replayed_text);
+    // Resuming after what the client saw gives the rest and the terminal event.
+    let last_seen = seen.last().unwrap().id.unwrap();
+    let rest = app
+        .sse(1, &stream_id, Some(last_seen.min(replay.len() as u64 - 1)))
+        .await;
+    assert_eq!(rest.last().unwrap().data["code"], "interrupted");
+    again.kill();
+}
