@@ -8,6 +8,7 @@
 //! | (called again with tool results) | `Tool results:` then `<i>. <name>: <result>` per call, in call order |
 //! | `/mock error <status>` | fails as the vendor would with that HTTP status |
 //! | `/mock slow <ms>` | the normal answer, first token after `<ms>` |
+//! | `/mock words <n>` | `w1 w2 … w<n>`, one chunk per word (paced by the chunk delay) |
 //! | `/mock context` | `Messages in context: <n>` (messages given, system prompt excluded) |
 //! | `/mock die` | fails fatally: the provider actor stops and is restarted |
 //! | `/mock panic` | panics mid-stream: the provider actor is replaced |
@@ -152,6 +153,17 @@ impl ChatProvider for MockProvider {
             "slow" => match argument.parse::<u64>() {
                 Ok(ms) => self.default_answer(message, tools, Duration::from_millis(ms)),
                 Err(_) => failure(ProviderError::InvalidRequest("bad /mock slow delay".into())),
+            },
+            "words" => match argument.parse::<usize>() {
+                Ok(n) if n <= 100_000 => {
+                    let words = (1..=n)
+                        .map(|i| if i < n { format!("w{i} ") } else { format!("w{i}") })
+                        .collect();
+                    self.chunks(words, Duration::ZERO)
+                }
+                _ => failure(ProviderError::InvalidRequest(
+                    "bad /mock words count (0 to 100000)".into(),
+                )),
             },
             "context" => self.chunks(
                 vec![format!("Messages in context: {}", conversation.len())],
