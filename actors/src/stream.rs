@@ -67,10 +67,13 @@ impl StreamBuffer {
         let buffer = Self::new(record.id.clone(), record.user_id, record.session_id.clone());
         {
             let mut state = lock(&buffer.state);
+            // Only the last event of a stream can be terminal: parse that one alone.
+            let last = events.len().saturating_sub(1);
             state.events = events
                 .into_iter()
-                .map(|e| {
-                    let terminal = is_terminal_json(&e.data);
+                .enumerate()
+                .map(|(i, e)| {
+                    let terminal = i == last && is_terminal_json(&e.data);
                     Arc::new(StreamEvent {
                         seq: e.seq,
                         data: e.data.into(),
