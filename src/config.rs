@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use actors::approval::ApprovalConfig;
 use actors::mcp::{McpServerConfig, ServerSpec, parse_servers_json};
 use clap::Parser;
 use serde::Deserialize;
@@ -284,6 +285,8 @@ pub struct Config {
     pub mcp: McpConfig,
     /// `[log]`.
     pub log: LogConfig,
+    /// `[approval]`.
+    pub approval: ApprovalConfig,
 }
 
 /// Command-line flags; each overrides the file and the environment.
@@ -535,6 +538,7 @@ impl Config {
             ("session.idle_timeout_secs", self.session.idle_timeout_secs),
             ("session.title_timeout_secs", self.session.title_timeout_secs),
             ("mcp.max_tool_output_chars", self.mcp.max_tool_output_chars as u64),
+            ("approval.expiry_secs", self.approval.expiry_secs),
         ];
         for (key, value) in positive {
             if value == 0 {

@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
+use crate::approval::Decision;
 use crate::ids::{SessionId, StreamId, UserId};
 use crate::registry::{Evict, InterruptAll, Resolve, SessionRegistry};
-use crate::session::{SessionError, StartTurn, StopReason, StopTurn, TurnStarted};
-use crate::storage::{ClearMessages, DeleteSession, LoadStream, Storage};
+use crate::session::{Decide, SessionError, StartTurn, StopReason, StopTurn, TurnStarted};
+use crate::storage::{ClearMessages, DeleteSession, GetApproval, LoadStream, Storage};
 use crate::stream::{StreamBuffer, StreamHub};
 
 /// The chat service's entry points.
@@ -174,5 +175,47 @@ impl Chat {
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
         true
+    }
+
+    /// Decides an approval request of this user. `session` (from an in-band message) must be the
+    /// request's session. Replies like a streaming send: the continuation's stream.
+    pub async fn decide(
+        &self,
+        user: UserId,
+        request_id: &str,
+        session: Option<&SessionId>,
+        decision: Decision,
+    ) -> Result<TurnStarted, SessionError> {
+        if self.is_draining() {
+            return Err(SessionError::ShuttingDown);
+        }
+        let record = self
+            .storage
+            .ask(GetApproval {
+                user,
+                request_id: request_id.to_owned(),
+            })
+            .await?
+            .filter(|r| session.is_none_or(|s| *s == r.session_id))
+            .ok_or(SessionError::NotFound("approval"))?;
+        match record.effective_status(crate::model::now()) {
+            "pending" => {}
+            "expired" => return Err(SessionError::ApprovalExpired),
+            _ => return Err(SessionError::AlreadyDecided),
+        }
+        let (_, addr) = self
+            .registry
+            .send(Resolve {
+                user,
+                session_id: Some(record.session_id.clone()),
+            })
+            .timeout(self.timeout)
+            .await??;
+        addr.send(Decide {
+            request_id: request_id.to_owned(),
+            decision,
+        })
+        .timeout(self.timeout)
+        .await?
     }
 }

@@ -26,6 +26,7 @@
 
 #![warn(missing_docs)]
 
+pub mod approval;
 pub mod chat;
 pub mod ids;
 pub mod mcp;

@@ -136,6 +136,9 @@ pub struct ChatMessage {
     /// Token usage of the model call that produced it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
+    /// For a `tool_approval` message: the request and its current state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_request: Option<ApprovalRequestView>,
     /// For a partial answer: `cancelled` (stopped by the person) or `interrupted` (the server
     /// stopped); absent for complete messages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -154,6 +157,7 @@ impl ChatMessage {
             tool_executions: Vec::new(),
             tool_call_id: None,
             usage: None,
+            approval_request: None,
             status: None,
         }
     }
@@ -166,6 +170,21 @@ impl ChatMessage {
         message.tool_executions = vec![execution];
         message
     }
+}
+
+/// An approval request as shown in a session's messages (the original's `approval_request`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalRequestView {
+    /// `approval_<uuid>`.
+    pub request_id: String,
+    /// The calls waiting for a decision.
+    pub tool_calls: Vec<ToolCall>,
+    /// `pending`, `approved`, `denied`, `partially_approved`, `expired`, `superseded`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// Whether it was decided (the original's key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processed: Option<bool>,
 }
 
 /// Where a session's title came from; only `Default` titles may be replaced automatically.
@@ -301,6 +320,19 @@ impl StreamMessage {
         Self {
             content: Some(content.into()),
             ..Self::empty(StreamMessageType::Message, session_id)
+        }
+    }
+
+    /// Tools wait for the person's decision (always followed by `done`).
+    pub fn approval_request(session_id: &SessionId, request_id: &str, calls: Vec<ToolCall>) -> Self {
+        Self {
+            content: Some(format!(
+                "🔧 The assistant wants to execute {} tool(s). Do you approve?",
+                calls.len()
+            )),
+            tool_calls: calls,
+            request_id: Some(request_id.to_owned()),
+            ..Self::empty(StreamMessageType::ToolApprovalRequest, session_id)
         }
     }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use actix_web_lab::sse::{self, Sse};
+use actors::approval::{Decision, Remember};
 use actors::ids::{SessionId, StreamId};
 use actors::model::{StreamMessage, StreamMessageType, now};
 use actors::stream::StreamBuffer;
@@ -30,6 +31,15 @@ fn message_text(body: &ChatRequest, limit: usize) -> Result<String, ApiError> {
     Ok(text.to_owned())
 }
 
+/// `[APPROVE_TOOLS:<id>]` or `[DENY_TOOLS:<id>]`, exactly, as the original UI sends them.
+fn in_band_decision(text: &str) -> Option<(&str, bool)> {
+    let inner = text.trim().strip_prefix('[')?.strip_suffix(']')?;
+    if let Some(id) = inner.strip_prefix("APPROVE_TOOLS:") {
+        return Some((id, true));
+    }
+    inner.strip_prefix("DENY_TOOLS:").map(|id| (id, false))
+}
+
 /// `POST /v1/chat/send[?streaming=true]`.
 pub async fn send(
     user: AuthUser,
@@ -43,7 +53,21 @@ pub async fn send(
         .as_deref()
         .filter(|s| !s.is_empty())
         .map(SessionId::from_raw);
-    let started = state.chat.submit(user.0, session_id, text).await?;
+    let started = match in_band_decision(&text) {
+        // The original UI decides approvals with these messages; they are not stored as messages.
+        Some((request_id, approved)) => {
+            let decision = Decision {
+                approved,
+                approved_ids: None,
+                remember: Remember::None,
+            };
+            state
+                .chat
+                .decide(user.0, request_id, session_id.as_ref(), decision)
+                .await?
+        }
+        None => state.chat.submit(user.0, session_id, text).await?,
+    };
     if query.streaming() {
         return Ok(HttpResponse::Ok().json(StreamStarted {
             stream_url: format!("/v1/chat/stream/{}", started.stream_id),

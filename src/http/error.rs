@@ -52,6 +52,18 @@ pub enum ApiError {
     /// The session already runs a turn.
     #[error("A turn is already running in this session")]
     TurnInProgress,
+    /// No such approval request for this user (or session).
+    #[error("Approval request not found")]
+    ApprovalNotFound,
+    /// The approval request was already decided.
+    #[error("The approval request was already decided")]
+    ApprovalDecided,
+    /// The approval request expired and counts as denied.
+    #[error("The approval request expired")]
+    ApprovalExpired,
+    /// No such grant.
+    #[error("Grant not found")]
+    GrantNotFound,
     /// The stream's turn already ended (cancel).
     #[error("The turn of this stream has already ended")]
     TurnFinished,
@@ -102,6 +114,10 @@ impl ApiError {
             ApiError::RouteNotFound => "not_found",
             ApiError::TurnInProgress => "turn_in_progress",
             ApiError::TurnFinished => "turn_finished",
+            ApiError::ApprovalNotFound => "approval_not_found",
+            ApiError::ApprovalDecided => "approval_decided",
+            ApiError::ApprovalExpired => "approval_expired",
+            ApiError::GrantNotFound => "grant_not_found",
             ApiError::ShuttingDown => "shutting_down",
             ApiError::Provider(failure) => &failure.code,
             ApiError::Storage => "storage_unavailable",
@@ -121,7 +137,11 @@ impl ResponseError for ApiError {
             | ApiError::MessageTooLong { .. } => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::SessionNotFound | ApiError::StreamNotFound | ApiError::RouteNotFound => StatusCode::NOT_FOUND,
-            ApiError::TurnInProgress | ApiError::TurnFinished => StatusCode::CONFLICT,
+            ApiError::TurnInProgress
+            | ApiError::TurnFinished
+            | ApiError::ApprovalDecided
+            | ApiError::ApprovalExpired => StatusCode::CONFLICT,
+            ApiError::ApprovalNotFound | ApiError::GrantNotFound => StatusCode::NOT_FOUND,
             ApiError::Provider(failure) if failure.code == "timeout" => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Provider(_) => StatusCode::BAD_GATEWAY,
             ApiError::Storage | ApiError::Unavailable | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
@@ -142,6 +162,9 @@ impl From<SessionError> for ApiError {
     fn from(err: SessionError) -> Self {
         match err {
             SessionError::NotFound("stream") => ApiError::StreamNotFound,
+            SessionError::NotFound("approval") => ApiError::ApprovalNotFound,
+            SessionError::AlreadyDecided => ApiError::ApprovalDecided,
+            SessionError::ApprovalExpired => ApiError::ApprovalExpired,
             SessionError::NotFound(_) => ApiError::SessionNotFound,
             SessionError::Busy => ApiError::TurnInProgress,
             SessionError::Finished => ApiError::TurnFinished,
@@ -202,6 +225,10 @@ mod tests {
             (ApiError::RouteNotFound, 404, "not_found"),
             (ApiError::TurnInProgress, 409, "turn_in_progress"),
             (ApiError::TurnFinished, 409, "turn_finished"),
+            (ApiError::ApprovalNotFound, 404, "approval_not_found"),
+            (ApiError::ApprovalDecided, 409, "approval_decided"),
+            (ApiError::ApprovalExpired, 409, "approval_expired"),
+            (ApiError::GrantNotFound, 404, "grant_not_found"),
             (ApiError::ShuttingDown, 503, "shutting_down"),
             (failure("rate_limited"), 502, "rate_limited"),
             (failure("timeout"), 504, "timeout"),

@@ -1,6 +1,7 @@
 //! The HTTP API under `/v1/chat`: the one route table, the shared state, and how malformed
 //! requests become `ApiError`s.
 
+pub mod approvals;
 pub mod auth;
 pub mod chat;
 pub mod dto;
@@ -88,6 +89,10 @@ pub fn configure(state: web::Data<AppState>) -> impl Fn(&mut web::ServiceConfig)
                     .route("/clear", web::delete().to(chat::clear))
                     .route("/mcp/tools", web::get().to(health::tools))
                     .route("/mcp/servers", web::get().to(health::servers))
+                    .route("/approvals", web::get().to(approvals::list))
+                    .route("/approvals/grants", web::get().to(approvals::grants))
+                    .route("/approvals/grants/{id}", web::delete().to(approvals::revoke))
+                    .route("/approvals/{request_id}", web::post().to(approvals::decide))
                     .route("/sessions", web::post().to(sessions::create))
                     .route("/sessions", web::get().to(sessions::list))
                     .route("/sessions/{id}", web::get().to(sessions::get))

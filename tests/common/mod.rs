@@ -35,6 +35,8 @@ pub fn test_config(db: &std::path::Path) -> Config {
     config.server.workers = 2;
     config.database.url = format!("sqlite:{}", db.display());
     config.mock.chunk_delay_ms = 0;
+    // Most tests are about other things: tools run without asking unless a test says otherwise.
+    config.approval.default = actors::approval::Policy::Allow;
     config
 }
 

@@ -17,6 +17,12 @@ pub enum SessionError {
     /// The server is shutting down and takes no new turns.
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// The approval request was already decided (or settled).
+    #[error("the approval request was already decided")]
+    AlreadyDecided,
+    /// The approval request expired (it counts as denied).
+    #[error("the approval request expired")]
+    ApprovalExpired,
     /// Storage failed.
     #[error(transparent)]
     Storage(#[from] StorageError),

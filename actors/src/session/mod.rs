@@ -13,13 +13,16 @@ use actix::prelude::*;
 use chrono::Utc;
 use futures::FutureExt;
 
+use crate::approval::{ApprovalRecord, CallState, Decision, Remember};
 use crate::ids::{SessionId, StreamId, UserId};
 use crate::model::{ChatMessage, Role, StreamMessage, TitleSource};
 use crate::provider::{CompletionRequest, ProviderHandle, Purpose};
 use crate::registry::{Forget, SessionRegistry};
-use crate::storage::{ListMessages, SetTitle, Storage, StreamRecord, StreamStatus, TurnWrite, WriteTurn};
+use crate::storage::{
+    ListMessages, PendingApproval, SetTitle, Storage, StreamRecord, StreamStatus, TurnWrite, WriteTurn,
+};
 use crate::stream::{StreamBuffer, StreamHub};
-use crate::tools::ToolCatalog;
+use crate::tools::{ToolCatalog, truncate_for_model};
 
 pub use error::SessionError;
 pub use turn::StopReason;
@@ -41,6 +44,8 @@ pub struct SessionSettings {
     pub title_timeout: Duration,
     /// Longest tool result the model sees (head and tail are kept).
     pub max_tool_output_chars: usize,
+    /// Which tools need the person's approval.
+    pub approval: crate::approval::ApprovalConfig,
 }
 
 /// What every session actor shares.
@@ -74,6 +79,17 @@ pub struct TurnStarted {
     pub stream_id: StreamId,
     /// The stream's buffer.
     pub stream: Arc<StreamBuffer>,
+}
+
+/// Decides the session's pending approval request and starts the continuation turn: approved
+/// calls run, denied ones get a denial result, then the model continues.
+#[derive(Message)]
+#[rtype(result = "Result<TurnStarted, SessionError>")]
+pub struct Decide {
+    /// The request.
+    pub request_id: String,
+    /// The decision.
+    pub decision: Decision,
 }
 
 /// Stops the running turn of this stream: its partial answer is stored and marked, its stream
@@ -113,6 +129,8 @@ pub struct SessionActor {
     history: Vec<ChatMessage>,
     load: Load,
     turn: Option<RunningTurn>,
+    /// The approval request the session waits on, if any.
+    pending: Option<ApprovalRecord>,
     last_active: Instant,
 }
 
@@ -127,6 +145,7 @@ impl SessionActor {
             history: Vec::new(),
             load: Load::Pending,
             turn: None,
+            pending: None,
             last_active: Instant::now(),
         }
     }
@@ -218,25 +237,34 @@ impl Actor for SessionActor {
             id: self.id.clone(),
             page: None,
         };
+        let pending = PendingApproval {
+            user: self.user,
+            session: self.id.clone(),
+        };
         // `wait`: no message is handled before the context is rebuilt from storage.
         ctx.wait(
-            async move { storage.ask(load).await }
-                .into_actor(self)
-                .map(|loaded, act, ctx| match loaded {
-                    Ok(Some(history)) => {
-                        act.history = history;
-                        act.load = Load::Ready;
-                    }
-                    Ok(None) => {
-                        act.load = Load::Failed("session not found".into());
-                        ctx.stop();
-                    }
-                    Err(err) => {
-                        tracing::error!(session_id = %act.id, error = %err, "could not load session history");
-                        act.load = Load::Failed(err.to_string());
-                        ctx.stop();
-                    }
-                }),
+            async move {
+                let history = storage.ask(load).await?;
+                let pending = storage.ask(pending).await?;
+                Ok::<_, crate::storage::StorageError>(history.map(|h| (h, pending)))
+            }
+            .into_actor(self)
+            .map(|loaded, act, ctx| match loaded {
+                Ok(Some((history, pending))) => {
+                    act.history = history;
+                    act.pending = pending;
+                    act.load = Load::Ready;
+                }
+                Ok(None) => {
+                    act.load = Load::Failed("session not found".into());
+                    ctx.stop();
+                }
+                Err(err) => {
+                    tracing::error!(session_id = %act.id, error = %err, "could not load session history");
+                    act.load = Load::Failed(err.to_string());
+                    ctx.stop();
+                }
+            }),
         );
         let idle = self.deps.settings.idle_timeout;
         ctx.run_interval(idle.max(Duration::from_millis(200)) / 2, move |act, ctx| {
@@ -276,10 +304,15 @@ impl Actor for SessionActor {
     }
 }
 
-impl Handler<StartTurn> for SessionActor {
-    type Result = ResponseActFuture<Self, Result<TurnStarted, SessionError>>;
-
-    fn handle(&mut self, msg: StartTurn, _: &mut Self::Context) -> Self::Result {
+impl SessionActor {
+    /// Starts a turn: stores the stream row and `prefix` messages (and settles `settle`) in one
+    /// transaction, then spawns the turn. Replies once stored.
+    fn begin(
+        &mut self,
+        prefix: Vec<ChatMessage>,
+        settle: Option<ApprovalRecord>,
+        start: turn::TurnStart,
+    ) -> ResponseActFuture<Self, Result<TurnStarted, SessionError>> {
         self.last_active = Instant::now();
         if let Load::Failed(reason) = &self.load {
             return Box::pin(fut::ready(Err(SessionError::Unavailable(reason.clone()))));
@@ -295,7 +328,8 @@ impl Handler<StartTurn> for SessionActor {
             handle: None,
             stop,
         });
-        let user_message = ChatMessage::new(Role::User, msg.text);
+        // The session's pending approval (if any) is settled by this turn.
+        let pending_before = self.pending.take();
         let write = TurnWrite {
             new_stream: Some(StreamRecord {
                 id: stream_id.clone(),
@@ -304,9 +338,10 @@ impl Handler<StartTurn> for SessionActor {
                 status: StreamStatus::Running,
                 created_at: Utc::now(),
             }),
-            messages: vec![user_message.clone()],
+            messages: prefix.clone(),
             session_id: Some(self.id.clone()),
             stream_id: Some(stream_id.clone()),
+            settle_approval: settle,
             ..TurnWrite::default()
         };
         let storage = self.deps.storage.clone();
@@ -314,17 +349,24 @@ impl Handler<StartTurn> for SessionActor {
             move |stored, act, ctx| {
                 if let Err(err) = stored {
                     act.turn = None;
-                    return Err(SessionError::Storage(err));
+                    if matches!(start, turn::TurnStart::Message) {
+                        act.pending = pending_before;
+                    }
+                    return Err(match err {
+                        crate::storage::StorageError::Conflict(_) => SessionError::AlreadyDecided,
+                        other => SessionError::Storage(other),
+                    });
                 }
                 act.deps.hub.insert(Arc::clone(&buffer));
                 let first_exchange = act.history.is_empty();
-                act.history.push(user_message);
+                act.history.extend(prefix);
                 let turn = turn::Turn::new(
                     Arc::clone(&act.deps),
                     act.id.clone(),
                     act.history.clone(),
                     Arc::clone(&buffer),
                     stop_rx,
+                    start,
                 );
                 let work = AssertUnwindSafe(turn.run()).catch_unwind();
                 let handle = ctx.spawn(work.into_actor(act).map(move |outcome, act, ctx| {
@@ -333,6 +375,7 @@ impl Handler<StartTurn> for SessionActor {
                     match outcome {
                         Ok(outcome) => {
                             act.history.extend(outcome.messages);
+                            act.pending = outcome.pending;
                             if first_exchange && outcome.succeeded {
                                 act.generate_title(ctx);
                             }
@@ -349,6 +392,130 @@ impl Handler<StartTurn> for SessionActor {
                 Ok(TurnStarted { session_id: act.id.clone(), stream_id, stream: buffer })
             },
         ))
+    }
+
+    /// Settles the pending approval without running anything (a new message came instead of a
+    /// decision, or it expired): every call gets a denied result, so the history stays valid.
+    fn abandon_pending(&mut self) -> (Vec<ChatMessage>, Option<ApprovalRecord>) {
+        let Some(mut record) = self.pending.clone() else {
+            return (Vec::new(), None);
+        };
+        let now = crate::model::now();
+        let expired = record.effective_status(now) == "expired";
+        let by = if expired {
+            "expiry (no decision in time)"
+        } else {
+            "a new message sent instead of a decision"
+        };
+        record.status = if expired { "expired" } else { "superseded" }.into();
+        record.decided_by = Some(if expired { "expiry" } else { "superseded" }.into());
+        record.decided_at = Some(now);
+        for call in &mut record.calls {
+            call.state = CallState::Denied { by: by.into() };
+        }
+        let max = self.deps.settings.max_tool_output_chars;
+        let results = record
+            .calls
+            .iter()
+            .map(|c| {
+                let execution = turn::denied(&c.call, by);
+                let for_model = truncate_for_model(&execution.result, max);
+                ChatMessage::tool_result(execution, for_model)
+            })
+            .collect();
+        (results, Some(record))
+    }
+}
+
+impl Handler<StartTurn> for SessionActor {
+    type Result = ResponseActFuture<Self, Result<TurnStarted, SessionError>>;
+
+    fn handle(&mut self, msg: StartTurn, _: &mut Self::Context) -> Self::Result {
+        if self.turn.is_some() {
+            return Box::pin(fut::ready(Err(SessionError::Busy)));
+        }
+        let (mut prefix, settle) = self.abandon_pending();
+        prefix.push(ChatMessage::new(Role::User, msg.text));
+        self.begin(prefix, settle, turn::TurnStart::Message)
+    }
+}
+
+impl Handler<Decide> for SessionActor {
+    type Result = ResponseActFuture<Self, Result<TurnStarted, SessionError>>;
+
+    fn handle(&mut self, msg: Decide, _: &mut Self::Context) -> Self::Result {
+        if self.turn.is_some() {
+            return Box::pin(fut::ready(Err(SessionError::Busy)));
+        }
+        let Some(mut record) = self.pending.clone().filter(|p| p.request_id == msg.request_id) else {
+            return Box::pin(fut::ready(Err(SessionError::AlreadyDecided)));
+        };
+        let now = crate::model::now();
+        if record.effective_status(now) == "expired" {
+            return Box::pin(fut::ready(Err(SessionError::ApprovalExpired)));
+        }
+        let decision = msg.decision;
+        let person = format!("user:{}", self.user);
+        let chosen = |id: &str| {
+            decision.approved
+                && decision
+                    .approved_ids
+                    .as_ref()
+                    .is_none_or(|ids| ids.iter().any(|a| a == id))
+        };
+        let asked: Vec<usize> = record
+            .calls
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.state == CallState::Pending)
+            .map(|(i, _)| i)
+            .collect();
+        let mut granted: Vec<String> = Vec::new();
+        for call in &mut record.calls {
+            if call.state == CallState::Pending && chosen(&call.call.id) {
+                call.state = CallState::Approved { by: person.clone() };
+                if decision.remember != Remember::None && !granted.contains(&call.call.function.name) {
+                    granted.push(call.call.function.name.clone());
+                }
+            }
+        }
+        // A new grant also covers the pending sibling calls of the same tool in this batch.
+        for call in &mut record.calls {
+            if call.state == CallState::Pending {
+                call.state = if granted.contains(&call.call.function.name) {
+                    CallState::Approved {
+                        by: format!("{person} (grant)"),
+                    }
+                } else {
+                    CallState::Denied {
+                        by: format!("the user ({person})"),
+                    }
+                };
+            }
+        }
+        let decided: Vec<bool> = asked
+            .iter()
+            .map(|&i| matches!(record.calls[i].state, CallState::Approved { .. }))
+            .collect();
+        record.status = if decided.iter().all(|a| *a) {
+            "approved"
+        } else if decided.iter().any(|a| *a) {
+            "partially_approved"
+        } else {
+            "denied"
+        }
+        .into();
+        record.decided_by = Some(person);
+        record.decided_at = Some(now);
+        let scope = match decision.remember {
+            Remember::Session => Some(self.id.clone()),
+            Remember::User | Remember::None => None,
+        };
+        let grants = granted
+            .into_iter()
+            .map(|tool| (self.user, scope.clone(), tool))
+            .collect();
+        self.begin(Vec::new(), None, turn::TurnStart::Approved { record, grants })
     }
 }
 

@@ -11,10 +11,11 @@ use chrono::Utc;
 use tokio::sync::watch;
 
 use super::SessionDeps;
-use crate::ids::{SessionId, StreamId};
-use crate::model::{ChatMessage, Role, StreamMessage};
+use crate::approval::{ApprovalRecord, BatchCall, CallState, Verdict};
+use crate::ids::{SessionId, StreamId, UserId};
+use crate::model::{ApprovalRequestView, ChatMessage, Role, StreamMessage, ToolCall, ToolExecution};
 use crate::provider::{CompletionRequest, ProviderError, ProviderEvent, Purpose};
-use crate::storage::{StoredEvent, StreamStatus, TurnWrite, WriteTurn};
+use crate::storage::{ListGrants, StoredEvent, StreamStatus, TurnWrite, WriteTurn};
 use crate::stream::StreamBuffer;
 use crate::tools::{execute_all, truncate_for_model};
 
@@ -78,6 +79,8 @@ pub(crate) struct TurnOutcome {
     pub messages: Vec<ChatMessage>,
     /// Whether the turn ended with `done`.
     pub succeeded: bool,
+    /// The approval request the turn ended with, if it did.
+    pub pending: Option<ApprovalRecord>,
 }
 
 /// One turn in flight.
@@ -94,6 +97,25 @@ pub(crate) struct Turn {
     unsaved_messages: Vec<ChatMessage>,
     saved_messages: Vec<ChatMessage>,
     last_flush: Instant,
+    /// An approval request to store with the next write.
+    new_approval: Option<ApprovalRecord>,
+    /// A decided approval to settle (and its grants) with the next write.
+    settle: Option<(ApprovalRecord, Vec<(UserId, Option<SessionId>, String)>)>,
+    /// Where the turn starts.
+    start: Option<TurnStart>,
+}
+
+/// How a turn begins.
+pub enum TurnStart {
+    /// With the person's message (already stored).
+    Message,
+    /// With a decided approval batch: its calls run (or are denied) first.
+    Approved {
+        /// The settled record.
+        record: ApprovalRecord,
+        /// Grants to store with it.
+        grants: Vec<(UserId, Option<SessionId>, String)>,
+    },
 }
 
 impl Turn {
@@ -103,6 +125,7 @@ impl Turn {
         history: Vec<ChatMessage>,
         buffer: Arc<StreamBuffer>,
         stop: watch::Receiver<Option<StopReason>>,
+        start: TurnStart,
     ) -> Self {
         Self {
             deps,
@@ -116,6 +139,9 @@ impl Turn {
             unsaved_messages: Vec::new(),
             saved_messages: Vec::new(),
             last_flush: Instant::now(),
+            new_approval: None,
+            settle: None,
+            start: Some(start),
         }
     }
 
@@ -134,6 +160,10 @@ impl Turn {
         let messages = std::mem::take(&mut self.unsaved_messages);
         let mut events = std::mem::take(&mut self.unsaved_events);
         events.extend(extra);
+        let (settle_approval, new_grants) = match self.settle.take() {
+            Some((record, grants)) => (Some(record), grants),
+            None => (None, Vec::new()),
+        };
         let write = TurnWrite {
             new_stream: None,
             messages: messages.clone(),
@@ -141,6 +171,9 @@ impl Turn {
             stream_id: Some(self.stream_id.clone()),
             events,
             finish,
+            new_approval: self.new_approval.take(),
+            settle_approval,
+            new_grants,
         };
         self.deps.storage.ask(WriteTurn { write }).await?;
         self.saved_messages.extend(messages);
@@ -160,6 +193,7 @@ impl Turn {
     /// Runs the turn to its terminal event and returns what it stored.
     pub(crate) async fn run(mut self) -> TurnOutcome {
         let result = self.rounds().await;
+        let pending = self.new_approval.clone();
         let (terminal, status) = match &result {
             Ok(()) => (StreamMessage::done(&self.session_id), StreamStatus::Done),
             Err(err) => {
@@ -208,9 +242,12 @@ impl Turn {
                 false
             }
         };
+        // The request exists only if its write went through.
+        let pending = pending.filter(|_| succeeded);
         TurnOutcome {
             messages: self.saved_messages,
             succeeded,
+            pending,
         }
     }
 
@@ -224,7 +261,8 @@ impl Turn {
             );
             messages.push(ChatMessage::new(Role::System, context));
         }
-        messages.extend(self.history.iter().cloned());
+        // `tool_approval` messages are for the person; no vendor accepts that role.
+        messages.extend(self.history.iter().filter(|m| m.role != Role::ToolApproval).cloned());
         CompletionRequest {
             messages,
             tools: self.deps.tools.tools(),
@@ -238,6 +276,12 @@ impl Turn {
         let max_rounds = settings.max_tool_rounds;
         let mut stop = self.stop.clone();
         let mut tool_rounds = 0;
+        if let Some(TurnStart::Approved { record, grants }) = self.start.take() {
+            let batch = record.calls.clone();
+            self.settle = Some((record, grants));
+            self.execute_batch(&batch, &mut stop).await?;
+            tool_rounds = 1;
+        }
         loop {
             // Dropping `events` (on return) aborts the provider's upstream request.
             let mut events = deps.provider.stream(self.request());
@@ -298,18 +342,144 @@ impl Turn {
                 return Ok(());
             }
             tool_rounds += 1;
-            // Dropping the calls (on stop) sends `notifications/cancelled` to their servers.
-            let executions = tokio::select! {
-                biased;
-                reason = Self::stopped(&mut stop) => return Err(TurnError::stopped(reason)),
-                executions = execute_all(&deps.tools, &calls) => executions,
-            };
-            self.emit(&StreamMessage::tool_execution(&self.session_id, executions.clone()));
-            for execution in executions {
-                let for_model = truncate_for_model(&execution.result, settings.max_tool_output_chars);
-                self.record(ChatMessage::tool_result(execution, for_model));
+            let batch = self.classify(&calls).await?;
+            if batch.iter().any(|c| c.state == CallState::Pending) {
+                self.ask_approval(batch);
+                return Ok(());
             }
-            self.save(None, None).await?;
+            self.execute_batch(&batch, &mut stop).await?;
         }
+    }
+
+    /// Applies the policy and the user's grants to each call of a batch.
+    async fn classify(&self, calls: &[ToolCall]) -> Result<Vec<BatchCall>, TurnError> {
+        let policy = &self.deps.settings.approval;
+        let specs = self.deps.tools.tools();
+        let verdicts: Vec<Verdict> = calls
+            .iter()
+            .map(|c| policy.verdict(&c.function.name, specs.iter().find(|s| s.name == c.function.name)))
+            .collect();
+        let granted: Vec<String> = if verdicts.contains(&Verdict::Ask) {
+            let user = self.buffer.user_id();
+            let grants = self.deps.storage.ask(ListGrants { user }).await?;
+            grants
+                .into_iter()
+                .filter(|g| g.session_id.as_ref().is_none_or(|s| *s == self.session_id))
+                .map(|g| g.tool)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(calls
+            .iter()
+            .zip(verdicts)
+            .map(|(call, verdict)| {
+                let state = match verdict {
+                    Verdict::Allowed(by) => CallState::Approved { by },
+                    Verdict::Denied(by) => CallState::Denied {
+                        by: format!("policy ({by})"),
+                    },
+                    Verdict::Ask if granted.contains(&call.function.name) => CallState::Approved { by: "grant".into() },
+                    Verdict::Ask => CallState::Pending,
+                };
+                BatchCall {
+                    call: call.clone(),
+                    state,
+                }
+            })
+            .collect())
+    }
+
+    /// Stores a pending approval for the batch and ends the turn with `tool_approval_request`.
+    fn ask_approval(&mut self, batch: Vec<BatchCall>) {
+        let now = crate::model::now();
+        let expiry =
+            chrono::Duration::seconds(i64::try_from(self.deps.settings.approval.expiry_secs).unwrap_or(i64::MAX));
+        let record = ApprovalRecord {
+            request_id: crate::ids::prefixed_id("approval"),
+            user_id: self.buffer.user_id(),
+            session_id: self.session_id.clone(),
+            stream_id: self.stream_id.clone(),
+            calls: batch,
+            status: "pending".into(),
+            created_at: now,
+            expires_at: now + expiry,
+            decided_by: None,
+            decided_at: None,
+        };
+        let pending = record.pending_calls();
+        let mut message = ChatMessage::new(
+            Role::ToolApproval,
+            format!(
+                "🔧 The assistant wants to execute {} tool(s). Please approve or deny the request.",
+                pending.len()
+            ),
+        );
+        message.tool_calls = pending.clone();
+        message.approval_request = Some(ApprovalRequestView {
+            request_id: record.request_id.clone(),
+            tool_calls: pending.clone(),
+            status: None,
+            processed: None,
+        });
+        self.record(message);
+        self.emit(&StreamMessage::approval_request(
+            &self.session_id,
+            &record.request_id,
+            pending,
+        ));
+        self.new_approval = Some(record);
+    }
+
+    /// Runs the approved calls of a batch at once and gives the others their denial, all in call
+    /// order; stores the round (with the settled approval and new grants, if any).
+    async fn execute_batch(
+        &mut self,
+        batch: &[BatchCall],
+        stop: &mut watch::Receiver<Option<StopReason>>,
+    ) -> Result<(), TurnError> {
+        let deps = Arc::clone(&self.deps);
+        let runnable: Vec<ToolCall> = batch
+            .iter()
+            .filter(|c| matches!(c.state, CallState::Approved { .. }))
+            .map(|c| c.call.clone())
+            .collect();
+        // Dropping the calls (on stop) sends `notifications/cancelled` to their servers.
+        let mut ran = tokio::select! {
+            biased;
+            reason = Self::stopped(stop) => return Err(TurnError::stopped(reason)),
+            executions = execute_all(&deps.tools, &runnable) => executions,
+        }
+        .into_iter();
+        let executions: Vec<ToolExecution> = batch
+            .iter()
+            .filter_map(|c| match &c.state {
+                CallState::Approved { .. } => ran.next(),
+                CallState::Denied { by } => Some(denied(&c.call, by)),
+                CallState::Pending => Some(denied(&c.call, "nobody (no decision)")),
+            })
+            .collect();
+        self.emit(&StreamMessage::tool_execution(&self.session_id, executions.clone()));
+        for execution in executions {
+            let for_model = truncate_for_model(&execution.result, deps.settings.max_tool_output_chars);
+            self.record(ChatMessage::tool_result(execution, for_model));
+        }
+        self.save(None, None).await
+    }
+}
+
+/// The result of a call that was not run.
+pub(crate) fn denied(call: &ToolCall, by: &str) -> ToolExecution {
+    let now = crate::model::now();
+    let error = format!("the tool call was denied by {by}");
+    ToolExecution {
+        id: call.id.clone(),
+        tool_name: call.function.name.clone(),
+        arguments: call.function.arguments.clone(),
+        result: format!("Error executing tool: {error}"),
+        error: Some(error),
+        start_time: now,
+        end_time: now,
+        duration_ms: 0,
     }
 }

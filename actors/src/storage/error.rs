@@ -15,6 +15,9 @@ pub enum StorageError {
     /// The storage actor did not answer in time or is gone.
     #[error("storage is unavailable: {0}")]
     Unavailable(String),
+    /// The row changed under us (e.g. an approval already decided).
+    #[error("conflict: {0}")]
+    Conflict(String),
     /// The schema migration at start-up failed.
     #[error("schema migration failed: {0}")]
     Migration(String),

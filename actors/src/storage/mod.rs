@@ -14,6 +14,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
 
+use crate::approval::{ApprovalRecord, Grant};
 use crate::ids::{SessionId, StreamId, UserId};
 use crate::model::{ChatMessage, Session, TitleSource};
 
@@ -107,6 +108,13 @@ pub struct TurnWrite {
     pub events: Vec<StoredEvent>,
     /// A final status for the stream.
     pub finish: Option<StreamStatus>,
+    /// An approval request to create.
+    pub new_approval: Option<ApprovalRecord>,
+    /// A pending approval to settle (its calls, status and decider are replaced). The write fails
+    /// with `Conflict` if it is no longer pending.
+    pub settle_approval: Option<ApprovalRecord>,
+    /// "Always allow" grants to add: (user, session for session-scoped grants, tool).
+    pub new_grants: Vec<(UserId, Option<SessionId>, String)>,
 }
 
 /// A persistence backend. Every method is blocking and runs on the storage actor's threads.
@@ -141,6 +149,16 @@ pub trait ChatStore: Send + Sync + 'static {
         id: &StreamId,
         after_seq: u64,
     ) -> Result<Option<(StreamRecord, Vec<StoredEvent>)>, StorageError>;
+    /// An approval request of this user.
+    fn get_approval(&self, user: UserId, request_id: &str) -> Result<Option<ApprovalRecord>, StorageError>;
+    /// The session's latest pending approval request (maybe expired by now).
+    fn pending_approval(&self, user: UserId, session: &SessionId) -> Result<Option<ApprovalRecord>, StorageError>;
+    /// The user's approval requests with this stored status (all when `None`), newest first.
+    fn list_approvals(&self, user: UserId, status: Option<&str>) -> Result<Vec<ApprovalRecord>, StorageError>;
+    /// The user's grants.
+    fn list_grants(&self, user: UserId) -> Result<Vec<Grant>, StorageError>;
+    /// Revokes a grant; `false` if not the user's.
+    fn delete_grant(&self, user: UserId, id: &str) -> Result<bool, StorageError>;
     /// Marks streams left `running` by a previous process as `interrupted`; returns how many.
     fn interrupt_running_streams(&self) -> Result<u64, StorageError>;
     /// A cheap liveness probe.
@@ -194,6 +212,16 @@ storage_messages! {
     /// Reads a stream's log.
     LoadStream { user: UserId, id: StreamId, after_seq: u64 } -> Option<(StreamRecord, Vec<StoredEvent>)> =
         |s, m| s.load_stream(m.user, &m.id, m.after_seq);
+    /// Reads an approval request.
+    GetApproval { user: UserId, request_id: String } -> Option<ApprovalRecord> = |s, m| s.get_approval(m.user, &m.request_id);
+    /// Reads a session's pending approval request.
+    PendingApproval { user: UserId, session: SessionId } -> Option<ApprovalRecord> = |s, m| s.pending_approval(m.user, &m.session);
+    /// Lists approval requests.
+    ListApprovals { user: UserId, status: Option<String> } -> Vec<ApprovalRecord> = |s, m| s.list_approvals(m.user, m.status.as_deref());
+    /// Lists grants.
+    ListGrants { user: UserId } -> Vec<Grant> = |s, m| s.list_grants(m.user);
+    /// Revokes a grant.
+    DeleteGrant { user: UserId, id: String } -> bool = |s, m| s.delete_grant(m.user, &m.id);
     /// Marks streams of a previous process as interrupted.
     InterruptRunningStreams {} -> u64 = |s, _m| s.interrupt_running_streams();
     /// Probes the database.

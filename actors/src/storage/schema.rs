@@ -54,6 +54,31 @@ CREATE TABLE chat_stream_events (
     r#"
 ALTER TABLE chat_messages ADD COLUMN status TEXT;
 "#,
+    r#"
+CREATE TABLE tool_approvals (
+    request_id TEXT PRIMARY KEY,
+    user_id    TEXT NOT NULL,
+    session_id TEXT NOT NULL REFERENCES chat_sessions(id) ON DELETE CASCADE,
+    stream_id  TEXT NOT NULL,
+    calls      TEXT NOT NULL,
+    status     TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL,
+    decided_by TEXT,
+    decided_at TEXT
+);
+CREATE INDEX idx_tool_approvals_user_status ON tool_approvals(user_id, status);
+CREATE INDEX idx_tool_approvals_session ON tool_approvals(session_id, status);
+
+CREATE TABLE tool_grants (
+    id         TEXT PRIMARY KEY,
+    user_id    TEXT NOT NULL,
+    session_id TEXT REFERENCES chat_sessions(id) ON DELETE CASCADE,
+    tool       TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX idx_tool_grants_user ON tool_grants(user_id);
+"#,
 ];
 
 /// The schema version this build expects.

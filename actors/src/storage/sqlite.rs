@@ -11,8 +11,11 @@ use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{OptionalExtension, Row, TransactionBehavior, params};
 
 use super::{ChatStore, Page, StorageError, StoredEvent, StreamRecord, StreamStatus, TurnWrite};
+use crate::approval::{ApprovalRecord, Grant, Remember};
 use crate::ids::{SessionId, StreamId, UserId};
-use crate::model::{ChatMessage, Role, Session, StreamMessage, StreamMessageType, TitleSource, format_time};
+use crate::model::{
+    ApprovalRequestView, ChatMessage, Role, Session, StreamMessage, StreamMessageType, TitleSource, format_time,
+};
 
 /// How long a connection waits for another writer before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -91,12 +94,46 @@ fn message_from_row(row: &Row<'_>) -> rusqlite::Result<ChatMessage> {
         tool_call_id: row.get(5)?,
         usage: json_column(row.get(6)?)?,
         status: row.get(8)?,
+        approval_request: approval_view(row.get(9)?, row.get(10)?)?,
         timestamp: parse_time(&row.get::<_, String>(7)?)?,
     })
 }
 
+fn approval_view(raw: Option<String>, status: Option<String>) -> rusqlite::Result<Option<ApprovalRequestView>> {
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    let mut view: ApprovalRequestView = serde_json::from_str(&raw)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(9, rusqlite::types::Type::Text, Box::new(e)))?;
+    view.processed = status.as_deref().map(|s| s != "pending");
+    view.status = status;
+    Ok(Some(view))
+}
+
+fn approval_from_row(row: &Row<'_>) -> rusqlite::Result<ApprovalRecord> {
+    let calls: String = row.get(4)?;
+    Ok(ApprovalRecord {
+        request_id: row.get(0)?,
+        user_id: parse_user(&row.get::<_, String>(1)?)?,
+        session_id: SessionId::from_raw(row.get::<_, String>(2)?),
+        stream_id: StreamId::from_raw(row.get::<_, String>(3)?),
+        calls: serde_json::from_str(&calls)
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, Box::new(e)))?,
+        status: row.get(5)?,
+        created_at: parse_time(&row.get::<_, String>(6)?)?,
+        expires_at: parse_time(&row.get::<_, String>(7)?)?,
+        decided_by: row.get(8)?,
+        decided_at: row.get::<_, Option<String>>(9)?.map(|t| parse_time(&t)).transpose()?,
+    })
+}
+
+const APPROVAL_COLUMNS: &str =
+    "request_id, user_id, session_id, stream_id, calls, status, created_at, expires_at, decided_by, decided_at";
+
 const SESSION_COLUMNS: &str = "id, user_id, title, title_source, created_at, updated_at";
-const MESSAGE_COLUMNS: &str = "id, role, content, tool_calls, tool_executions, tool_call_id, usage, created_at, status";
+const MESSAGE_COLUMNS: &str = "id, role, content, tool_calls, tool_executions, tool_call_id, usage, created_at, status, \
+     approval_request, (SELECT a.status FROM tool_approvals a \
+     WHERE a.request_id = json_extract(chat_messages.approval_request, '$.request_id'))";
 
 fn optional_json<T: serde::Serialize>(value: &[T]) -> Result<Option<String>, StorageError> {
     if value.is_empty() {
@@ -250,8 +287,9 @@ impl ChatStore for SqliteStore {
         {
             let mut insert = tx.prepare_cached(
                 "INSERT INTO chat_messages
-                 (id, session_id, role, content, tool_calls, tool_executions, tool_call_id, usage, created_at, status)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                 (id, session_id, role, content, tool_calls, tool_executions, tool_call_id, usage, created_at, status,
+                  approval_request)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             )?;
             for message in &write.messages {
                 let usage = message.usage.map(|u| serde_json::to_string(&u)).transpose()?;
@@ -266,6 +304,11 @@ impl ChatStore for SqliteStore {
                     usage,
                     format_time(message.timestamp),
                     message.status,
+                    message
+                        .approval_request
+                        .as_ref()
+                        .map(serde_json::to_string)
+                        .transpose()?,
                 ])?;
             }
             tx.execute(
@@ -290,8 +333,127 @@ impl ChatStore for SqliteStore {
                 )?;
             }
         }
+        if let Some(approval) = &write.new_approval {
+            tx.execute(
+                &format!(
+                    "INSERT INTO tool_approvals ({APPROVAL_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+                ),
+                params![
+                    approval.request_id,
+                    approval.user_id.to_string(),
+                    approval.session_id.as_str(),
+                    approval.stream_id.as_str(),
+                    serde_json::to_string(&approval.calls)?,
+                    approval.status,
+                    format_time(approval.created_at),
+                    format_time(approval.expires_at),
+                    approval.decided_by,
+                    approval.decided_at.map(format_time),
+                ],
+            )?;
+        }
+        if let Some(approval) = &write.settle_approval {
+            let changed = tx.execute(
+                "UPDATE tool_approvals SET calls = ?1, status = ?2, decided_by = ?3, decided_at = ?4
+                 WHERE request_id = ?5 AND user_id = ?6 AND status = 'pending'",
+                params![
+                    serde_json::to_string(&approval.calls)?,
+                    approval.status,
+                    approval.decided_by,
+                    approval.decided_at.map(format_time),
+                    approval.request_id,
+                    approval.user_id.to_string(),
+                ],
+            )?;
+            if changed == 0 {
+                return Err(StorageError::Conflict(format!(
+                    "approval {} was already decided",
+                    approval.request_id
+                )));
+            }
+        }
+        for (user, session, tool) in &write.new_grants {
+            tx.execute(
+                "INSERT INTO tool_grants (id, user_id, session_id, tool, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    crate::ids::prefixed_id("grant"),
+                    user.to_string(),
+                    session.as_ref().map(SessionId::as_str),
+                    tool,
+                    format_time(Utc::now()),
+                ],
+            )?;
+        }
         tx.commit()?;
         Ok(())
+    }
+
+    fn get_approval(&self, user: UserId, request_id: &str) -> Result<Option<ApprovalRecord>, StorageError> {
+        let conn = self.conn()?;
+        Ok(conn
+            .query_row(
+                &format!("SELECT {APPROVAL_COLUMNS} FROM tool_approvals WHERE request_id = ?1 AND user_id = ?2"),
+                params![request_id, user.to_string()],
+                approval_from_row,
+            )
+            .optional()?)
+    }
+
+    fn pending_approval(&self, user: UserId, session: &SessionId) -> Result<Option<ApprovalRecord>, StorageError> {
+        let conn = self.conn()?;
+        Ok(conn
+            .query_row(
+                &format!(
+                    "SELECT {APPROVAL_COLUMNS} FROM tool_approvals
+                     WHERE session_id = ?1 AND user_id = ?2 AND status = 'pending' ORDER BY created_at DESC LIMIT 1"
+                ),
+                params![session.as_str(), user.to_string()],
+                approval_from_row,
+            )
+            .optional()?)
+    }
+
+    fn list_approvals(&self, user: UserId, status: Option<&str>) -> Result<Vec<ApprovalRecord>, StorageError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {APPROVAL_COLUMNS} FROM tool_approvals
+             WHERE user_id = ?1 AND (?2 IS NULL OR status = ?2) ORDER BY created_at DESC LIMIT 500"
+        ))?;
+        Ok(stmt
+            .query_map(params![user.to_string(), status], approval_from_row)?
+            .collect::<Result<_, _>>()?)
+    }
+
+    fn list_grants(&self, user: UserId) -> Result<Vec<Grant>, StorageError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, tool, session_id, created_at FROM tool_grants WHERE user_id = ?1 ORDER BY created_at",
+        )?;
+        let grants = stmt
+            .query_map(params![user.to_string()], |row| {
+                let session: Option<String> = row.get(2)?;
+                Ok(Grant {
+                    id: row.get(0)?,
+                    tool: row.get(1)?,
+                    scope: if session.is_some() {
+                        Remember::Session
+                    } else {
+                        Remember::User
+                    },
+                    session_id: session.map(SessionId::from_raw),
+                    created_at: parse_time(&row.get::<_, String>(3)?)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(grants)
+    }
+
+    fn delete_grant(&self, user: UserId, id: &str) -> Result<bool, StorageError> {
+        let changed = self.conn()?.execute(
+            "DELETE FROM tool_grants WHERE id = ?1 AND user_id = ?2",
+            params![id, user.to_string()],
+        )?;
+        Ok(changed > 0)
     }
 
     fn load_stream(

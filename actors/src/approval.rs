@@ -1,0 +1,306 @@
+//! Tool approval: the policy (allow / ask / deny rules on `<server>__<tool>` globs, with precedence
+//! deny > ask > allow), the persistent "always allow" grants, and the records of approval requests
+//! and their decisions.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{SessionId, StreamId, UserId};
+use crate::model::ToolCall;
+use crate::tools::ToolSpec;
+
+/// What a rule says about a tool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Policy {
+    /// Run without asking.
+    Allow,
+    /// Ask the person first.
+    Ask,
+    /// Never run.
+    Deny,
+}
+
+/// One `[[approval.rules]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalRule {
+    /// Glob on the exposed tool name (`*` any run, `?` one character), e.g. `demo__*`.
+    pub tool: String,
+    /// What to do.
+    pub policy: Policy,
+}
+
+/// `[approval]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApprovalConfig {
+    /// Policy for tools no rule matches.
+    pub default: Policy,
+    /// Allow tools their server annotates `readOnlyHint: true` (unless a rule says ask or deny).
+    pub allow_read_only: bool,
+    /// Seconds a pending approval waits for a decision; then it counts as denied.
+    pub expiry_secs: u64,
+    /// Rules; every matching rule counts, the strictest wins.
+    pub rules: Vec<ApprovalRule>,
+}
+
+impl Default for ApprovalConfig {
+    fn default() -> Self {
+        Self {
+            default: Policy::Ask,
+            allow_read_only: false,
+            expiry_secs: 600,
+            rules: Vec::new(),
+        }
+    }
+}
+
+/// Why a call may or may not run without asking.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Verdict {
+    /// Runs; the reason names the rule or grant.
+    Allowed(String),
+    /// Never runs; the reason names the rule.
+    Denied(String),
+    /// Needs the person's decision.
+    Ask,
+}
+
+/// `*` and `?` glob matching on whole names.
+pub fn glob_matches(pattern: &str, name: &str) -> bool {
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    let (mut pi, mut ni, mut star, mut mark) = (0, 0, None, 0);
+    while ni < n.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
+            pi += 1;
+            ni += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ni;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ni = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
+}
+
+impl ApprovalConfig {
+    /// The policy's verdict for a tool, before grants. `spec` gives its annotations, if known.
+    pub fn verdict(&self, tool: &str, spec: Option<&ToolSpec>) -> Verdict {
+        let matching: Vec<&ApprovalRule> = self.rules.iter().filter(|r| glob_matches(&r.tool, tool)).collect();
+        let strictest = matching.iter().map(|r| r.policy).max();
+        match strictest {
+            Some(Policy::Deny) => {
+                let rule = matching
+                    .iter()
+                    .find(|r| r.policy == Policy::Deny)
+                    .map_or("", |r| r.tool.as_str());
+                return Verdict::Denied(format!("rule `{rule}`"));
+            }
+            Some(Policy::Ask) => return Verdict::Ask,
+            Some(Policy::Allow) => {
+                let rule = matching
+                    .iter()
+                    .find(|r| r.policy == Policy::Allow)
+                    .map_or("", |r| r.tool.as_str());
+                return Verdict::Allowed(format!("rule `{rule}`"));
+            }
+            None => {}
+        }
+        let read_only = spec
+            .and_then(|s| s.annotations.as_ref())
+            .and_then(|a| a.get("readOnlyHint"))
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(false);
+        if self.allow_read_only && read_only {
+            return Verdict::Allowed("read-only tool".into());
+        }
+        match self.default {
+            Policy::Allow => Verdict::Allowed("default policy".into()),
+            Policy::Ask => Verdict::Ask,
+            Policy::Deny => Verdict::Denied("default policy".into()),
+        }
+    }
+}
+
+/// Where a call of an approval batch stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum CallState {
+    /// Waiting for the person.
+    Pending,
+    /// Runs (by a rule, a grant, or the person).
+    Approved {
+        /// Which rule, grant or person.
+        by: String,
+    },
+    /// Does not run.
+    Denied {
+        /// Which rule or person, or expiry.
+        by: String,
+    },
+}
+
+/// One call of an approval batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchCall {
+    /// The call.
+    pub call: ToolCall,
+    /// Where it stands.
+    #[serde(flatten)]
+    pub state: CallState,
+}
+
+/// An approval request and, once decided, its decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalRecord {
+    /// `approval_<uuid>`.
+    pub request_id: String,
+    /// Whose.
+    pub user_id: UserId,
+    /// In which session.
+    pub session_id: SessionId,
+    /// The stream that asked.
+    pub stream_id: StreamId,
+    /// Every call of the model's batch, in call order.
+    pub calls: Vec<BatchCall>,
+    /// `pending`, `approved`, `denied`, `partially_approved`, `expired`, `superseded`.
+    pub status: String,
+    /// When it was asked.
+    pub created_at: DateTime<Utc>,
+    /// When it expires.
+    pub expires_at: DateTime<Utc>,
+    /// Who decided (`user:<id>`, `expiry`, `superseded`).
+    pub decided_by: Option<String>,
+    /// When.
+    pub decided_at: Option<DateTime<Utc>>,
+}
+
+impl ApprovalRecord {
+    /// The status as of `now` (a pending request past its expiry is `expired`).
+    pub fn effective_status(&self, now: DateTime<Utc>) -> &str {
+        if self.status == "pending" && now >= self.expires_at {
+            "expired"
+        } else {
+            &self.status
+        }
+    }
+
+    /// The calls waiting for the person.
+    pub fn pending_calls(&self) -> Vec<ToolCall> {
+        self.calls
+            .iter()
+            .filter(|c| c.state == CallState::Pending)
+            .map(|c| c.call.clone())
+            .collect()
+    }
+}
+
+/// How long a grant lasts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Remember {
+    /// Just this decision.
+    None,
+    /// This tool, in this session.
+    Session,
+    /// This tool, in all of the user's sessions.
+    User,
+}
+
+/// A stored "always allow".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Grant {
+    /// Its id.
+    pub id: String,
+    /// The exposed tool name.
+    pub tool: String,
+    /// `session` or `user`.
+    pub scope: Remember,
+    /// The session, for session grants.
+    pub session_id: Option<SessionId>,
+    /// When it was given.
+    pub created_at: DateTime<Utc>,
+}
+
+/// The person's decision on a request.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    /// Approve (the `approved_ids`, or all) or deny all.
+    pub approved: bool,
+    /// A subset of the pending calls to approve; the others are denied.
+    pub approved_ids: Option<Vec<String>>,
+    /// Grant "always allow" for the approved tools.
+    pub remember: Remember,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_match_whole_names() {
+        assert!(glob_matches("demo__*", "demo__echo"));
+        assert!(glob_matches("*__delete_*", "db__delete_rows"));
+        assert!(glob_matches("a?c", "abc"));
+        assert!(!glob_matches("demo__*", "other__echo"));
+        assert!(!glob_matches("echo", "demo__echo"));
+        assert!(glob_matches("*", ""));
+    }
+
+    #[test]
+    fn deny_beats_ask_beats_allow_and_the_default_is_ask() {
+        let config = ApprovalConfig {
+            rules: vec![
+                ApprovalRule {
+                    tool: "db__*".into(),
+                    policy: Policy::Allow,
+                },
+                ApprovalRule {
+                    tool: "db__drop*".into(),
+                    policy: Policy::Deny,
+                },
+                ApprovalRule {
+                    tool: "db__write*".into(),
+                    policy: Policy::Ask,
+                },
+            ],
+            ..ApprovalConfig::default()
+        };
+        assert!(matches!(config.verdict("db__select", None), Verdict::Allowed(_)));
+        assert!(matches!(config.verdict("db__drop_table", None), Verdict::Denied(_)));
+        assert_eq!(config.verdict("db__write_row", None), Verdict::Ask);
+        assert_eq!(config.verdict("web__fetch", None), Verdict::Ask);
+    }
+
+    #[test]
+    fn read_only_tools_may_be_allowed() {
+        let spec = ToolSpec {
+            name: "x__read".into(),
+            server: "x".into(),
+            tool: "read".into(),
+            description: String::new(),
+            input_schema: serde_json::json!({}),
+            annotations: Some(serde_json::json!({"readOnlyHint": true})),
+        };
+        let mut config = ApprovalConfig::default();
+        assert_eq!(config.verdict("x__read", Some(&spec)), Verdict::Ask);
+        config.allow_read_only = true;
+        assert!(matches!(config.verdict("x__read", Some(&spec)), Verdict::Allowed(_)));
+        config.rules.push(ApprovalRule {
+            tool: "x__*".into(),
+            policy: Policy::Ask,
+        });
+        assert_eq!(
+            config.verdict("x__read", Some(&spec)),
+            Verdict::Ask,
+            "a rule beats the annotation"
+        );
+    }
+}
