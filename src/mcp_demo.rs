@@ -104,6 +104,11 @@ impl DemoServer {
                     json!({"type": "object", "properties": {"steps": {"type": "integer"}, "interval_ms": {"type": "integer"}}, "required": ["steps", "interval_ms"]}),
                 ),
                 tool(
+                    "touch",
+                    "Writes `touched` to the file `path` (proves that a call ran)",
+                    json!({"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]}),
+                ),
+                tool(
                     "big",
                     "Answers with `chars` characters: a head of `a`s and a tail of `z`s",
                     json!({"type": "object", "properties": {"chars": {"type": "integer"}}, "required": ["chars"]}),
@@ -207,6 +212,13 @@ impl DemoServer {
                     }
                 }
                 text(format!("done after {steps} steps"))
+            }
+            "touch" if self.test_tools => {
+                let path = string("path").unwrap_or_default();
+                match std::fs::write(&path, "touched") {
+                    Ok(()) => text(format!("touched {path}")),
+                    Err(err) => failure(format!("cannot write {path}: {err}")),
+                }
             }
             "big" if self.test_tools => {
                 let chars = args.get("chars").and_then(Value::as_u64).unwrap_or(0).min(10_000_000) as usize;

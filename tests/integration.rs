@@ -6,6 +6,7 @@
 mod common;
 
 mod api;
+mod approvals;
 mod mcp;
 mod resilience;
 mod restart;

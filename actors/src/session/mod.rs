@@ -515,7 +515,14 @@ impl Handler<Decide> for SessionActor {
             .into_iter()
             .map(|tool| (self.user, scope.clone(), tool))
             .collect();
-        self.begin(Vec::new(), None, turn::TurnStart::Approved { record, grants })
+        self.begin(
+            Vec::new(),
+            None,
+            turn::TurnStart::Approved {
+                record: Box::new(record),
+                grants,
+            },
+        )
     }
 }
 

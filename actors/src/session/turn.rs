@@ -12,10 +12,10 @@ use tokio::sync::watch;
 
 use super::SessionDeps;
 use crate::approval::{ApprovalRecord, BatchCall, CallState, Verdict};
-use crate::ids::{SessionId, StreamId, UserId};
+use crate::ids::{SessionId, StreamId};
 use crate::model::{ApprovalRequestView, ChatMessage, Role, StreamMessage, ToolCall, ToolExecution};
 use crate::provider::{CompletionRequest, ProviderError, ProviderEvent, Purpose};
-use crate::storage::{ListGrants, StoredEvent, StreamStatus, TurnWrite, WriteTurn};
+use crate::storage::{ListGrants, NewGrant, StoredEvent, StreamStatus, TurnWrite, WriteTurn};
 use crate::stream::StreamBuffer;
 use crate::tools::{execute_all, truncate_for_model};
 
@@ -100,7 +100,7 @@ pub(crate) struct Turn {
     /// An approval request to store with the next write.
     new_approval: Option<ApprovalRecord>,
     /// A decided approval to settle (and its grants) with the next write.
-    settle: Option<(ApprovalRecord, Vec<(UserId, Option<SessionId>, String)>)>,
+    settle: Option<(ApprovalRecord, Vec<NewGrant>)>,
     /// Where the turn starts.
     start: Option<TurnStart>,
 }
@@ -112,9 +112,9 @@ pub enum TurnStart {
     /// With a decided approval batch: its calls run (or are denied) first.
     Approved {
         /// The settled record.
-        record: ApprovalRecord,
+        record: Box<ApprovalRecord>,
         /// Grants to store with it.
-        grants: Vec<(UserId, Option<SessionId>, String)>,
+        grants: Vec<NewGrant>,
     },
 }
 
@@ -278,7 +278,7 @@ impl Turn {
         let mut tool_rounds = 0;
         if let Some(TurnStart::Approved { record, grants }) = self.start.take() {
             let batch = record.calls.clone();
-            self.settle = Some((record, grants));
+            self.settle = Some((*record, grants));
             self.execute_batch(&batch, &mut stop).await?;
             tool_rounds = 1;
         }

@@ -113,9 +113,12 @@ pub struct TurnWrite {
     /// A pending approval to settle (its calls, status and decider are replaced). The write fails
     /// with `Conflict` if it is no longer pending.
     pub settle_approval: Option<ApprovalRecord>,
-    /// "Always allow" grants to add: (user, session for session-scoped grants, tool).
-    pub new_grants: Vec<(UserId, Option<SessionId>, String)>,
+    /// "Always allow" grants to add.
+    pub new_grants: Vec<NewGrant>,
 }
+
+/// A grant to store: the user, the session for session-scoped grants, and the tool.
+pub type NewGrant = (UserId, Option<SessionId>, String);
 
 /// A persistence backend. Every method is blocking and runs on the storage actor's threads.
 /// Methods that take a `UserId` only see rows of that user: isolation holds at this layer too.

@@ -658,6 +658,7 @@ mod tests {
                     },
                 ],
                 finish: None,
+                ..TurnWrite::default()
             })
             .unwrap();
         let loaded = store.list_messages(user(1), &session.id, None).unwrap().unwrap();

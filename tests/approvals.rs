@@ -1,0 +1,374 @@
+//! The approval engine over real HTTP and SSE with the demo MCP server: `touch` writes a file, so
+//! a test can prove that a call ran, or that it never did.
+
+use std::path::Path;
+
+use actors::approval::{ApprovalRule, Policy};
+use actors::mcp::McpServerConfig;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::common::{SseEvent, TestApp, eventually, text_of};
+use crate::restart::Binary;
+
+fn demo() -> McpServerConfig {
+    McpServerConfig::stdio("demo", env!("CARGO_BIN_EXE_aichat"), &["mcp-demo", "--test-tools"])
+}
+
+async fn app_with(adjust: impl FnOnce(&mut aichat::config::Config)) -> TestApp {
+    let app = TestApp::spawn_with(|c| {
+        c.mcp.servers = vec![demo()];
+        c.approval.default = Policy::Ask;
+        c.approval.rules = vec![
+            ApprovalRule {
+                tool: "demo__current_time".into(),
+                policy: Policy::Allow,
+            },
+            ApprovalRule {
+                tool: "demo__fail".into(),
+                policy: Policy::Deny,
+            },
+        ];
+        adjust(c);
+    })
+    .await;
+    eventually("the demo server", || async {
+        app.get("/mcp/servers", 1).await.1["servers"][0]["state"] == "ready"
+    })
+    .await;
+    app
+}
+
+fn touch(path: &str) -> Value {
+    json!({"name": "demo__touch", "arguments": {"path": path}})
+}
+
+fn script(calls: &[Value]) -> String {
+    format!("/mock tools {}", Value::Array(calls.to_vec()))
+}
+
+fn executions(events: &[SseEvent]) -> Vec<Value> {
+    events
+        .iter()
+        .filter(|e| e.data["type"] == "tool_execution")
+        .flat_map(|e| e.data["tool_executions"].as_array().cloned().unwrap_or_default())
+        .collect()
+}
+
+/// Asks for `calls`; returns (session, request id, the approval request event's tool calls).
+async fn ask(app: &TestApp, user: i64, calls: &[Value], session: Option<&str>) -> (String, String, Vec<Value>) {
+    let (session, events) = app.turn(user, &script(calls), session).await;
+    let kinds: Vec<_> = events
+        .iter()
+        .map(|e| e.data["type"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(kinds, ["tool_approval_request", "done"], "{events:?}");
+    let request = &events[0].data;
+    assert!(request["content"].as_str().unwrap().contains("Do you approve?"));
+    let id = request["request_id"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("approval_"));
+    (session, id, request["tool_calls"].as_array().unwrap().clone())
+}
+
+async fn decide(app: &TestApp, user: i64, id: &str, body: Value) -> (StatusCode, Value) {
+    app.post(&format!("/approvals/{id}"), user, body).await
+}
+
+async fn decide_and_read(app: &TestApp, user: i64, id: &str, body: Value) -> Vec<SseEvent> {
+    let (status, reply) = decide(app, user, id, body).await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    app.sse(user, reply["stream_id"].as_str().unwrap(), None).await
+}
+
+#[actix_web::test]
+async fn ask_then_approve_runs_the_batch_in_call_order() {
+    let app = app_with(|_| {}).await;
+    let a = app.path("a.txt");
+    let (session, id, asked) = ask(&app, 1, &[touch(&a), json!({"name": "demo__current_time"})], None).await;
+    assert_eq!(asked.len(), 1, "only the `ask` call is shown for approval");
+    assert!(!Path::new(&a).exists(), "nothing ran before the decision");
+    let (_, pending) = app.get("/approvals?status=pending", 1).await;
+    assert_eq!(pending["approvals"][0]["request_id"], json!(id));
+    let (_, history) = app.get(&format!("/sessions/{session}/messages"), 1).await;
+    let approval = history["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["role"] == "tool_approval")
+        .unwrap()
+        .clone();
+    assert_eq!(approval["approval_request"]["request_id"], json!(id));
+    assert_eq!(approval["approval_request"]["status"], "pending");
+
+    let events = decide_and_read(&app, 1, &id, json!({"approved": true})).await;
+    let kinds: Vec<_> = events.iter().map(|e| e.data["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds.first(), Some(&"tool_execution"));
+    assert_eq!(kinds.last(), Some(&"done"));
+    let done = executions(&events);
+    assert_eq!(done[0]["tool_name"], "demo__touch");
+    assert_eq!(
+        done[1]["tool_name"], "demo__current_time",
+        "the allowed sibling waited with the batch"
+    );
+    assert!(Path::new(&a).exists());
+    assert!(text_of(&events).starts_with("Tool results:"));
+    let (_, history) = app.get(&format!("/sessions/{session}/messages"), 1).await;
+    let approval = history["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["role"] == "tool_approval")
+        .unwrap()
+        .clone();
+    assert_eq!(approval["approval_request"]["status"], "approved");
+    assert_eq!(approval["approval_request"]["processed"], true);
+    let (status, body) = decide(&app, 1, &id, json!({"approved": true})).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::CONFLICT, Some("approval_decided"))
+    );
+    let (_, all) = app.get("/approvals", 1).await;
+    assert_eq!(all["approvals"][0]["decided_by"], "user:1");
+}
+
+#[actix_web::test]
+async fn denials_by_the_user_and_by_policy_never_run() {
+    let app = app_with(|_| {}).await;
+    let a = app.path("a.txt");
+    let (_, id, _) = ask(&app, 1, &[touch(&a), json!({"name": "demo__fail"})], None).await;
+    let events = decide_and_read(&app, 1, &id, json!({"approved": false})).await;
+    let done = executions(&events);
+    assert!(
+        done[0]["error"].as_str().unwrap().contains("denied by the user"),
+        "{}",
+        done[0]
+    );
+    assert!(
+        done[1]["error"].as_str().unwrap().contains("denied by policy"),
+        "{}",
+        done[1]
+    );
+    assert!(!Path::new(&a).exists());
+    assert_eq!(
+        events.last().unwrap().data["type"],
+        "done",
+        "the model continues after denials"
+    );
+
+    // A batch of policy-denied calls asks nobody and runs nothing.
+    let (_, events) = app.turn(1, &script(&[json!({"name": "demo__fail"})]), None).await;
+    let done = executions(&events);
+    assert!(
+        done[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("denied by policy (rule `demo__fail`)")
+    );
+}
+
+#[actix_web::test]
+async fn a_subset_can_be_approved_and_bypasses_fail() {
+    let app = app_with(|_| {}).await;
+    let (a, b) = (app.path("a.txt"), app.path("b.txt"));
+    let (session, id, asked) = ask(&app, 1, &[touch(&a), touch(&b), json!({"name": "demo__fail"})], None).await;
+    let first = asked[0]["id"].as_str().unwrap();
+    // Other users cannot decide it; another session's in-band message cannot either.
+    let (status, _) = decide(&app, 2, &id, json!({"approved": true})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (other_session, _) = app.turn(1, "elsewhere", None).await;
+    let (status, body) = app
+        .post(
+            "/send?streaming=true",
+            1,
+            json!({"message": format!("[APPROVE_TOOLS:{id}]"), "session_id": other_session}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("approval_not_found"))
+    );
+    assert!(!Path::new(&a).exists() && !Path::new(&b).exists());
+    let (_, history) = app.get(&format!("/sessions/{session}/messages"), 1).await;
+    assert_eq!(
+        history["messages"].as_array().unwrap().len(),
+        3,
+        "user, assistant, tool_approval"
+    );
+
+    // The policy-denied call's id in approved_ids does not make it run.
+    let all_ids: Vec<Value> = vec![json!(first), json!("not-a-call")];
+    let events = decide_and_read(&app, 1, &id, json!({"approved": true, "approved_ids": all_ids})).await;
+    let done = executions(&events);
+    assert!(done[0]["error"].is_null());
+    assert!(done[1]["error"].as_str().unwrap().contains("denied by the user"));
+    assert!(done[2]["error"].as_str().unwrap().contains("denied by policy"));
+    assert!(Path::new(&a).exists());
+    assert!(!Path::new(&b).exists());
+    let (_, all) = app.get("/approvals", 1).await;
+    assert_eq!(all["approvals"][0]["status"], "partially_approved");
+}
+
+#[actix_web::test]
+async fn the_original_in_band_strings_work() {
+    let app = app_with(|_| {}).await;
+    let a = app.path("a.txt");
+    let (session, id, _) = ask(&app, 1, &[touch(&a)], None).await;
+    let (status, reply) = app
+        .post(
+            "/send?streaming=true",
+            1,
+            json!({"message": format!("[APPROVE_TOOLS:{id}]"), "session_id": session}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert_eq!(reply["session_id"], json!(session));
+    let events = app.sse(1, reply["stream_id"].as_str().unwrap(), None).await;
+    assert_eq!(executions(&events)[0]["result"], json!(format!("touched {a}")));
+    let (_, id2, _) = ask(&app, 1, &[touch(&app.path("b.txt"))], Some(&session)).await;
+    let (status, reply) = app
+        .post(
+            "/send?streaming=true",
+            1,
+            json!({"message": format!("[DENY_TOOLS:{id2}]"), "session_id": session}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let events = app.sse(1, reply["stream_id"].as_str().unwrap(), None).await;
+    assert!(executions(&events)[0]["error"].as_str().unwrap().contains("denied"));
+    assert!(!Path::new(&app.path("b.txt")).exists());
+    let (_, history) = app.get(&format!("/sessions/{session}/messages"), 1).await;
+    let user_texts: Vec<_> = history["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "user")
+        .map(|m| m["content"].clone())
+        .collect();
+    assert_eq!(user_texts.len(), 2, "control messages are not stored: {user_texts:?}");
+}
+
+#[actix_web::test]
+async fn remembered_grants_cover_siblings_and_can_be_revoked() {
+    let app = app_with(|_| {}).await;
+    let (a, b, c) = (app.path("a.txt"), app.path("b.txt"), app.path("c.txt"));
+    let (session, id, asked) = ask(&app, 1, &[touch(&a), touch(&b)], None).await;
+    let first = asked[0]["id"].clone();
+    let events = decide_and_read(
+        &app,
+        1,
+        &id,
+        json!({"approved": true, "approved_ids": [first], "remember": "session"}),
+    )
+    .await;
+    assert_eq!(
+        executions(&events).iter().filter(|e| e["error"].is_null()).count(),
+        2,
+        "the grant covers the sibling"
+    );
+    assert!(Path::new(&b).exists());
+    let (_, events) = app.turn(1, &script(&[touch(&c)]), Some(&session)).await;
+    assert_eq!(
+        executions(&events)[0]["result"],
+        json!(format!("touched {c}")),
+        "no question in the same session"
+    );
+    ask(&app, 1, &[touch(&app.path("d.txt"))], None).await;
+    let (_, grants) = app.get("/approvals/grants", 1).await;
+    let grant = grants["grants"][0].clone();
+    assert_eq!(
+        (grant["tool"].as_str(), grant["scope"].as_str()),
+        (Some("demo__touch"), Some("session"))
+    );
+    let (status, _) = app
+        .delete(&format!("/approvals/grants/{}", grant["id"].as_str().unwrap()), 2)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "another user's grant");
+    let (status, _) = app
+        .delete(&format!("/approvals/grants/{}", grant["id"].as_str().unwrap()), 1)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    ask(&app, 1, &[touch(&app.path("e.txt"))], Some(&session)).await;
+}
+
+#[actix_web::test]
+async fn expired_requests_count_as_denied() {
+    let app = app_with(|c| c.approval.expiry_secs = 1).await;
+    let a = app.path("a.txt");
+    let (session, id, _) = ask(&app, 1, &[touch(&a)], None).await;
+    eventually("the request to expire", || async {
+        app.get("/approvals?status=expired", 1).await.1["approvals"]
+            .as_array()
+            .is_some_and(|a| a.len() == 1)
+    })
+    .await;
+    let (status, body) = decide(&app, 1, &id, json!({"approved": true})).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::CONFLICT, Some("approval_expired"))
+    );
+    let (_, events) = app.turn(1, "/mock context", Some(&session)).await;
+    // user, assistant (calls), denied tool result, user: the approval message is not for the model.
+    assert_eq!(text_of(&events), "Messages in context: 4");
+    assert!(!Path::new(&a).exists());
+    let (_, history) = app.get(&format!("/sessions/{session}/messages"), 1).await;
+    let tool = history["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["role"] == "tool")
+        .unwrap()
+        .clone();
+    assert!(tool["content"].as_str().unwrap().contains("denied by expiry"));
+}
+
+#[actix_web::test]
+async fn pending_requests_and_user_grants_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("chat.db");
+    let config = format!(
+        "[approval]\ndefault = \"ask\"\n[[mcp.servers]]\nname = \"demo\"\ncommand = \"{}\"\nargs = [\"mcp-demo\", \"--test-tools\"]\n",
+        env!("CARGO_BIN_EXE_aichat")
+    );
+    let a = dir.path().join("a.txt").display().to_string();
+    let server = Binary::start_with(&db, &config);
+    let app = TestApp::client_for(&server.base);
+    eventually("the demo server", || async {
+        app.get("/mcp/servers", 1).await.1["servers"][0]["state"] == "ready"
+    })
+    .await;
+    let (session, id, _) = ask(&app, 1, &[touch(&a)], None).await;
+    server.kill();
+
+    let server = Binary::start_with(&db, &config);
+    let app = TestApp::client_for(&server.base);
+    eventually("the demo server", || async {
+        app.get("/mcp/servers", 1).await.1["servers"][0]["state"] == "ready"
+    })
+    .await;
+    assert_eq!(
+        app.get("/approvals?status=pending", 1).await.1["approvals"][0]["request_id"],
+        json!(id)
+    );
+    let events = decide_and_read(&app, 1, &id, json!({"approved": true, "remember": "user"})).await;
+    assert_eq!(executions(&events)[0]["result"], json!(format!("touched {a}")));
+    server.kill();
+
+    let server = Binary::start_with(&db, &config);
+    let app = TestApp::client_for(&server.base);
+    eventually("the demo server", || async {
+        app.get("/mcp/servers", 1).await.1["servers"][0]["state"] == "ready"
+    })
+    .await;
+    let b = dir.path().join("b.txt").display().to_string();
+    let (_, events) = app.turn(1, &script(&[touch(&b)]), None).await;
+    assert_eq!(
+        executions(&events)[0]["result"],
+        json!(format!("touched {b}")),
+        "a user grant outlives restarts"
+    );
+    assert_eq!(
+        app.get(&format!("/sessions/{session}/messages"), 1).await.0,
+        StatusCode::OK
+    );
+    server.kill();
+}
