@@ -126,6 +126,9 @@ pub fn start(config: &Config, handle_signals: bool) -> Result<Running, StartErro
     let routes = http::configure(state);
     let mut server = HttpServer::new(move || App::new().configure(routes.clone()))
         .shutdown_timeout(30)
+        // Streams are many small writes: without TCP_NODELAY, Nagle holds the last one back until
+        // the client's delayed ACK (40 ms).
+        .tcp_nodelay(true)
         .listen(listener)?;
     if config.server.workers > 0 {
         server = server.workers(config.server.workers);
