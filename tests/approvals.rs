@@ -32,10 +32,7 @@ async fn app_with(adjust: impl FnOnce(&mut aichat::config::Config)) -> TestApp {
         adjust(c);
     })
     .await;
-    eventually("the demo server", || async {
-        app.get("/mcp/servers", 1).await.1["servers"][0]["state"] == "ready"
-    })
-    .await;
+    app.wait_for_server("demo").await;
     app
 }
 
@@ -332,19 +329,13 @@ async fn pending_requests_and_user_grants_survive_a_restart() {
     let a = dir.path().join("a.txt").display().to_string();
     let server = Binary::start_with(&db, &config);
     let app = TestApp::client_for(&server.base);
-    eventually("the demo server", || async {
-        app.get("/mcp/servers", 1).await.1["servers"][0]["state"] == "ready"
-    })
-    .await;
+    app.wait_for_server("demo").await;
     let (session, id, _) = ask(&app, 1, &[touch(&a)], None).await;
     server.kill();
 
     let server = Binary::start_with(&db, &config);
     let app = TestApp::client_for(&server.base);
-    eventually("the demo server", || async {
-        app.get("/mcp/servers", 1).await.1["servers"][0]["state"] == "ready"
-    })
-    .await;
+    app.wait_for_server("demo").await;
     assert_eq!(
         app.get("/approvals?status=pending", 1).await.1["approvals"][0]["request_id"],
         json!(id)
@@ -355,10 +346,7 @@ async fn pending_requests_and_user_grants_survive_a_restart() {
 
     let server = Binary::start_with(&db, &config);
     let app = TestApp::client_for(&server.base);
-    eventually("the demo server", || async {
-        app.get("/mcp/servers", 1).await.1["servers"][0]["state"] == "ready"
-    })
-    .await;
+    app.wait_for_server("demo").await;
     let b = dir.path().join("b.txt").display().to_string();
     let (_, events) = app.turn(1, &script(&[touch(&b)]), None).await;
     assert_eq!(

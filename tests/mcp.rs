@@ -43,13 +43,9 @@ async fn servers(app: &TestApp) -> Vec<Value> {
 }
 
 async fn wait_ready(app: &TestApp, names: &[&str]) {
-    eventually(&format!("servers {names:?} ready"), || async {
-        let all = servers(app).await;
-        names
-            .iter()
-            .all(|n| all.iter().any(|s| s["name"] == *n && s["state"] == "ready"))
-    })
-    .await;
+    for name in names {
+        app.wait_for_server(name).await;
+    }
 }
 
 fn script(calls: Value) -> String {

@@ -3,40 +3,15 @@
 
 use std::time::Duration;
 
-use futures::StreamExt;
 use reqwest::StatusCode;
-use russe::reqwest_0_13::ReqwestExt;
 use serde_json::{Value, json};
 
-use crate::common::{SseEvent, TIMEOUT, TestApp, eventually, text_of};
+use crate::common::{SseEvent, TestApp, eventually, text_of};
 use crate::restart::Binary;
 
-/// Reads at most `limit` events of a stream after `last_event_id`, then drops the connection.
+/// Reads at most `limit` events after `last_event_id`, then drops the connection.
 async fn read_some(app: &TestApp, user: i64, stream_id: &str, last_event_id: u64, limit: usize) -> Vec<SseEvent> {
-    let read = async {
-        let resp = app
-            .client
-            .get(app.url(&format!("/stream/{stream_id}")))
-            .header("X-User-ID", user.to_string())
-            .header("Last-Event-ID", last_event_id.to_string())
-            .send()
-            .await
-            .unwrap();
-        let mut frames = resp.sse_stream();
-        let mut events = Vec::new();
-        while events.len() < limit {
-            let Some(frame) = frames.next().await else { break };
-            if let russe::Event::Message(message) = frame.unwrap() {
-                events.push(SseEvent {
-                    id: message.id.as_deref().map(|id| id.parse().unwrap()),
-                    event: message.event.as_deref().map(str::to_owned),
-                    data: serde_json::from_str(&message.data).unwrap(),
-                });
-            }
-        }
-        events
-    };
-    tokio::time::timeout(TIMEOUT, read).await.expect("in time")
+    app.sse_events(user, stream_id, Some(last_event_id), limit).await
 }
 
 fn is_terminal(event: &SseEvent) -> bool {
@@ -54,10 +29,7 @@ async fn a_client_that_keeps_disconnecting_reassembles_every_byte() {
         c.mcp.servers = vec![demo()];
     })
     .await;
-    eventually("the demo server", || async {
-        app.get("/mcp/servers", 1).await.1["servers"][0]["state"] == "ready"
-    })
-    .await;
+    app.wait_for_server("demo").await;
     let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut next = move |bound: u64| {
         seed ^= seed << 13;
@@ -152,10 +124,7 @@ async fn cancel_aborts_the_provider_and_keeps_the_partial_answer() {
 #[actix_web::test]
 async fn cancel_during_a_slow_tool_cancels_the_call_on_the_server() {
     let app = TestApp::spawn_with(|c| c.mcp.servers = vec![demo()]).await;
-    eventually("the demo server", || async {
-        app.get("/mcp/servers", 1).await.1["servers"][0]["state"] == "ready"
-    })
-    .await;
+    app.wait_for_server("demo").await;
     let marker = app.path("cancelled.txt");
     let script = format!(r#"/mock tools [{{"name":"demo__wait_for_cancel","arguments":{{"marker":"{marker}"}}}}]"#);
     let (stream_id, session) = app.start_stream(1, &script, None).await;

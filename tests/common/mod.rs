@@ -152,6 +152,17 @@ impl TestApp {
 
     /// Reads a whole stream (to its terminal event) with a real SSE parser.
     pub async fn sse(&self, user: i64, stream_id: &str, last_event_id: Option<u64>) -> Vec<SseEvent> {
+        self.sse_events(user, stream_id, last_event_id, usize::MAX).await
+    }
+
+    /// Reads at most `limit` events of a stream (after `last_event_id`), then drops the connection.
+    pub async fn sse_events(
+        &self,
+        user: i64,
+        stream_id: &str,
+        last_event_id: Option<u64>,
+        limit: usize,
+    ) -> Vec<SseEvent> {
         let mut req = self
             .client
             .get(self.url(&format!("/stream/{stream_id}")))
@@ -166,7 +177,8 @@ impl TestApp {
             assert!(content_type.starts_with("text/event-stream"), "{content_type}");
             let mut events = Vec::new();
             let mut frames = resp.sse_stream();
-            while let Some(frame) = frames.next().await {
+            while events.len() < limit {
+                let Some(frame) = frames.next().await else { break };
                 if let russe::Event::Message(message) = frame.unwrap() {
                     events.push(SseEvent {
                         id: message.id.as_deref().map(|id| id.parse().unwrap()),
@@ -178,6 +190,17 @@ impl TestApp {
             events
         };
         tokio::time::timeout(TIMEOUT, read).await.expect("stream ends in time")
+    }
+
+    /// Waits until the MCP server `name` is ready.
+    pub async fn wait_for_server(&self, name: &str) {
+        eventually(&format!("MCP server {name} ready"), || async {
+            let servers = self.get("/mcp/servers", 1).await.1;
+            servers["servers"]
+                .as_array()
+                .is_some_and(|all| all.iter().any(|s| s["name"] == name && s["state"] == "ready"))
+        })
+        .await;
     }
 
     /// Sends a message and reads its stream to the end.
