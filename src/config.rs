@@ -93,6 +93,9 @@ pub struct ServerConfig {
     pub actor_timeout_secs: u64,
     /// Seconds running turns get to finish at shutdown before they are stored as interrupted.
     pub shutdown_grace_secs: u64,
+    /// Seconds after the last reader of a running turn disconnects before the turn is cancelled
+    /// (0 = never: the turn finishes and is stored, ready for resume).
+    pub cancel_on_disconnect_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -108,6 +111,7 @@ impl Default for ServerConfig {
             send_timeout_secs: 300,
             actor_timeout_secs: 30,
             shutdown_grace_secs: 30,
+            cancel_on_disconnect_secs: 0,
         }
     }
 }

@@ -118,6 +118,7 @@ pub fn start(config: &Config, handle_signals: bool) -> Result<Running, StartErro
             max_body_bytes: config.server.max_body_bytes,
             max_message_chars: config.server.max_message_chars,
             sse_keepalive: secs(config.server.sse_keepalive_secs),
+            cancel_on_disconnect: secs(config.server.cancel_on_disconnect_secs),
             send_timeout: secs(config.server.send_timeout_secs),
         },
     });

@@ -239,3 +239,33 @@ async fn after_sigkill_the_interrupted_turn_is_marked_and_resumable() {
     assert_eq!(rest.last().unwrap().data["code"], "interrupted");
     again.kill();
 }
+
+#[actix_web::test]
+async fn a_disconnect_alone_does_not_cancel_unless_configured() {
+    let app = TestApp::spawn_with(|c| c.mock.chunk_delay_ms = 100).await;
+    let (stream_id, session) = app.start_stream(1, "keep going", None).await;
+    read_some(&app, 1, &stream_id, 0, 1).await;
+    let events = app.sse(1, &stream_id, None).await;
+    assert_eq!(
+        events.last().unwrap().data["type"],
+        "done",
+        "the turn finished without a reader"
+    );
+    let (_, stored) = app.get(&format!("/sessions/{session}/messages"), 1).await;
+    assert!(stored["messages"][1].get("status").is_none());
+
+    let app = TestApp::spawn_with(|c| {
+        c.mock.chunk_delay_ms = 400;
+        c.server.cancel_on_disconnect_secs = 1;
+    })
+    .await;
+    let (stream_id, session) = app.start_stream(1, "stop when I leave", None).await;
+    read_some(&app, 1, &stream_id, 0, 1).await;
+    eventually("the abandoned turn to be cancelled", || async {
+        let (_, stored) = app.get(&format!("/sessions/{session}/messages"), 1).await;
+        stored["messages"][1]["status"] == "cancelled"
+    })
+    .await;
+    let events = app.sse(1, &stream_id, None).await;
+    assert_eq!(events.last().unwrap().data["code"], "cancelled");
+}

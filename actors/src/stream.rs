@@ -42,6 +42,7 @@ pub struct StreamBuffer {
     session_id: SessionId,
     state: Mutex<BufferState>,
     version: watch::Sender<u64>,
+    readers: std::sync::atomic::AtomicUsize,
 }
 
 fn lock(state: &Mutex<BufferState>) -> MutexGuard<'_, BufferState> {
@@ -58,6 +59,7 @@ impl StreamBuffer {
             session_id,
             state: Mutex::new(BufferState::default()),
             version: watch::channel(0).0,
+            readers: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -158,8 +160,14 @@ impl StreamBuffer {
         state.events[start..].to_vec()
     }
 
+    /// Readers connected right now.
+    pub fn readers(&self) -> usize {
+        self.readers.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// A reader that gets every event after `after_seq`, then live ones, until the end.
     pub fn subscribe(self: &Arc<Self>, after_seq: u64) -> Subscription {
+        self.readers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Subscription {
             buffer: Arc::clone(self),
             after_seq,
@@ -196,6 +204,12 @@ impl Subscription {
                 return None;
             }
         }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.buffer.readers.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

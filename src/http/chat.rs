@@ -133,10 +133,41 @@ fn last_event_id(req: &HttpRequest, query: &StreamQuery) -> Result<u64, ApiError
     }
 }
 
-/// The SSE frames of a stream after `after_seq`, ending after the terminal event.
-pub fn sse_events(buffer: &Arc<StreamBuffer>, after_seq: u64) -> impl Stream<Item = sse::Event> + use<> {
-    stream::unfold(buffer.subscribe(after_seq), |mut reader| async move {
-        reader.next_batch().await.map(|batch| (batch, reader))
+/// Cancels a turn whose last reader went away, unless one comes back within `grace`
+/// (`server.cancel_on_disconnect_secs`; 0 keeps the turn running, ready for resume).
+pub struct DisconnectGuard {
+    chat: actors::Chat,
+    user: actors::ids::UserId,
+    buffer: Arc<StreamBuffer>,
+    grace: std::time::Duration,
+}
+
+impl Drop for DisconnectGuard {
+    fn drop(&mut self) {
+        if self.grace.is_zero() || self.buffer.is_finished() {
+            return;
+        }
+        let (chat, user, buffer, grace) = (self.chat.clone(), self.user, Arc::clone(&self.buffer), self.grace);
+        actix_web::rt::spawn(async move {
+            tokio::time::sleep(grace).await;
+            // The guard's own subscription is gone by now: zero readers means nobody came back.
+            if buffer.readers() == 0 && !buffer.is_finished() {
+                tracing::info!(stream_id = %buffer.id(), "no reader came back: cancelling the turn");
+                let _ = chat.cancel(user, buffer.id()).await;
+            }
+        });
+    }
+}
+
+/// The SSE frames of a stream after `after_seq`, ending after the terminal event; `guard` lives as
+/// long as the response does.
+pub fn sse_events(
+    buffer: &Arc<StreamBuffer>,
+    after_seq: u64,
+    guard: Option<DisconnectGuard>,
+) -> impl Stream<Item = sse::Event> + use<> {
+    stream::unfold((buffer.subscribe(after_seq), guard), |(mut reader, guard)| async move {
+        reader.next_batch().await.map(|batch| (batch, (reader, guard)))
     })
     .flat_map(|batch| {
         stream::iter(batch.into_iter().map(|event| {
@@ -163,7 +194,13 @@ pub async fn stream(
         .chat
         .open_stream(user.0, &StreamId::from_raw(path.into_inner()))
         .await?;
-    Ok(Sse::from_infallible_stream(sse_events(&buffer, after))
+    let guard = DisconnectGuard {
+        chat: state.chat.clone(),
+        user: user.0,
+        buffer: Arc::clone(&buffer),
+        grace: state.limits.cancel_on_disconnect,
+    };
+    Ok(Sse::from_infallible_stream(sse_events(&buffer, after, Some(guard)))
         .with_keep_alive(state.limits.sse_keepalive)
         .with_retry_duration(std::time::Duration::from_secs(3)))
 }

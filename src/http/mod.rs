@@ -30,6 +30,9 @@ pub struct Limits {
     pub max_message_chars: usize,
     /// SSE keep-alive period.
     pub sse_keepalive: Duration,
+    /// Grace after the last reader of a running turn disconnects before the turn is cancelled
+    /// (zero: never).
+    pub cancel_on_disconnect: Duration,
     /// Longest non-streaming send.
     pub send_timeout: Duration,
 }
