@@ -57,6 +57,11 @@ fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
     /// The value, for the one place that sends it.
     pub fn expose(&self) -> &str {
         &self.0
@@ -172,6 +177,12 @@ pub struct LlmConfig {
     pub system_prompt: String,
     /// Sampling temperature.
     pub temperature: f32,
+    /// Output token limit (0 = the vendor's default; Anthropic needs one and gets 4096).
+    pub max_tokens: u32,
+    /// Retries of a model call that fails before its answer starts (connect errors, 429, 5xx).
+    pub max_retries: u32,
+    /// Seconds to wait for the TCP connection to the vendor.
+    pub connect_timeout_secs: u64,
     /// The API key (environment only).
     #[serde(skip)]
     pub api_key: Option<Secret>,
@@ -185,6 +196,9 @@ impl Default for LlmConfig {
             base_url: String::new(),
             system_prompt: String::new(),
             temperature: 0.7,
+            max_tokens: 0,
+            max_retries: 2,
+            connect_timeout_secs: 10,
             api_key: None,
         }
     }
@@ -490,7 +504,17 @@ impl Config {
         if let Some(json) = env("AICHAT_LOG_JSON") {
             self.log.json = parse_bool("AICHAT_LOG_JSON", &json)?;
         }
-        self.llm.api_key = env("AICHAT_API_KEY").filter(|k| !k.is_empty()).map(Secret);
+        // AICHAT_API_KEY first, then the vendor's usual variable (the original read ANTHROPIC_API_KEY).
+        let vendor_key = match self.llm.provider.as_str() {
+            "openai" => "OPENAI_API_KEY",
+            "claude" | "anthropic" => "ANTHROPIC_API_KEY",
+            "gemini" | "google" => "GEMINI_API_KEY",
+            _ => "AICHAT_API_KEY",
+        };
+        self.llm.api_key = ["AICHAT_API_KEY", vendor_key]
+            .iter()
+            .find_map(|name| env(name).filter(|k| !k.is_empty()))
+            .map(Secret);
         Ok(())
     }
 
@@ -554,14 +578,20 @@ impl Config {
         }
         self.database.sqlite_path()?;
         match self.llm.provider.as_str() {
-            "mock" => {}
-            "openai" | "gemini" | "google" | "claude" | "anthropic" | "ollama" => {
-                return Err(invalid(
-                    "llm.provider",
-                    format!("`{}` is not available in this build yet; use `mock`", self.llm.provider),
-                ));
+            "mock" | "ollama" => {}
+            "openai" | "gemini" | "google" | "claude" | "anthropic" => {
+                if self.llm.api_key.is_none() {
+                    return Err(invalid(
+                        "llm.provider",
+                        format!("`{}` needs an API key in AICHAT_API_KEY", self.llm.provider),
+                    ));
+                }
             }
             other => return Err(invalid("llm.provider", format!("unknown provider `{other}`"))),
+        }
+        let url = &self.llm.base_url;
+        if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(invalid("llm.base_url", "must be an http(s) URL"));
         }
         if !matches!(self.log.level.as_str(), "trace" | "debug" | "info" | "warn" | "error") {
             return Err(invalid(

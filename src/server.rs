@@ -9,12 +9,17 @@ use actix::{Arbiter, Supervisor};
 use actix_web::{App, HttpServer, web};
 use actors::Chat;
 use actors::mcp::{McpServer, McpTools};
-use actors::provider::{ChatProvider, MockProvider, ProviderFactory, ProviderHandle};
+use actors::provider::{
+    ChatProvider, CompletionRequest, HttpProvider, HttpProviderConfig, MockProvider, ProviderError, ProviderEvent,
+    ProviderFactory, ProviderHandle, Vendor,
+};
 use actors::registry::SessionRegistry;
 use actors::session::{SessionDeps, SessionSettings};
 use actors::storage::{ChatStore, SqliteStore, Storage};
 use actors::stream::StreamHub;
 use actors::tools::ToolCatalog;
+use futures::StreamExt;
+use futures::stream::BoxStream;
 
 use crate::config::Config;
 use crate::http::{self, AppState, Limits};
@@ -42,14 +47,68 @@ pub enum StartError {
     /// Storage could not be opened or migrated.
     #[error(transparent)]
     Storage(#[from] actors::storage::StorageError),
+    /// The provider's HTTP client could not be built.
+    #[error("cannot set up the model provider: {0}")]
+    Provider(String),
     /// The listener could not be bound.
     #[error("cannot listen: {0}")]
     Listen(#[from] std::io::Error),
 }
 
-fn provider_factory(config: &Config) -> ProviderFactory {
-    let delay = Duration::from_millis(config.mock.chunk_delay_ms);
-    Arc::new(move || Arc::new(MockProvider::new(delay)) as Arc<dyn ChatProvider>)
+/// The default model of each vendor, as PMM's deployment set them.
+fn default_model(vendor: Vendor) -> &'static str {
+    match vendor {
+        Vendor::OpenAi => "gpt-4o-mini",
+        Vendor::Anthropic => "claude-3-5-haiku-20241022",
+        Vendor::Gemini => "gemini-2.5-flash",
+        Vendor::Ollama => "llama3.1:8b",
+    }
+}
+
+fn provider_factory(config: &Config) -> Result<ProviderFactory, StartError> {
+    let Some(vendor) = Vendor::from_name(&config.llm.provider) else {
+        let delay = Duration::from_millis(config.mock.chunk_delay_ms);
+        return Ok(Arc::new(move || {
+            Arc::new(MockProvider::new(delay)) as Arc<dyn ChatProvider>
+        }));
+    };
+    let llm = &config.llm;
+    let model = if llm.model.is_empty() || llm.model == "mock-model" {
+        default_model(vendor)
+    } else {
+        &llm.model
+    };
+    let settings = HttpProviderConfig {
+        vendor,
+        base_url: if llm.base_url.is_empty() {
+            vendor.default_base_url().to_owned()
+        } else {
+            llm.base_url.clone()
+        },
+        model: model.to_owned(),
+        api_key: llm.api_key.as_ref().map(|k| k.expose().to_owned()),
+        temperature: Some(llm.temperature),
+        max_tokens: (llm.max_tokens > 0).then_some(llm.max_tokens),
+        connect_timeout: Duration::from_secs(llm.connect_timeout_secs),
+        max_retries: llm.max_retries,
+        retry_base: Duration::from_millis(500),
+    };
+    // Built once here so a bad setting fails at start-up, then again on each actor restart.
+    HttpProvider::new(settings.clone()).map_err(StartError::Provider)?;
+    Ok(Arc::new(move || match HttpProvider::new(settings.clone()) {
+        Ok(provider) => Arc::new(provider) as Arc<dyn ChatProvider>,
+        Err(reason) => Arc::new(Unavailable(reason)),
+    }))
+}
+
+/// A provider whose client could not be built: every call fails.
+struct Unavailable(String);
+
+impl ChatProvider for Unavailable {
+    fn stream(&self, _: CompletionRequest) -> BoxStream<'static, Result<ProviderEvent, ProviderError>> {
+        tracing::error!(reason = %self.0, "provider unavailable");
+        futures::stream::once(async { Err(ProviderError::Unavailable) }).boxed()
+    }
 }
 
 /// Starts everything; must run inside an actix System. `handle_signals = false` for tests.
@@ -74,7 +133,7 @@ pub fn start(config: &Config, handle_signals: bool) -> Result<Running, StartErro
     let provider_arbiter = Arbiter::new();
     let provider = ProviderHandle::start(
         &config.llm.provider,
-        provider_factory(config),
+        provider_factory(config)?,
         &provider_arbiter.handle(),
     );
     // Every MCP server connects on its own, in parallel; a server that fails stops nothing else.

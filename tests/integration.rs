@@ -8,6 +8,7 @@ mod common;
 mod api;
 mod approvals;
 mod mcp;
+mod providers;
 mod resilience;
 mod restart;
 mod streaming;

@@ -66,6 +66,9 @@ pub struct ToolCall {
     pub kind: String,
     /// Name and arguments.
     pub function: FunctionCall,
+    /// Gemini's thought signature, sent back exactly where it came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thought_signature: Option<String>,
 }
 
 impl ToolCall {
@@ -78,6 +81,7 @@ impl ToolCall {
                 name: name.into(),
                 arguments,
             },
+            thought_signature: None,
         }
     }
 }

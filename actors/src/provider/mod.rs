@@ -5,8 +5,13 @@
 //! A stream that panics or fails fatally stops the actor; its `Supervisor` restarts it with a fresh
 //! adapter, and the next request works.
 
+mod anthropic;
 mod error;
+mod gemini;
+pub mod http;
 mod mock;
+mod ollama;
+mod openai;
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -22,6 +27,7 @@ use crate::model::{ChatMessage, ToolCall, Usage};
 use crate::tools::ToolSpec;
 
 pub use error::ProviderError;
+pub use http::{HttpProvider, HttpProviderConfig, Vendor};
 pub use mock::MockProvider;
 
 /// Why the model is being called.

@@ -19,7 +19,7 @@ use crate::model::{ChatMessage, Role, StreamMessage, TitleSource};
 use crate::provider::{CompletionRequest, ProviderHandle, Purpose};
 use crate::registry::{Forget, SessionRegistry};
 use crate::storage::{
-    ListMessages, PendingApproval, SetTitle, Storage, StreamRecord, StreamStatus, TurnWrite, WriteTurn,
+    GetSession, ListMessages, PendingApproval, SetTitle, Storage, StreamRecord, StreamStatus, TurnWrite, WriteTurn,
 };
 use crate::stream::{StreamBuffer, StreamHub};
 use crate::tools::{ToolCatalog, truncate_for_model};
@@ -176,6 +176,11 @@ impl SessionActor {
         let (user, id) = (self.user, self.id.clone());
         ctx.spawn(
             async move {
+                // Only a default title is ever replaced: don't pay for a model call otherwise.
+                let session = deps.storage.ask(GetSession { user, id: id.clone() }).await;
+                if !matches!(session, Ok(Some(ref s)) if s.title_source == TitleSource::Default) {
+                    return;
+                }
                 let generated = deps.provider.complete(request, deps.settings.title_timeout).await;
                 let title = match generated {
                     Ok(text) => clean_title(&text, first_user.as_deref().unwrap_or("")),
