@@ -183,6 +183,13 @@ pub struct LlmConfig {
     pub max_retries: u32,
     /// Seconds to wait for the TCP connection to the vendor.
     pub connect_timeout_secs: u64,
+    /// Providers (names from `[[providers]]`) tried in order when the chosen one fails before its
+    /// first token.
+    pub fallback: Vec<String>,
+    /// Failures in a row after which a provider is skipped for `breaker_cooldown_secs`.
+    pub breaker_threshold: u32,
+    /// Seconds an unhealthy provider is skipped.
+    pub breaker_cooldown_secs: u64,
     /// The API key (environment only).
     #[serde(skip)]
     pub api_key: Option<Secret>,
@@ -199,9 +206,54 @@ impl Default for LlmConfig {
             max_tokens: 0,
             max_retries: 2,
             connect_timeout_secs: 10,
+            fallback: Vec::new(),
+            breaker_threshold: 3,
+            breaker_cooldown_secs: 30,
             api_key: None,
         }
     }
+}
+
+/// One `[[providers]]` entry: a provider besides the default one of `[llm]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// Unique name (requests and `llm.fallback` use it).
+    pub name: String,
+    /// `mock`, `openai`, `gemini`|`google`, `claude`|`anthropic`, `ollama`.
+    pub kind: String,
+    /// Model name (empty = the vendor's default).
+    #[serde(default)]
+    pub model: String,
+    /// API root (empty = the vendor's default).
+    #[serde(default)]
+    pub base_url: String,
+    /// Environment variable holding the API key.
+    #[serde(default)]
+    pub api_key_env: String,
+    /// Sampling temperature.
+    #[serde(default)]
+    pub temperature: Option<f32>,
+    /// Output token limit (0 = vendor default).
+    #[serde(default)]
+    pub max_tokens: u32,
+    /// Retries before the answer starts.
+    #[serde(default = "two")]
+    pub max_retries: u32,
+    /// TCP connect timeout.
+    #[serde(default = "ten")]
+    pub connect_timeout_secs: u64,
+    /// The key, read from `api_key_env`.
+    #[serde(skip)]
+    pub api_key: Option<Secret>,
+}
+
+fn two() -> u32 {
+    2
+}
+
+fn ten() -> u64 {
+    10
 }
 
 /// `[mock]`: the offline provider.
@@ -305,6 +357,8 @@ pub struct Config {
     pub log: LogConfig,
     /// `[approval]`.
     pub approval: ApprovalConfig,
+    /// `[[providers]]`: more providers besides the default one of `[llm]`.
+    pub providers: Vec<ProviderConfig>,
 }
 
 /// Command-line flags; each overrides the file and the environment.
@@ -434,6 +488,7 @@ impl Config {
     /// must anyone who builds a `Config` by hand.
     pub fn finish(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         self.validate()?;
+        self.resolve_providers(env)?;
         let self_exe = std::env::current_exe()
             .map(|p| p.display().to_string())
             .unwrap_or_else(|_| "aichat".into());
@@ -540,6 +595,67 @@ impl Config {
         if cli.log_json {
             self.log.json = true;
         }
+    }
+
+    /// The default provider (from `[llm]`, named after its kind) and every `[[providers]]` entry.
+    pub fn provider_configs(&self) -> Vec<ProviderConfig> {
+        let llm = &self.llm;
+        let default = ProviderConfig {
+            name: llm.provider.clone(),
+            kind: llm.provider.clone(),
+            model: if llm.model == "mock-model" {
+                String::new()
+            } else {
+                llm.model.clone()
+            },
+            base_url: llm.base_url.clone(),
+            api_key_env: "AICHAT_API_KEY".into(),
+            temperature: Some(llm.temperature),
+            max_tokens: llm.max_tokens,
+            max_retries: llm.max_retries,
+            connect_timeout_secs: llm.connect_timeout_secs,
+            api_key: llm.api_key.clone(),
+        };
+        std::iter::once(default).chain(self.providers.iter().cloned()).collect()
+    }
+
+    fn resolve_providers(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let mut names = vec![self.llm.provider.clone()];
+        for (i, provider) in self.providers.iter_mut().enumerate() {
+            let key = format!("providers[{i}]");
+            if provider.name.is_empty() || names.contains(&provider.name) {
+                return Err(invalid(
+                    &key,
+                    format!("name {:?} must be set and unique", provider.name),
+                ));
+            }
+            names.push(provider.name.clone());
+            let needs_key = matches!(
+                provider.kind.as_str(),
+                "openai" | "gemini" | "google" | "claude" | "anthropic"
+            );
+            if !needs_key && !matches!(provider.kind.as_str(), "mock" | "ollama") {
+                return Err(invalid(&key, format!("unknown kind {:?}", provider.kind)));
+            }
+            if !provider.api_key_env.is_empty() {
+                provider.api_key = env(&provider.api_key_env).filter(|k| !k.is_empty()).map(Secret);
+            }
+            if needs_key && provider.api_key.is_none() {
+                return Err(invalid(
+                    &key,
+                    format!(
+                        "needs an API key in the variable named by api_key_env ({:?})",
+                        provider.api_key_env
+                    ),
+                ));
+            }
+        }
+        for name in &self.llm.fallback {
+            if !names.contains(name) {
+                return Err(invalid("llm.fallback", format!("no provider named {name:?}")));
+            }
+        }
+        Ok(())
     }
 
     /// Checks ranges and supported values.

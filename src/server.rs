@@ -11,7 +11,7 @@ use actors::Chat;
 use actors::mcp::{McpServer, McpTools};
 use actors::provider::{
     ChatProvider, CompletionRequest, HttpProvider, HttpProviderConfig, MockProvider, ProviderError, ProviderEvent,
-    ProviderFactory, ProviderHandle, Vendor,
+    ProviderFactory, ProviderHandle, Providers, Vendor,
 };
 use actors::registry::SessionRegistry;
 use actors::session::{SessionDeps, SessionSettings};
@@ -21,7 +21,7 @@ use actors::tools::ToolCatalog;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 
-use crate::config::Config;
+use crate::config::{Config, ProviderConfig};
 use crate::http::{self, AppState, Limits};
 
 /// A running server.
@@ -65,32 +65,29 @@ fn default_model(vendor: Vendor) -> &'static str {
     }
 }
 
-fn provider_factory(config: &Config) -> Result<ProviderFactory, StartError> {
-    let Some(vendor) = Vendor::from_name(&config.llm.provider) else {
-        let delay = Duration::from_millis(config.mock.chunk_delay_ms);
+fn provider_factory(provider: &ProviderConfig, mock_delay: Duration) -> Result<ProviderFactory, StartError> {
+    let Some(vendor) = Vendor::from_name(&provider.kind) else {
         return Ok(Arc::new(move || {
-            Arc::new(MockProvider::new(delay)) as Arc<dyn ChatProvider>
+            Arc::new(MockProvider::new(mock_delay)) as Arc<dyn ChatProvider>
         }));
-    };
-    let llm = &config.llm;
-    let model = if llm.model.is_empty() || llm.model == "mock-model" {
-        default_model(vendor)
-    } else {
-        &llm.model
     };
     let settings = HttpProviderConfig {
         vendor,
-        base_url: if llm.base_url.is_empty() {
+        base_url: if provider.base_url.is_empty() {
             vendor.default_base_url().to_owned()
         } else {
-            llm.base_url.clone()
+            provider.base_url.clone()
         },
-        model: model.to_owned(),
-        api_key: llm.api_key.as_ref().map(|k| k.expose().to_owned()),
-        temperature: Some(llm.temperature),
-        max_tokens: (llm.max_tokens > 0).then_some(llm.max_tokens),
-        connect_timeout: Duration::from_secs(llm.connect_timeout_secs),
-        max_retries: llm.max_retries,
+        model: if provider.model.is_empty() {
+            default_model(vendor).to_owned()
+        } else {
+            provider.model.clone()
+        },
+        api_key: provider.api_key.as_ref().map(|k| k.expose().to_owned()),
+        temperature: provider.temperature,
+        max_tokens: (provider.max_tokens > 0).then_some(provider.max_tokens),
+        connect_timeout: Duration::from_secs(provider.connect_timeout_secs),
+        max_retries: provider.max_retries,
         retry_base: Duration::from_millis(500),
     };
     // Built once here so a bad setting fails at start-up, then again on each actor restart.
@@ -131,11 +128,22 @@ pub fn start(config: &Config, handle_signals: bool) -> Result<Running, StartErro
     );
 
     let provider_arbiter = Arbiter::new();
-    let provider = ProviderHandle::start(
-        &config.llm.provider,
-        provider_factory(config)?,
-        &provider_arbiter.handle(),
-    );
+    let mock_delay = Duration::from_millis(config.mock.chunk_delay_ms);
+    let mut handles = Vec::new();
+    for provider in config.provider_configs() {
+        let factory = provider_factory(&provider, mock_delay)?;
+        handles.push(ProviderHandle::start(
+            &provider.name,
+            factory,
+            &provider_arbiter.handle(),
+        ));
+    }
+    let providers = Arc::new(Providers::new(
+        handles,
+        &config.llm.fallback,
+        config.llm.breaker_threshold,
+        secs(config.llm.breaker_cooldown_secs),
+    ));
     // Every MCP server connects on its own, in parallel; a server that fails stops nothing else.
     let mcp_arbiter = Arbiter::new();
     let servers = config
@@ -150,7 +158,7 @@ pub fn start(config: &Config, handle_signals: bool) -> Result<Running, StartErro
     let system_prompt = Some(config.llm.system_prompt.trim().to_owned()).filter(|p| !p.is_empty());
     let deps = Arc::new(SessionDeps {
         storage: storage.clone(),
-        provider: provider.clone(),
+        providers: Arc::clone(&providers),
         tools: Arc::clone(&tools),
         hub: Arc::clone(&hub),
         settings: SessionSettings {
@@ -172,7 +180,7 @@ pub fn start(config: &Config, handle_signals: bool) -> Result<Running, StartErro
         chat: chat.clone(),
         tools,
         mcp,
-        provider,
+        providers,
         limits: Limits {
             max_body_bytes: config.server.max_body_bytes,
             max_message_chars: config.server.max_message_chars,

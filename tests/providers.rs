@@ -512,3 +512,74 @@ async fn broken_streams_are_errors_never_half_answers() {
     let (_, events) = app.turn(1, "hi", None).await;
     assert_eq!(events.last().unwrap().data["code"], "upstream_unreachable");
 }
+
+#[actix_web::test]
+async fn fallback_and_the_circuit_breaker() {
+    let (upstream, base) = Upstream::start();
+    let app = app_for("openai", &base, |c| {
+        c.llm.max_retries = 0;
+        c.llm.fallback = vec!["backup".into()];
+        c.llm.breaker_threshold = 2;
+        c.llm.breaker_cooldown_secs = 1;
+        c.providers = vec![
+            toml::from_str(
+                r#"name = "backup"
+kind = "mock""#,
+            )
+            .unwrap(),
+        ];
+    })
+    .await;
+    let session = titled(&app).await;
+    for (turn, expected_requests) in [(1, 1), (2, 2)] {
+        upstream.push(Reply::status(500, "{}"));
+        let (_, events) = app.turn(1, &format!("turn {turn}"), Some(&session)).await;
+        assert!(
+            text_of(&events).starts_with(&format!("Mock streaming response to: 'turn {turn}'.")),
+            "fell back to the mock"
+        );
+        assert_eq!(upstream.requests().len(), expected_requests);
+    }
+    let (_, health) = app.request(reqwest::Method::GET, "/health", None, None).await;
+    assert_eq!(health["providers"][0]["name"], "openai");
+    assert_eq!(health["providers"][0]["status"], "unhealthy", "{health}");
+    let (_, events) = app.turn(1, "turn 3", Some(&session)).await;
+    assert!(text_of(&events).starts_with("Mock streaming response"));
+    assert_eq!(upstream.requests().len(), 2, "an open breaker skips the provider");
+    crate::common::eventually("the cool-down to end", || async {
+        app.request(reqwest::Method::GET, "/health", None, None).await.1["providers"][0]["status"] == "ok"
+    })
+    .await;
+    let (_, text, content_type) = transcripts("openai");
+    upstream.push(Reply::ok(content_type, text, 0));
+    let (_, events) = app.turn(1, "turn 4", Some(&session)).await;
+    assert_eq!(text_of(&events), "All done.");
+    assert_eq!(upstream.requests().len(), 3);
+
+    // A request may name a provider; an unknown name is refused before anything is stored.
+    let (status, reply) = app
+        .post(
+            "/send",
+            1,
+            json!({"message": "direct", "provider": "backup", "session_id": session}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        reply["message"]["content"]
+            .as_str()
+            .unwrap()
+            .starts_with("Mock streaming response to: 'direct'")
+    );
+    let (status, body) = app
+        .post(
+            "/send",
+            1,
+            json!({"message": "x", "provider": "nope", "session_id": session}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_parameter"))
+    );
+}

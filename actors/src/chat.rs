@@ -52,6 +52,7 @@ impl Chat {
         user: UserId,
         session_id: Option<SessionId>,
         text: String,
+        provider: Option<String>,
     ) -> Result<TurnStarted, SessionError> {
         if self.is_draining() {
             return Err(SessionError::ShuttingDown);
@@ -67,7 +68,14 @@ impl Chat {
                 })
                 .timeout(self.timeout)
                 .await??;
-            match addr.send(StartTurn { text: text.clone() }).timeout(self.timeout).await {
+            match addr
+                .send(StartTurn {
+                    text: text.clone(),
+                    provider: provider.clone(),
+                })
+                .timeout(self.timeout)
+                .await
+            {
                 Ok(started) => return started,
                 Err(MailboxError::Closed) => last_error = Some(MailboxError::Closed),
                 Err(err) => return Err(err.into()),

@@ -66,7 +66,18 @@ pub async fn send(
                 .decide(user.0, request_id, session_id.as_ref(), decision)
                 .await?
         }
-        None => state.chat.submit(user.0, session_id, text).await?,
+        None => {
+            let provider = body.provider.clone().filter(|p| !p.is_empty());
+            if let Some(name) = &provider
+                && !state.providers.contains(name)
+            {
+                return Err(ApiError::InvalidParameter {
+                    name: "provider",
+                    reason: format!("no provider named {name:?}"),
+                });
+            }
+            state.chat.submit(user.0, session_id, text, provider).await?
+        }
     };
     if query.streaming() {
         return Ok(HttpResponse::Ok().json(StreamStarted {

@@ -19,6 +19,9 @@ pub struct ChatRequest {
     /// Ignored.
     #[serde(default)]
     pub context: Option<HashMap<String, String>>,
+    /// A configured provider to use for this turn (else the default).
+    #[serde(default)]
+    pub provider: Option<String>,
     /// Ignored until `/send-with-files` lands.
     #[serde(default)]
     pub attachments: Option<Vec<serde_json::Value>>,

@@ -23,11 +23,7 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         "version": env!("CARGO_PKG_VERSION"),
         "storage": if storage { "ok" } else { "unavailable" },
-        "providers": [{
-            "name": state.provider.name(),
-            "status": "ok",
-            "streams_in_flight": state.provider.streams_in_flight(),
-        }],
+        "providers": state.providers.status(),
         "draining": state.chat.is_draining(),
         "streams_in_memory": state.chat.hub().len(),
         "mcp_servers": state.mcp.status().iter().map(|s| json!({ "name": s.name, "state": s.state })).collect::<Vec<_>>(),

@@ -16,7 +16,7 @@ use actix_web::error::{JsonPayloadError, QueryPayloadError};
 use actix_web::{HttpResponse, web};
 use actors::Chat;
 use actors::mcp::McpTools;
-use actors::provider::ProviderHandle;
+use actors::provider::Providers;
 use actors::tools::ToolCatalog;
 
 use error::ApiError;
@@ -45,8 +45,8 @@ pub struct AppState {
     pub tools: Arc<dyn ToolCatalog>,
     /// The MCP servers behind them.
     pub mcp: Arc<McpTools>,
-    /// The default provider.
-    pub provider: ProviderHandle,
+    /// The providers.
+    pub providers: Arc<Providers>,
     /// Limits.
     pub limits: Limits,
 }

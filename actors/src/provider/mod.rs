@@ -12,6 +12,7 @@ pub mod http;
 mod mock;
 mod ollama;
 mod openai;
+mod router;
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -29,6 +30,7 @@ use crate::tools::ToolSpec;
 pub use error::ProviderError;
 pub use http::{HttpProvider, HttpProviderConfig, Vendor};
 pub use mock::MockProvider;
+pub use router::{ProviderStatus, Providers};
 
 /// Why the model is being called.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -16,7 +16,7 @@ use futures::FutureExt;
 use crate::approval::{ApprovalRecord, CallState, Decision, Remember};
 use crate::ids::{SessionId, StreamId, UserId};
 use crate::model::{ChatMessage, Role, StreamMessage, TitleSource};
-use crate::provider::{CompletionRequest, ProviderHandle, Purpose};
+use crate::provider::{CompletionRequest, Providers, Purpose};
 use crate::registry::{Forget, SessionRegistry};
 use crate::storage::{
     GetSession, ListMessages, PendingApproval, SetTitle, Storage, StreamRecord, StreamStatus, TurnWrite, WriteTurn,
@@ -52,8 +52,8 @@ pub struct SessionSettings {
 pub struct SessionDeps {
     /// Persistence.
     pub storage: Storage,
-    /// The default provider.
-    pub provider: ProviderHandle,
+    /// The providers (default, named, fallback chain).
+    pub providers: Arc<Providers>,
     /// The tools on offer.
     pub tools: Arc<dyn ToolCatalog>,
     /// Where streams are registered.
@@ -68,6 +68,8 @@ pub struct SessionDeps {
 pub struct StartTurn {
     /// The person's message.
     pub text: String,
+    /// A provider the request named (else the default).
+    pub provider: Option<String>,
 }
 
 /// A turn that is running: where to read it.
@@ -181,7 +183,10 @@ impl SessionActor {
                 if !matches!(session, Ok(Some(ref s)) if s.title_source == TitleSource::Default) {
                     return;
                 }
-                let generated = deps.provider.complete(request, deps.settings.title_timeout).await;
+                let Some(provider) = deps.providers.chain(None).into_iter().next() else {
+                    return;
+                };
+                let generated = provider.complete(request, deps.settings.title_timeout).await;
                 let title = match generated {
                     Ok(text) => clean_title(&text, first_user.as_deref().unwrap_or("")),
                     Err(err) => {
@@ -317,6 +322,7 @@ impl SessionActor {
         prefix: Vec<ChatMessage>,
         settle: Option<ApprovalRecord>,
         start: turn::TurnStart,
+        provider: Option<String>,
     ) -> ResponseActFuture<Self, Result<TurnStarted, SessionError>> {
         self.last_active = Instant::now();
         if let Load::Failed(reason) = &self.load {
@@ -372,6 +378,7 @@ impl SessionActor {
                     Arc::clone(&buffer),
                     stop_rx,
                     start,
+                    provider,
                 );
                 let work = AssertUnwindSafe(turn.run()).catch_unwind();
                 let handle = ctx.spawn(work.into_actor(act).map(move |outcome, act, ctx| {
@@ -441,7 +448,7 @@ impl Handler<StartTurn> for SessionActor {
         }
         let (mut prefix, settle) = self.abandon_pending();
         prefix.push(ChatMessage::new(Role::User, msg.text));
-        self.begin(prefix, settle, turn::TurnStart::Message)
+        self.begin(prefix, settle, turn::TurnStart::Message, msg.provider)
     }
 }
 
@@ -527,6 +534,7 @@ impl Handler<Decide> for SessionActor {
                 record: Box::new(record),
                 grants,
             },
+            None,
         )
     }
 }

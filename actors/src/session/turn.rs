@@ -103,7 +103,11 @@ pub(crate) struct Turn {
     settle: Option<(ApprovalRecord, Vec<NewGrant>)>,
     /// Where the turn starts.
     start: Option<TurnStart>,
+    /// The provider the request named (else the default).
+    provider: Option<String>,
 }
+
+type EventReceiver = tokio::sync::mpsc::Receiver<Result<ProviderEvent, ProviderError>>;
 
 /// How a turn begins.
 pub enum TurnStart {
@@ -126,6 +130,7 @@ impl Turn {
         buffer: Arc<StreamBuffer>,
         stop: watch::Receiver<Option<StopReason>>,
         start: TurnStart,
+        provider: Option<String>,
     ) -> Self {
         Self {
             deps,
@@ -142,6 +147,7 @@ impl Turn {
             new_approval: None,
             settle: None,
             start: Some(start),
+            provider,
         }
     }
 
@@ -284,31 +290,27 @@ impl Turn {
         }
         loop {
             // Dropping `events` (on return) aborts the provider's upstream request.
-            let mut events = deps.provider.stream(self.request());
+            let (mut events, first_event) = self.open_stream(&mut stop).await?;
+            let mut pending = Some(first_event);
             self.partial.clear();
             let mut calls = Vec::new();
             let mut usage = None;
-            let mut first = true;
             loop {
-                let wait = if first {
-                    settings.first_token_timeout
-                } else {
-                    settings.chunk_gap_timeout
-                };
-                let next = tokio::select! {
-                    biased;
-                    reason = Self::stopped(&mut stop) => return Err(TurnError::stopped(reason)),
-                    next = tokio::time::timeout(wait, events.recv()) => next,
-                };
-                let event = match next {
-                    Err(_) => {
-                        let what = if first { "first token" } else { "gap between chunks" };
-                        return Err(ProviderError::Timeout(what.into()).into());
+                let event = match pending.take() {
+                    Some(event) => event,
+                    None => {
+                        let next = tokio::select! {
+                            biased;
+                            reason = Self::stopped(&mut stop) => return Err(TurnError::stopped(reason)),
+                            next = tokio::time::timeout(settings.chunk_gap_timeout, events.recv()) => next,
+                        };
+                        match next {
+                            Err(_) => return Err(ProviderError::Timeout("gap between chunks".into()).into()),
+                            Ok(None) => return Err(ProviderError::Unavailable.into()),
+                            Ok(Some(event)) => event?,
+                        }
                     }
-                    Ok(None) => return Err(ProviderError::Unavailable.into()),
-                    Ok(Some(event)) => event?,
                 };
-                first = false;
                 match event {
                     ProviderEvent::Text(delta) => {
                         self.emit(&StreamMessage::text(&self.session_id, delta.clone()));
@@ -349,6 +351,52 @@ impl Turn {
             }
             self.execute_batch(&batch, &mut stop).await?;
         }
+    }
+
+    /// Starts the model call on the first provider of the chain that produces a first event. A
+    /// provider that fails before its first event hands over to the next one (the fallback chain);
+    /// once output has reached the client there is no switching.
+    async fn open_stream(
+        &mut self,
+        stop: &mut watch::Receiver<Option<StopReason>>,
+    ) -> Result<(EventReceiver, ProviderEvent), TurnError> {
+        let deps = Arc::clone(&self.deps);
+        let chain = deps.providers.chain(self.provider.as_deref());
+        let request = self.request();
+        let mut last = ProviderError::Unavailable;
+        for (i, provider) in chain.iter().enumerate() {
+            let mut events = provider.stream(request.clone());
+            let next = tokio::select! {
+                biased;
+                reason = Self::stopped(stop) => return Err(TurnError::stopped(reason)),
+                next = tokio::time::timeout(deps.settings.first_token_timeout, events.recv()) => next,
+            };
+            let err = match next {
+                Ok(Some(Ok(event))) => {
+                    deps.providers.report(provider.name(), true);
+                    return Ok((events, event));
+                }
+                Ok(Some(Err(err))) => err,
+                Ok(None) => ProviderError::Unavailable,
+                Err(_) => ProviderError::Timeout("first token".into()),
+            };
+            deps.providers.report(provider.name(), false);
+            let another_may_help = !matches!(
+                err,
+                ProviderError::ContextLengthExceeded | ProviderError::InvalidRequest(_)
+            );
+            if another_may_help && i + 1 < chain.len() {
+                tracing::warn!(
+                    provider = provider.name(),
+                    code = err.code(),
+                    "provider failed before its first token; trying the next"
+                );
+                last = err;
+                continue;
+            }
+            return Err(err.into());
+        }
+        Err(last.into())
     }
 
     /// Applies the policy and the user's grants to each call of a batch.
