@@ -6,7 +6,6 @@
 use std::time::Duration;
 
 use futures::stream::{self, BoxStream, StreamExt};
-use russe::reqwest_0_13::ReqwestExt;
 
 use super::{ProviderError, ProviderEvent};
 
@@ -134,10 +133,21 @@ pub fn parse_frames<P: StreamParser>(
     .boxed()
 }
 
-/// SSE frames of a byte stream (any chunking, CRLF or LF, comments skipped).
-pub fn sse_frames(response: reqwest::Response) -> BoxStream<'static, Result<Frame, ProviderError>> {
+/// A response body as a stream of byte chunks.
+pub type ByteChunks = BoxStream<'static, Result<bytes::Bytes, std::io::Error>>;
+
+/// A response's body chunks.
+pub fn body_chunks(response: reqwest::Response) -> ByteChunks {
     response
-        .sse_stream()
+        .bytes_stream()
+        .map(|chunk| chunk.map_err(std::io::Error::other))
+        .boxed()
+}
+
+/// SSE frames of a byte stream (any chunking, CRLF or LF, comments skipped).
+pub fn sse_frames(body: ByteChunks) -> BoxStream<'static, Result<Frame, ProviderError>> {
+    use tokio_util::codec::FramedRead;
+    FramedRead::new(tokio_util::io::StreamReader::new(body), russe::Decoder::default())
         .filter_map(|event| async move {
             match event {
                 Ok(russe::Event::Message(message)) => Some(Ok(Frame {
@@ -152,25 +162,23 @@ pub fn sse_frames(response: reqwest::Response) -> BoxStream<'static, Result<Fram
 }
 
 /// NDJSON lines of a byte stream (any chunking; blank lines skipped).
-pub fn ndjson_frames(response: reqwest::Response) -> BoxStream<'static, Result<Frame, ProviderError>> {
+pub fn ndjson_frames(body: ByteChunks) -> BoxStream<'static, Result<Frame, ProviderError>> {
     use tokio_util::codec::{FramedRead, LinesCodec};
-    let reader = tokio_util::io::StreamReader::new(
-        response
-            .bytes_stream()
-            .map(|chunk| chunk.map_err(std::io::Error::other)),
-    );
-    FramedRead::new(reader, LinesCodec::new_with_max_length(8 << 20))
-        .filter_map(|line| async move {
-            match line {
-                Ok(line) if line.trim().is_empty() => None,
-                Ok(line) => Some(Ok(Frame {
-                    event: None,
-                    data: line,
-                })),
-                Err(err) => Some(Err(ProviderError::Protocol(format!("bad NDJSON stream: {err}")))),
-            }
-        })
-        .boxed()
+    FramedRead::new(
+        tokio_util::io::StreamReader::new(body),
+        LinesCodec::new_with_max_length(8 << 20),
+    )
+    .filter_map(|line| async move {
+        match line {
+            Ok(line) if line.trim().is_empty() => None,
+            Ok(line) => Some(Ok(Frame {
+                event: None,
+                data: line,
+            })),
+            Err(err) => Some(Err(ProviderError::Protocol(format!("bad NDJSON stream: {err}")))),
+        }
+    })
+    .boxed()
 }
 
 fn retry_after(response: &reqwest::Response) -> Option<Duration> {
@@ -281,12 +289,150 @@ impl super::ChatProvider for HttpProvider {
             .flat_map(move |response| match response {
                 Err(err) => stream::once(async move { Err(err) }).boxed(),
                 Ok(response) => match vendor {
-                    Vendor::OpenAi => parse_frames(sse_frames(response), super::openai::Parser::default()),
-                    Vendor::Anthropic => parse_frames(sse_frames(response), super::anthropic::Parser::default()),
-                    Vendor::Gemini => parse_frames(sse_frames(response), super::gemini::Parser::default()),
-                    Vendor::Ollama => parse_frames(ndjson_frames(response), super::ollama::Parser::default()),
+                    Vendor::OpenAi => parse_frames(sse_frames(body_chunks(response)), super::openai::Parser::default()),
+                    Vendor::Anthropic => {
+                        parse_frames(sse_frames(body_chunks(response)), super::anthropic::Parser::default())
+                    }
+                    Vendor::Gemini => parse_frames(sse_frames(body_chunks(response)), super::gemini::Parser::default()),
+                    Vendor::Ollama => {
+                        parse_frames(ndjson_frames(body_chunks(response)), super::ollama::Parser::default())
+                    }
                 },
             })
             .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The parsers over the vendors' transcripts (`tests/fixtures/providers`: OpenAI's is recorded
+    //! from the live API by its SDK team), whole and dribbled three bytes at a time.
+
+    use super::*;
+    use crate::model::ToolCall;
+
+    fn fixture(name: &str) -> String {
+        let path = format!("{}/../tests/fixtures/providers/{name}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read_to_string(path).unwrap()
+    }
+
+    fn chunks(text: &str, size: usize) -> ByteChunks {
+        let pieces: Vec<Result<bytes::Bytes, std::io::Error>> = text
+            .as_bytes()
+            .chunks(size)
+            .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
+            .collect();
+        stream::iter(pieces).boxed()
+    }
+
+    async fn run<P: StreamParser + Default>(
+        text: &str,
+        size: usize,
+        ndjson: bool,
+    ) -> Vec<Result<ProviderEvent, ProviderError>> {
+        let frames = if ndjson {
+            ndjson_frames(chunks(text, size))
+        } else {
+            sse_frames(chunks(text, size))
+        };
+        parse_frames(frames, P::default()).collect().await
+    }
+
+    fn calls(events: &[Result<ProviderEvent, ProviderError>]) -> Vec<ToolCall> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Ok(ProviderEvent::ToolCalls(calls)) => Some(calls.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    }
+
+    #[actix_rt::test]
+    async fn openai_recorded_parallel_calls_at_any_chunking() {
+        let text = fixture("openai_parallel_recorded.sse");
+        for size in [text.len(), 3, 1] {
+            let events = run::<super::super::openai::Parser>(&text, size, false).await;
+            let calls = calls(&events);
+            assert_eq!(calls.len(), 2);
+            assert_eq!(calls[0].id, "call_JMW1whyEaYG438VE1OIflxA2");
+            assert_eq!(
+                calls[0].function.arguments,
+                r#"{"city": "Edinburgh", "country": "GB", "units": "c"}"#
+            );
+            assert_eq!(calls[1].function.name, "get_stock_price");
+            assert_eq!(
+                calls[1].function.arguments,
+                r#"{"ticker": "AAPL", "exchange": "NASDAQ"}"#
+            );
+            assert!(events.contains(&Ok(ProviderEvent::Usage(crate::model::Usage {
+                input_tokens: 149,
+                output_tokens: 60
+            }))));
+            assert_eq!(events.last(), Some(&Ok(ProviderEvent::Done)));
+        }
+        let cut = &text[..text.len() / 2];
+        let events = run::<super::super::openai::Parser>(cut, 7, false).await;
+        assert!(
+            matches!(events.last(), Some(Err(ProviderError::Protocol(_)))),
+            "a truncated stream is an error"
+        );
+    }
+
+    #[actix_rt::test]
+    async fn anthropic_parallel_tool_use_blocks() {
+        let text = fixture("anthropic_parallel.sse");
+        for size in [text.len(), 3] {
+            let events = run::<super::super::anthropic::Parser>(&text, size, false).await;
+            let calls = calls(&events);
+            assert_eq!(calls.len(), 2);
+            assert_eq!(calls[0].id, "toolu_0179r6ofLHbaispTuUAqMJfr");
+            assert_eq!(
+                serde_json::from_str::<serde_json::Value>(&calls[1].function.arguments).unwrap(),
+                serde_json::json!({"count": 2})
+            );
+            let text: String = events
+                .iter()
+                .filter_map(|e| match e {
+                    Ok(ProviderEvent::Text(t)) => Some(t.as_str()),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(
+                text,
+                "I'll use the test_tool twice as requested, first with count 1 and then with count 2."
+            );
+            assert_eq!(events.last(), Some(&Ok(ProviderEvent::Done)));
+        }
+    }
+
+    #[actix_rt::test]
+    async fn gemini_crlf_calls_keep_their_signature() {
+        let text = fixture("gemini_parallel.sse");
+        for size in [text.len(), 3, 1] {
+            let events = run::<super::super::gemini::Parser>(&text, size, false).await;
+            let calls = calls(&events);
+            assert_eq!(calls.len(), 2, "{events:?}");
+            assert_eq!(calls[0].id, "call_k2x7p9qa");
+            assert!(calls[0].thought_signature.is_some());
+            assert!(calls[1].thought_signature.is_none());
+            assert_eq!(calls[1].function.arguments, r#"{"city":"Tokyo"}"#);
+        }
+    }
+
+    #[actix_rt::test]
+    async fn ollama_ndjson_calls_over_lines() {
+        let text = fixture("ollama_parallel.ndjson");
+        for size in [text.len(), 3] {
+            let events = run::<super::super::ollama::Parser>(&text, size, true).await;
+            let calls = calls(&events);
+            assert_eq!(
+                calls.iter().map(|c| c.function.arguments.as_str()).collect::<Vec<_>>(),
+                [r#"{"city":"New York"}"#, r#"{"city":"London"}"#]
+            );
+            assert_eq!(calls[0].id, "call_etugzc4r");
+            assert_eq!(events.last(), Some(&Ok(ProviderEvent::Done)));
+        }
     }
 }
