@@ -360,9 +360,8 @@ impl SessionActor {
             move |stored, act, ctx| {
                 if let Err(err) = stored {
                     act.turn = None;
-                    if matches!(start, turn::TurnStart::Message) {
-                        act.pending = pending_before;
-                    }
+                    // Nothing was stored: the request is still pending.
+                    act.pending = pending_before;
                     return Err(match err {
                         crate::storage::StorageError::Conflict(_) => SessionError::AlreadyDecided,
                         other => SessionError::Storage(other),
