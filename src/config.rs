@@ -256,6 +256,49 @@ fn ten() -> u64 {
     10
 }
 
+/// `[auth]`: how requests are authenticated.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// `header`: a trusted proxy sets `X-User-ID` (PMM's set-up). `api_key`: clients send
+    /// `Authorization: Bearer <key>`; `X-User-ID` is then refused.
+    pub mode: String,
+    /// API keys as `sha256:<hex of the key's SHA-256>:<user id>` (env AICHAT_API_KEYS, comma
+    /// separated, is added). Only hashes are configured, never keys.
+    pub api_keys: Vec<String>,
+    /// Allow header mode on a non-loopback address (only behind a proxy that sets the header).
+    pub allow_header_mode_on_network: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            mode: "header".into(),
+            api_keys: Vec::new(),
+            allow_header_mode_on_network: false,
+        }
+    }
+}
+
+/// `[limits]`: per-user limits on turns.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Turns one user may have running at once (0 = no cap).
+    pub max_concurrent_turns_per_user: usize,
+    /// Turns one user may start per minute (0 = no limit).
+    pub turns_per_minute_per_user: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_concurrent_turns_per_user: 4,
+            turns_per_minute_per_user: 60,
+        }
+    }
+}
+
 /// `[mock]`: the offline provider.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -359,6 +402,10 @@ pub struct Config {
     pub approval: ApprovalConfig,
     /// `[[providers]]`: more providers besides the default one of `[llm]`.
     pub providers: Vec<ProviderConfig>,
+    /// `[auth]`.
+    pub auth: AuthConfig,
+    /// `[limits]`.
+    pub limits: LimitsConfig,
 }
 
 /// Command-line flags; each overrides the file and the environment.
@@ -566,6 +613,14 @@ impl Config {
             "gemini" | "google" => "GEMINI_API_KEY",
             _ => "AICHAT_API_KEY",
         };
+        if let Some(keys) = env("AICHAT_API_KEYS") {
+            self.auth.api_keys.extend(
+                keys.split(',')
+                    .map(str::trim)
+                    .filter(|k| !k.is_empty())
+                    .map(str::to_owned),
+            );
+        }
         self.llm.api_key = ["AICHAT_API_KEY", vendor_key]
             .iter()
             .find_map(|name| env(name).filter(|k| !k.is_empty()))
@@ -658,8 +713,54 @@ impl Config {
         Ok(())
     }
 
+    /// The configured API keys as (SHA-256 hash, user id).
+    pub fn api_key_hashes(&self) -> Result<Vec<(Vec<u8>, i64)>, ConfigError> {
+        self.auth
+            .api_keys
+            .iter()
+            .map(|entry| {
+                let bad = || invalid("auth.api_keys", "entries look like sha256:<64 hex digits>:<user id>");
+                let mut parts = entry.splitn(3, ':');
+                let (Some("sha256"), Some(hex), Some(user)) = (parts.next(), parts.next(), parts.next()) else {
+                    return Err(bad());
+                };
+                let hash = (0..hex.len())
+                    .step_by(2)
+                    .map(|i| hex.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok()))
+                    .collect::<Option<Vec<u8>>>()
+                    .filter(|h| h.len() == 32)
+                    .ok_or_else(bad)?;
+                let user = user.parse::<i64>().ok().filter(|u| *u > 0).ok_or_else(bad)?;
+                Ok((hash, user))
+            })
+            .collect()
+    }
+
     /// Checks ranges and supported values.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Ok(ip) = self.server.listen_address.parse::<IpAddr>() {
+            match self.auth.mode.as_str() {
+                "header" if !ip.is_loopback() && !self.auth.allow_header_mode_on_network => {
+                    return Err(invalid(
+                        "auth.mode",
+                        "header mode trusts X-User-ID from anyone who can connect: on a non-loopback address use \
+                         api_key mode, or set auth.allow_header_mode_on_network behind a proxy that sets the header",
+                    ));
+                }
+                "header" => {}
+                "api_key" if self.auth.api_keys.is_empty() => {
+                    return Err(invalid("auth.api_keys", "api_key mode needs at least one key hash"));
+                }
+                "api_key" => {}
+                other => {
+                    return Err(invalid(
+                        "auth.mode",
+                        format!("expected header or api_key, got {other:?}"),
+                    ));
+                }
+            }
+        }
+        self.api_key_hashes()?;
         self.server.listen_address.parse::<IpAddr>().map_err(|_| {
             invalid(
                 "server.listen_address",
@@ -800,6 +901,31 @@ mod tests {
             ..Cli::default()
         };
         assert_eq!(Config::load(&cli, no_env).unwrap().server.port, 4000);
+    }
+
+    #[test]
+    fn public_addresses_need_authentication() {
+        let mut config = Config::default();
+        config.server.listen_address = "0.0.0.0".into();
+        assert!(config.validate().unwrap_err().to_string().contains("auth.mode"));
+        config.auth.allow_header_mode_on_network = true;
+        config.validate().unwrap();
+        config.auth.mode = "api_key".into();
+        assert!(config.validate().unwrap_err().to_string().contains("auth.api_keys"));
+        config.auth.api_keys = vec![format!("sha256:{}:3", "ab".repeat(32))];
+        config.validate().unwrap();
+        config.auth.api_keys = vec!["sha256:nothex:3".into()];
+        assert!(config.validate().is_err());
+        let hashes = Config {
+            auth: AuthConfig {
+                api_keys: vec![format!("sha256:{}:3", "0f".repeat(32))],
+                ..AuthConfig::default()
+            },
+            ..Config::default()
+        }
+        .api_key_hashes()
+        .unwrap();
+        assert_eq!(hashes, vec![(vec![0x0f; 32], 3)]);
     }
 
     #[test]

@@ -22,6 +22,8 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 
 use crate::config::{Config, ProviderConfig};
+use crate::http::auth::Authenticator;
+use crate::http::limits::TurnLimits;
 use crate::http::{self, AppState, Limits};
 
 /// A running server.
@@ -176,7 +178,23 @@ pub fn start(config: &Config, handle_signals: bool) -> Result<Running, StartErro
     let registry = Supervisor::start(move |_| SessionRegistry::new(deps, retention));
     let chat = Chat::new(registry, storage, hub, secs(config.server.actor_timeout_secs));
 
+    let auth = match config.auth.mode.as_str() {
+        "api_key" => Authenticator::ApiKeys(
+            config
+                .api_key_hashes()?
+                .into_iter()
+                .filter_map(|(hash, user)| actors::ids::UserId::new(user).map(|u| (hash, u)))
+                .collect(),
+        ),
+        _ => Authenticator::Header,
+    };
+    let turns = TurnLimits::new(
+        config.limits.max_concurrent_turns_per_user,
+        config.limits.turns_per_minute_per_user,
+    );
     let state = web::Data::new(AppState {
+        auth,
+        turns,
         chat: chat.clone(),
         tools,
         mcp,

@@ -11,4 +11,5 @@ mod mcp;
 mod providers;
 mod resilience;
 mod restart;
+mod security;
 mod streaming;

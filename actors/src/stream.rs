@@ -255,6 +255,14 @@ impl StreamHub {
         before - map.len()
     }
 
+    /// Streams of this user whose turn is still running.
+    pub fn running_for(&self, user: UserId) -> usize {
+        self.map()
+            .values()
+            .filter(|b| b.user_id() == user && !b.is_finished())
+            .count()
+    }
+
     /// Streams whose turn is still running.
     pub fn running(&self) -> usize {
         self.map().values().filter(|b| !b.is_finished()).count()

@@ -67,6 +67,7 @@ pub async fn send(
                 .await?
         }
         None => {
+            state.turns.admit(user.0, state.chat.hub())?;
             let provider = body.provider.clone().filter(|p| !p.is_empty());
             if let Some(name) = &provider
                 && !state.providers.contains(name)

@@ -70,6 +70,14 @@ pub enum ApiError {
     /// The server is shutting down.
     #[error("The server is shutting down")]
     ShuttingDown,
+    /// Too many turns: running at once, or started this minute.
+    #[error("Too many turns: {reason}")]
+    TooManyTurns {
+        /// Which limit.
+        reason: &'static str,
+        /// Seconds until a new turn may start.
+        retry_after: u64,
+    },
     /// The model provider failed (non-streaming send).
     #[error("Failed to process message: {0}")]
     Provider(ProviderFailure),
@@ -114,6 +122,7 @@ impl ApiError {
             ApiError::RouteNotFound => "not_found",
             ApiError::TurnInProgress => "turn_in_progress",
             ApiError::TurnFinished => "turn_finished",
+            ApiError::TooManyTurns { .. } => "too_many_turns",
             ApiError::ApprovalNotFound => "approval_not_found",
             ApiError::ApprovalDecided => "approval_decided",
             ApiError::ApprovalExpired => "approval_expired",
@@ -136,6 +145,7 @@ impl ResponseError for ApiError {
             | ApiError::InvalidParameter { .. }
             | ApiError::MessageTooLong { .. } => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::TooManyTurns { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::SessionNotFound | ApiError::StreamNotFound | ApiError::RouteNotFound => StatusCode::NOT_FOUND,
             ApiError::TurnInProgress
             | ApiError::TurnFinished
@@ -153,6 +163,9 @@ impl ResponseError for ApiError {
         let mut response = HttpResponse::build(self.status_code());
         if self.status_code() == StatusCode::SERVICE_UNAVAILABLE {
             response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
+        }
+        if let ApiError::TooManyTurns { retry_after, .. } = self {
+            response.insert_header((header::RETRY_AFTER, HeaderValue::from(*retry_after)));
         }
         response.json(json!({ "error": self.to_string(), "code": self.code() }))
     }
@@ -225,6 +238,14 @@ mod tests {
             (ApiError::RouteNotFound, 404, "not_found"),
             (ApiError::TurnInProgress, 409, "turn_in_progress"),
             (ApiError::TurnFinished, 409, "turn_finished"),
+            (
+                ApiError::TooManyTurns {
+                    reason: "x",
+                    retry_after: 1,
+                },
+                429,
+                "too_many_turns",
+            ),
             (ApiError::ApprovalNotFound, 404, "approval_not_found"),
             (ApiError::ApprovalDecided, 409, "approval_decided"),
             (ApiError::ApprovalExpired, 409, "approval_expired"),

@@ -7,6 +7,7 @@ pub mod chat;
 pub mod dto;
 pub mod error;
 pub mod health;
+pub mod limits;
 pub mod sessions;
 
 use std::sync::Arc;
@@ -49,6 +50,10 @@ pub struct AppState {
     pub providers: Arc<Providers>,
     /// Limits.
     pub limits: Limits,
+    /// How requests authenticate.
+    pub auth: auth::Authenticator,
+    /// Per-user turn limits.
+    pub turns: limits::TurnLimits,
 }
 
 fn json_error(err: JsonPayloadError, limit: usize) -> actix_web::Error {

@@ -1,0 +1,66 @@
+//! Per-user turn limits: turns running at once (counted from the live streams) and turns started
+//! per minute (a token bucket per user). Both answer 429 with `Retry-After`.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use actors::ids::UserId;
+use actors::stream::StreamHub;
+
+use super::error::ApiError;
+
+struct Bucket {
+    tokens: f64,
+    refilled: Instant,
+}
+
+/// The limits and the per-user buckets.
+pub struct TurnLimits {
+    max_running: usize,
+    per_minute: u32,
+    buckets: Mutex<HashMap<UserId, Bucket>>,
+}
+
+impl TurnLimits {
+    /// Limits; 0 disables one.
+    pub fn new(max_running: usize, per_minute: u32) -> Self {
+        Self {
+            max_running,
+            per_minute,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes one turn from the user's allowance, or says how long to wait.
+    pub fn admit(&self, user: UserId, hub: &StreamHub) -> Result<(), ApiError> {
+        if self.max_running > 0 && hub.running_for(user) >= self.max_running {
+            return Err(ApiError::TooManyTurns {
+                reason: "too many turns running at once",
+                retry_after: 1,
+            });
+        }
+        if self.per_minute == 0 {
+            return Ok(());
+        }
+        let rate = f64::from(self.per_minute) / 60.0;
+        let capacity = f64::from(self.per_minute);
+        let mut buckets = self.buckets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = Instant::now();
+        let bucket = buckets.entry(user).or_insert(Bucket {
+            tokens: capacity,
+            refilled: now,
+        });
+        bucket.tokens = (bucket.tokens + now.duration_since(bucket.refilled).as_secs_f64() * rate).min(capacity);
+        bucket.refilled = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            return Ok(());
+        }
+        let wait = ((1.0 - bucket.tokens) / rate).ceil().max(1.0);
+        Err(ApiError::TooManyTurns {
+            reason: "too many turns this minute",
+            retry_after: wait as u64,
+        })
+    }
+}

@@ -1,0 +1,103 @@
+//! Authentication modes and per-user turn limits.
+
+use reqwest::StatusCode;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::common::TestApp;
+
+const KEY: &str = "ak_live_0123456789abcdef";
+
+fn hash_entry(key: &str, user: i64) -> String {
+    let hex: String = Sha256::digest(key.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("sha256:{hex}:{user}")
+}
+
+#[actix_web::test]
+async fn api_key_mode_accepts_keys_and_refuses_the_user_header() {
+    let app = TestApp::spawn_with(|c| {
+        c.auth.mode = "api_key".into();
+        c.auth.api_keys = vec![hash_entry(KEY, 5)];
+    })
+    .await;
+    let call = |auth: Option<&'static str>, user: Option<&'static str>| {
+        let mut req = app.client.post(app.url("/sessions")).json(&json!({"title": "t"}));
+        if let Some(auth) = auth {
+            req = req.header("Authorization", auth);
+        }
+        if let Some(user) = user {
+            req = req.header("X-User-ID", user);
+        }
+        async move {
+            let resp = req.send().await.unwrap();
+            (resp.status(), resp.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let (status, body) = call(Some("Bearer ak_live_0123456789abcdef"), None).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["user_id"], "5");
+    for (auth, user) in [
+        (Some("Bearer wrong"), None),
+        (None, Some("5")),
+        (Some("Bearer ak_live_0123456789abcdef"), Some("5")),
+        (None, None),
+    ] {
+        let (status, body) = call(auth, user).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (StatusCode::UNAUTHORIZED, Some("unauthenticated")),
+            "{auth:?} {user:?}"
+        );
+        assert!(!body.to_string().contains(KEY));
+    }
+}
+
+#[actix_web::test]
+async fn turns_are_capped_per_user_with_retry_after() {
+    let app = TestApp::spawn_with(|c| {
+        c.limits.max_concurrent_turns_per_user = 1;
+        c.limits.turns_per_minute_per_user = 3;
+    })
+    .await;
+    let (stream_id, _) = app.start_stream(1, "/mock slow 2000", None).await;
+    let resp = app
+        .client
+        .post(app.url("/send?streaming=true"))
+        .header("X-User-ID", "1")
+        .json(&json!({"message": "another"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["code"], "too_many_turns");
+    // Another user is not affected.
+    let (status, _) = app.post("/send", 2, json!({"message": "hi"})).await;
+    assert_eq!(status, StatusCode::OK);
+    app.sse(1, &stream_id, None).await;
+    // Two more turns fit in the minute (three in all), the fourth does not.
+    for _ in 0..2 {
+        let (status, _) = app.post("/send", 1, json!({"message": "hi"})).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let resp = app
+        .client
+        .post(app.url("/send"))
+        .header("X-User-ID", "1")
+        .json(&json!({"message": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    let wait: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+    assert_eq!(
+        app.get("/sessions", 1).await.1["pagination"]["total"],
+        3,
+        "refused turns store nothing"
+    );
+}
