@@ -210,12 +210,17 @@ pub fn start(config: &Config, handle_signals: bool) -> Result<Running, StartErro
     let listener = TcpListener::bind((config.server.listen_address.as_str(), config.server.port))?;
     let addr = listener.local_addr()?;
     let routes = http::configure(state);
-    let mut server = HttpServer::new(move || App::new().configure(routes.clone()))
-        .shutdown_timeout(30)
-        // Streams are many small writes: without TCP_NODELAY, Nagle holds the last one back until
-        // the client's delayed ACK (40 ms).
-        .tcp_nodelay(true)
-        .listen(listener)?;
+    crate::telemetry::metrics();
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .wrap(actix_web::middleware::from_fn(http::observe::request_context))
+            .configure(routes.clone())
+    })
+    .shutdown_timeout(30)
+    // Streams are many small writes: without TCP_NODELAY, Nagle holds the last one back until
+    // the client's delayed ACK (40 ms).
+    .tcp_nodelay(true)
+    .listen(listener)?;
     if config.server.workers > 0 {
         server = server.workers(config.server.workers);
     }

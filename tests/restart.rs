@@ -13,6 +13,8 @@ use crate::common::{TIMEOUT, TestApp, text_of};
 pub struct Binary {
     child: Child,
     pub base: String,
+    /// Every line the binary logged.
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Binary {
@@ -22,6 +24,11 @@ impl Binary {
 
     /// Starts the binary with `config` (TOML text) as its config file, beside the database.
     pub fn start_with(db: &std::path::Path, config: &str) -> Self {
+        Self::start_with_env(db, config, &[])
+    }
+
+    /// Like `start_with`, with extra environment variables.
+    pub fn start_with_env(db: &std::path::Path, config: &str, env: &[(&str, &str)]) -> Self {
         let config_path = db.with_extension("toml");
         std::fs::write(&config_path, config).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_aichat"))
@@ -31,6 +38,7 @@ impl Binary {
             .arg("--database-url")
             .arg(format!("sqlite:{}", db.display()))
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -38,8 +46,11 @@ impl Binary {
             .unwrap();
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = mpsc::channel();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let lines = std::sync::Arc::clone(&log);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line.clone());
                 if let Some(rest) = line.split("listening on http://").nth(1) {
                     let addr = rest.split_whitespace().next().unwrap_or("").to_owned();
                     let _ = tx.send(addr);
@@ -50,6 +61,7 @@ impl Binary {
         Self {
             child,
             base: format!("http://{addr}"),
+            log,
         }
     }
 

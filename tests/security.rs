@@ -101,3 +101,85 @@ async fn turns_are_capped_per_user_with_retry_after() {
         "refused turns store nothing"
     );
 }
+
+fn counter(metrics: &str, name_and_labels: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(name_and_labels))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[actix_web::test]
+async fn metrics_move_and_requests_carry_ids() {
+    let app = TestApp::spawn().await;
+    let scrape = || async {
+        app.client
+            .get(format!("{}/metrics", app.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let before = scrape().await;
+    let resp = app
+        .client
+        .post(app.url("/send"))
+        .header("X-User-ID", "1")
+        .header("X-Request-ID", "trace-me-42")
+        .json(&json!({"message": "count me"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.headers()["x-request-id"],
+        "trace-me-42",
+        "the request id is echoed"
+    );
+    let generated = app.get("/sessions", 1).await;
+    assert_eq!(generated.0, StatusCode::OK);
+    let after = scrape().await;
+    let done = r#"aichat_turns_finished_total{outcome="done"}"#;
+    assert!(counter(&after, done) >= counter(&before, done) + 1.0, "{after}");
+    let sends = r#"aichat_http_requests_total{route="/v1/chat/send",method="POST",status="200"}"#;
+    assert!(counter(&after, sends) >= counter(&before, sends) + 1.0, "{after}");
+    assert!(after.contains("aichat_time_to_first_token_seconds_bucket"));
+    assert!(after.contains("aichat_turn_overhead_seconds_count"));
+    assert!(after.contains("aichat_provider_healthy{provider=\"mock\"} 1"));
+}
+
+#[actix_web::test]
+async fn logs_carry_ids_but_never_keys_or_message_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("chat.db");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config =
+        format!("[llm]\nprovider = \"openai\"\nbase_url = \"http://127.0.0.1:{closed}/v1\"\nmax_retries = 0\n");
+    let planted_key = "sk-planted-4f9a1c77e2";
+    let server = crate::restart::Binary::start_with_env(&db, &config, &[("AICHAT_API_KEY", planted_key)]);
+    let app = TestApp::client_for(&server.base);
+    let message = "my very private message 8d1e";
+    let (_, events) = app.turn(1, message, None).await;
+    assert_eq!(events.last().unwrap().data["code"], "upstream_unreachable");
+    crate::common::eventually("the request line to be logged", || async {
+        server
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("request_id=") && l.contains("/v1/chat/send"))
+    })
+    .await;
+    let log = server.log.lock().unwrap().join("\n");
+    assert!(log.contains("stream_id="), "turn lines carry the stream id:\n{log}");
+    assert!(!log.contains(planted_key), "the API key leaked into the log");
+    assert!(!log.contains("8d1e"), "message text leaked into the log");
+    server.kill();
+}

@@ -171,6 +171,22 @@ impl Drop for DisconnectGuard {
     }
 }
 
+/// Counts an open SSE response in `aichat_sse_streams_open` while it lives.
+struct OpenStream;
+
+impl OpenStream {
+    fn new() -> Self {
+        metrics::gauge!("aichat_sse_streams_open").increment(1.0);
+        Self
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        metrics::gauge!("aichat_sse_streams_open").decrement(1.0);
+    }
+}
+
 /// The SSE frames of a stream after `after_seq`, ending after the terminal event; `guard` lives as
 /// long as the response does.
 pub fn sse_events(
@@ -178,8 +194,9 @@ pub fn sse_events(
     after_seq: u64,
     guard: Option<DisconnectGuard>,
 ) -> impl Stream<Item = sse::Event> + use<> {
-    stream::unfold((buffer.subscribe(after_seq), guard), |(mut reader, guard)| async move {
-        reader.next_batch().await.map(|batch| (batch, (reader, guard)))
+    let open = OpenStream::new();
+    stream::unfold((buffer.subscribe(after_seq), guard, open), |(mut reader, guard, open)| async move {
+        reader.next_batch().await.map(|batch| (batch, (reader, guard, open)))
     })
     .flat_map(|batch| {
         stream::iter(batch.into_iter().map(|event| {

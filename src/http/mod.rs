@@ -8,6 +8,7 @@ pub mod dto;
 pub mod error;
 pub mod health;
 pub mod limits;
+pub mod observe;
 pub mod sessions;
 
 use std::sync::Arc;
@@ -87,6 +88,7 @@ pub fn configure(state: web::Data<AppState>) -> impl Fn(&mut web::ServiceConfig)
             )
             .app_data(web::PayloadConfig::default().limit(limit))
             .app_data(web::QueryConfig::default().error_handler(|err, _| query_error(err)))
+            .route("/metrics", web::get().to(observe::metrics))
             .service(
                 web::scope("/v1/chat")
                     .route("/health", web::get().to(health::health))

@@ -518,6 +518,9 @@ impl Handler<Decide> for SessionActor {
         .into();
         record.decided_by = Some(person);
         record.decided_at = Some(now);
+        metrics::counter!("aichat_approvals_total", "outcome" => record.status.clone()).increment(1);
+        metrics::histogram!("aichat_approval_wait_seconds")
+            .record((now - record.created_at).num_milliseconds().max(0) as f64 / 1000.0);
         let scope = match decision.remember {
             Remember::Session => Some(self.id.clone()),
             Remember::User | Remember::None => None,

@@ -105,6 +105,8 @@ pub(crate) struct Turn {
     start: Option<TurnStart>,
     /// The provider the request named (else the default).
     provider: Option<String>,
+    /// Time spent waiting on providers and tools (the rest is the server's own overhead).
+    waited: Duration,
 }
 
 type EventReceiver = tokio::sync::mpsc::Receiver<Result<ProviderEvent, ProviderError>>;
@@ -148,6 +150,7 @@ impl Turn {
             settle: None,
             start: Some(start),
             provider,
+            waited: Duration::ZERO,
         }
     }
 
@@ -198,7 +201,13 @@ impl Turn {
 
     /// Runs the turn to its terminal event and returns what it stored.
     pub(crate) async fn run(mut self) -> TurnOutcome {
+        metrics::counter!("aichat_turns_started_total").increment(1);
+        let started = Instant::now();
         let result = self.rounds().await;
+        let total = started.elapsed();
+        // The server's own share of the turn: what was not spent waiting on a provider or tools.
+        let overhead = total.saturating_sub(self.waited);
+        metrics::histogram!("aichat_turn_overhead_seconds").record(overhead.as_secs_f64());
         let pending = self.new_approval.clone();
         let (terminal, status) = match &result {
             Ok(()) => (StreamMessage::done(&self.session_id), StreamStatus::Done),
@@ -248,6 +257,12 @@ impl Turn {
                 false
             }
         };
+        let outcome = match &result {
+            Ok(()) if pending.is_some() => "approval_requested",
+            Ok(()) => "done",
+            Err(err) => err.code(),
+        };
+        metrics::counter!("aichat_turns_finished_total", "outcome" => outcome).increment(1);
         // The request exists only if its write went through.
         let pending = pending.filter(|_| succeeded);
         TurnOutcome {
@@ -299,11 +314,13 @@ impl Turn {
                 let event = match pending.take() {
                     Some(event) => event,
                     None => {
+                        let waiting = Instant::now();
                         let next = tokio::select! {
                             biased;
                             reason = Self::stopped(&mut stop) => return Err(TurnError::stopped(reason)),
                             next = tokio::time::timeout(settings.chunk_gap_timeout, events.recv()) => next,
                         };
+                        self.waited += waiting.elapsed();
                         match next {
                             Err(_) => return Err(ProviderError::Timeout("gap between chunks".into()).into()),
                             Ok(None) => return Err(ProviderError::Unavailable.into()),
@@ -365,15 +382,19 @@ impl Turn {
         let request = self.request();
         let mut last = ProviderError::Unavailable;
         for (i, provider) in chain.iter().enumerate() {
+            let waiting = Instant::now();
             let mut events = provider.stream(request.clone());
             let next = tokio::select! {
                 biased;
                 reason = Self::stopped(stop) => return Err(TurnError::stopped(reason)),
                 next = tokio::time::timeout(deps.settings.first_token_timeout, events.recv()) => next,
             };
+            self.waited += waiting.elapsed();
             let err = match next {
                 Ok(Some(Ok(event))) => {
                     deps.providers.report(provider.name(), true);
+                    metrics::histogram!("aichat_time_to_first_token_seconds", "provider" => provider.name().to_owned())
+                        .record(waiting.elapsed().as_secs_f64());
                     return Ok((events, event));
                 }
                 Ok(Some(Err(err))) => err,
@@ -381,6 +402,8 @@ impl Turn {
                 Err(_) => ProviderError::Timeout("first token".into()),
             };
             deps.providers.report(provider.name(), false);
+            metrics::counter!("aichat_provider_errors_total", "provider" => provider.name().to_owned(), "code" => err.code())
+                .increment(1);
             let another_may_help = !matches!(
                 err,
                 ProviderError::ContextLengthExceeded | ProviderError::InvalidRequest(_)
@@ -493,12 +516,21 @@ impl Turn {
             .map(|c| c.call.clone())
             .collect();
         // Dropping the calls (on stop) sends `notifications/cancelled` to their servers.
-        let mut ran = tokio::select! {
+        let waiting = Instant::now();
+        let ran = tokio::select! {
             biased;
             reason = Self::stopped(stop) => return Err(TurnError::stopped(reason)),
             executions = execute_all(&deps.tools, &runnable) => executions,
+        };
+        self.waited += waiting.elapsed();
+        for execution in &ran {
+            let outcome = if execution.error.is_some() { "error" } else { "ok" };
+            let tool = execution.tool_name.clone();
+            metrics::counter!("aichat_tool_calls_total", "tool" => tool.clone(), "outcome" => outcome).increment(1);
+            metrics::histogram!("aichat_tool_call_duration_seconds", "tool" => tool)
+                .record(execution.duration_ms as f64 / 1000.0);
         }
-        .into_iter();
+        let mut ran = ran.into_iter();
         let executions: Vec<ToolExecution> = batch
             .iter()
             .filter_map(|c| match &c.state {
