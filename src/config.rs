@@ -101,6 +101,9 @@ pub struct ServerConfig {
     /// Seconds after the last reader of a running turn disconnects before the turn is cancelled
     /// (0 = never: the turn finishes and is stored, ready for resume).
     pub cancel_on_disconnect_secs: u64,
+    /// Browser origins allowed to call the API cross-origin (exact, e.g. `https://pmm.example`);
+    /// empty = none (same-origin only).
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -117,6 +120,7 @@ impl Default for ServerConfig {
             actor_timeout_secs: 30,
             shutdown_grace_secs: 30,
             cancel_on_disconnect_secs: 0,
+            cors_origins: Vec::new(),
         }
     }
 }

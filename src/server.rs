@@ -211,8 +211,15 @@ pub fn start(config: &Config, handle_signals: bool) -> Result<Running, StartErro
     let addr = listener.local_addr()?;
     let routes = http::configure(state);
     crate::telemetry::metrics();
+    let origins = config.server.cors_origins.clone();
     let mut server = HttpServer::new(move || {
         App::new()
+            // Without configured origins no CORS layer runs at all: browsers then allow only
+            // same-origin calls (a CORS layer would refuse the Origin header of those too).
+            .wrap(actix_web::middleware::Condition::new(
+                !origins.is_empty(),
+                http::cors(&origins),
+            ))
             .wrap(actix_web::middleware::from_fn(http::observe::request_context))
             .configure(routes.clone())
     })

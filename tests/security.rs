@@ -183,3 +183,32 @@ async fn logs_carry_ids_but_never_keys_or_message_text() {
     assert!(!log.contains("8d1e"), "message text leaked into the log");
     server.kill();
 }
+
+#[actix_web::test]
+async fn cors_allows_only_the_configured_origins() {
+    let app = TestApp::spawn_with(|c| c.server.cors_origins = vec!["https://pmm.example".into()]).await;
+    let preflight = |origin: &'static str| {
+        app.client
+            .request(reqwest::Method::OPTIONS, app.url("/sessions"))
+            .header("Origin", origin)
+            .header("Access-Control-Request-Method", "POST")
+            .header("Access-Control-Request-Headers", "content-type, x-user-id")
+            .send()
+    };
+    let ok = preflight("https://pmm.example").await.unwrap();
+    assert_eq!(ok.headers()["access-control-allow-origin"], "https://pmm.example");
+    let refused = preflight("https://evil.example").await.unwrap();
+    assert!(refused.headers().get("access-control-allow-origin").is_none());
+    // Without configured origins, same-origin requests (which carry Origin too) still work.
+    let plain = TestApp::spawn().await;
+    let resp = plain
+        .client
+        .get(plain.url("/sessions"))
+        .header("X-User-ID", "1")
+        .header("Origin", "http://127.0.0.1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(resp.headers().get("access-control-allow-origin").is_none());
+}
