@@ -7,7 +7,6 @@
 use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use actors::approval::ApprovalConfig;
 use actors::mcp::{McpServerConfig, ServerSpec, parse_servers_json};
@@ -824,11 +823,6 @@ impl Config {
             return Err(invalid("llm.temperature", "must be between 0 and 2"));
         }
         Ok(())
-    }
-
-    /// Seconds as a duration (helper for wiring).
-    pub fn secs(value: u64) -> Duration {
-        Duration::from_secs(value)
     }
 }
 

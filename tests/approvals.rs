@@ -8,7 +8,7 @@ use actors::mcp::McpServerConfig;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::common::{SseEvent, TestApp, eventually, text_of};
+use crate::common::{SseEvent, TestApp, eventually, executions, text_of};
 use crate::restart::Binary;
 
 fn demo() -> McpServerConfig {
@@ -42,14 +42,6 @@ fn touch(path: &str) -> Value {
 
 fn script(calls: &[Value]) -> String {
     format!("/mock tools {}", Value::Array(calls.to_vec()))
-}
-
-fn executions(events: &[SseEvent]) -> Vec<Value> {
-    events
-        .iter()
-        .filter(|e| e.data["type"] == "tool_execution")
-        .flat_map(|e| e.data["tool_executions"].as_array().cloned().unwrap_or_default())
-        .collect()
 }
 
 /// Asks for `calls`; returns (session, request id, the approval request event's tool calls).

@@ -9,7 +9,7 @@ use actors::mcp::McpServerConfig;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::common::{SseEvent, TestApp, eventually, text_of};
+use crate::common::{TestApp, eventually, executions, text_of};
 
 fn demo(name: &str) -> McpServerConfig {
     McpServerConfig::stdio(
@@ -50,14 +50,6 @@ async fn wait_ready(app: &TestApp, names: &[&str]) {
 
 fn script(calls: Value) -> String {
     format!("/mock tools {calls}")
-}
-
-fn executions(events: &[SseEvent]) -> Vec<Value> {
-    events
-        .iter()
-        .filter(|e| e.data["type"] == "tool_execution")
-        .flat_map(|e| e.data["tool_executions"].as_array().cloned().unwrap_or_default())
-        .collect()
 }
 
 #[actix_web::test]

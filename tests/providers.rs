@@ -12,7 +12,7 @@ use aichat::config::Secret;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::common::{SseEvent, TestApp, text_of};
+use crate::common::{TestApp, executions, text_of};
 
 const KEY: &str = "sk-test-secret-key-123";
 
@@ -287,14 +287,6 @@ async fn app_for(vendor: &str, base: &str, adjust: impl FnOnce(&mut aichat::conf
 async fn titled(app: &TestApp) -> String {
     let (_, session) = app.post("/sessions", 1, json!({"title": "provider test"})).await;
     session["id"].as_str().unwrap().to_owned()
-}
-
-fn executions(events: &[SseEvent]) -> Vec<Value> {
-    events
-        .iter()
-        .filter(|e| e.data["type"] == "tool_execution")
-        .flat_map(|e| e.data["tool_executions"].as_array().cloned().unwrap_or_default())
-        .collect()
 }
 
 fn check_follow_up(vendor: &str, first: &Recorded, second: &Recorded) {

@@ -221,6 +221,15 @@ impl Drop for TestApp {
     }
 }
 
+/// Every tool execution of a stream, in order.
+pub fn executions(events: &[SseEvent]) -> Vec<Value> {
+    events
+        .iter()
+        .filter(|e| e.data["type"] == "tool_execution")
+        .flat_map(|e| e.data["tool_executions"].as_array().cloned().unwrap_or_default())
+        .collect()
+}
+
 /// The text of a stream's `message` events.
 pub fn text_of(events: &[SseEvent]) -> String {
     events

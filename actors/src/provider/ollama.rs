@@ -40,11 +40,7 @@ pub fn prepare(config: &HttpProviderConfig, request: &CompletionRequest) -> Prep
         .collect();
     let mut body = json!({"model": config.model, "stream": true, "messages": messages});
     if !request.tools.is_empty() {
-        body["tools"] = request
-            .tools
-            .iter()
-            .map(|t| json!({"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.input_schema}}))
-            .collect();
+        body["tools"] = super::openai::function_tools(&request.tools);
     }
     let mut options = json!({});
     if let Some(t) = config.temperature {

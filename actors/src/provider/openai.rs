@@ -9,6 +9,14 @@ use super::http::{Frame, HttpProviderConfig, Prepared, StreamParser};
 use super::{CompletionRequest, ProviderError, ProviderEvent};
 use crate::model::{Role, ToolCall, Usage};
 
+/// Tools in the `{"type": "function", "function": {...}}` shape (OpenAI and Ollama).
+pub fn function_tools(tools: &[crate::tools::ToolSpec]) -> Value {
+    tools
+        .iter()
+        .map(|t| json!({"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.input_schema}}))
+        .collect()
+}
+
 /// The request body and headers.
 pub fn prepare(config: &HttpProviderConfig, request: &CompletionRequest) -> Prepared {
     let messages: Vec<Value> = request
@@ -36,11 +44,7 @@ pub fn prepare(config: &HttpProviderConfig, request: &CompletionRequest) -> Prep
         "messages": messages,
     });
     if !request.tools.is_empty() {
-        body["tools"] = request
-            .tools
-            .iter()
-            .map(|t| json!({"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.input_schema}}))
-            .collect();
+        body["tools"] = function_tools(&request.tools);
     }
     if let Some(t) = config.temperature {
         body["temperature"] = json!(t);
