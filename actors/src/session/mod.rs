@@ -387,6 +387,11 @@ impl SessionActor {
                         Ok(outcome) => {
                             act.history.extend(outcome.messages);
                             act.pending = outcome.pending;
+                            if !outcome.succeeded {
+                                // A failed turn may not have settled the request it started from:
+                                // storage knows whether one is still pending.
+                                act.reload_pending(ctx);
+                            }
                             if first_exchange && outcome.succeeded {
                                 act.generate_title(ctx);
                             }
@@ -403,6 +408,25 @@ impl SessionActor {
                 Ok(TurnStarted { session_id: act.id.clone(), stream_id, stream: buffer })
             },
         ))
+    }
+
+    fn reload_pending(&mut self, ctx: &mut Context<Self>) {
+        let storage = self.deps.storage.clone();
+        let query = PendingApproval {
+            user: self.user,
+            session: self.id.clone(),
+        };
+        ctx.spawn(
+            async move { storage.ask(query).await }
+                .into_actor(self)
+                .map(|found, act, _| {
+                    if let Ok(pending) = found
+                        && act.turn.is_none()
+                    {
+                        act.pending = pending;
+                    }
+                }),
+        );
     }
 
     /// Settles the pending approval without running anything (a new message came instead of a
