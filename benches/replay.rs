@@ -47,6 +47,7 @@ fn main() {
         let mut config = Config::default();
         config.server.port = 0;
         config.server.stream_retention_secs = 2;
+        config.limits.turns_per_minute_per_user = 0;
         config.database.url = format!("sqlite:{}", dir.path().join("bench.db").display());
         config.finish(&|_| None).expect("config");
         let running = aichat::server::start(&config, false).expect("server");

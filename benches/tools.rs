@@ -28,6 +28,10 @@ async fn start(max_concurrency: usize) -> Server {
     let mut demo = McpServerConfig::stdio("demo", env!("CARGO_BIN_EXE_aichat"), &["mcp-demo"]);
     demo.max_concurrency = max_concurrency;
     config.mcp.servers = vec![demo];
+    // Measure the tool path, not approvals or per-user limits.
+    config.approval.default = actors::approval::Policy::Allow;
+    config.limits.max_concurrent_turns_per_user = 0;
+    config.limits.turns_per_minute_per_user = 0;
     config.finish(&|_| None).expect("config");
     let running = aichat::server::start(&config, false).expect("server");
     let base = format!("http://{}/v1/chat", running.addr);

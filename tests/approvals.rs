@@ -352,3 +352,23 @@ async fn pending_requests_and_user_grants_survive_a_restart() {
     );
     server.kill();
 }
+
+#[actix_web::test]
+async fn a_non_streaming_send_shows_the_approval_request() {
+    let app = app_with(|_| {}).await;
+    let a = app.path("a.txt");
+    let (status, reply) = app.post("/send", 1, json!({"message": script(&[touch(&a)])})).await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert!(
+        reply["message"]["content"]
+            .as_str()
+            .unwrap()
+            .contains("Do you approve?")
+    );
+    let request = &reply["message"]["approval_request"];
+    assert_eq!(request["tool_calls"][0]["function"]["name"], "demo__touch");
+    let id = request["request_id"].as_str().unwrap();
+    assert!(!Path::new(&a).exists());
+    let events = decide_and_read(&app, 1, id, json!({"approved": true})).await;
+    assert_eq!(executions(&events)[0]["result"], json!(format!("touched {a}")));
+}

@@ -8,7 +8,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use actix_web_lab::sse::{self, Sse};
 use actors::approval::{Decision, Remember};
 use actors::ids::{SessionId, StreamId};
-use actors::model::{StreamMessage, StreamMessageType, now};
+use actors::model::{ApprovalRequestView, StreamMessage, StreamMessageType, now};
 use actors::stream::StreamBuffer;
 use futures::stream::{self, Stream, StreamExt};
 
@@ -102,6 +102,7 @@ async fn collect_answer(buffer: Arc<StreamBuffer>) -> Result<CollectedMessage, A
     let mut reader = buffer.subscribe(0);
     let mut content = String::new();
     let mut tool_executions = Vec::new();
+    let mut approval_request = None;
     while let Some(batch) = reader.next_batch().await {
         for event in batch {
             let Ok(message) = serde_json::from_str::<StreamMessage>(&event.data) else {
@@ -120,7 +121,17 @@ async fn collect_answer(buffer: Arc<StreamBuffer>) -> Result<CollectedMessage, A
                         message: message.error.unwrap_or_default(),
                     }));
                 }
-                StreamMessageType::Done | StreamMessageType::ToolCall | StreamMessageType::ToolApprovalRequest => {}
+                StreamMessageType::ToolApprovalRequest => {
+                    // As the original: the prompt joins the content; the request is given too.
+                    content.push_str(message.content.as_deref().unwrap_or(""));
+                    approval_request = message.request_id.map(|request_id| ApprovalRequestView {
+                        request_id,
+                        tool_calls: message.tool_calls,
+                        status: Some("pending".into()),
+                        processed: Some(false),
+                    });
+                }
+                StreamMessageType::Done | StreamMessageType::ToolCall => {}
             }
         }
     }
@@ -130,6 +141,7 @@ async fn collect_answer(buffer: Arc<StreamBuffer>) -> Result<CollectedMessage, A
         content,
         timestamp: now(),
         tool_executions,
+        approval_request,
     })
 }
 

@@ -67,6 +67,9 @@ pub struct CollectedMessage {
     /// Tools run during the turn, in call order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tool_executions: Vec<ToolExecution>,
+    /// When the turn ended waiting for approval: the request to decide.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval_request: Option<actors::model::ApprovalRequestView>,
 }
 
 /// `POST /send` reply (non-streaming).
