@@ -341,3 +341,67 @@ async fn health_and_tools_keep_the_original_shape() {
     let (status, _) = app.request(Method::GET, "/mcp/tools", None, None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
+
+#[actix_web::test]
+async fn hostile_input_on_every_route_never_gets_a_5xx() {
+    let app = TestApp::spawn().await;
+    let (session, _) = app.turn(1, "seed", None).await;
+    let long = "x".repeat(5000);
+    let ids = [
+        session.as_str(),
+        long.as_str(),
+        "..%2F..%2Fetc",
+        "%00",
+        "'; DROP TABLE chat_sessions; --",
+        "ünïcødé😀",
+    ];
+    let bodies = [
+        None,
+        Some(json!(null)),
+        Some(json!([])),
+        Some(json!("text")),
+        Some(json!({"message": null})),
+        Some(json!({"message": ["a"]})),
+        Some(json!({"message": "\u{0000}nul", "session_id": 12})),
+        Some(json!({"title": {"nested": true}})),
+        Some(json!({"approved": "yes", "approved_ids": "all", "remember": "forever"})),
+    ];
+    let mut routes = Vec::new();
+    for id in ids {
+        let id = id.replace('/', "%2F");
+        routes.extend([
+            (Method::GET, format!("/sessions/{id}")),
+            (Method::PUT, format!("/sessions/{id}")),
+            (Method::GET, format!("/sessions/{id}/messages?page=-1&limit=abc")),
+            (Method::DELETE, format!("/sessions/{id}/messages")),
+            (Method::GET, format!("/stream/{id}?last_event_id=-5")),
+            (Method::POST, format!("/stream/{id}/cancel")),
+            (Method::POST, format!("/approvals/{id}")),
+            (Method::DELETE, format!("/approvals/grants/{id}")),
+            (Method::DELETE, format!("/clear?session_id={id}")),
+        ]);
+    }
+    routes.extend([
+        (Method::POST, "/send?streaming=maybe".to_owned()),
+        (Method::POST, "/sessions".to_owned()),
+        (Method::GET, "/sessions?page=99999999999999999999&limit=-1".to_owned()),
+        (Method::GET, "/approvals?status=%00".to_owned()),
+        (Method::GET, "/mcp/tools?force_refresh=%FF".to_owned()),
+    ]);
+    for (method, path) in &routes {
+        for body in &bodies {
+            let (status, reply) = app.request(method.clone(), path, Some("1"), body.clone()).await;
+            assert!(status.as_u16() < 500, "{method} {path} {body:?} -> {status} {reply}");
+            if !status.is_success() {
+                assert!(
+                    reply["code"].is_string(),
+                    "{method} {path} -> {status}: no error code in {reply}"
+                );
+            }
+        }
+    }
+    // The sweep cleared the seed session's messages on purpose, but nothing bad renamed or lost it.
+    let (status, kept) = app.get(&format!("/sessions/{session}"), 1).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(kept["title"].as_str().unwrap().len() < 200);
+}
