@@ -8,7 +8,7 @@ use actors::mcp::McpServerConfig;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::common::{SseEvent, TestApp, eventually, executions, text_of};
+use crate::common::{SseEvent, TestApp, eventually, executions, stored_with_role, text_of};
 use crate::restart::Binary;
 
 fn demo() -> McpServerConfig {
@@ -78,14 +78,7 @@ async fn ask_then_approve_runs_the_batch_in_call_order() {
     assert!(!Path::new(&a).exists(), "nothing ran before the decision");
     let (_, pending) = app.get("/approvals?status=pending", 1).await;
     assert_eq!(pending["approvals"][0]["request_id"], json!(id));
-    let (_, history) = app.get(&format!("/sessions/{session}/messages"), 1).await;
-    let approval = history["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["role"] == "tool_approval")
-        .unwrap()
-        .clone();
+    let approval = stored_with_role(&app, 1, &session, "tool_approval").await.remove(0);
     assert_eq!(approval["approval_request"]["request_id"], json!(id));
     assert_eq!(approval["approval_request"]["status"], "pending");
 
@@ -101,14 +94,7 @@ async fn ask_then_approve_runs_the_batch_in_call_order() {
     );
     assert!(Path::new(&a).exists());
     assert!(text_of(&events).starts_with("Tool results:"));
-    let (_, history) = app.get(&format!("/sessions/{session}/messages"), 1).await;
-    let approval = history["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["role"] == "tool_approval")
-        .unwrap()
-        .clone();
+    let approval = stored_with_role(&app, 1, &session, "tool_approval").await.remove(0);
     assert_eq!(approval["approval_request"]["status"], "approved");
     assert_eq!(approval["approval_request"]["processed"], true);
     let (status, body) = decide(&app, 1, &id, json!({"approved": true})).await;
@@ -299,14 +285,7 @@ async fn expired_requests_count_as_denied() {
     // user, assistant (calls), denied tool result, user: the approval message is not for the model.
     assert_eq!(text_of(&events), "Messages in context: 4");
     assert!(!Path::new(&a).exists());
-    let (_, history) = app.get(&format!("/sessions/{session}/messages"), 1).await;
-    let tool = history["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["role"] == "tool")
-        .unwrap()
-        .clone();
+    let tool = stored_with_role(&app, 1, &session, "tool").await.remove(0);
     assert!(tool["content"].as_str().unwrap().contains("denied by expiry"));
 }
 

@@ -9,7 +9,7 @@ use actors::mcp::McpServerConfig;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::common::{TestApp, eventually, executions, text_of};
+use crate::common::{TestApp, eventually, executions, stored_with_role, text_of};
 
 fn demo(name: &str) -> McpServerConfig {
     McpServerConfig::stdio(
@@ -46,6 +46,12 @@ async fn wait_ready(app: &TestApp, names: &[&str]) {
     for name in names {
         app.wait_for_server(name).await;
     }
+}
+
+/// Runs a turn with one tool call and returns its execution.
+async fn call_one(app: &TestApp, call: Value) -> Value {
+    let (_, events) = app.turn(1, &script(json!([call])), None).await;
+    executions(&events).remove(0)
 }
 
 fn script(calls: Value) -> String {
@@ -202,14 +208,10 @@ async fn a_call_that_times_out_is_cancelled_on_the_server() {
     })
     .await;
     // The connection survives a timed-out call.
-    let (_, events) = app
-        .turn(
-            1,
-            &script(json!([{"name": "demo__echo", "arguments": {"text": "after"}}])),
-            None,
-        )
-        .await;
-    assert_eq!(executions(&events)[0]["result"], "[demo] after");
+    assert_eq!(
+        call_one(&app, json!({"name": "demo__echo", "arguments": {"text": "after"}})).await["result"],
+        "[demo] after"
+    );
 }
 
 #[actix_web::test]
@@ -226,28 +228,20 @@ async fn a_server_killed_mid_call_fails_cleanly_reconnects_and_leaves_others_alo
     assert_eq!(done[1]["result"], "slept 200 ms", "the other server is untouched");
     assert_eq!(events.last().unwrap().data["type"], "done");
     wait_ready(&app, &["victim"]).await;
-    let (_, events) = app
-        .turn(
-            1,
-            &script(json!([{"name": "victim__echo", "arguments": {"text": "back"}}])),
-            None,
-        )
-        .await;
-    assert_eq!(executions(&events)[0]["result"], "[victim] back");
+    assert_eq!(
+        call_one(&app, json!({"name": "victim__echo", "arguments": {"text": "back"}})).await["result"],
+        "[victim] back"
+    );
 }
 
 #[actix_web::test]
 async fn list_changed_replaces_a_servers_tools() {
     let app = TestApp::spawn_with(|c| c.mcp.servers = vec![demo("demo")]).await;
     wait_ready(&app, &["demo"]).await;
-    let (_, events) = app
-        .turn(
-            1,
-            &script(json!([{"name": "demo__add_tool", "arguments": {"name": "fresh"}}])),
-            None,
-        )
-        .await;
-    assert_eq!(executions(&events)[0]["result"], "added fresh");
+    assert_eq!(
+        call_one(&app, json!({"name": "demo__add_tool", "arguments": {"name": "fresh"}})).await["result"],
+        "added fresh"
+    );
     eventually("the new tool", || async {
         let tools = app.get("/mcp/tools", 1).await.1;
         tools["tools"]
@@ -257,14 +251,10 @@ async fn list_changed_replaces_a_servers_tools() {
             .any(|t| t["name"] == "demo__fresh")
     })
     .await;
-    let (_, events) = app
-        .turn(
-            1,
-            &script(json!([{"name": "demo__fresh", "arguments": {"text": "hi"}}])),
-            None,
-        )
-        .await;
-    assert_eq!(executions(&events)[0]["result"], "hi");
+    assert_eq!(
+        call_one(&app, json!({"name": "demo__fresh", "arguments": {"text": "hi"}})).await["result"],
+        "hi"
+    );
     let (status, refreshed) = app.get("/mcp/tools?force_refresh=true", 1).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(refreshed["force_refresh"], true);
@@ -300,14 +290,10 @@ async fn disabled_and_broken_servers_stop_nothing_else() {
     );
     let (_, health) = app.request(reqwest::Method::GET, "/health", None, None).await;
     assert_eq!(health["mcp_servers"].as_array().unwrap().len(), 2);
-    let (_, events) = app
-        .turn(
-            1,
-            &script(json!([{"name": "good__echo", "arguments": {"text": "ok"}}])),
-            None,
-        )
-        .await;
-    assert_eq!(executions(&events)[0]["result"], "[good] ok");
+    assert_eq!(
+        call_one(&app, json!({"name": "good__echo", "arguments": {"text": "ok"}})).await["result"],
+        "[good] ok"
+    );
 }
 
 #[actix_web::test]
@@ -392,14 +378,9 @@ async fn server_everything_over_streamable_http() {
     assert!(done[1]["error"].is_null(), "{}", done[1]);
     child.kill().await.unwrap();
     // A dead HTTP server shows up as errors on calls, then as a reconnecting server.
-    let (_, events) = app
-        .turn(
-            1,
-            &script(json!([{"name": "remote__get-sum", "arguments": {"a": 1, "b": 1}}])),
-            None,
-        )
-        .await;
-    assert!(executions(&events)[0]["error"].is_string());
+    assert!(
+        call_one(&app, json!({"name": "remote__get-sum", "arguments": {"a": 1, "b": 1}})).await["error"].is_string()
+    );
     tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
@@ -441,14 +422,7 @@ async fn long_results_reach_the_model_truncated_and_are_stored_whole() {
         "the model saw a truncated result: {answer}"
     );
     assert!(answer.len() < 1000);
-    let (_, stored) = app.get(&format!("/sessions/{session}/messages"), 1).await;
-    let tool = stored["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["role"] == "tool")
-        .unwrap()
-        .clone();
+    let tool = stored_with_role(&app, 1, &session, "tool").await.remove(0);
     assert!(tool["content"].as_str().unwrap().starts_with("aaaa"));
     assert!(tool["content"].as_str().unwrap().ends_with("zzzz"));
     assert!(tool["content"].as_str().unwrap().len() < 1000);

@@ -111,6 +111,11 @@ impl StreamBuffer {
         &self.session_id
     }
 
+    /// The sequence number the next event will get.
+    pub fn next_seq(&self) -> u64 {
+        self.last_seq_and_terminal().0 + 1
+    }
+
     fn last_seq_and_terminal(&self) -> (u64, bool) {
         let state = lock(&self.state);
         state.events.last().map_or((0, false), |e| (e.seq, e.terminal))

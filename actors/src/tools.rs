@@ -44,21 +44,6 @@ pub trait ToolCatalog: Send + Sync + 'static {
     fn call(&self, call: &ToolCall) -> BoxFuture<'static, ToolOutcome>;
 }
 
-/// The empty catalog: every call is an unknown tool.
-#[derive(Debug, Default)]
-pub struct NoTools;
-
-impl ToolCatalog for NoTools {
-    fn tools(&self) -> Vec<ToolSpec> {
-        Vec::new()
-    }
-
-    fn call(&self, call: &ToolCall) -> BoxFuture<'static, ToolOutcome> {
-        let name = call.function.name.clone();
-        Box::pin(async move { ToolOutcome::Failure(format!("unknown tool: {name}")) })
-    }
-}
-
 /// What the model sees of a long tool result: the head and the tail, with a notice of how much was
 /// left out in between. The full result stays in the stored execution.
 pub fn truncate_for_model(text: &str, max_chars: usize) -> String {
@@ -120,7 +105,7 @@ mod tests {
 
     #[actix_rt::test]
     async fn unknown_tools_fail_each_call_alone_in_call_order() {
-        let catalog: Arc<dyn ToolCatalog> = Arc::new(NoTools);
+        let catalog: Arc<dyn ToolCatalog> = Arc::new(crate::mcp::McpTools::default());
         let calls = vec![
             ToolCall::function("c1", "a", "{}".into()),
             ToolCall::function("c2", "b", "{}".into()),

@@ -221,6 +221,18 @@ impl Drop for TestApp {
     }
 }
 
+/// The session's stored messages with this role, in order.
+pub async fn stored_with_role(app: &TestApp, user: i64, session: &str, role: &str) -> Vec<Value> {
+    let (_, stored) = app.get(&format!("/sessions/{session}/messages"), user).await;
+    stored["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == role)
+        .cloned()
+        .collect()
+}
+
 /// Every tool execution of a stream, in order.
 pub fn executions(events: &[SseEvent]) -> Vec<Value> {
     events

@@ -242,7 +242,7 @@ impl Turn {
         // Store the answer and the terminal event before readers see the terminal event, so a
         // client that reads history right after `done` finds the answer there.
         let terminal_event = StoredEvent {
-            seq: self.buffer.events_after(0).last().map_or(1, |e| e.seq + 1),
+            seq: self.buffer.next_seq(),
             data: serde_json::to_string(&terminal).unwrap_or_default(),
         };
         let succeeded = match self.save(Some(status), Some(terminal_event)).await {
