@@ -177,8 +177,17 @@ async fn logs_carry_ids_but_never_keys_or_message_text() {
             .any(|l| l.contains("request_id=") && l.contains("/v1/chat/send"))
     })
     .await;
+    // The log is read by another thread: wait (bounded) for the turn's line before checking it.
+    crate::common::eventually("the turn's line to be logged", || async {
+        server.log.lock().unwrap().iter().any(|l| l.contains("stream_id="))
+    })
+    .await;
     let log = server.log.lock().unwrap().join("\n");
     assert!(log.contains("stream_id="), "turn lines carry the stream id:\n{log}");
+    assert!(
+        !log.contains("database is locked"),
+        "start-up logged a lock error:\n{log}"
+    );
     assert!(!log.contains(planted_key), "the API key leaked into the log");
     assert!(!log.contains("8d1e"), "message text leaked into the log");
     server.kill();

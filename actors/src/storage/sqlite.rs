@@ -28,16 +28,22 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the database file and migrates it to the current schema.
     pub fn open(path: &Path, pool_size: u32) -> Result<Self, StorageError> {
+        // WAL mode is a property of the file: switch it and migrate on one connection first. Done
+        // by every pooled connection at once, the switch races for the lock ("database is locked").
+        {
+            let mut conn = rusqlite::Connection::open(path)?;
+            conn.busy_timeout(BUSY_TIMEOUT)?;
+            conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON;")?;
+            super::schema::migrate(&mut conn)?;
+        }
         let manager = SqliteConnectionManager::file(path).with_init(|conn| {
             conn.busy_timeout(BUSY_TIMEOUT)?;
-            conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
+            conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
         });
         let pool = Pool::builder()
             .max_size(pool_size.max(1))
             .connection_timeout(BUSY_TIMEOUT)
             .build(manager)?;
-        let mut conn = pool.get()?;
-        super::schema::migrate(&mut conn)?;
         Ok(Self { pool })
     }
 
