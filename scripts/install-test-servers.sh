@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the third-party MCP servers the tests run against, pinned, under target/test-servers
+# Installs what the tests run against, pinned, under target/test-servers: the third-party MCP
+# servers and schemathesis (the API fuzzer)
 # (idempotent; a second run does nothing). Needs python3 (venv + pip) and node/npm.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -7,14 +8,17 @@ dir="$root/target/test-servers"
 mkdir -p "$dir"
 
 TIME_VERSION="2026.10.19"
+SCHEMATHESIS_VERSION="4.32.5"
 EVERYTHING_VERSION="2026.8.31"
 # 0.1.13 is the newest release that runs on Node 20 (0.1.16 needs Node 22).
 CONFORMANCE_VERSION="0.1.13"
 
-if ! "$dir/venv/bin/python" -c "import mcp_server_time" 2>/dev/null; then
-  echo "installing mcp-server-time==$TIME_VERSION (PyPI)"
+if ! "$dir/venv/bin/python" -c "import mcp_server_time" 2>/dev/null ||
+   [ "$("$dir/venv/bin/schemathesis" --version 2>/dev/null | grep -o '[0-9.]*$')" != "$SCHEMATHESIS_VERSION" ]; then
+  echo "installing mcp-server-time==$TIME_VERSION and schemathesis==$SCHEMATHESIS_VERSION (PyPI)"
   python3 -m venv "$dir/venv"
-  "$dir/venv/bin/pip" install --quiet --disable-pip-version-check "mcp-server-time==$TIME_VERSION"
+  "$dir/venv/bin/pip" install --quiet --disable-pip-version-check \
+    "mcp-server-time==$TIME_VERSION" "schemathesis==$SCHEMATHESIS_VERSION"
 fi
 
 if [ ! -f "$dir/npm/node_modules/@modelcontextprotocol/server-everything/package.json" ] ||

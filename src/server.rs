@@ -55,6 +55,9 @@ pub enum StartError {
     /// The listener could not be bound.
     #[error("cannot listen: {0}")]
     Listen(#[from] std::io::Error),
+    /// The OpenAPI document could not be rendered.
+    #[error("cannot render the OpenAPI document: {0}")]
+    OpenApi(#[from] serde_json::Error),
 }
 
 /// The default model of each vendor, as PMM's deployment set them.
@@ -209,7 +212,7 @@ pub fn start(config: &Config, handle_signals: bool) -> Result<Running, StartErro
     });
     let listener = TcpListener::bind((config.server.listen_address.as_str(), config.server.port))?;
     let addr = listener.local_addr()?;
-    let routes = http::configure(state);
+    let routes = http::configure(state)?;
     crate::telemetry::metrics();
     let origins = config.server.cors_origins.clone();
     let mut server = HttpServer::new(move || {

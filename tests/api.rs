@@ -377,7 +377,7 @@ async fn hostile_input_on_every_route_never_gets_a_5xx() {
             (Method::GET, format!("/stream/{id}?last_event_id=-5")),
             (Method::POST, format!("/stream/{id}/cancel")),
             (Method::POST, format!("/approvals/{id}")),
-            (Method::DELETE, format!("/approvals/grants/{id}")),
+            (Method::DELETE, format!("/grants/{id}")),
             (Method::DELETE, format!("/clear?session_id={id}")),
         ]);
     }

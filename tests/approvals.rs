@@ -248,18 +248,18 @@ async fn remembered_grants_cover_siblings_and_can_be_revoked() {
         "no question in the same session"
     );
     ask(&app, 1, &[touch(&app.path("d.txt"))], None).await;
-    let (_, grants) = app.get("/approvals/grants", 1).await;
+    let (_, grants) = app.get("/grants", 1).await;
     let grant = grants["grants"][0].clone();
     assert_eq!(
         (grant["tool"].as_str(), grant["scope"].as_str()),
         (Some("demo__touch"), Some("session"))
     );
     let (status, _) = app
-        .delete(&format!("/approvals/grants/{}", grant["id"].as_str().unwrap()), 2)
+        .delete(&format!("/grants/{}", grant["id"].as_str().unwrap()), 2)
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "another user's grant");
     let (status, _) = app
-        .delete(&format!("/approvals/grants/{}", grant["id"].as_str().unwrap()), 1)
+        .delete(&format!("/grants/{}", grant["id"].as_str().unwrap()), 1)
         .await;
     assert_eq!(status, StatusCode::OK);
     ask(&app, 1, &[touch(&app.path("e.txt"))], Some(&session)).await;

@@ -8,6 +8,7 @@ mod common;
 mod api;
 mod approvals;
 mod mcp;
+mod openapi;
 mod providers;
 mod resilience;
 mod restart;

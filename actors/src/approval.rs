@@ -4,6 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::ids::{SessionId, StreamId, UserId};
 use crate::model::ToolCall;
@@ -130,7 +131,7 @@ impl ApprovalConfig {
 }
 
 /// Where a call of an approval batch stands.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum CallState {
     /// Waiting for the person.
@@ -148,7 +149,7 @@ pub enum CallState {
 }
 
 /// One call of an approval batch.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct BatchCall {
     /// The call.
     pub call: ToolCall,
@@ -203,7 +204,7 @@ impl ApprovalRecord {
 }
 
 /// How long a grant lasts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Remember {
     /// Just this decision.
@@ -215,7 +216,7 @@ pub enum Remember {
 }
 
 /// A stored "always allow".
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Grant {
     /// Its id.
     pub id: String,

@@ -3,11 +3,12 @@
 
 use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::ids::{SessionId, UserId};
 
 /// Who wrote a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// The system prompt.
@@ -48,7 +49,7 @@ impl Role {
 }
 
 /// The function part of a tool call; `arguments` is a JSON **string**, as in the original.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct FunctionCall {
     /// The tool's name as the model sees it.
     pub name: String,
@@ -57,7 +58,7 @@ pub struct FunctionCall {
 }
 
 /// One tool call requested by the model.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ToolCall {
     /// The call id (the vendor's, or one we generate).
     pub id: String,
@@ -87,7 +88,7 @@ impl ToolCall {
 }
 
 /// The outcome of one tool call, in the original's shape.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ToolExecution {
     /// The tool call's id.
     pub id: String,
@@ -109,7 +110,7 @@ pub struct ToolExecution {
 }
 
 /// Token counts a vendor reported for one model call.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Usage {
     /// Prompt tokens.
     pub input_tokens: u64,
@@ -118,7 +119,7 @@ pub struct Usage {
 }
 
 /// One stored message of a session: the unit of history and of the model's context.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ChatMessage {
     /// `user_<uuid>`, `assistant_<uuid>`, `tool_<uuid>`, ...
     pub id: String,
@@ -177,7 +178,7 @@ impl ChatMessage {
 }
 
 /// An approval request as shown in a session's messages (the original's `approval_request`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ApprovalRequestView {
     /// `approval_<uuid>`.
     pub request_id: String,
@@ -256,7 +257,7 @@ impl Session {
 }
 
 /// The `type` of a [`StreamMessage`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StreamMessageType {
     /// A text delta, or a status line from the server.
@@ -274,7 +275,7 @@ pub enum StreamMessageType {
 }
 
 /// One event of a stream, as the SSE `data:` JSON (the original's `StreamMessage`, plus `code`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct StreamMessage {
     /// What this event is.
     #[serde(rename = "type")]

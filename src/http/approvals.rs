@@ -2,22 +2,24 @@
 //! list or revoke "always allow" grants. The original's in-band `[APPROVE_TOOLS:<id>]` and
 //! `[DENY_TOOLS:<id>]` messages are handled in `chat::send` through the same `Chat::decide`.
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpResponse, delete, get, post, web};
 use actors::approval::{ApprovalRecord, Decision, Remember};
 use actors::storage::{DeleteGrant, ListApprovals, ListGrants};
 use serde::Deserialize;
-use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
 use super::auth::AuthUser;
-use super::dto::StreamStarted;
+use super::body::JsonObject;
+use super::dto::{ApprovalDto, ApprovalsList, Confirmation, ErrorBody, GrantsList, StreamStarted};
 use super::error::ApiError;
 
 /// `POST /approvals/{request_id}` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DecisionRequest {
     /// Approve (all pending calls, or `approved_ids`) or deny all.
+    #[schema(value_type = bool, required = true)]
     pub approved: Option<bool>,
     /// The calls to approve; the other pending ones are denied.
     #[serde(default)]
@@ -28,10 +30,42 @@ pub struct DecisionRequest {
 }
 
 /// `GET /approvals` query.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    /// `pending`, `approved`, `denied`, `partially_approved`, `expired`, `superseded`.
-    pub status: Option<String>,
+    /// Only requests in this state.
+    pub status: Option<ApprovalStatus>,
+}
+
+/// The states of an approval request.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalStatus {
+    /// Waiting for the person.
+    Pending,
+    /// Every call approved.
+    Approved,
+    /// Every call denied.
+    Denied,
+    /// Some approved, some denied.
+    PartiallyApproved,
+    /// Not decided in time (counts as denied).
+    Expired,
+    /// A new message came instead of a decision (counts as denied).
+    Superseded,
+}
+
+impl ApprovalStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            ApprovalStatus::Pending => "pending",
+            ApprovalStatus::Approved => "approved",
+            ApprovalStatus::Denied => "denied",
+            ApprovalStatus::PartiallyApproved => "partially_approved",
+            ApprovalStatus::Expired => "expired",
+            ApprovalStatus::Superseded => "superseded",
+        }
+    }
 }
 
 /// The continuation's stream, as `/send?streaming=true` answers.
@@ -43,11 +77,23 @@ pub fn started(started: &actors::session::TurnStarted) -> HttpResponse {
     })
 }
 
-/// `POST /v1/chat/approvals/{request_id}`.
+/// Decides an approval request; the turn continues on a new stream, as `/send?streaming=true`
+/// answers.
+#[utoipa::path(
+    tag = "approvals",
+    params(("request_id" = String, Path, description = "The request, `approval_<uuid>`")),
+    request_body = DecisionRequest,
+    responses(
+        (status = 200, description = "Decided: the continuation's stream", body = StreamStarted),
+        (status = 404, description = "`approval_not_found`: no such request for this user", body = ErrorBody),
+        (status = 409, description = "`approval_decided`, `approval_expired` or `turn_in_progress`", body = ErrorBody),
+    )
+)]
+#[post("/approvals/{request_id}")]
 pub async fn decide(
     user: AuthUser,
     path: web::Path<String>,
-    body: web::Json<DecisionRequest>,
+    body: JsonObject<DecisionRequest>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let approved = body.approved.ok_or(ApiError::MissingField("approved"))?;
@@ -60,22 +106,28 @@ pub async fn decide(
     Ok(started(&turn))
 }
 
-fn view(record: &ApprovalRecord, now: chrono::DateTime<chrono::Utc>) -> serde_json::Value {
-    json!({
-        "request_id": record.request_id,
-        "session_id": record.session_id,
-        "stream_id": record.stream_id,
-        "status": record.effective_status(now),
-        "tool_calls": record.calls,
-        "created_at": record.created_at,
-        "expires_at": record.expires_at,
-        "decided_by": record.decided_by,
-        "decided_at": record.decided_at,
-    })
+fn view(record: &ApprovalRecord, now: chrono::DateTime<chrono::Utc>) -> ApprovalDto {
+    ApprovalDto {
+        request_id: record.request_id.clone(),
+        session_id: record.session_id.to_string(),
+        stream_id: record.stream_id.to_string(),
+        status: record.effective_status(now).to_owned(),
+        tool_calls: record.calls.clone(),
+        created_at: record.created_at,
+        expires_at: record.expires_at,
+        decided_by: record.decided_by.clone(),
+        decided_at: record.decided_at,
+    }
 }
 
-/// `GET /v1/chat/approvals?status=pending`: the user's requests, newest first.
-pub async fn list(
+/// The user's approval requests, newest first.
+#[utoipa::path(
+    tag = "approvals",
+    params(ListQuery),
+    responses((status = 200, description = "The requests", body = ApprovalsList))
+)]
+#[get("/approvals")]
+pub async fn list_approvals(
     user: AuthUser,
     query: web::Query<ListQuery>,
     state: web::Data<AppState>,
@@ -91,20 +143,34 @@ pub async fn list(
         .await?;
     let approvals: Vec<_> = all
         .iter()
-        .filter(|r| query.status.as_deref().is_none_or(|s| r.effective_status(now) == s))
+        .filter(|r| query.status.is_none_or(|s| r.effective_status(now) == s.as_str()))
         .map(|r| view(r, now))
         .collect();
-    Ok(HttpResponse::Ok().json(json!({ "approvals": approvals })))
+    Ok(HttpResponse::Ok().json(ApprovalsList { approvals }))
 }
 
-/// `GET /v1/chat/approvals/grants`.
-pub async fn grants(user: AuthUser, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+/// The user's "always allow" grants.
+#[utoipa::path(
+    tag = "approvals",
+    responses((status = 200, description = "The grants", body = GrantsList))
+)]
+#[get("/grants")]
+pub async fn list_grants(user: AuthUser, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let grants = state.chat.storage().ask(ListGrants { user: user.0 }).await?;
-    Ok(HttpResponse::Ok().json(json!({ "grants": grants })))
+    Ok(HttpResponse::Ok().json(GrantsList { grants }))
 }
 
-/// `DELETE /v1/chat/approvals/grants/{id}`.
-pub async fn revoke(
+/// Revokes a grant.
+#[utoipa::path(
+    tag = "approvals",
+    params(("id" = String, Path, description = "The grant")),
+    responses(
+        (status = 200, description = "Revoked", body = Confirmation),
+        (status = 404, description = "`grant_not_found`", body = ErrorBody),
+    )
+)]
+#[delete("/grants/{id}")]
+pub async fn revoke_grant(
     user: AuthUser,
     path: web::Path<String>,
     state: web::Data<AppState>,
@@ -120,5 +186,7 @@ pub async fn revoke(
     {
         return Err(ApiError::GrantNotFound);
     }
-    Ok(HttpResponse::Ok().json(json!({ "message": "Grant revoked" })))
+    Ok(HttpResponse::Ok().json(Confirmation {
+        message: "Grant revoked",
+    }))
 }

@@ -4,7 +4,7 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, delete, get, post, web};
 use actix_web_lab::sse::{self, Sse};
 use actors::approval::{Decision, Remember};
 use actors::ids::{SessionId, StreamId};
@@ -14,8 +14,10 @@ use futures::stream::{self, Stream, StreamExt};
 
 use super::AppState;
 use super::auth::AuthUser;
+use super::body::JsonObject;
 use super::dto::{
-    ChatRequest, ChatResponse, ClearQuery, CollectedMessage, Confirmation, SendQuery, StreamQuery, StreamStarted,
+    Cancelled, ChatOrStream, ChatRequest, ChatResponse, ClearQuery, CollectedMessage, Confirmation, ErrorBody,
+    SendQuery, StreamQuery, StreamStarted,
 };
 use super::error::{ApiError, ProviderFailure};
 
@@ -40,13 +42,32 @@ fn in_band_decision(text: &str) -> Option<(&str, bool)> {
     inner.strip_prefix("DENY_TOOLS:").map(|id| (id, false))
 }
 
-/// `POST /v1/chat/send[?streaming=true]`.
+/// Sends a message and answers it: with `?streaming=true` at once with the stream to read,
+/// otherwise with the whole answer once the turn ends. `[APPROVE_TOOLS:<id>]` and
+/// `[DENY_TOOLS:<id>]` decide an approval request instead of starting a turn.
+#[utoipa::path(
+    tag = "chat",
+    params(SendQuery),
+    request_body = ChatRequest,
+    responses(
+        (status = 200, description = "The answer (non-streaming: `ChatResponse`) or the stream to read (`StreamStarted`)",
+            body = ChatOrStream),
+        (status = 404, description = "`approval_not_found`: an in-band decision names no request of this user", body = ErrorBody),
+        (status = 409, description = "`turn_in_progress`, or an in-band decision on a decided or expired request", body = ErrorBody),
+        (status = 429, description = "`too_many_turns`, with `Retry-After`", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds until a turn may start"))),
+        (status = 502, description = "The model provider failed (non-streaming)", body = ErrorBody),
+        (status = 504, description = "The provider or the whole answer took too long (non-streaming)", body = ErrorBody),
+    )
+)]
+#[post("/send")]
 pub async fn send(
     user: AuthUser,
     query: web::Query<SendQuery>,
-    body: web::Json<ChatRequest>,
+    body: JsonObject<ChatRequest>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    let streaming = query.streaming()?;
     let text = message_text(&body, state.limits.max_message_chars)?;
     let session_id = body
         .session_id
@@ -80,7 +101,7 @@ pub async fn send(
             state.chat.submit(user.0, session_id, text, provider).await?
         }
     };
-    if query.streaming() {
+    if streaming {
         return Ok(HttpResponse::Ok().json(StreamStarted {
             stream_url: format!("/v1/chat/stream/{}", started.stream_id),
             stream_id: started.stream_id.to_string(),
@@ -221,9 +242,24 @@ pub fn sse_events(
     })
 }
 
-/// `GET /v1/chat/stream/{stream_id}`: the stream as `text/event-stream`, each event
-/// `id: <seq>`, `event: message`, `data: <StreamMessage>`, ending at `done` or `error`.
-pub async fn stream(
+/// Reads a turn's stream as `text/event-stream`: each event is `id: <seq>`, `event: message`,
+/// `data: <StreamMessage JSON>`; the stream ends after a `done` or `error` event. Resumes after
+/// `Last-Event-ID` (header or query) from memory or storage.
+#[utoipa::path(
+    tag = "chat",
+    params(
+        ("stream_id" = String, Path, description = "The stream, from `/send?streaming=true`"),
+        ("Last-Event-ID" = Option<u64>, Header, nullable = false, description = "Resume after this event"),
+        StreamQuery,
+    ),
+    responses(
+        (status = 200, description = "Server-Sent Events whose `data` is a `StreamMessage`",
+            content_type = "text/event-stream", body = String),
+        (status = 404, description = "`stream_not_found`: no such stream for this user", body = ErrorBody),
+    )
+)]
+#[get("/stream/{stream_id}")]
+pub async fn read_stream(
     user: AuthUser,
     req: HttpRequest,
     path: web::Path<String>,
@@ -246,9 +282,19 @@ pub async fn stream(
         .with_retry_duration(std::time::Duration::from_secs(3)))
 }
 
-/// `POST /v1/chat/stream/{stream_id}/cancel` (owner only): stops the turn. The provider request is
-/// aborted, tool calls in flight are cancelled, the partial answer is stored as `cancelled`, and
-/// the stream ends with an `error` event whose code is `cancelled`.
+/// Stops the stream's turn (owner only): the provider request is aborted, tool calls in flight
+/// are cancelled, the partial answer is stored as `cancelled`, and the stream ends with an
+/// `error` event whose code is `cancelled`.
+#[utoipa::path(
+    tag = "chat",
+    params(("stream_id" = String, Path, description = "The stream")),
+    responses(
+        (status = 200, description = "Cancelled", body = Cancelled),
+        (status = 404, description = "`stream_not_found`", body = ErrorBody),
+        (status = 409, description = "`turn_finished`: the turn already ended", body = ErrorBody),
+    )
+)]
+#[post("/stream/{stream_id}/cancel")]
 pub async fn cancel(
     user: AuthUser,
     path: web::Path<String>,
@@ -256,10 +302,23 @@ pub async fn cancel(
 ) -> Result<HttpResponse, ApiError> {
     let id = StreamId::from_raw(path.into_inner());
     state.chat.cancel(user.0, &id).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "message": "Turn cancelled", "stream_id": id })))
+    Ok(HttpResponse::Ok().json(Cancelled {
+        message: "Turn cancelled",
+        stream_id: id.to_string(),
+    }))
 }
 
-/// `DELETE /v1/chat/clear?session_id=`: clears stored history and the model context.
+/// Clears a session's stored history and the model's context (the original's route).
+#[utoipa::path(
+    tag = "sessions",
+    params(ClearQuery),
+    responses(
+        (status = 200, description = "Cleared", body = Confirmation),
+        (status = 404, description = "`session_not_found`", body = ErrorBody),
+        (status = 409, description = "`turn_in_progress`", body = ErrorBody),
+    )
+)]
+#[delete("/clear")]
 pub async fn clear(
     user: AuthUser,
     query: web::Query<ClearQuery>,

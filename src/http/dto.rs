@@ -5,13 +5,17 @@ use std::collections::HashMap;
 
 use actors::model::{ChatMessage, Session, ToolExecution};
 use chrono::{DateTime, Utc};
+
+use super::error::ApiError;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 /// `POST /send` body. `context` and `attachments` are accepted for compatibility and ignored.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct ChatRequest {
-    /// The person's message (required).
+    /// The person's message: not blank, at most `server.max_message_chars` characters.
     #[serde(default)]
+    #[schema(value_type = String, required = true, min_length = 1, pattern = r"\S")]
     pub message: Option<String>,
     /// The session to continue; absent, unknown or foreign ids start a new session.
     #[serde(default)]
@@ -28,22 +32,36 @@ pub struct ChatRequest {
 }
 
 /// `POST /send` query.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SendQuery {
-    /// `true` (or `1`) for the two-step streaming flow.
+    /// `true` (or `1`) for the two-step streaming flow: the reply names a stream to read.
     #[serde(default)]
+    #[param(value_type = Option<bool>)]
     pub streaming: Option<String>,
+}
+
+/// A boolean query flag: `true`/`1`, `false`/`0`/empty/absent; anything else is refused.
+pub fn flag(name: &'static str, raw: Option<&str>) -> Result<bool, ApiError> {
+    match raw.map(str::trim) {
+        None | Some("" | "false" | "0") => Ok(false),
+        Some("true" | "1") => Ok(true),
+        Some(_) => Err(ApiError::InvalidParameter {
+            name,
+            reason: "expected true or false".into(),
+        }),
+    }
 }
 
 impl SendQuery {
     /// Whether the client asked for a stream.
-    pub fn streaming(&self) -> bool {
-        self.streaming.as_deref().is_some_and(|v| v == "true" || v == "1")
+    pub fn streaming(&self) -> Result<bool, ApiError> {
+        flag("streaming", self.streaming.as_deref())
     }
 }
 
 /// `POST /send?streaming=true` reply.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct StreamStarted {
     /// The stream to read.
     pub stream_id: String,
@@ -54,7 +72,7 @@ pub struct StreamStarted {
 }
 
 /// The assistant's collected answer of a non-streaming send.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct CollectedMessage {
     /// `collected_<uuid>`.
     pub id: String,
@@ -73,7 +91,7 @@ pub struct CollectedMessage {
 }
 
 /// `POST /send` reply (non-streaming).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ChatResponse {
     /// The answer.
     pub message: CollectedMessage,
@@ -81,8 +99,19 @@ pub struct ChatResponse {
     pub session_id: String,
 }
 
+/// `POST /send` 200 reply: the answer, or with `?streaming=true` the stream to read.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum ChatOrStream {
+    /// Non-streaming.
+    Answer(ChatResponse),
+    /// Streaming.
+    Stream(StreamStarted),
+}
+
 /// A session as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Session)]
 pub struct SessionDto {
     /// Its id.
     pub id: String,
@@ -109,16 +138,19 @@ impl From<Session> for SessionDto {
 }
 
 /// `?page=&limit=`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
-    /// From 1.
+    /// The page, from 1 (a value below 1 means 1).
+    #[param(value_type = Option<i64>)]
     pub page: Option<String>,
-    /// Rows per page.
+    /// Rows per page, 1 to 100 (a value outside that range means the route's default).
+    #[param(value_type = Option<i64>)]
     pub limit: Option<String>,
 }
 
 /// Paging as returned (the original's keys plus `total` where known).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Pagination {
     /// The page.
     pub page: u32,
@@ -132,7 +164,7 @@ pub struct Pagination {
 }
 
 /// `GET /sessions` reply.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct SessionsPage {
     /// The sessions.
     pub sessions: Vec<SessionDto>,
@@ -141,7 +173,7 @@ pub struct SessionsPage {
 }
 
 /// `GET /sessions/{id}/messages` reply.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct MessagesPage {
     /// The messages, oldest first.
     pub messages: Vec<ChatMessage>,
@@ -149,38 +181,190 @@ pub struct MessagesPage {
     pub pagination: Pagination,
 }
 
-/// `POST /sessions` and `PUT /sessions/{id}` body.
-#[derive(Debug, Deserialize)]
+/// `POST /sessions` body.
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct TitleRequest {
-    /// The title.
+    /// The title (at most 255 characters); absent or blank gives the default title, which the
+    /// first exchange may replace.
     #[serde(default)]
+    #[schema(max_length = 255)]
+    pub title: Option<String>,
+}
+
+/// `PUT /sessions/{id}` body.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct TitleUpdate {
+    /// The new title (1 to 255 characters, not blank); it is never replaced automatically.
+    #[serde(default)]
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 255, pattern = r"\S")]
     pub title: Option<String>,
 }
 
 /// `DELETE /clear` query.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ClearQuery {
     /// The session to clear.
+    #[param(value_type = String, required = true, min_length = 1)]
     pub session_id: Option<String>,
 }
 
 /// `GET /stream/{id}` query, for clients that cannot set `Last-Event-ID`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct StreamQuery {
-    /// Resume after this event id.
+    /// Resume after this event id (the `Last-Event-ID` header wins when both are given).
+    #[param(value_type = Option<u64>)]
     pub last_event_id: Option<String>,
 }
 
 /// `GET /mcp/tools` query.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ToolsQuery {
-    /// Reconnect before listing.
+    /// Re-list every server's tools (and reconnect the servers that are down) before answering.
+    #[param(value_type = Option<bool>)]
     pub force_refresh: Option<String>,
 }
 
 /// A confirmation body.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Confirmation {
     /// What happened.
     pub message: &'static str,
+}
+
+/// Every error body: the original's `error` text plus a stable `code`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong, for people.
+    pub error: String,
+    /// What went wrong, for programs (`session_not_found`, `too_many_turns`, ...).
+    pub code: String,
+}
+
+/// `POST /stream/{id}/cancel` reply.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Cancelled {
+    /// `Turn cancelled`.
+    pub message: &'static str,
+    /// The stream.
+    pub stream_id: String,
+}
+
+/// `GET /health` reply: the original's `status`, `timestamp`, `version`, plus components.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// `ok`, or `degraded` when storage does not answer.
+    pub status: &'static str,
+    /// Now, RFC 3339.
+    pub timestamp: String,
+    /// The server's version.
+    pub version: &'static str,
+    /// `ok` or `unavailable`.
+    pub storage: &'static str,
+    /// Each provider and its circuit breaker.
+    pub providers: Vec<actors::provider::ProviderStatus>,
+    /// Whether the server is shutting down.
+    pub draining: bool,
+    /// Streams held in memory (running, or ended and still replayable).
+    pub streams_in_memory: usize,
+    /// Each MCP server's state.
+    pub mcp_servers: Vec<McpServerState>,
+}
+
+/// An MCP server's name and state, as `/health` shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct McpServerState {
+    /// Its name.
+    pub name: String,
+    /// `ready`, `connecting`, `backoff`, `failed`, ...
+    pub state: &'static str,
+}
+
+/// `GET /ready` reply.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Ready {
+    /// Whether the server takes requests.
+    pub ready: bool,
+    /// Why not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<&'static str>,
+    /// `shutting_down` or `not_ready`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<&'static str>,
+}
+
+/// A tool as `GET /mcp/tools` lists it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ToolDto {
+    /// The name the model sees: `<server>__<tool>`.
+    pub name: String,
+    /// What it does.
+    pub description: String,
+    /// Its arguments' JSON Schema.
+    #[schema(value_type = Object)]
+    pub input_schema: serde_json::Value,
+    /// The MCP server offering it.
+    pub server: String,
+    /// Its name on that server.
+    pub tool: String,
+    /// The server's annotations (`readOnlyHint`, ...), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub annotations: Option<serde_json::Value>,
+}
+
+/// `GET /mcp/tools` reply.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ToolsList {
+    /// The tools.
+    pub tools: Vec<ToolDto>,
+    /// Present (`true`) when the list was refreshed first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub force_refresh: Option<bool>,
+}
+
+/// `GET /mcp/servers` reply.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ServersList {
+    /// The servers.
+    pub servers: Vec<actors::mcp::ServerStatus>,
+}
+
+/// An approval request as `GET /approvals` lists it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApprovalDto {
+    /// `approval_<uuid>`.
+    pub request_id: String,
+    /// Its session.
+    pub session_id: String,
+    /// The stream that asked.
+    pub stream_id: String,
+    /// `pending`, `approved`, `denied`, `partially_approved`, `expired`, `superseded`.
+    pub status: String,
+    /// Every call of the model's batch, in call order, with its state.
+    pub tool_calls: Vec<actors::approval::BatchCall>,
+    /// When it was asked.
+    pub created_at: DateTime<Utc>,
+    /// When it expires (counting as denied).
+    pub expires_at: DateTime<Utc>,
+    /// Who decided (`user:<id>`, `expiry`, `superseded`).
+    pub decided_by: Option<String>,
+    /// When.
+    pub decided_at: Option<DateTime<Utc>>,
+}
+
+/// `GET /approvals` reply.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApprovalsList {
+    /// Newest first.
+    pub approvals: Vec<ApprovalDto>,
+}
+
+/// `GET /grants` reply.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GrantsList {
+    /// The user's "always allow" grants.
+    pub grants: Vec<actors::approval::Grant>,
 }

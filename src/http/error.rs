@@ -49,6 +49,9 @@ pub enum ApiError {
     /// No such route.
     #[error("Not found")]
     RouteNotFound,
+    /// The route exists, not with this method; carries the `Allow` list.
+    #[error("Method not allowed (allowed: {0})")]
+    MethodNotAllowed(String),
     /// The session already runs a turn.
     #[error("A turn is already running in this session")]
     TurnInProgress,
@@ -120,6 +123,7 @@ impl ApiError {
             ApiError::SessionNotFound => "session_not_found",
             ApiError::StreamNotFound => "stream_not_found",
             ApiError::RouteNotFound => "not_found",
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::TurnInProgress => "turn_in_progress",
             ApiError::TurnFinished => "turn_finished",
             ApiError::TooManyTurns { .. } => "too_many_turns",
@@ -146,6 +150,7 @@ impl ResponseError for ApiError {
             | ApiError::MessageTooLong { .. } => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::TooManyTurns { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::SessionNotFound | ApiError::StreamNotFound | ApiError::RouteNotFound => StatusCode::NOT_FOUND,
             ApiError::TurnInProgress
             | ApiError::TurnFinished
@@ -163,6 +168,11 @@ impl ResponseError for ApiError {
         let mut response = HttpResponse::build(self.status_code());
         if self.status_code() == StatusCode::SERVICE_UNAVAILABLE {
             response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
+        }
+        if let ApiError::MethodNotAllowed(allow) = self
+            && let Ok(value) = HeaderValue::from_str(allow)
+        {
+            response.insert_header((header::ALLOW, value));
         }
         if let ApiError::TooManyTurns { retry_after, .. } = self {
             response.insert_header((header::RETRY_AFTER, HeaderValue::from(*retry_after)));
@@ -236,6 +246,7 @@ mod tests {
             (ApiError::SessionNotFound, 404, "session_not_found"),
             (ApiError::StreamNotFound, 404, "stream_not_found"),
             (ApiError::RouteNotFound, 404, "not_found"),
+            (ApiError::MethodNotAllowed("GET".into()), 405, "method_not_allowed"),
             (ApiError::TurnInProgress, 409, "turn_in_progress"),
             (ApiError::TurnFinished, 409, "turn_finished"),
             (

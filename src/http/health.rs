@@ -2,76 +2,123 @@
 
 use std::time::Duration;
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpResponse, get, web};
 use actors::storage::Ping;
-use serde_json::json;
 
 use super::AppState;
 use super::auth::AuthUser;
-use super::dto::ToolsQuery;
+use super::dto::{Health, McpServerState, Ready, ServersList, ToolDto, ToolsList, ToolsQuery, flag};
+use super::error::ApiError;
 
 async fn storage_ok(state: &AppState) -> bool {
     let ping = state.chat.storage().ask(Ping {});
     matches!(tokio::time::timeout(Duration::from_secs(2), ping).await, Ok(Ok(())))
 }
 
-/// `GET /v1/chat/health`: the original's `status`, `timestamp`, `version`, plus components.
+/// Liveness and the state of each component (no authentication).
+#[utoipa::path(
+    tag = "operations",
+    security(()),
+    responses((status = 200, description = "Up; `status` says whether storage answers", body = Health))
+)]
+#[get("/health")]
 pub async fn health(state: web::Data<AppState>) -> HttpResponse {
     let storage = storage_ok(&state).await;
-    HttpResponse::Ok().json(json!({
-        "status": if storage { "ok" } else { "degraded" },
-        "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        "version": env!("CARGO_PKG_VERSION"),
-        "storage": if storage { "ok" } else { "unavailable" },
-        "providers": state.providers.status(),
-        "draining": state.chat.is_draining(),
-        "streams_in_memory": state.chat.hub().len(),
-        "mcp_servers": state.mcp.status().iter().map(|s| json!({ "name": s.name, "state": s.state })).collect::<Vec<_>>(),
-    }))
+    HttpResponse::Ok().json(Health {
+        status: if storage { "ok" } else { "degraded" },
+        timestamp: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        version: env!("CARGO_PKG_VERSION"),
+        storage: if storage { "ok" } else { "unavailable" },
+        providers: state.providers.status(),
+        draining: state.chat.is_draining(),
+        streams_in_memory: state.chat.hub().len(),
+        mcp_servers: state
+            .mcp
+            .status()
+            .into_iter()
+            .map(|s| McpServerState {
+                name: s.name,
+                state: s.state,
+            })
+            .collect(),
+    })
 }
 
-/// `GET /v1/chat/ready`: 200 once storage answers, 503 otherwise and while shutting down.
+/// Readiness (no authentication): 200 once storage answers, 503 otherwise and while shutting down.
+#[utoipa::path(
+    tag = "operations",
+    security(()),
+    responses(
+        (status = 200, description = "Takes requests", body = Ready),
+        (status = 503, description = "Shutting down or storage unavailable", body = Ready),
+    )
+)]
+#[get("/ready")]
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
+    let not_ready = |error, code| Ready {
+        ready: false,
+        error: Some(error),
+        code: Some(code),
+    };
     if state.chat.is_draining() {
-        return HttpResponse::ServiceUnavailable()
-            .json(json!({ "ready": false, "error": "shutting down", "code": "shutting_down" }));
+        return HttpResponse::ServiceUnavailable().json(not_ready("shutting down", "shutting_down"));
     }
     if storage_ok(&state).await {
-        HttpResponse::Ok().json(json!({ "ready": true }))
+        HttpResponse::Ok().json(Ready {
+            ready: true,
+            error: None,
+            code: None,
+        })
     } else {
-        HttpResponse::ServiceUnavailable()
-            .json(json!({ "ready": false, "error": "storage is unavailable", "code": "not_ready" }))
+        HttpResponse::ServiceUnavailable().json(not_ready("storage is unavailable", "not_ready"))
     }
 }
 
-/// `GET /v1/chat/mcp/tools[?force_refresh=true]`.
-pub async fn tools(_user: AuthUser, query: web::Query<ToolsQuery>, state: web::Data<AppState>) -> HttpResponse {
-    let refresh = query.force_refresh.as_deref() == Some("true");
+/// The tools the model is offered, from every MCP server.
+#[utoipa::path(
+    tag = "tools",
+    params(ToolsQuery),
+    responses((status = 200, description = "The tools", body = ToolsList))
+)]
+#[get("/mcp/tools")]
+pub async fn list_tools(
+    _user: AuthUser,
+    query: web::Query<ToolsQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let refresh = flag("force_refresh", query.force_refresh.as_deref())?;
     if refresh {
         // Re-lists every server's tools and reconnects servers that are down; calls in flight
         // keep running.
         let _ = tokio::time::timeout(Duration::from_secs(15), state.mcp.refresh()).await;
     }
-    let tools: Vec<_> = state
+    let tools = state
         .tools
         .tools()
         .into_iter()
-        .map(|t| {
-            let mut tool = json!({ "name": t.name, "description": t.description, "input_schema": t.input_schema, "server": t.server, "tool": t.tool });
-            if let Some(annotations) = t.annotations {
-                tool["annotations"] = annotations;
-            }
-            tool
+        .map(|t| ToolDto {
+            name: t.name,
+            description: t.description,
+            input_schema: t.input_schema,
+            server: t.server,
+            tool: t.tool,
+            annotations: t.annotations,
         })
         .collect();
-    let mut body = json!({ "tools": tools });
-    if refresh {
-        body["force_refresh"] = json!(true);
-    }
-    HttpResponse::Ok().json(body)
+    Ok(HttpResponse::Ok().json(ToolsList {
+        tools,
+        force_refresh: refresh.then_some(true),
+    }))
 }
 
-/// `GET /v1/chat/mcp/servers`: each server's transport, state, tools, calls in flight, last error.
-pub async fn servers(_user: AuthUser, state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().json(json!({ "servers": state.mcp.status() }))
+/// Each MCP server's transport, state, tools, calls in flight and last error.
+#[utoipa::path(
+    tag = "tools",
+    responses((status = 200, description = "The servers", body = ServersList))
+)]
+#[get("/mcp/servers")]
+pub async fn list_servers(_user: AuthUser, state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(ServersList {
+        servers: state.mcp.status(),
+    })
 }

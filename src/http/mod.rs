@@ -3,19 +3,21 @@
 
 pub mod approvals;
 pub mod auth;
+pub mod body;
 pub mod chat;
 pub mod dto;
 pub mod error;
 pub mod health;
 pub mod limits;
 pub mod observe;
+pub mod openapi;
 pub mod sessions;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::error::{JsonPayloadError, QueryPayloadError};
-use actix_web::{HttpResponse, web};
+use actix_web::web;
 use actors::Chat;
 use actors::mcp::McpTools;
 use actors::provider::Providers;
@@ -96,11 +98,45 @@ pub fn cors(origins: &[String]) -> actix_cors::Cors {
     cors
 }
 
-/// Registers the routes, limits and error handlers.
-pub fn configure(state: web::Data<AppState>) -> impl Fn(&mut web::ServiceConfig) + Clone {
-    move |cfg: &mut web::ServiceConfig| {
+/// The route table. The same function registers the routes and, through `openapi::document`,
+/// collects their OpenAPI description.
+pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
+    cfg.service(observe::prometheus).service(
+        utoipa_actix_web::scope("/v1/chat")
+            .service(health::health)
+            .service(health::ready)
+            .service(openapi::serve_document)
+            .service(chat::send)
+            .service(chat::read_stream)
+            .service(chat::cancel)
+            .service(chat::clear)
+            .service(health::list_tools)
+            .service(health::list_servers)
+            .service(approvals::list_approvals)
+            .service(approvals::list_grants)
+            .service(approvals::revoke_grant)
+            .service(approvals::decide)
+            .service(sessions::create_session)
+            .service(sessions::list_sessions)
+            .service(sessions::get_session)
+            .service(sessions::rename_session)
+            .service(sessions::delete_session)
+            .service(sessions::list_messages)
+            .service(sessions::clear_messages),
+    );
+}
+
+/// Registers the routes, limits, error handlers and the OpenAPI document (rendered once here).
+pub fn configure(state: web::Data<AppState>) -> Result<impl Fn(&mut web::ServiceConfig) + Clone, serde_json::Error> {
+    let deployment = openapi::Deployment {
+        providers: state.providers.status().into_iter().map(|p| p.name).collect(),
+        max_message_chars: state.limits.max_message_chars,
+    };
+    let document = web::Data::new(openapi::ApiDocument::new(&deployment)?);
+    Ok(move |cfg: &mut web::ServiceConfig| {
         let limit = state.limits.max_body_bytes;
         cfg.app_data(state.clone())
+            .app_data(document.clone())
             .app_data(
                 web::JsonConfig::default()
                     .limit(limit)
@@ -108,29 +144,14 @@ pub fn configure(state: web::Data<AppState>) -> impl Fn(&mut web::ServiceConfig)
             )
             .app_data(web::PayloadConfig::default().limit(limit))
             .app_data(web::QueryConfig::default().error_handler(|err, _| query_error(err)))
-            .route("/metrics", web::get().to(observe::metrics))
-            .service(
-                web::scope("/v1/chat")
-                    .route("/health", web::get().to(health::health))
-                    .route("/ready", web::get().to(health::ready))
-                    .route("/send", web::post().to(chat::send))
-                    .route("/stream/{stream_id}", web::get().to(chat::stream))
-                    .route("/stream/{stream_id}/cancel", web::post().to(chat::cancel))
-                    .route("/clear", web::delete().to(chat::clear))
-                    .route("/mcp/tools", web::get().to(health::tools))
-                    .route("/mcp/servers", web::get().to(health::servers))
-                    .route("/approvals", web::get().to(approvals::list))
-                    .route("/approvals/grants", web::get().to(approvals::grants))
-                    .route("/approvals/grants/{id}", web::delete().to(approvals::revoke))
-                    .route("/approvals/{request_id}", web::post().to(approvals::decide))
-                    .route("/sessions", web::post().to(sessions::create))
-                    .route("/sessions", web::get().to(sessions::list))
-                    .route("/sessions/{id}", web::get().to(sessions::get))
-                    .route("/sessions/{id}", web::put().to(sessions::update))
-                    .route("/sessions/{id}", web::delete().to(sessions::delete))
-                    .route("/sessions/{id}/messages", web::get().to(sessions::messages))
-                    .route("/sessions/{id}/messages", web::delete().to(sessions::clear_messages)),
-            )
-            .default_service(web::to(|| async { Err::<HttpResponse, _>(ApiError::RouteNotFound) }));
-    }
+            .app_data(web::PathConfig::default().error_handler(|err, _| {
+                ApiError::InvalidParameter {
+                    name: "path",
+                    reason: err.to_string(),
+                }
+                .into()
+            }));
+        routes(&mut utoipa_actix_web::service_config::ServiceConfig::new(cfg));
+        cfg.default_service(web::to(openapi::unmatched));
+    })
 }

@@ -8,7 +8,7 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpResponse, get, web};
 use tracing::Instrument;
 
 use super::AppState;
@@ -53,8 +53,15 @@ pub async fn request_context(
     Ok(response)
 }
 
-/// `GET /metrics`: Prometheus text.
-pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+/// Prometheus metrics in the text exposition format (no authentication: keep it off the public
+/// network, as any scrape endpoint).
+#[utoipa::path(
+    tag = "operations",
+    security(()),
+    responses((status = 200, description = "Prometheus text", content_type = "text/plain", body = String))
+)]
+#[get("/metrics")]
+pub async fn prometheus(state: web::Data<AppState>) -> HttpResponse {
     for server in state.mcp.status() {
         metrics::gauge!("aichat_mcp_server_ready", "server" => server.name.clone()).set(if server.state == "ready" {
             1.0

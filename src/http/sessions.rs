@@ -1,13 +1,16 @@
 //! Session routes: create, list, read, rename, delete, and a session's messages.
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpResponse, delete, get, post, put, web};
 use actors::ids::SessionId;
 use actors::model::{Session, TitleSource};
 use actors::storage::{CreateSession, GetSession, ListMessages, ListSessions, Page, SetTitle};
 
 use super::AppState;
 use super::auth::AuthUser;
-use super::dto::{Confirmation, MessagesPage, PageQuery, Pagination, SessionDto, SessionsPage, TitleRequest};
+use super::body::JsonObject;
+use super::dto::{
+    Confirmation, ErrorBody, MessagesPage, PageQuery, Pagination, SessionDto, SessionsPage, TitleRequest, TitleUpdate,
+};
 use super::error::ApiError;
 
 const MAX_TITLE_CHARS: usize = 255;
@@ -49,8 +52,8 @@ fn paging(page: u32, limit: u32) -> (Page, Pagination) {
     )
 }
 
-fn title(body: &TitleRequest) -> Result<Option<String>, ApiError> {
-    let title = body.title.as_deref().map(str::trim).filter(|t| !t.is_empty());
+fn title(raw: Option<&str>) -> Result<Option<String>, ApiError> {
+    let title = raw.map(str::trim).filter(|t| !t.is_empty());
     match title {
         Some(t) if t.chars().count() > MAX_TITLE_CHARS => Err(ApiError::InvalidParameter {
             name: "title",
@@ -60,13 +63,19 @@ fn title(body: &TitleRequest) -> Result<Option<String>, ApiError> {
     }
 }
 
-/// `POST /v1/chat/sessions` → 201 with the session.
-pub async fn create(
+/// Creates a session.
+#[utoipa::path(
+    tag = "sessions",
+    request_body = TitleRequest,
+    responses((status = 201, description = "Created", body = SessionDto))
+)]
+#[post("/sessions")]
+pub async fn create_session(
     user: AuthUser,
-    body: web::Json<TitleRequest>,
+    body: JsonObject<TitleRequest>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let session = match title(&body)? {
+    let session = match title(body.title.as_deref())? {
         Some(t) => Session::new(user.0, t, TitleSource::User),
         None => Session::new(user.0, "New Chat Session".into(), TitleSource::Default),
     };
@@ -80,8 +89,14 @@ pub async fn create(
     Ok(HttpResponse::Created().json(SessionDto::from(session)))
 }
 
-/// `GET /v1/chat/sessions?page=&limit=`, newest activity first.
-pub async fn list(
+/// The user's sessions, newest activity first (default 20 per page).
+#[utoipa::path(
+    tag = "sessions",
+    params(PageQuery),
+    responses((status = 200, description = "A page of sessions", body = SessionsPage))
+)]
+#[get("/sessions")]
+pub async fn list_sessions(
     user: AuthUser,
     query: web::Query<PageQuery>,
     state: web::Data<AppState>,
@@ -103,8 +118,17 @@ pub async fn list(
     }))
 }
 
-/// `GET /v1/chat/sessions/{id}`.
-pub async fn get(
+/// One session.
+#[utoipa::path(
+    tag = "sessions",
+    params(("id" = String, Path, description = "The session")),
+    responses(
+        (status = 200, description = "The session", body = SessionDto),
+        (status = 404, description = "`session_not_found`", body = ErrorBody),
+    )
+)]
+#[get("/sessions/{id}")]
+pub async fn get_session(
     user: AuthUser,
     path: web::Path<String>,
     state: web::Data<AppState>,
@@ -119,14 +143,24 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(SessionDto::from(session)))
 }
 
-/// `PUT /v1/chat/sessions/{id}` with `{"title": ...}`; a title set here is never replaced automatically.
-pub async fn update(
+/// Renames a session; a title set here is never replaced automatically.
+#[utoipa::path(
+    tag = "sessions",
+    params(("id" = String, Path, description = "The session")),
+    request_body = TitleUpdate,
+    responses(
+        (status = 200, description = "Renamed", body = Confirmation),
+        (status = 404, description = "`session_not_found`", body = ErrorBody),
+    )
+)]
+#[put("/sessions/{id}")]
+pub async fn rename_session(
     user: AuthUser,
     path: web::Path<String>,
-    body: web::Json<TitleRequest>,
+    body: JsonObject<TitleUpdate>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let title = title(&body)?.ok_or(ApiError::MissingField("title"))?;
+    let title = title(body.title.as_deref())?.ok_or(ApiError::MissingField("title"))?;
     let set = SetTitle {
         user: user.0,
         id: SessionId::from_raw(path.into_inner()),
@@ -141,8 +175,17 @@ pub async fn update(
     }))
 }
 
-/// `DELETE /v1/chat/sessions/{id}`: the session, its messages and streams, and its actor.
-pub async fn delete(
+/// Deletes a session with its messages, streams and approval requests.
+#[utoipa::path(
+    tag = "sessions",
+    params(("id" = String, Path, description = "The session")),
+    responses(
+        (status = 200, description = "Deleted", body = Confirmation),
+        (status = 404, description = "`session_not_found`", body = ErrorBody),
+    )
+)]
+#[delete("/sessions/{id}")]
+pub async fn delete_session(
     user: AuthUser,
     path: web::Path<String>,
     state: web::Data<AppState>,
@@ -159,8 +202,17 @@ pub async fn delete(
     }))
 }
 
-/// `GET /v1/chat/sessions/{id}/messages?page=&limit=`, oldest first.
-pub async fn messages(
+/// A session's messages, oldest first (default 50 per page).
+#[utoipa::path(
+    tag = "sessions",
+    params(("id" = String, Path, description = "The session"), PageQuery),
+    responses(
+        (status = 200, description = "A page of messages", body = MessagesPage),
+        (status = 404, description = "`session_not_found`", body = ErrorBody),
+    )
+)]
+#[get("/sessions/{id}/messages")]
+pub async fn list_messages(
     user: AuthUser,
     path: web::Path<String>,
     query: web::Query<PageQuery>,
@@ -177,7 +229,17 @@ pub async fn messages(
     Ok(HttpResponse::Ok().json(MessagesPage { messages, pagination }))
 }
 
-/// `DELETE /v1/chat/sessions/{id}/messages`: clears stored history and the model context.
+/// Clears a session's stored history and the model's context.
+#[utoipa::path(
+    tag = "sessions",
+    params(("id" = String, Path, description = "The session")),
+    responses(
+        (status = 200, description = "Cleared", body = Confirmation),
+        (status = 404, description = "`session_not_found`", body = ErrorBody),
+        (status = 409, description = "`turn_in_progress`", body = ErrorBody),
+    )
+)]
+#[delete("/sessions/{id}/messages")]
 pub async fn clear_messages(
     user: AuthUser,
     path: web::Path<String>,

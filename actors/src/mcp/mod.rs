@@ -20,6 +20,7 @@ use rmcp::service::{PeerRequestOptions, ServiceError};
 use rmcp::{Peer, RoleClient};
 use serde::Serialize;
 use tokio::sync::Semaphore;
+use utoipa::ToSchema;
 
 use crate::model::ToolCall;
 use crate::tools::{ToolCatalog, ToolOutcome, ToolSpec};
@@ -37,7 +38,7 @@ pub struct McpServer {
 }
 
 /// A server as `GET /v1/chat/mcp/servers` shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ServerStatus {
     /// Its name.
     pub name: String,

@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::ProviderHandle;
 
@@ -21,7 +22,7 @@ struct Entry {
 }
 
 /// A provider as `/v1/chat/health` shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ProviderStatus {
     /// Its name.
     pub name: String,
