@@ -149,6 +149,11 @@ async fn metrics_move_and_requests_carry_ids() {
     assert!(after.contains("aichat_time_to_first_token_seconds_bucket"));
     assert!(after.contains("aichat_turn_overhead_seconds_count"));
     assert!(after.contains("aichat_provider_healthy{provider=\"mock\"} 1"));
+    // The turn went through every kind of actor; each has its backlog gauge.
+    for actor in ["storage", "registry", "session", "provider"] {
+        let gauge = format!("aichat_mailbox_backlog{{actor=\"{actor}\"}}");
+        assert!(after.contains(&gauge), "{gauge} missing in {after}");
+    }
 }
 
 #[actix_web::test]

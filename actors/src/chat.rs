@@ -8,6 +8,7 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use crate::approval::Decision;
+use crate::backlog::Queued;
 use crate::ids::{SessionId, StreamId, UserId};
 use crate::registry::{Evict, InterruptAll, Resolve, SessionRegistry};
 use crate::session::{Decide, SessionError, StartTurn, StopReason, StopTurn, TurnStarted};
@@ -36,6 +37,18 @@ impl Chat {
         }
     }
 
+    /// Sends `msg` to `addr`, counted in the mailbox backlog of `actor`, waiting at most the timeout.
+    async fn ask<A, M>(&self, actor: &'static str, addr: &Addr<A>, msg: M) -> Result<M::Result, MailboxError>
+    where
+        A: Actor + Handler<M>,
+        A::Context: actix::dev::ToEnvelope<A, M>,
+        M: Message + Send + 'static,
+        M::Result: Send,
+    {
+        let _queued = Queued::enter(actor);
+        addr.send(msg).timeout(self.timeout).await
+    }
+
     /// The storage handle (session CRUD goes straight to the storage actor).
     pub fn storage(&self) -> &Storage {
         &self.storage
@@ -61,19 +74,24 @@ impl Chat {
         let mut last_error = None;
         for _ in 0..2 {
             let (_, addr) = self
-                .registry
-                .send(Resolve {
-                    user,
-                    session_id: session_id.clone(),
-                })
-                .timeout(self.timeout)
+                .ask(
+                    "registry",
+                    &self.registry,
+                    Resolve {
+                        user,
+                        session_id: session_id.clone(),
+                    },
+                )
                 .await??;
-            match addr
-                .send(StartTurn {
-                    text: text.clone(),
-                    provider: provider.clone(),
-                })
-                .timeout(self.timeout)
+            match self
+                .ask(
+                    "session",
+                    &addr,
+                    StartTurn {
+                        text: text.clone(),
+                        provider: provider.clone(),
+                    },
+                )
                 .await
             {
                 Ok(started) => return started,
@@ -107,9 +125,7 @@ impl Chat {
 
     /// Clears a session's stored messages and its model context. `false` if not the user's.
     pub async fn clear(&self, user: UserId, id: &SessionId) -> Result<bool, SessionError> {
-        self.registry
-            .send(Evict { session_id: id.clone() })
-            .timeout(self.timeout)
+        self.ask("registry", &self.registry, Evict { session_id: id.clone() })
             .await?;
         Ok(self.storage.ask(ClearMessages { user, id: id.clone() }).await?)
     }
@@ -118,9 +134,7 @@ impl Chat {
     pub async fn delete(&self, user: UserId, id: &SessionId) -> Result<bool, SessionError> {
         let deleted = self.storage.ask(DeleteSession { user, id: id.clone() }).await?;
         if deleted {
-            self.registry
-                .send(Evict { session_id: id.clone() })
-                .timeout(self.timeout)
+            self.ask("registry", &self.registry, Evict { session_id: id.clone() })
                 .await?;
             self.hub.remove_session(id);
         }
@@ -146,7 +160,7 @@ impl Chat {
             stream_id: Some(id.clone()),
             reason: StopReason::Cancelled,
         };
-        match addr.send(stop).timeout(self.timeout).await? {
+        match self.ask("session", &addr, stop).await? {
             // The turn ended between the check and the stop.
             Err(SessionError::NotFound(_)) => Err(SessionError::Finished),
             other => other,
@@ -163,12 +177,7 @@ impl Chat {
     pub async fn drain(&self, grace: Duration) {
         self.draining.store(true, Ordering::Relaxed);
         if !self.wait_idle(grace).await {
-            let stopped = self
-                .registry
-                .send(InterruptAll)
-                .timeout(self.timeout)
-                .await
-                .unwrap_or(0);
+            let stopped = self.ask("registry", &self.registry, InterruptAll).await.unwrap_or(0);
             tracing::warn!(sessions = stopped, "grace period over: interrupting running turns");
             self.wait_idle(self.timeout).await;
         }
@@ -219,11 +228,14 @@ impl Chat {
             })
             .timeout(self.timeout)
             .await??;
-        addr.send(Decide {
-            request_id: request_id.to_owned(),
-            decision,
-        })
-        .timeout(self.timeout)
+        self.ask(
+            "session",
+            &addr,
+            Decide {
+                request_id: request_id.to_owned(),
+                decision,
+            },
+        )
         .await?
     }
 }

@@ -24,6 +24,7 @@ use futures::FutureExt;
 use futures::stream::{BoxStream, StreamExt};
 use tokio::sync::mpsc;
 
+use crate::backlog::Queued;
 use crate::model::{ChatMessage, ToolCall, Usage};
 use crate::tools::ToolSpec;
 
@@ -85,6 +86,8 @@ pub struct StreamCompletion {
     pub request: CompletionRequest,
     /// Where the events go; dropping the receiver aborts the call.
     pub sink: EventSink,
+    /// Counts the message in the backlog until the actor has taken it.
+    pub queued: Queued,
 }
 
 /// The provider actor.
@@ -228,7 +231,11 @@ impl ProviderHandle {
         let (sink, events) = mpsc::channel(64);
         // `do_send` never waits on a full mailbox; if the actor is gone the sink is dropped and the
         // caller sees the channel close without `Done`.
-        self.addr.do_send(StreamCompletion { request, sink });
+        self.addr.do_send(StreamCompletion {
+            request,
+            sink,
+            queued: Queued::enter("provider"),
+        });
         events
     }
 

@@ -263,6 +263,7 @@ impl Storage {
         T: Send + 'static,
         StorageActor: Handler<M>,
     {
+        let _queued = crate::backlog::Queued::enter("storage");
         match self.addr.send(msg).timeout(self.timeout).await {
             Ok(result) => result,
             Err(err) => Err(StorageError::Unavailable(err.to_string())),
