@@ -1,6 +1,7 @@
 //! `SqliteStore`: the embedded [`ChatStore`] on SQLite through an r2d2 pool. WAL mode, a busy
 //! timeout and `BEGIN IMMEDIATE` for every write keep concurrent chats from seeing
-//! "database is locked".
+//! "database is locked"; WAL checkpoints (the only fsyncs under `synchronous = NORMAL`) run on a
+//! background thread, so no turn waits for the disk.
 
 use std::path::Path;
 use std::time::Duration;
@@ -20,9 +21,36 @@ use crate::model::{
 /// How long a connection waits for another writer before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How often the background thread checkpoints the WAL into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+
 /// SQLite behind an r2d2 pool.
 pub struct SqliteStore {
     pool: Pool<SqliteConnectionManager>,
+    /// Dropping it stops the checkpoint thread.
+    _checkpointer: std::sync::mpsc::Sender<()>,
+}
+
+/// Checkpoints the WAL every `CHECKPOINT_EVERY` on its own connection until `stop` disconnects.
+/// Writers never checkpoint (`wal_autocheckpoint = 0` on the pool): a checkpoint fsyncs, and
+/// done inside a commit it held that turn for 10–20 ms.
+fn spawn_checkpointer(path: &Path) -> Result<std::sync::mpsc::Sender<()>, StorageError> {
+    let conn = rusqlite::Connection::open(path)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    std::thread::Builder::new()
+        .name("sqlite-checkpoint".into())
+        .spawn(move || {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_EVERY) {
+                // PASSIVE: copies what no reader still needs, never blocks readers or writers.
+                let result = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                if let Err(err) = result {
+                    tracing::warn!(error = %err, "WAL checkpoint failed; retrying");
+                }
+            }
+        })
+        .map_err(|err| StorageError::Unavailable(format!("cannot start the checkpoint thread: {err}")))?;
+    Ok(stop)
 }
 
 impl SqliteStore {
@@ -38,13 +66,16 @@ impl SqliteStore {
         }
         let manager = SqliteConnectionManager::file(path).with_init(|conn| {
             conn.busy_timeout(BUSY_TIMEOUT)?;
-            conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
+            conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 0;")
         });
         let pool = Pool::builder()
             .max_size(pool_size.max(1))
             .connection_timeout(BUSY_TIMEOUT)
             .build(manager)?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            _checkpointer: spawn_checkpointer(path)?,
+        })
     }
 
     fn conn(&self) -> Result<PooledConnection<SqliteConnectionManager>, StorageError> {

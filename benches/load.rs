@@ -1,0 +1,734 @@
+//! Load harness: the release binary on 127.0.0.1 with a temporary SQLite file, the mock provider
+//! and (for `tools`) the demo MCP server, driven over real HTTP + SSE by many concurrent clients.
+//! Every loop is bounded in count and time; the default run takes a few minutes on 2 cores.
+//!
+//! Run: `cargo bench --bench load -- [overhead] [ttft] [streams] [throughput] [tools] [--quick]`
+//! (no scenario: all of them). Prints a table per scenario, then one JSON line with every figure.
+//!
+//! - `overhead`: full turns (send → SSE → `done`, stored) with a 0 ms mock, at concurrency 1 and
+//!   64, against the same requests straight to the mock provider (in-process, no HTTP).
+//! - `ttft`: time to first token through the whole path against the mock's own first token.
+//! - `streams`: N paced streams (64 chunks, 20 ms apart) at once: frames lost, frames late (a gap
+//!   over 10× the pace), errors, server RSS per stream; then N idle streams for RSS per idle stream.
+//! - `throughput`: turns per second with persistence at a 20 ms mock, rising concurrency until
+//!   errors or p99 > 1 s.
+//! - `tools`: one turn with N tool calls of 200 ms each, parallel against `max_concurrency = 1`.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actors::model::{ChatMessage, Role};
+use actors::provider::{ChatProvider, CompletionRequest, MockProvider, Purpose};
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+/// Every request of the harness gives up after this.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+// ---------------------------------------------------------------------------------------------
+// The server under test
+
+/// The release binary, started with a scenario's config; killed on drop.
+struct Server {
+    child: Child,
+    base: String,
+    _dir: tempfile::TempDir,
+}
+
+#[expect(clippy::expect_used, reason = "a benchmark that cannot set up should stop loudly")]
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+impl Server {
+    /// Starts the binary with a 0-limit, allow-all config plus `extra` TOML and waits for `/ready`.
+    #[expect(clippy::expect_used, reason = "a benchmark that cannot set up should stop loudly")]
+    async fn start(mock_delay_ms: u64, extra: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let config = format!(
+            r#"
+[server]
+listen_address = "127.0.0.1"
+port = {port}
+# Finished streams are replayed from SQLite after this; keeps memory flat under sustained load.
+stream_retention_secs = 30
+[database]
+url = "sqlite:{db}"
+[mock]
+chunk_delay_ms = {mock_delay_ms}
+[limits]
+max_concurrent_turns_per_user = 0
+turns_per_minute_per_user = 0
+[approval]
+default = "allow"
+[log]
+level = "warn"
+{extra}
+"#,
+            db = dir.path().join("load.db").display(),
+        );
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, config).expect("config");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_aichat"))
+            .arg("--config")
+            .arg(&path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn the server");
+        // Forward the server's warnings, prefixed, so a failing run explains itself.
+        if let Some(stderr) = child.stderr.take() {
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    note(&format!("  [server] {line}"));
+                }
+            });
+        }
+        let base = format!("http://127.0.0.1:{port}/v1/chat");
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = client.get(format!("{base}/ready")).send().await;
+            if ready.is_ok_and(|r| r.status().is_success()) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the server did not become ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Self { child, base, _dir: dir }
+    }
+
+    /// The server's resident memory in KiB (Linux `/proc`).
+    fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Waits until a MCP server is ready.
+    async fn wait_for_tools(&self, client: &reqwest::Client) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let body: Value = match client
+                .get(format!("{}/mcp/servers", self.base))
+                .header("X-User-ID", "1")
+                .send()
+                .await
+            {
+                Ok(resp) => resp.json().await.unwrap_or(Value::Null),
+                Err(_) => Value::Null,
+            };
+            if body["servers"][0]["state"] == "ready" {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the demo MCP server did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn client(max_idle: usize) -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(max_idle)
+        .timeout(REQUEST_TIMEOUT)
+        .tcp_nodelay(true)
+        .build()
+        .unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------------------------
+// One turn as a client sees it
+
+/// What a client measured of one turn.
+struct Turn {
+    /// From sending the message to the first text event.
+    first_token: Duration,
+    /// From sending the message to `done` (the answer is stored by then).
+    total: Duration,
+    /// The session, to continue it.
+    session_id: String,
+    /// Text events received, and how many of them came later than `late_after` after the previous.
+    frames: u64,
+    late: u64,
+    /// Whether event ids had no gap.
+    contiguous: bool,
+}
+
+/// One streamed turn: `POST /send?streaming=true`, then read the SSE stream to its end.
+async fn turn(
+    client: &reqwest::Client,
+    base: &str,
+    user: u64,
+    session: Option<&str>,
+    message: &str,
+    late_after: Duration,
+) -> Result<Turn, String> {
+    let started = Instant::now();
+    let mut body = json!({ "message": message });
+    if let Some(session) = session {
+        body["session_id"] = json!(session);
+    }
+    let resp = client
+        .post(format!("{base}/send?streaming=true"))
+        .header("X-User-ID", user.to_string())
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| format!("send: {e}"))?;
+    if !resp.status().is_success() {
+        return Err(format!("send: {}", resp.status()));
+    }
+    let started_reply: Value = resp.json().await.map_err(|e| format!("send body: {e}"))?;
+    let stream_id = started_reply["stream_id"].as_str().unwrap_or_default().to_owned();
+    let session_id = started_reply["session_id"].as_str().unwrap_or_default().to_owned();
+    let resp = client
+        .get(format!("{base}/stream/{stream_id}"))
+        .header("X-User-ID", user.to_string())
+        .send()
+        .await
+        .map_err(|e| format!("stream: {e}"))?;
+    if !resp.status().is_success() {
+        return Err(format!("stream: {}", resp.status()));
+    }
+    let mut bytes = resp.bytes_stream();
+    let mut pending: Vec<u8> = Vec::new();
+    let (mut first_token, mut frames, mut late, mut last_id, mut contiguous) = (None, 0u64, 0u64, 0u64, true);
+    let mut last_frame = Instant::now();
+    while let Some(chunk) = bytes.next().await {
+        let chunk = chunk.map_err(|e| format!("stream body: {e}"))?;
+        pending.extend_from_slice(&chunk);
+        while let Some(end) = pending.windows(2).position(|w| w == b"\n\n") {
+            let frame: Vec<u8> = pending.drain(..end + 2).collect();
+            let frame = String::from_utf8_lossy(&frame);
+            let Some(data) = frame.lines().find_map(|l| l.strip_prefix("data: ")) else {
+                continue; // retry: or keep-alive
+            };
+            if let Some(id) = frame.lines().find_map(|l| l.strip_prefix("id: ")) {
+                let id: u64 = id.trim().parse().unwrap_or(0);
+                contiguous &= id == last_id + 1;
+                last_id = id;
+            }
+            let now = Instant::now();
+            if data.contains(r#""type":"message""#) {
+                first_token.get_or_insert_with(|| started.elapsed());
+                if frames > 0 && now - last_frame > late_after {
+                    late += 1;
+                }
+                frames += 1;
+                last_frame = now;
+            } else if data.contains(r#""type":"done""#) {
+                return Ok(Turn {
+                    first_token: first_token.unwrap_or_else(|| started.elapsed()),
+                    total: started.elapsed(),
+                    session_id,
+                    frames,
+                    late,
+                    contiguous,
+                });
+            } else if data.contains(r#""type":"error""#) {
+                return Err(format!("error event: {data}"));
+            }
+        }
+    }
+    Err("the stream ended without done".into())
+}
+
+/// The same request straight to the mock provider, in-process: (first token, whole answer).
+async fn direct(mock: &MockProvider, message: &str) -> (Duration, Duration) {
+    let started = Instant::now();
+    let request = CompletionRequest {
+        messages: vec![ChatMessage::new(Role::User, message)],
+        tools: Vec::new(),
+        purpose: Purpose::Chat,
+    };
+    let mut events = mock.stream(request);
+    let mut first = None;
+    while let Some(event) = events.next().await {
+        first.get_or_insert_with(|| started.elapsed());
+        if event.is_err() {
+            break;
+        }
+    }
+    (first.unwrap_or_else(|| started.elapsed()), started.elapsed())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Figures
+
+/// Sorted samples in microseconds.
+struct Samples(Vec<f64>);
+
+impl Samples {
+    fn new(mut values: Vec<Duration>) -> Self {
+        values.sort();
+        Self(values.into_iter().map(|d| d.as_secs_f64() * 1e6).collect())
+    }
+
+    fn pct(&self, p: f64) -> f64 {
+        if self.0.is_empty() {
+            return f64::NAN;
+        }
+        let index = ((self.0.len() as f64 - 1.0) * p).round() as usize;
+        self.0[index.min(self.0.len() - 1)]
+    }
+}
+
+/// Every figure of the run, by scenario, for the last line.
+type Report = BTreeMap<&'static str, Value>;
+
+// ---------------------------------------------------------------------------------------------
+// Scenarios
+
+/// `clients` concurrent clients run `per_client` turns each (a new session every 20 turns);
+/// returns the turns and the errors.
+async fn drive(
+    base: &str,
+    clients: usize,
+    per_client: usize,
+    message: &'static str,
+    deadline: Instant,
+) -> (Vec<Turn>, Vec<String>, Duration) {
+    let http = client(clients);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            let (http, base) = (http.clone(), base.to_owned());
+            tokio::spawn(async move {
+                let (mut turns, mut errors, mut session) = (Vec::new(), Vec::new(), None::<String>);
+                for i in 0..per_client {
+                    if Instant::now() > deadline {
+                        break;
+                    }
+                    if i % 20 == 0 {
+                        session = None;
+                    }
+                    let user = (c + 1) as u64;
+                    match turn(&http, &base, user, session.as_deref(), message, Duration::MAX).await {
+                        Ok(t) => {
+                            session = Some(t.session_id.clone());
+                            turns.push(t);
+                        }
+                        Err(e) => errors.push(e),
+                    }
+                }
+                (turns, errors)
+            })
+        })
+        .collect();
+    let (mut turns, mut errors) = (Vec::new(), Vec::new());
+    for task in tasks {
+        match task.await {
+            Ok((t, e)) => {
+                turns.extend(t);
+                errors.extend(e);
+            }
+            Err(e) => errors.push(format!("client task: {e}")),
+        }
+    }
+    (turns, errors, started.elapsed())
+}
+
+/// The mock's own time for `count` requests at `concurrency`.
+async fn drive_direct(concurrency: usize, count: usize, message: &'static str) -> Vec<(Duration, Duration)> {
+    let mock = Arc::new(MockProvider::new(Duration::ZERO));
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let mock = Arc::clone(&mock);
+            tokio::spawn(async move {
+                let mut out = Vec::new();
+                for _ in 0..count / concurrency {
+                    out.push(direct(&mock, message).await);
+                }
+                out
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap_or_default());
+    }
+    all
+}
+
+const OVERHEAD_MESSAGE: &str = "Hello, how is the database doing?";
+
+async fn overhead(quick: bool, report: &mut Report) {
+    let server = Server::start(0, "").await;
+    let mut rows = Vec::new();
+    say("\n== overhead: full turns (send → SSE → done, stored), 0 ms mock; µs");
+    say(
+        "concurrency | turns | errors | through p50 / p99 / p99.9 | direct p50 / p99 / p99.9 | added p50 / p99 / p99.9",
+    );
+    for (concurrency, per_client) in [
+        (1usize, if quick { 300 } else { 2000 }),
+        (64, if quick { 10 } else { 50 }),
+    ] {
+        // Warm-up: connections, session actors, SQLite pages.
+        let _ = drive(
+            &server.base,
+            concurrency,
+            3,
+            OVERHEAD_MESSAGE,
+            Instant::now() + Duration::from_secs(30),
+        )
+        .await;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let (turns, errors, _) = drive(&server.base, concurrency, per_client, OVERHEAD_MESSAGE, deadline).await;
+        let through = Samples::new(turns.iter().map(|t| t.total).collect());
+        let direct = Samples::new(
+            drive_direct(concurrency, turns.len().max(concurrency), OVERHEAD_MESSAGE)
+                .await
+                .into_iter()
+                .map(|d| d.1)
+                .collect(),
+        );
+        let [t50, t99, t999] = [0.5, 0.99, 0.999].map(|p| through.pct(p));
+        let [d50, d99, d999] = [0.5, 0.99, 0.999].map(|p| direct.pct(p));
+        say(&format!(
+            "{concurrency:>11} | {:>5} | {:>6} | {t50:>8.0} / {t99:>6.0} / {t999:>6.0} | {d50:>6.1} / {d99:>6.1} / {d999:>6.1} | {:>6.0} / {:>6.0} / {:>6.0}",
+            turns.len(),
+            errors.len(),
+            t50 - d50,
+            t99 - d99,
+            t999 - d999
+        ));
+        if let Some(e) = errors.first() {
+            say(&format!("  first error: {e}"));
+        }
+        rows.push(json!({
+            "concurrency": concurrency, "turns": turns.len(), "errors": errors.len(),
+            "through_us": {"p50": t50, "p99": t99, "p999": t999},
+            "direct_us": {"p50": d50, "p99": d99, "p999": d999},
+            "added_us": {"p50": t50 - d50, "p99": t99 - d99, "p999": t999 - d999},
+        }));
+    }
+    say("target: added p99 ≤ 1,000 µs at concurrency 1");
+    report.insert("overhead", json!(rows));
+}
+
+async fn ttft(quick: bool, report: &mut Report) {
+    let server = Server::start(0, "").await;
+    let _ = drive(
+        &server.base,
+        1,
+        5,
+        OVERHEAD_MESSAGE,
+        Instant::now() + Duration::from_secs(30),
+    )
+    .await;
+    let count = if quick { 300 } else { 2000 };
+    let (turns, errors, _) = drive(
+        &server.base,
+        1,
+        count,
+        OVERHEAD_MESSAGE,
+        Instant::now() + Duration::from_secs(60),
+    )
+    .await;
+    let through = Samples::new(turns.iter().map(|t| t.first_token).collect());
+    let direct = Samples::new(
+        drive_direct(1, turns.len().max(1), OVERHEAD_MESSAGE)
+            .await
+            .into_iter()
+            .map(|d| d.0)
+            .collect(),
+    );
+    let [t50, t99] = [0.5, 0.99].map(|p| through.pct(p));
+    let [d50, d99] = [0.5, 0.99].map(|p| direct.pct(p));
+    say("\n== ttft: send → first text event through the full path, 0 ms mock, concurrency 1; µs");
+    say("turns | errors | through p50 / p99 | direct p50 / p99 | added p50 / p99");
+    say(&format!(
+        "{:>5} | {:>6} | {t50:>7.0} / {t99:>6.0} | {d50:>6.1} / {d99:>6.1} | {:>6.0} / {:>6.0}",
+        turns.len(),
+        errors.len(),
+        t50 - d50,
+        t99 - d99
+    ));
+    say("target: added TTFT p99 ≤ 250 µs");
+    report.insert(
+        "ttft",
+        json!({"turns": turns.len(), "errors": errors.len(),
+               "through_us": {"p50": t50, "p99": t99}, "direct_us": {"p50": d50, "p99": d99},
+               "added_us": {"p50": t50 - d50, "p99": t99 - d99}}),
+    );
+}
+
+const PACE: Duration = Duration::from_millis(20);
+const CHUNKS: u64 = 64;
+
+async fn streams(quick: bool, budget: Instant, report: &mut Report) {
+    let sizes: &[usize] = if quick { &[256, 1024] } else { &[256, 1024, 2048, 4096] };
+    say("\n== streams: N paced streams at once (64 chunks, 20 ms apart), one connection each");
+    say("     N | errors | frames lost | frames late (>200 ms gap) | RSS per stream KiB | wall s");
+    let mut rows = Vec::new();
+    for &n in sizes {
+        if Instant::now() > budget {
+            say(&format!("{n:>6} | skipped: time budget spent"));
+            break;
+        }
+        let server = Server::start(PACE.as_millis() as u64, "").await;
+        let http = client(n);
+        let before = server.rss_kib();
+        let started = Instant::now();
+        let peak = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let sampler = {
+            let (peak, pid) = (Arc::clone(&peak), server.child.id());
+            tokio::spawn(async move {
+                loop {
+                    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
+                        .unwrap_or_default()
+                        .lines()
+                        .find_map(|l| l.strip_prefix("VmRSS:").map(str::to_owned))
+                        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                        .unwrap_or(0);
+                    peak.fetch_max(rss, std::sync::atomic::Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            })
+        };
+        let message: &'static str = "/mock words 64";
+        let tasks: Vec<_> = (0..n)
+            .map(|i| {
+                let (http, base) = (http.clone(), server.base.clone());
+                tokio::spawn(async move { turn(&http, &base, (i + 1) as u64, None, message, PACE * 10).await })
+            })
+            .collect();
+        let (mut errors, mut lost, mut late, mut first_error) = (0u64, 0u64, 0u64, None);
+        for task in tasks {
+            match task.await {
+                Ok(Ok(t)) => {
+                    lost += CHUNKS.saturating_sub(t.frames) + u64::from(!t.contiguous);
+                    late += t.late;
+                }
+                Ok(Err(e)) => {
+                    errors += 1;
+                    first_error.get_or_insert(e);
+                }
+                Err(e) => {
+                    errors += 1;
+                    first_error.get_or_insert(e.to_string());
+                }
+            }
+        }
+        let wall = started.elapsed().as_secs_f64();
+        sampler.abort();
+        let per_stream = peak.load(std::sync::atomic::Ordering::Relaxed).saturating_sub(before) as f64 / n as f64;
+        say(&format!(
+            "{n:>6} | {errors:>6} | {lost:>11} | {late:>25} | {per_stream:>18.1} | {wall:>6.1}"
+        ));
+        if let Some(e) = first_error {
+            say(&format!("  first error: {e}"));
+        }
+        rows.push(json!({"n": n, "errors": errors, "lost": lost, "late": late,
+                         "rss_kib_per_stream": per_stream, "wall_s": wall}));
+    }
+    // Idle streams: a turn whose first token is 60 s away holds its stream open with nothing to
+    // send; the RSS they add, divided by their number, is the cost of one idle stream.
+    let n = if quick { 512 } else { 2048 };
+    let server = Server::start(0, "").await;
+    let http = client(n);
+    let _ = drive(
+        &server.base,
+        8,
+        3,
+        OVERHEAD_MESSAGE,
+        Instant::now() + Duration::from_secs(30),
+    )
+    .await;
+    let before = server.rss_kib();
+    let mut readers = Vec::new();
+    let mut streams_opened = Vec::new();
+    for i in 0..n {
+        let (http, base) = (http.clone(), server.base.clone());
+        readers.push(tokio::spawn(async move {
+            let user = (i + 1) as u64;
+            let started: Value = http
+                .post(format!("{base}/send?streaming=true"))
+                .header("X-User-ID", user.to_string())
+                .json(&json!({"message": "/mock slow 60000"}))
+                .send()
+                .await
+                .map_err(|e| e.to_string())?
+                .json()
+                .await
+                .map_err(|e| e.to_string())?;
+            let id = started["stream_id"].as_str().unwrap_or_default().to_owned();
+            let resp = http
+                .get(format!("{base}/stream/{id}"))
+                .header("X-User-ID", user.to_string())
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>((user, id, resp))
+        }));
+    }
+    for reader in readers {
+        if let Ok(Ok(open)) = reader.await {
+            streams_opened.push(open);
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle_rss = server.rss_kib().saturating_sub(before) as f64 / streams_opened.len().max(1) as f64;
+    say(&format!(
+        "idle: {} streams open (each a running turn waiting for its first token): {idle_rss:.1} KiB RSS per idle stream",
+        streams_opened.len()
+    ));
+    say("targets: ≥ 2,048 paced streams with no lost frame; ≤ 16 KiB RSS per idle stream");
+    report.insert(
+        "streams",
+        json!({"paced": rows, "idle": {"n": streams_opened.len(), "rss_kib_per_stream": idle_rss}}),
+    );
+    drop(streams_opened);
+}
+
+async fn throughput(quick: bool, budget: Instant, report: &mut Report) {
+    let server = Server::start(0, "").await;
+    let message: &'static str = "/mock slow 20";
+    let step = Duration::from_secs(if quick { 3 } else { 6 });
+    say("\n== throughput: turns/s with persistence, each turn's mock takes 20 ms; rising concurrency");
+    say("concurrency | turns | errors | turns/s | p50 ms | p99 ms");
+    let mut rows = Vec::new();
+    let mut best = 0.0f64;
+    for concurrency in [16usize, 32, 64, 128, 256, 512, 1024] {
+        if Instant::now() > budget {
+            say("  stopped: time budget spent");
+            break;
+        }
+        let deadline = Instant::now() + step;
+        let (turns, errors, wall) = drive(&server.base, concurrency, usize::MAX, message, deadline).await;
+        let latency = Samples::new(turns.iter().map(|t| t.total).collect());
+        let rate = turns.len() as f64 / wall.as_secs_f64();
+        let (p50, p99) = (latency.pct(0.5) / 1000.0, latency.pct(0.99) / 1000.0);
+        say(&format!(
+            "{concurrency:>11} | {:>5} | {:>6} | {rate:>7.0} | {p50:>6.1} | {p99:>6.1}",
+            turns.len(),
+            errors.len()
+        ));
+        rows.push(
+            json!({"concurrency": concurrency, "turns": turns.len(), "errors": errors.len(),
+                         "turns_per_s": rate, "p50_ms": p50, "p99_ms": p99}),
+        );
+        if !errors.is_empty() || p99 > 1000.0 {
+            if let Some(e) = errors.first() {
+                say(&format!("  first error: {e}"));
+            }
+            break;
+        }
+        best = best.max(rate);
+    }
+    say(&format!(
+        "best: {best:.0} turns/s with p99 < 1 s and no error (target ≥ 3,000)"
+    ));
+    report.insert("throughput", json!({"steps": rows, "best_turns_per_s": best}));
+}
+
+#[expect(clippy::expect_used, reason = "a benchmark that cannot run should stop loudly")]
+async fn tools(quick: bool, report: &mut Report) {
+    const D_MS: u64 = 200;
+    let sizes: &[usize] = if quick { &[1, 8] } else { &[1, 3, 8, 32] };
+    let exe = env!("CARGO_BIN_EXE_aichat");
+    let mut walls: BTreeMap<(usize, usize), f64> = BTreeMap::new();
+    for max_concurrency in [0usize, 1] {
+        let extra = format!(
+            "[[mcp.servers]]\nname = \"demo\"\ncommand = \"{exe}\"\nargs = [\"mcp-demo\"]\n{}",
+            if max_concurrency == 0 {
+                String::new()
+            } else {
+                format!("max_concurrency = {max_concurrency}\n")
+            }
+        );
+        let server = Server::start(0, &extra).await;
+        let http = client(4);
+        server.wait_for_tools(&http).await;
+        for &n in sizes {
+            let calls: Vec<_> = (0..n)
+                .map(|_| json!({"name": "demo__sleep_ms", "arguments": {"ms": D_MS}}))
+                .collect();
+            let message = format!("/mock tools {}", Value::Array(calls));
+            let mut best = Duration::MAX;
+            for _ in 0..if quick { 1 } else { 3 } {
+                let t = turn(&http, &server.base, 1, None, &message, Duration::MAX)
+                    .await
+                    .expect("tool turn");
+                best = best.min(t.total);
+            }
+            walls.insert((max_concurrency, n), best.as_secs_f64() * 1000.0 / D_MS as f64);
+        }
+    }
+    say("\n== tools: one turn with N calls of 200 ms; wall time / 200 ms (best of 3)");
+    say("   N | parallel | max_concurrency = 1 | ratio");
+    let mut rows = Vec::new();
+    for &n in sizes {
+        let (p, s) = (walls[&(0, n)], walls[&(1, n)]);
+        say(&format!("{n:>4} | {p:>8.3} | {s:>19.3} | {:>5.2}", s / p));
+        rows.push(json!({"n": n, "parallel_wall_over_d": p, "sequential_wall_over_d": s, "ratio": s / p}));
+    }
+    say("target: N = 32 parallel ≤ 1.10");
+    report.insert("tools", json!(rows));
+}
+
+// ---------------------------------------------------------------------------------------------
+
+fn main() {
+    aichat::install_crypto_provider();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let all = ["overhead", "ttft", "streams", "throughput", "tools"];
+    let mut chosen: Vec<&str> = all.into_iter().filter(|s| args.iter().any(|a| a == s)).collect();
+    if chosen.is_empty() {
+        chosen = all.to_vec();
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            note(&format!("cannot start a runtime: {err}"));
+            return;
+        }
+    };
+    let report = runtime.block_on(async {
+        let mut report = Report::new();
+        // A whole default run stays under 5 minutes: the open-ended scenarios get what is left.
+        let budget = Instant::now() + Duration::from_secs(if quick { 90 } else { 240 });
+        for scenario in &chosen {
+            match *scenario {
+                "overhead" => overhead(quick, &mut report).await,
+                "ttft" => ttft(quick, &mut report).await,
+                "streams" => streams(quick, budget, &mut report).await,
+                "throughput" => throughput(quick, budget, &mut report).await,
+                _ => tools(quick, &mut report).await,
+            }
+        }
+        report
+    });
+    let machine = json!({
+        "cores": std::thread::available_parallelism().map(usize::from).unwrap_or(0),
+        "quick": quick,
+    });
+    say(&json!({ "bench": "load", "machine": machine, "results": report }).to_string());
+}
+
+#[expect(clippy::print_stdout, reason = "a benchmark reports on stdout")]
+fn say(line: &str) {
+    println!("{line}");
+}
+
+#[expect(clippy::print_stderr, reason = "server output goes to stderr")]
+fn note(line: &str) {
+    eprintln!("{line}");
+}
