@@ -1,6 +1,7 @@
-//! Criterion micro-benchmarks of the hot paths under one turn: appending a turn's messages and
-//! events to SQLite, loading a history, pushing an event through a stream buffer to a reader,
-//! and encoding an SSE frame. Run: `cargo bench --bench core`.
+//! Criterion micro-benchmarks of the hot paths under one turn: a message round trip to an actor
+//! against a plain function call and a tokio channel round trip, appending a turn's messages and
+//! events to SQLite, loading a history, pushing an event through a stream buffer to a reader, and
+//! encoding an SSE frame. Run: `cargo bench --bench core`.
 
 use std::hint::black_box;
 
@@ -70,5 +71,62 @@ fn streams(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, storage, streams);
+/// An actor that answers a number with the next one.
+struct Echo;
+
+impl actix::Actor for Echo {
+    type Context = actix::Context<Self>;
+}
+
+#[derive(actix::Message)]
+#[rtype(result = "u64")]
+struct Next(u64);
+
+impl actix::Handler<Next> for Echo {
+    type Result = u64;
+
+    fn handle(&mut self, msg: Next, _: &mut Self::Context) -> u64 {
+        msg.0 + 1
+    }
+}
+
+#[inline(never)]
+fn next(n: u64) -> u64 {
+    n + 1
+}
+
+#[expect(clippy::expect_used, reason = "a benchmark that cannot set up should stop loudly")]
+fn actors(c: &mut Criterion) {
+    let system = actix::System::new();
+    c.bench_function("round trip/plain function call", |b| b.iter(|| next(black_box(1))));
+    c.bench_function("round trip/tokio mpsc + oneshot to a task", |b| {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(u64, tokio::sync::oneshot::Sender<u64>)>(16);
+        system.block_on(async {
+            actix::spawn(async move {
+                while let Some((n, reply)) = rx.recv().await {
+                    let _ = reply.send(n + 1);
+                }
+            });
+        });
+        b.iter(|| {
+            system.block_on(async {
+                let (reply, answer) = tokio::sync::oneshot::channel();
+                tx.send((black_box(1), reply)).await.expect("send");
+                answer.await.expect("answer")
+            })
+        });
+    });
+    c.bench_function("round trip/actix actor (same arbiter)", |b| {
+        let addr = system.block_on(async { actix::Actor::start(Echo) });
+        b.iter(|| system.block_on(async { addr.send(Next(black_box(1))).await.expect("answer") }));
+    });
+    c.bench_function("round trip/actix actor (other arbiter)", |b| {
+        let arbiter = actix::Arbiter::new();
+        let addr = system.block_on(async { actix::Actor::start_in_arbiter(&arbiter.handle(), |_| Echo) });
+        b.iter(|| system.block_on(async { addr.send(Next(black_box(1))).await.expect("answer") }));
+        arbiter.stop();
+    });
+}
+
+criterion_group!(benches, actors, storage, streams);
 criterion_main!(benches);

@@ -160,9 +160,15 @@ impl StreamBuffer {
 
     /// The events after `after_seq` (a copy of the pointers; cheap).
     pub fn events_after(&self, after_seq: u64) -> Vec<Arc<StreamEvent>> {
+        self.events_after_or_end(after_seq).0
+    }
+
+    /// The events after `after_seq` and whether the stream had ended, read under one lock: read
+    /// apart, a terminal event pushed between the two reads would be lost to a live reader.
+    fn events_after_or_end(&self, after_seq: u64) -> (Vec<Arc<StreamEvent>>, bool) {
         let state = lock(&self.state);
         let start = state.events.partition_point(|e| e.seq <= after_seq);
-        state.events[start..].to_vec()
+        (state.events[start..].to_vec(), state.finished_at.is_some())
     }
 
     /// Readers connected right now.
@@ -197,12 +203,12 @@ impl Subscription {
     pub async fn next_batch(&mut self) -> Option<Vec<Arc<StreamEvent>>> {
         loop {
             self.version.borrow_and_update();
-            let events = self.buffer.events_after(self.after_seq);
+            let (events, finished) = self.buffer.events_after_or_end(self.after_seq);
             if let Some(last) = events.last() {
                 self.after_seq = last.seq;
                 return Some(events);
             }
-            if self.buffer.is_finished() {
+            if finished {
                 return None;
             }
             if self.version.changed().await.is_err() {
@@ -290,6 +296,41 @@ mod tests {
 
     fn buffer() -> Arc<StreamBuffer> {
         StreamBuffer::new(StreamId::generate(), UserId::new(1).unwrap(), SessionId::from_raw("s"))
+    }
+
+    /// A terminal event pushed on another thread while a reader checks for news is never lost
+    /// (the reader once saw "no events" and then "finished", and ended without the last event).
+    #[test]
+    fn a_live_reader_never_misses_the_terminal_event() {
+        let session = SessionId::from_raw("s");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        for _ in 0..3000 {
+            let buffer = buffer();
+            buffer.push(&StreamMessage::text(&session, "a"));
+            let mut reader = buffer.subscribe(1);
+            let pusher = {
+                let (buffer, session) = (Arc::clone(&buffer), session.clone());
+                std::thread::spawn(move || buffer.push(&StreamMessage::done(&session)))
+            };
+            let last = runtime.block_on(async {
+                let mut last = None;
+                while let Some(batch) = tokio::time::timeout(Duration::from_secs(5), reader.next_batch())
+                    .await
+                    .unwrap()
+                {
+                    last = batch.last().cloned();
+                }
+                last
+            });
+            pusher.join().unwrap();
+            assert!(
+                last.is_some_and(|e| e.terminal),
+                "the reader ended without the terminal event"
+            );
+        }
     }
 
     #[actix_rt::test]
