@@ -546,6 +546,8 @@ async fn streams(quick: bool, budget: Instant, report: &mut Report) {
     let n = if quick { 512 } else { 2048 };
     let server = Server::start(0, "").await;
     let http = client(n);
+    // The sends do not keep their connections: what stays open is one SSE connection per stream.
+    let sender = client(0);
     let _ = drive(
         &server.base,
         8,
@@ -558,10 +560,10 @@ async fn streams(quick: bool, budget: Instant, report: &mut Report) {
     let mut readers = Vec::new();
     let mut streams_opened = Vec::new();
     for i in 0..n {
-        let (http, base) = (http.clone(), server.base.clone());
+        let (http, sender, base) = (http.clone(), sender.clone(), server.base.clone());
         readers.push(tokio::spawn(async move {
             let user = (i + 1) as u64;
-            let started: Value = http
+            let started: Value = sender
                 .post(format!("{base}/send?streaming=true"))
                 .header("X-User-ID", user.to_string())
                 .json(&json!({"message": "/mock slow 60000"}))

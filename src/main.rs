@@ -8,6 +8,11 @@ use clap::Parser;
 
 use aichat::config::{Cli, Command, Config, LogConfig};
 
+/// mimalloc instead of glibc malloc: the load harness measured fewer cycles in the allocator and a
+/// smaller resident set per open stream (see README, Performance).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();

@@ -117,6 +117,10 @@ impl ChatProvider for Unavailable {
 pub fn start(config: &Config, handle_signals: bool) -> Result<Running, StartError> {
     crate::install_crypto_provider();
     let secs = Duration::from_secs;
+    // The port first: a second instance started by mistake fails here, before it touches the
+    // database (where it would mark the first one's running turns as interrupted) or starts actors.
+    let listener = TcpListener::bind((config.server.listen_address.as_str(), config.server.port))?;
+    let addr = listener.local_addr()?;
     let path = config.database.sqlite_path()?;
     let store = SqliteStore::open(&path, config.database.pool_size)?;
     let interrupted = store.interrupt_running_streams()?;
@@ -210,8 +214,6 @@ pub fn start(config: &Config, handle_signals: bool) -> Result<Running, StartErro
             send_timeout: secs(config.server.send_timeout_secs),
         },
     });
-    let listener = TcpListener::bind((config.server.listen_address.as_str(), config.server.port))?;
-    let addr = listener.local_addr()?;
     let routes = http::configure(state)?;
     crate::telemetry::metrics();
     let origins = config.server.cors_origins.clone();

@@ -126,3 +126,48 @@ async fn a_restart_keeps_sessions_messages_and_the_model_context() {
     assert_eq!(sessions["sessions"][0]["id"], json!(session));
     second.kill();
 }
+
+/// A second instance started by mistake on the same database fails (on the taken port, or on the
+/// database lock) before it touches the database, so the first one's running turn is not marked
+/// interrupted in storage.
+#[actix_web::test]
+async fn a_second_instance_on_a_taken_port_fails_without_touching_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("chat.db");
+    // Finished streams leave memory after a second: the replay below comes from the database.
+    let first = Binary::start_with(&db, "[server]\nstream_retention_secs = 1\n");
+    let app = TestApp::client_for(&first.base);
+    let (stream_id, _) = app.start_stream(1, "/mock slow 1500", None).await;
+    let port = first.base.rsplit(':').next().unwrap().to_owned();
+    let second = Command::new(env!("CARGO_BIN_EXE_aichat"))
+        .args(["--config", db.with_extension("toml").to_str().unwrap(), "--port", &port])
+        .arg("--database-url")
+        .arg(format!("sqlite:{}", db.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    assert!(String::from_utf8_lossy(&second.stderr).contains("cannot listen"));
+    // On a free port it gets as far as the database, which is locked by the first.
+    let third = Command::new(env!("CARGO_BIN_EXE_aichat"))
+        .args(["--config", db.with_extension("toml").to_str().unwrap(), "--port", "0"])
+        .arg("--database-url")
+        .arg(format!("sqlite:{}", db.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(!third.status.success());
+    assert!(String::from_utf8_lossy(&third.stderr).contains("in use by another aichat process"));
+    let live = app.sse(1, &stream_id, None).await;
+    assert_eq!(live.last().unwrap().data["type"], "done", "{live:?}");
+    crate::common::eventually("the finished stream to leave memory", || async {
+        app.get("/health", 1).await.1["streams_in_memory"] == 0
+    })
+    .await;
+    let stored = app.sse(1, &stream_id, None).await;
+    let data: Vec<_> = stored.iter().map(|e| e.data.clone()).collect();
+    assert_eq!(data, live.iter().map(|e| e.data.clone()).collect::<Vec<_>>());
+    first.kill();
+}

@@ -21,6 +21,9 @@ pub enum StorageError {
     /// The schema migration at start-up failed.
     #[error("schema migration failed: {0}")]
     Migration(String),
+    /// Another process has the database file open.
+    #[error("the database {0} is in use by another aichat process")]
+    InUse(String),
 }
 
 impl From<serde_json::Error> for StorageError {

@@ -29,6 +29,29 @@ pub struct SqliteStore {
     pool: Pool<SqliteConnectionManager>,
     /// Dropping it stops the checkpoint thread.
     _checkpointer: std::sync::mpsc::Sender<()>,
+    /// An exclusive lock on `<database>.lock` for the life of the store.
+    _lock: std::fs::File,
+}
+
+/// Takes `<database>.lock` exclusively: a second server on the same file would mark the first
+/// one's running turns as interrupted at start-up (and both would sweep and checkpoint).
+fn lock_database(path: &Path) -> Result<std::fs::File, StorageError> {
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|err| StorageError::Unavailable(format!("cannot open {}: {err}", lock_path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StorageError::InUse(path.display().to_string())),
+        Err(std::fs::TryLockError::Error(err)) => Err(StorageError::Unavailable(format!(
+            "cannot lock {}: {err}",
+            lock_path.display()
+        ))),
+    }
 }
 
 /// Checkpoints the WAL every `CHECKPOINT_EVERY` on its own connection until `stop` disconnects.
@@ -56,6 +79,7 @@ fn spawn_checkpointer(path: &Path) -> Result<std::sync::mpsc::Sender<()>, Storag
 impl SqliteStore {
     /// Opens (creating if needed) the database file and migrates it to the current schema.
     pub fn open(path: &Path, pool_size: u32) -> Result<Self, StorageError> {
+        let lock = lock_database(path)?;
         // WAL mode is a property of the file: switch it and migrate on one connection first. Done
         // by every pooled connection at once, the switch races for the lock ("database is locked").
         {
@@ -75,6 +99,7 @@ impl SqliteStore {
         Ok(Self {
             pool,
             _checkpointer: spawn_checkpointer(path)?,
+            _lock: lock,
         })
     }
 
