@@ -71,11 +71,19 @@ impl SessionRegistry {
             .map(|(_, addr)| addr.clone())
     }
 
-    fn get_or_start(&mut self, user: UserId, id: SessionId, ctx: &mut Context<Self>) -> Addr<SessionActor> {
+    /// The session's actor, started if needed (`created`: the session was created just now).
+    fn get_or_start(
+        &mut self,
+        user: UserId,
+        id: SessionId,
+        created: bool,
+        ctx: &mut Context<Self>,
+    ) -> Addr<SessionActor> {
         if let Some(addr) = self.running(user, &id) {
             return addr;
         }
-        let addr = SessionActor::new(id.clone(), user, Arc::clone(&self.deps), ctx.address()).start();
+        let actor = SessionActor::new(id.clone(), user, Arc::clone(&self.deps), ctx.address());
+        let addr = if created { actor.created() } else { actor }.start();
         self.sessions.insert(id, (user, addr.clone()));
         addr
     }
@@ -123,16 +131,16 @@ impl Handler<Resolve> for SessionRegistry {
             if let Some(id) = msg.session_id
                 && let Some(session) = storage.ask(GetSession { user, id }).await?
             {
-                return Ok::<_, SessionError>(session.id);
+                return Ok::<_, SessionError>((session.id, false));
             }
             let session = Session::new(user, default_title(), TitleSource::Default);
             let id = session.id.clone();
             storage.ask(CreateSession { session }).await?;
-            Ok(id)
+            Ok((id, true))
         };
         Box::pin(lookup.into_actor(self).map(move |found, act, ctx| {
-            let id = found?;
-            Ok((id.clone(), act.get_or_start(user, id, ctx)))
+            let (id, created) = found?;
+            Ok((id.clone(), act.get_or_start(user, id, created, ctx)))
         }))
     }
 }

@@ -152,6 +152,52 @@ impl SessionActor {
         }
     }
 
+    /// Rebuilds the history and the pending approval from storage before any message is handled.
+    fn load_from_storage(&mut self, ctx: &mut Context<Self>) {
+        let storage = self.deps.storage.clone();
+        let load = ListMessages {
+            user: self.user,
+            id: self.id.clone(),
+            page: None,
+        };
+        let pending = PendingApproval {
+            user: self.user,
+            session: self.id.clone(),
+        };
+        // `wait`: no message is handled before the context is rebuilt from storage.
+        ctx.wait(
+            async move {
+                let history = storage.ask(load).await?;
+                let pending = storage.ask(pending).await?;
+                Ok::<_, crate::storage::StorageError>(history.map(|h| (h, pending)))
+            }
+            .into_actor(self)
+            .map(|loaded, act, ctx| match loaded {
+                Ok(Some((history, pending))) => {
+                    act.history = history;
+                    act.pending = pending;
+                    act.load = Load::Ready;
+                }
+                Ok(None) => {
+                    act.load = Load::Failed("session not found".into());
+                    ctx.stop();
+                }
+                Err(err) => {
+                    tracing::error!(session_id = %act.id, error = %err, "could not load session history");
+                    act.load = Load::Failed(err.to_string());
+                    ctx.stop();
+                }
+            }),
+        );
+    }
+
+    /// For a session created just now: its history is empty and nothing is pending, so the actor
+    /// skips the load from storage (two reads on the first turn's path).
+    pub fn created(mut self) -> Self {
+        self.load = Load::Ready;
+        self
+    }
+
     fn generate_title(&self, ctx: &mut Context<Self>) {
         let request = CompletionRequest {
             messages: vec![ChatMessage::new(
@@ -241,41 +287,9 @@ impl Actor for SessionActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let storage = self.deps.storage.clone();
-        let load = ListMessages {
-            user: self.user,
-            id: self.id.clone(),
-            page: None,
-        };
-        let pending = PendingApproval {
-            user: self.user,
-            session: self.id.clone(),
-        };
-        // `wait`: no message is handled before the context is rebuilt from storage.
-        ctx.wait(
-            async move {
-                let history = storage.ask(load).await?;
-                let pending = storage.ask(pending).await?;
-                Ok::<_, crate::storage::StorageError>(history.map(|h| (h, pending)))
-            }
-            .into_actor(self)
-            .map(|loaded, act, ctx| match loaded {
-                Ok(Some((history, pending))) => {
-                    act.history = history;
-                    act.pending = pending;
-                    act.load = Load::Ready;
-                }
-                Ok(None) => {
-                    act.load = Load::Failed("session not found".into());
-                    ctx.stop();
-                }
-                Err(err) => {
-                    tracing::error!(session_id = %act.id, error = %err, "could not load session history");
-                    act.load = Load::Failed(err.to_string());
-                    ctx.stop();
-                }
-            }),
-        );
+        if matches!(self.load, Load::Pending) {
+            self.load_from_storage(ctx);
+        }
         let idle = self.deps.settings.idle_timeout;
         ctx.run_interval(idle.max(Duration::from_millis(200)) / 2, move |act, ctx| {
             if act.turn.is_none() && act.last_active.elapsed() >= idle {
