@@ -256,7 +256,7 @@ async fn turn(
 async fn direct(mock: &MockProvider, message: &str) -> (Duration, Duration) {
     let started = Instant::now();
     let request = CompletionRequest {
-        messages: vec![ChatMessage::new(Role::User, message)],
+        messages: vec![Arc::new(ChatMessage::new(Role::User, message))],
         tools: Vec::new(),
         purpose: Purpose::Chat,
     };

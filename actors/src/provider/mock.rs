@@ -13,6 +13,7 @@
 //! | `/mock die` | fails fatally: the provider actor stops and is restarted |
 //! | `/mock panic` | panics mid-stream: the provider actor is replaced |
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::stream::{self, BoxStream, StreamExt};
@@ -86,7 +87,7 @@ fn failure(err: ProviderError) -> BoxStream<'static, Result<ProviderEvent, Provi
 }
 
 /// `Tool results:` and one line per tool message after the last assistant turn, in order.
-fn tool_results(messages: &[ChatMessage]) -> Vec<String> {
+fn tool_results(messages: &[Arc<ChatMessage>]) -> Vec<String> {
     let start = messages
         .iter()
         .rposition(|m| m.role == Role::Assistant)
@@ -104,7 +105,12 @@ fn tool_results(messages: &[ChatMessage]) -> Vec<String> {
 
 impl ChatProvider for MockProvider {
     fn stream(&self, request: CompletionRequest) -> BoxStream<'static, Result<ProviderEvent, ProviderError>> {
-        let conversation: Vec<&ChatMessage> = request.messages.iter().filter(|m| m.role != Role::System).collect();
+        let conversation: Vec<&ChatMessage> = request
+            .messages
+            .iter()
+            .map(AsRef::as_ref)
+            .filter(|m| m.role != Role::System)
+            .collect();
         if request.purpose == Purpose::Title {
             let first = conversation
                 .iter()
@@ -190,7 +196,7 @@ mod tests {
     async fn collect(provider: &MockProvider, messages: Vec<ChatMessage>) -> Vec<Result<ProviderEvent, ProviderError>> {
         provider
             .stream(CompletionRequest {
-                messages,
+                messages: messages.into_iter().map(Arc::new).collect(),
                 tools: Vec::new(),
                 purpose: Purpose::Chat,
             })

@@ -45,8 +45,9 @@ pub enum Purpose {
 /// One model call: the context and the tools it may call.
 #[derive(Debug, Clone)]
 pub struct CompletionRequest {
-    /// The context, system prompt first when there is one.
-    pub messages: Vec<ChatMessage>,
+    /// The context, system prompt first when there is one; shared with the session's history, so
+    /// building a request copies pointers, not messages.
+    pub messages: Vec<Arc<ChatMessage>>,
     /// The tools offered.
     pub tools: Vec<ToolSpec>,
     /// Why the model is called.

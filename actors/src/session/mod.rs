@@ -128,7 +128,7 @@ pub struct SessionActor {
     user: UserId,
     deps: Arc<SessionDeps>,
     registry: Addr<SessionRegistry>,
-    history: Vec<ChatMessage>,
+    history: Vec<Arc<ChatMessage>>,
     load: Load,
     turn: Option<RunningTurn>,
     /// The approval request the session waits on, if any.
@@ -174,7 +174,7 @@ impl SessionActor {
             .into_actor(self)
             .map(|loaded, act, ctx| match loaded {
                 Ok(Some((history, pending))) => {
-                    act.history = history;
+                    act.history = history.into_iter().map(Arc::new).collect();
                     act.pending = pending;
                     act.load = Load::Ready;
                 }
@@ -200,10 +200,10 @@ impl SessionActor {
 
     fn generate_title(&self, ctx: &mut Context<Self>) {
         let request = CompletionRequest {
-            messages: vec![ChatMessage::new(
+            messages: vec![Arc::new(ChatMessage::new(
                 Role::System,
                 "Write a short title (at most 50 characters) for this conversation. Answer with the title only.",
-            )]
+            ))]
             .into_iter()
             .chain(
                 self.history
@@ -383,7 +383,7 @@ impl SessionActor {
                 }
                 act.deps.hub.insert(Arc::clone(&buffer));
                 let first_exchange = act.history.is_empty();
-                act.history.extend(prefix);
+                act.history.extend(prefix.into_iter().map(Arc::new));
                 let turn = turn::Turn::new(
                     Arc::clone(&act.deps),
                     act.id.clone(),
@@ -399,7 +399,7 @@ impl SessionActor {
                     act.last_active = Instant::now();
                     match outcome {
                         Ok(outcome) => {
-                            act.history.extend(outcome.messages);
+                            act.history.extend(outcome.messages.into_iter().map(Arc::new));
                             act.pending = outcome.pending;
                             if !outcome.succeeded {
                                 // A failed turn may not have settled the request it started from:

@@ -88,7 +88,7 @@ pub(crate) struct Turn {
     deps: Arc<SessionDeps>,
     session_id: SessionId,
     stream_id: StreamId,
-    history: Vec<ChatMessage>,
+    history: Vec<Arc<ChatMessage>>,
     buffer: Arc<StreamBuffer>,
     stop: watch::Receiver<Option<StopReason>>,
     /// Text of the current round so far (kept when the turn is stopped).
@@ -128,7 +128,7 @@ impl Turn {
     pub(crate) fn new(
         deps: Arc<SessionDeps>,
         session_id: SessionId,
-        history: Vec<ChatMessage>,
+        history: Vec<Arc<ChatMessage>>,
         buffer: Arc<StreamBuffer>,
         stop: watch::Receiver<Option<StopReason>>,
         start: TurnStart,
@@ -161,7 +161,7 @@ impl Turn {
     }
 
     fn record(&mut self, message: ChatMessage) {
-        self.history.push(message.clone());
+        self.history.push(Arc::new(message.clone()));
         self.unsaved_messages.push(message);
     }
 
@@ -280,7 +280,7 @@ impl Turn {
                 "{prompt}\n\nCURRENT CONTEXT:\n- Current UTC time: {}",
                 now.format("%Y-%m-%d %H:%M:%S")
             );
-            messages.push(ChatMessage::new(Role::System, context));
+            messages.push(Arc::new(ChatMessage::new(Role::System, context)));
         }
         // `tool_approval` messages are for the person; no vendor accepts that role.
         messages.extend(self.history.iter().filter(|m| m.role != Role::ToolApproval).cloned());
