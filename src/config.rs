@@ -346,8 +346,10 @@ pub struct McpConfig {
     pub servers_file: String,
     /// `[[mcp.servers]]` entries.
     pub servers: Vec<McpServerConfig>,
-    /// Longest tool result the model sees; longer ones keep head and tail (all is stored).
+    /// Longest tool result the model sees; longer ones keep head and tail.
     pub max_tool_output_chars: usize,
+    /// Longest tool result stored and streamed; longer ones keep head and tail.
+    pub max_stored_tool_output_chars: usize,
     /// The checked, enabled servers of both sources (filled by [`Config::finish`]).
     #[serde(skip)]
     pub resolved: Vec<ServerSpec>,
@@ -359,6 +361,7 @@ impl Default for McpConfig {
             servers_file: String::new(),
             servers: Vec::new(),
             max_tool_output_chars: 20_000,
+            max_stored_tool_output_chars: 1_000_000,
             resolved: Vec::new(),
         }
     }
@@ -786,6 +789,10 @@ impl Config {
             ("session.idle_timeout_secs", self.session.idle_timeout_secs),
             ("session.title_timeout_secs", self.session.title_timeout_secs),
             ("mcp.max_tool_output_chars", self.mcp.max_tool_output_chars as u64),
+            (
+                "mcp.max_stored_tool_output_chars",
+                self.mcp.max_stored_tool_output_chars as u64,
+            ),
             ("approval.expiry_secs", self.approval.expiry_secs),
         ];
         for (key, value) in positive {

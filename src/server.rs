@@ -178,6 +178,7 @@ pub fn start(config: &Config, handle_signals: bool) -> Result<Running, StartErro
             idle_timeout: secs(config.session.idle_timeout_secs),
             title_timeout: secs(config.session.title_timeout_secs),
             max_tool_output_chars: config.mcp.max_tool_output_chars,
+            max_stored_tool_output_chars: config.mcp.max_stored_tool_output_chars,
             approval: config.approval.clone(),
         },
     });

@@ -434,6 +434,28 @@ async fn long_results_reach_the_model_truncated_and_are_stored_whole() {
 }
 
 #[actix_web::test]
+async fn results_beyond_the_stored_bound_keep_head_and_tail_everywhere() {
+    let app = TestApp::spawn_with(|c| {
+        c.mcp.servers = vec![demo("demo")];
+        c.mcp.max_stored_tool_output_chars = 3000;
+    })
+    .await;
+    wait_ready(&app, &["demo"]).await;
+    let calls = json!([{"name": "demo__big", "arguments": {"chars": 50_000}}]);
+    let (session, events) = app.turn(1, &script(calls), None).await;
+    let streamed = executions(&events)[0]["result"].as_str().unwrap().to_owned();
+    assert!(streamed.len() <= 3000, "{} characters streamed", streamed.len());
+    assert!(streamed.starts_with("aaaa") && streamed.ends_with("zzzz"));
+    assert!(streamed.contains("47120 of 50000 characters left out"), "{streamed}");
+    let tool = stored_with_role(&app, 1, &session, "tool").await.remove(0);
+    assert_eq!(
+        tool["tool_executions"][0]["result"].as_str().unwrap(),
+        streamed,
+        "stored as streamed"
+    );
+}
+
+#[actix_web::test]
 async fn tool_rounds_are_capped() {
     let app = TestApp::spawn_with(|c| {
         c.mcp.servers = vec![demo("demo")];

@@ -139,27 +139,22 @@ async fn a_second_instance_on_a_taken_port_fails_without_touching_the_database()
     let app = TestApp::client_for(&first.base);
     let (stream_id, _) = app.start_stream(1, "/mock slow 1500", None).await;
     let port = first.base.rsplit(':').next().unwrap().to_owned();
-    let second = Command::new(env!("CARGO_BIN_EXE_aichat"))
-        .args(["--config", db.with_extension("toml").to_str().unwrap(), "--port", &port])
-        .arg("--database-url")
-        .arg(format!("sqlite:{}", db.display()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap();
-    assert!(!second.status.success());
-    assert!(String::from_utf8_lossy(&second.stderr).contains("cannot listen"));
+    // Another instance on the same database: exits with an error, and its stderr.
+    let another = |port: &str| {
+        let run = Command::new(env!("CARGO_BIN_EXE_aichat"))
+            .args(["--config", db.with_extension("toml").to_str().unwrap(), "--port", port])
+            .arg("--database-url")
+            .arg(format!("sqlite:{}", db.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        assert!(!run.status.success());
+        String::from_utf8_lossy(&run.stderr).into_owned()
+    };
+    assert!(another(&port).contains("cannot listen"));
     // On a free port it gets as far as the database, which is locked by the first.
-    let third = Command::new(env!("CARGO_BIN_EXE_aichat"))
-        .args(["--config", db.with_extension("toml").to_str().unwrap(), "--port", "0"])
-        .arg("--database-url")
-        .arg(format!("sqlite:{}", db.display()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap();
-    assert!(!third.status.success());
-    assert!(String::from_utf8_lossy(&third.stderr).contains("in use by another aichat process"));
+    assert!(another("0").contains("in use by another aichat process"));
     let live = app.sse(1, &stream_id, None).await;
     assert_eq!(live.last().unwrap().data["type"], "done", "{live:?}");
     crate::common::eventually("the finished stream to leave memory", || async {

@@ -44,9 +44,9 @@ pub trait ToolCatalog: Send + Sync + 'static {
     fn call(&self, call: &ToolCall) -> BoxFuture<'static, ToolOutcome>;
 }
 
-/// What the model sees of a long tool result: the head and the tail, with a notice of how much was
-/// left out in between. The full result stays in the stored execution.
-pub fn truncate_for_model(text: &str, max_chars: usize) -> String {
+/// What is kept of a long tool result (for the model, and for storage beyond its own bound): the
+/// head and the tail, with a notice of how much was left out in between.
+pub fn keep_head_and_tail(text: &str, max_chars: usize) -> String {
     let total = text.chars().count();
     if total <= max_chars {
         return text.to_owned();
@@ -95,8 +95,8 @@ mod tests {
     #[test]
     fn long_results_keep_head_and_tail() {
         let text: String = (0..1000).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
-        assert_eq!(truncate_for_model(&text, 2000), text);
-        let short = truncate_for_model(&text, 320);
+        assert_eq!(keep_head_and_tail(&text, 2000), text);
+        let short = keep_head_and_tail(&text, 320);
         assert!(short.chars().count() <= 420, "{}", short.len());
         assert!(short.starts_with(&text[..100]));
         assert!(short.ends_with(&text[900..]));

@@ -22,7 +22,7 @@ use crate::storage::{
     GetSession, ListMessages, PendingApproval, SetTitle, Storage, StreamRecord, StreamStatus, TurnWrite, WriteTurn,
 };
 use crate::stream::{StreamBuffer, StreamHub};
-use crate::tools::{ToolCatalog, truncate_for_model};
+use crate::tools::{ToolCatalog, keep_head_and_tail};
 
 pub use error::SessionError;
 pub use turn::StopReason;
@@ -44,6 +44,9 @@ pub struct SessionSettings {
     pub title_timeout: Duration,
     /// Longest tool result the model sees (head and tail are kept).
     pub max_tool_output_chars: usize,
+    /// Longest tool result stored and streamed (head and tail are kept): a server that answers
+    /// with megabytes fills neither the database nor the clients.
+    pub max_stored_tool_output_chars: usize,
     /// Which tools need the person's approval.
     pub approval: crate::approval::ApprovalConfig,
 }
@@ -468,7 +471,7 @@ impl SessionActor {
             .iter()
             .map(|c| {
                 let execution = turn::denied(&c.call, by);
-                let for_model = truncate_for_model(&execution.result, max);
+                let for_model = keep_head_and_tail(&execution.result, max);
                 ChatMessage::tool_result(execution, for_model)
             })
             .collect();

@@ -17,7 +17,7 @@ use crate::model::{ApprovalRequestView, ChatMessage, Role, StreamMessage, ToolCa
 use crate::provider::{CompletionRequest, ProviderError, ProviderEvent, Purpose};
 use crate::storage::{ListGrants, NewGrant, StoredEvent, StreamStatus, TurnWrite, WriteTurn};
 use crate::stream::StreamBuffer;
-use crate::tools::{execute_all, truncate_for_model};
+use crate::tools::{execute_all, keep_head_and_tail};
 
 /// Streamed events are stored at least this often, so a crash loses little.
 const FLUSH_EVERY: Duration = Duration::from_millis(500);
@@ -530,7 +530,13 @@ impl Turn {
             metrics::histogram!("aichat_tool_call_duration_seconds", "tool" => tool)
                 .record(execution.duration_ms as f64 / 1000.0);
         }
-        let mut ran = ran.into_iter();
+        let max_stored = deps.settings.max_stored_tool_output_chars;
+        let mut ran = ran.into_iter().map(|mut execution: ToolExecution| {
+            if execution.result.len() > max_stored {
+                execution.result = keep_head_and_tail(&execution.result, max_stored);
+            }
+            execution
+        });
         let executions: Vec<ToolExecution> = batch
             .iter()
             .filter_map(|c| match &c.state {
@@ -541,7 +547,7 @@ impl Turn {
             .collect();
         self.emit(&StreamMessage::tool_execution(&self.session_id, executions.clone()));
         for execution in executions {
-            let for_model = truncate_for_model(&execution.result, deps.settings.max_tool_output_chars);
+            let for_model = keep_head_and_tail(&execution.result, deps.settings.max_tool_output_chars);
             self.record(ChatMessage::tool_result(execution, for_model));
         }
         self.save(None, None).await
