@@ -158,13 +158,9 @@ impl StreamBuffer {
         lock(&self.state).finished_at.is_some_and(|t| t < deadline)
     }
 
-    /// The events after `after_seq` (a copy of the pointers; cheap).
-    pub fn events_after(&self, after_seq: u64) -> Vec<Arc<StreamEvent>> {
-        self.events_after_or_end(after_seq).0
-    }
-
-    /// The events after `after_seq` and whether the stream had ended, read under one lock: read
-    /// apart, a terminal event pushed between the two reads would be lost to a live reader.
+    /// The events after `after_seq` (a copy of the pointers; cheap) and whether the stream had
+    /// ended, read under one lock: read apart, a terminal event pushed between the two reads would
+    /// be lost to a live reader.
     fn events_after_or_end(&self, after_seq: u64) -> (Vec<Arc<StreamEvent>>, bool) {
         let state = lock(&self.state);
         let start = state.events.partition_point(|e| e.seq <= after_seq);
@@ -382,7 +378,7 @@ mod tests {
         };
         let text = serde_json::to_string(&StreamMessage::text(&record.session_id, "partial")).unwrap();
         let buffer = StreamBuffer::from_stored(&record, vec![StoredEvent { seq: 1, data: text }]);
-        let events = buffer.events_after(0);
+        let events = buffer.events_after_or_end(0).0;
         assert_eq!(events.len(), 2);
         assert!(events[1].terminal);
         assert!(events[1].data.contains("\"code\":\"interrupted\""));
