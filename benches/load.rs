@@ -104,14 +104,9 @@ level = "warn"
         Self { child, base, _dir: dir }
     }
 
-    /// The server's resident memory in KiB (Linux `/proc`).
+    /// The server's resident memory in KiB.
     fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0)
+        rss_kib(self.child.id())
     }
 
     /// Waits until a MCP server is ready.
@@ -134,6 +129,16 @@ level = "warn"
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// A process's resident memory in KiB (Linux `/proc`; 0 when unreadable).
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
 }
 
 impl Drop for Server {
@@ -494,13 +499,7 @@ async fn streams(quick: bool, budget: Instant, report: &mut Report) {
             let (peak, pid) = (Arc::clone(&peak), server.child.id());
             tokio::spawn(async move {
                 loop {
-                    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
-                        .unwrap_or_default()
-                        .lines()
-                        .find_map(|l| l.strip_prefix("VmRSS:").map(str::to_owned))
-                        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-                        .unwrap_or(0);
-                    peak.fetch_max(rss, std::sync::atomic::Ordering::Relaxed);
+                    peak.fetch_max(rss_kib(pid), std::sync::atomic::Ordering::Relaxed);
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             })

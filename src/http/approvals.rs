@@ -68,15 +68,6 @@ impl ApprovalStatus {
     }
 }
 
-/// The continuation's stream, as `/send?streaming=true` answers.
-pub fn started(started: &actors::session::TurnStarted) -> HttpResponse {
-    HttpResponse::Ok().json(StreamStarted {
-        stream_url: format!("/v1/chat/stream/{}", started.stream_id),
-        stream_id: started.stream_id.to_string(),
-        session_id: started.session_id.to_string(),
-    })
-}
-
 /// Decides an approval request; the turn continues on a new stream, as `/send?streaming=true`
 /// answers.
 #[utoipa::path(
@@ -103,7 +94,7 @@ pub async fn decide(
         remember: body.remember.unwrap_or(Remember::None),
     };
     let turn = state.chat.decide(user.0, &path.into_inner(), None, decision).await?;
-    Ok(started(&turn))
+    Ok(HttpResponse::Ok().json(StreamStarted::from(&turn)))
 }
 
 fn view(record: &ApprovalRecord, now: chrono::DateTime<chrono::Utc>) -> ApprovalDto {

@@ -102,11 +102,7 @@ pub async fn send(
         }
     };
     if streaming {
-        return Ok(HttpResponse::Ok().json(StreamStarted {
-            stream_url: format!("/v1/chat/stream/{}", started.stream_id),
-            stream_id: started.stream_id.to_string(),
-            session_id: started.session_id.to_string(),
-        }));
+        return Ok(HttpResponse::Ok().json(StreamStarted::from(&started)));
     }
     let collect = collect_answer(started.stream);
     let message = tokio::time::timeout(state.limits.send_timeout, collect)

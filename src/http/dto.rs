@@ -71,6 +71,16 @@ pub struct StreamStarted {
     pub stream_url: String,
 }
 
+impl From<&actors::session::TurnStarted> for StreamStarted {
+    fn from(started: &actors::session::TurnStarted) -> Self {
+        Self {
+            stream_url: format!("/v1/chat/stream/{}", started.stream_id),
+            stream_id: started.stream_id.to_string(),
+            session_id: started.session_id.to_string(),
+        }
+    }
+}
+
 /// The assistant's collected answer of a non-streaming send.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CollectedMessage {
