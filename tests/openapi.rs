@@ -75,6 +75,22 @@ async fn the_document_lists_every_route_and_other_methods_get_405() {
         (status, body["code"].as_str()),
         (StatusCode::METHOD_NOT_ALLOWED, Some("method_not_allowed"))
     );
+    // Query flags are booleans as documented: an empty value is not `false`.
+    for query in ["?streaming=", "?streaming=1", "?streaming=maybe"] {
+        let (status, body) = app
+            .request(
+                Method::POST,
+                &format!("/send{query}"),
+                Some("1"),
+                Some(serde_json::json!({"message": "hi"})),
+            )
+            .await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("invalid_parameter")),
+            "{query}"
+        );
+    }
     let (status, body) = app.get("/sessions/a/b/c", 1).await;
     assert_eq!(
         (status, body["code"].as_str()),

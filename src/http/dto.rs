@@ -35,17 +35,18 @@ pub struct ChatRequest {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct SendQuery {
-    /// `true` (or `1`) for the two-step streaming flow: the reply names a stream to read.
+    /// `true` for the two-step streaming flow: the reply names a stream to read.
     #[serde(default)]
     #[param(value_type = Option<bool>)]
     pub streaming: Option<String>,
 }
 
-/// A boolean query flag: `true`/`1`, `false`/`0`/empty/absent; anything else is refused.
+/// A boolean query flag as the document types it: `true`, `false`, or absent (false); anything
+/// else, an empty value included, is refused (schemathesis found `?streaming=` taken as false).
 pub fn flag(name: &'static str, raw: Option<&str>) -> Result<bool, ApiError> {
-    match raw.map(str::trim) {
-        None | Some("" | "false" | "0") => Ok(false),
-        Some("true" | "1") => Ok(true),
+    match raw {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
         Some(_) => Err(ApiError::InvalidParameter {
             name,
             reason: "expected true or false".into(),
