@@ -351,3 +351,94 @@ async fn a_non_streaming_send_shows_the_approval_request() {
     let events = decide_and_read(&app, 1, id, json!({"approved": true})).await;
     assert_eq!(executions(&events)[0]["result"], json!(format!("touched {a}")));
 }
+
+/// Every state-changing route, sent by another user while user 1's turn runs and an approval of
+/// user 1's waits, changes nothing of user 1's: the turn ends with `done` and is stored, the
+/// session keeps its title and history, the approval stays pending and its tool never runs.
+#[actix_web::test]
+async fn another_user_touches_nothing_of_a_running_turn() {
+    let app = app_with(|c| c.server.cancel_on_disconnect_secs = 1).await;
+    let a = app.path("a.txt");
+    let (asking, id, _) = ask(&app, 1, &[touch(&a)], None).await;
+    let (stream, running) = app.start_stream(1, "/mock slow 3000", None).await;
+    let (_, grant) = app.get("/grants", 1).await;
+    assert_eq!(grant["grants"], json!([]));
+
+    use reqwest::Method;
+    let in_band = |text: &str, session: Option<&str>| {
+        let mut body = json!({ "message": text });
+        if let Some(s) = session {
+            body["session_id"] = json!(s);
+        }
+        body
+    };
+    let attempts: Vec<(Method, String, Option<Value>)> = vec![
+        (Method::DELETE, format!("/clear?session_id={running}"), None),
+        (Method::DELETE, format!("/sessions/{running}/messages"), None),
+        (Method::DELETE, format!("/sessions/{running}"), None),
+        (
+            Method::PUT,
+            format!("/sessions/{running}"),
+            Some(json!({"title": "taken"})),
+        ),
+        (Method::POST, format!("/stream/{stream}/cancel"), None),
+        (
+            Method::POST,
+            format!("/approvals/{id}"),
+            Some(json!({"approved": true})),
+        ),
+        (
+            Method::POST,
+            "/send".into(),
+            Some(in_band(&format!("[APPROVE_TOOLS:{id}]"), None)),
+        ),
+        (
+            Method::POST,
+            "/send".into(),
+            Some(in_band(&format!("[APPROVE_TOOLS:{id}]"), Some(&asking))),
+        ),
+        (
+            Method::POST,
+            "/send".into(),
+            Some(in_band(&format!("[DENY_TOOLS:{id}]"), Some(&running))),
+        ),
+        (Method::DELETE, "/grants/1".into(), None),
+        (Method::DELETE, format!("/clear?session_id={asking}"), None),
+        (Method::DELETE, format!("/sessions/{asking}"), None),
+    ];
+    for (method, path, body) in attempts {
+        let (status, reply) = app.request(method.clone(), &path, Some("2"), body).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}: {reply}");
+    }
+    // Naming user 1's session in a send starts a session of user 2's own.
+    let (status, reply) = app.post("/send?streaming=true", 2, in_band("hi", Some(&running))).await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert_ne!(reply["session_id"], json!(running));
+    // A reader of user 2 on user 1's stream is refused (so its disconnect cancels nothing).
+    let resp = app
+        .client
+        .get(app.url(&format!("/stream/{stream}")))
+        .header("X-User-ID", "2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+
+    let events = app.sse(1, &stream, None).await;
+    let last = &events.last().unwrap().data;
+    assert_eq!(last["type"], "done", "user 1's turn ran to its end: {last}");
+    assert!(text_of(&events).starts_with("Mock streaming response"));
+    let (_, session) = app.get(&format!("/sessions/{running}"), 1).await;
+    assert!(session["title"].as_str().unwrap() != "taken", "{session}");
+    let answers = stored_with_role(&app, 1, &running, "assistant").await;
+    assert_eq!(answers.len(), 1);
+    assert!(
+        answers[0]["content"]
+            .as_str()
+            .unwrap()
+            .starts_with("Mock streaming response")
+    );
+    let (_, pending) = app.get("/approvals?status=pending", 1).await;
+    assert_eq!(pending["approvals"][0]["request_id"], json!(id));
+    assert!(!Path::new(&a).exists(), "no other user's decision ran the tool");
+}

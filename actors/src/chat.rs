@@ -12,7 +12,7 @@ use crate::backlog::Queued;
 use crate::ids::{SessionId, StreamId, UserId};
 use crate::registry::{Evict, InterruptAll, Resolve, SessionRegistry};
 use crate::session::{Decide, SessionError, StartTurn, StopReason, StopTurn, TurnStarted};
-use crate::storage::{ClearMessages, DeleteSession, GetApproval, LoadStream, Storage};
+use crate::storage::{ClearMessages, DeleteSession, GetApproval, GetSession, LoadStream, Storage};
 use crate::stream::{StreamBuffer, StreamHub};
 
 /// The chat service's entry points.
@@ -123,10 +123,21 @@ impl Chat {
         Ok(StreamBuffer::from_stored(&stored.0, stored.1))
     }
 
-    /// Clears a session's stored messages and its model context. `false` if not the user's.
+    /// Clears a session's stored messages and its model context. `false` if not the user's:
+    /// ownership is checked before anything is touched, so another user's turn runs on.
     pub async fn clear(&self, user: UserId, id: &SessionId) -> Result<bool, SessionError> {
-        self.ask("registry", &self.registry, Evict { session_id: id.clone() })
-            .await?;
+        if self.storage.ask(GetSession { user, id: id.clone() }).await?.is_none() {
+            return Ok(false);
+        }
+        self.ask(
+            "registry",
+            &self.registry,
+            Evict {
+                user,
+                session_id: id.clone(),
+            },
+        )
+        .await?;
         Ok(self.storage.ask(ClearMessages { user, id: id.clone() }).await?)
     }
 
@@ -134,8 +145,15 @@ impl Chat {
     pub async fn delete(&self, user: UserId, id: &SessionId) -> Result<bool, SessionError> {
         let deleted = self.storage.ask(DeleteSession { user, id: id.clone() }).await?;
         if deleted {
-            self.ask("registry", &self.registry, Evict { session_id: id.clone() })
-                .await?;
+            self.ask(
+                "registry",
+                &self.registry,
+                Evict {
+                    user,
+                    session_id: id.clone(),
+                },
+            )
+            .await?;
             self.hub.remove_session(id);
         }
         Ok(deleted)

@@ -24,10 +24,13 @@ pub struct Resolve {
     pub session_id: Option<SessionId>,
 }
 
-/// Stops a session's actor, cancelling its turn (after a clear or delete).
+/// Stops a session's actor, cancelling its turn (after a clear or delete). Only the session's
+/// owner can evict it: a message naming another user's session changes nothing.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Evict {
+    /// Who asks.
+    pub user: UserId,
     /// The session.
     pub session_id: SessionId,
 }
@@ -149,7 +152,12 @@ impl Handler<Evict> for SessionRegistry {
     type Result = ();
 
     fn handle(&mut self, msg: Evict, _: &mut Self::Context) {
-        if let Some((_, addr)) = self.sessions.remove(&msg.session_id) {
+        if self
+            .sessions
+            .get(&msg.session_id)
+            .is_some_and(|(owner, _)| *owner == msg.user)
+            && let Some((_, addr)) = self.sessions.remove(&msg.session_id)
+        {
             addr.do_send(Shutdown);
         }
     }
