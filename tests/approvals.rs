@@ -442,3 +442,107 @@ async fn another_user_touches_nothing_of_a_running_turn() {
     assert_eq!(pending["approvals"][0]["request_id"], json!(id));
     assert!(!Path::new(&a).exists(), "no other user's decision ran the tool");
 }
+
+/// The QAN dialogs decide the moment `tool_approval_request` arrives, before `done`: the request
+/// is stored before it is announced, and a decision that arrives while the asking turn is still
+/// ending waits for it, so the decision is never refused.
+#[actix_web::test]
+async fn a_decision_sent_the_instant_the_request_arrives_is_taken() {
+    use futures::StreamExt;
+    use russe::reqwest_0_13::ReqwestExt;
+    let app = app_with(|c| c.limits.turns_per_minute_per_user = 0).await;
+    let calc = json!({"name": "demo__calculator", "arguments": {"a": 2, "b": 3, "op": "add"}});
+    for round in 0..200 {
+        let (stream, session) = app.start_stream(1, &script(std::slice::from_ref(&calc)), None).await;
+        let resp = app
+            .client
+            .get(app.url(&format!("/stream/{stream}")))
+            .header("X-User-ID", "1")
+            .send()
+            .await
+            .unwrap();
+        let mut frames = resp.sse_stream();
+        let request_id = loop {
+            let frame = tokio::time::timeout(crate::common::TIMEOUT, frames.next())
+                .await
+                .expect("event in time")
+                .expect("an approval request before the end")
+                .unwrap();
+            if let russe::Event::Message(m) = frame {
+                let data: Value = serde_json::from_str(&m.data).unwrap();
+                if data["type"] == "tool_approval_request" {
+                    break data["request_id"].as_str().unwrap().to_owned();
+                }
+            }
+        };
+        let message = if round % 2 == 0 {
+            format!("[APPROVE_TOOLS:{request_id}]")
+        } else {
+            format!("[DENY_TOOLS:{request_id}]")
+        };
+        let (status, reply) = app
+            .post(
+                "/send?streaming=true",
+                1,
+                json!({"message": message, "session_id": session}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "round {round}: {reply}");
+        let events = app.sse(1, reply["stream_id"].as_str().unwrap(), None).await;
+        assert_eq!(events.last().unwrap().data["type"], "done", "round {round}");
+        let ran = executions(&events);
+        assert_eq!(ran[0]["error"].is_null(), round % 2 == 0, "round {round}: {}", ran[0]);
+    }
+}
+
+/// The widget's Approve button on a reloaded history carries the `tool_approval` row's id, or
+/// `historical_<row id>` after a session is reopened: both name the request the row records,
+/// for its user and session only, once.
+#[actix_web::test]
+async fn approval_ids_taken_from_history_decide_their_request() {
+    let app = app_with(|_| {}).await;
+    let (a, b) = (app.path("a.txt"), app.path("b.txt"));
+    for (file, alias) in [(&a, "row"), (&b, "historical")] {
+        let (session, request_id, _) = ask(&app, 1, &[touch(file)], None).await;
+        let row = stored_with_role(&app, 1, &session, "tool_approval").await.remove(0);
+        let row_id = row["id"].as_str().unwrap();
+        assert_eq!(row["approval_request"]["request_id"], json!(request_id));
+        let named = match alias {
+            "row" => row_id.to_owned(),
+            _ => format!("historical_{row_id}"),
+        };
+        // Not another user's, not from another session.
+        let (status, _) = decide(&app, 2, &named, json!({"approved": true})).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (elsewhere, _) = app.turn(1, "elsewhere", None).await;
+        let (status, _) = app
+            .post(
+                "/send?streaming=true",
+                1,
+                json!({"message": format!("[APPROVE_TOOLS:{named}]"), "session_id": elsewhere}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(!Path::new(file).exists());
+
+        let (status, reply) = app
+            .post(
+                "/send?streaming=true",
+                1,
+                json!({"message": format!("[APPROVE_TOOLS:{named}]"), "session_id": session}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{alias}: {reply}");
+        let events = app.sse(1, reply["stream_id"].as_str().unwrap(), None).await;
+        assert!(executions(&events)[0]["error"].is_null());
+        assert!(Path::new(file).exists(), "{alias}: the approved call ran");
+        let (status, body) = decide(&app, 1, &named, json!({"approved": true})).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (StatusCode::CONFLICT, Some("approval_decided")),
+            "single use through the alias too"
+        );
+        let (status, _) = decide(&app, 1, &format!("historical_{request_id}"), json!({"approved": true})).await;
+        assert_eq!(status, StatusCode::CONFLICT);
+    }
+}

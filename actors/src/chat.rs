@@ -212,8 +212,8 @@ impl Chat {
         true
     }
 
-    /// Decides an approval request of this user. `session` (from an in-band message) must be the
-    /// request's session. Replies like a streaming send: the continuation's stream.
+    /// Decides an approval request of this user, named by its id or its history row's. `session`
+    /// (from an in-band message) must be the request's session. Replies like a streaming send: the continuation's stream.
     pub async fn decide(
         &self,
         user: UserId,
@@ -250,7 +250,7 @@ impl Chat {
             "session",
             &addr,
             Decide {
-                request_id: request_id.to_owned(),
+                request_id: record.request_id,
                 decision,
             },
         )

@@ -136,6 +136,9 @@ pub struct SessionActor {
     turn: Option<RunningTurn>,
     /// The approval request the session waits on, if any.
     pending: Option<ApprovalRecord>,
+    /// Counts finished turns: a decision that arrives while the turn that asked is still ending
+    /// waits on it.
+    turns_ended: tokio::sync::watch::Sender<u64>,
     last_active: Instant,
 }
 
@@ -151,6 +154,7 @@ impl SessionActor {
             load: Load::Pending,
             turn: None,
             pending: None,
+            turns_ended: tokio::sync::watch::channel(0).0,
             last_active: Instant::now(),
         }
     }
@@ -400,6 +404,7 @@ impl SessionActor {
                 let handle = ctx.spawn(work.into_actor(act).map(move |outcome, act, ctx| {
                     act.turn = None;
                     act.last_active = Instant::now();
+                    act.turns_ended.send_modify(|n| *n += 1);
                     match outcome {
                         Ok(outcome) => {
                             act.history.extend(outcome.messages.into_iter().map(Arc::new));
@@ -497,8 +502,26 @@ impl Handler<Decide> for SessionActor {
 
     fn handle(&mut self, msg: Decide, _: &mut Self::Context) -> Self::Result {
         if self.turn.is_some() {
-            return Box::pin(fut::ready(Err(SessionError::Busy)));
+            // The request was announced (and stored) by the turn that is still ending: the
+            // decision is taken once that turn has finished (the caller's timeout bounds the wait).
+            let mut ended = self.turns_ended.subscribe();
+            return Box::pin(async move { ended.changed().await.is_ok() }.into_actor(self).then(
+                move |ended, act, _| -> Self::Result {
+                    if ended && act.turn.is_none() {
+                        act.decide(msg)
+                    } else {
+                        Box::pin(fut::ready(Err(SessionError::Busy)))
+                    }
+                },
+            ));
         }
+        self.decide(msg)
+    }
+}
+
+impl SessionActor {
+    /// Applies a decision to the pending request and starts the continuation turn.
+    fn decide(&mut self, msg: Decide) -> ResponseActFuture<Self, Result<TurnStarted, SessionError>> {
         let Some(mut record) = self.pending.clone().filter(|p| p.request_id == msg.request_id) else {
             return Box::pin(fut::ready(Err(SessionError::AlreadyDecided)));
         };

@@ -99,6 +99,8 @@ pub(crate) struct Turn {
     last_flush: Instant,
     /// An approval request to store with the next write.
     new_approval: Option<ApprovalRecord>,
+    /// The approval request this turn stored and announced (the session then waits on it).
+    requested: Option<ApprovalRecord>,
     /// A decided approval to settle (and its grants) with the next write.
     settle: Option<(ApprovalRecord, Vec<NewGrant>)>,
     /// Where the turn starts.
@@ -147,6 +149,7 @@ impl Turn {
             saved_messages: Vec::new(),
             last_flush: Instant::now(),
             new_approval: None,
+            requested: None,
             settle: None,
             start: Some(start),
             provider,
@@ -158,6 +161,19 @@ impl Turn {
         if let Some(event) = self.buffer.push(message) {
             self.unsaved_events.push(event);
         }
+    }
+
+    /// Stores everything unsaved together with `message`'s event, then pushes the event to
+    /// readers: what it announces (an approval request, tool results) is durable before any
+    /// client can act on it.
+    async fn announce(&mut self, message: &StreamMessage) -> Result<(), TurnError> {
+        let event = StoredEvent {
+            seq: self.buffer.next_seq(),
+            data: serde_json::to_string(message).unwrap_or_default(),
+        };
+        self.save(None, Some(event)).await?;
+        self.buffer.push(message);
+        Ok(())
     }
 
     fn record(&mut self, message: ChatMessage) {
@@ -208,7 +224,7 @@ impl Turn {
         // The server's own share of the turn: what was not spent waiting on a provider or tools.
         let overhead = total.saturating_sub(self.waited);
         metrics::histogram!("aichat_turn_overhead_seconds").record(overhead.as_secs_f64());
-        let pending = self.new_approval.clone();
+        let pending = self.requested.take();
         let (terminal, status) = match &result {
             Ok(()) => (StreamMessage::done(&self.session_id), StreamStatus::Done),
             Err(err) => {
@@ -363,8 +379,7 @@ impl Turn {
             tool_rounds += 1;
             let batch = self.classify(&calls).await?;
             if batch.iter().any(|c| c.state == CallState::Pending) {
-                self.ask_approval(batch);
-                return Ok(());
+                return self.ask_approval(batch).await;
             }
             self.execute_batch(&batch, &mut stop).await?;
         }
@@ -461,8 +476,9 @@ impl Turn {
             .collect())
     }
 
-    /// Stores a pending approval for the batch and ends the turn with `tool_approval_request`.
-    fn ask_approval(&mut self, batch: Vec<BatchCall>) {
+    /// Stores a pending approval for the batch, then announces it with `tool_approval_request`
+    /// (a client may decide it the instant it arrives); the turn then ends.
+    async fn ask_approval(&mut self, batch: Vec<BatchCall>) -> Result<(), TurnError> {
         let now = crate::model::now();
         let expiry =
             chrono::Duration::seconds(i64::try_from(self.deps.settings.approval.expiry_secs).unwrap_or(i64::MAX));
@@ -494,12 +510,11 @@ impl Turn {
             processed: None,
         });
         self.record(message);
-        self.emit(&StreamMessage::approval_request(
-            &self.session_id,
-            &record.request_id,
-            pending,
-        ));
-        self.new_approval = Some(record);
+        let announcement = StreamMessage::approval_request(&self.session_id, &record.request_id, pending);
+        self.new_approval = Some(record.clone());
+        self.announce(&announcement).await?;
+        self.requested = Some(record);
+        Ok(())
     }
 
     /// Runs the approved calls of a batch at once and gives the others their denial, all in call
@@ -545,12 +560,12 @@ impl Turn {
                 CallState::Pending => Some(denied(&c.call, "nobody (no decision)")),
             })
             .collect();
-        self.emit(&StreamMessage::tool_execution(&self.session_id, executions.clone()));
+        let announcement = StreamMessage::tool_execution(&self.session_id, executions.clone());
         for execution in executions {
             let for_model = keep_head_and_tail(&execution.result, deps.settings.max_tool_output_chars);
             self.record(ChatMessage::tool_result(execution, for_model));
         }
-        self.save(None, None).await
+        self.announce(&announcement).await
     }
 }
 

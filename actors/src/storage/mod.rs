@@ -215,7 +215,8 @@ storage_messages! {
     /// Reads a stream's log.
     LoadStream { user: UserId, id: StreamId, after_seq: u64 } -> Option<(StreamRecord, Vec<StoredEvent>)> =
         |s, m| s.load_stream(m.user, &m.id, m.after_seq);
-    /// Reads an approval request.
+    /// Reads an approval request by its id, or by its history row (`tool_approval_<uuid>`,
+    /// `historical_<row id>`).
     GetApproval { user: UserId, request_id: String } -> Option<ApprovalRecord> = |s, m| s.get_approval(m.user, &m.request_id);
     /// Reads a session's pending approval request.
     PendingApproval { user: UserId, session: SessionId } -> Option<ApprovalRecord> = |s, m| s.pending_approval(m.user, &m.session);

@@ -451,11 +451,20 @@ impl ChatStore for SqliteStore {
     }
 
     fn get_approval(&self, user: UserId, request_id: &str) -> Result<Option<ApprovalRecord>, StorageError> {
+        // The original UI names a request by its history row too: the `tool_approval` message's
+        // id, or `historical_<that id>`; both lead to the request the row records.
+        let id = request_id.strip_prefix("historical_").unwrap_or(request_id);
         let conn = self.conn()?;
         Ok(conn
             .query_row(
-                &format!("SELECT {APPROVAL_COLUMNS} FROM tool_approvals WHERE request_id = ?1 AND user_id = ?2"),
-                params![request_id, user.to_string()],
+                &format!(
+                    "SELECT {APPROVAL_COLUMNS} FROM tool_approvals
+                     WHERE user_id = ?2 AND request_id = COALESCE(
+                         (SELECT json_extract(m.approval_request, '$.request_id') FROM chat_messages m
+                          WHERE m.id = ?1 AND m.role = 'tool_approval'),
+                         ?1)"
+                ),
+                params![id, user.to_string()],
                 approval_from_row,
             )
             .optional()?)
