@@ -302,6 +302,28 @@ impl Default for LimitsConfig {
     }
 }
 
+/// `[attachments]`: files sent with `POST /send-with-files`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AttachmentsConfig {
+    /// Largest file, in bytes (the original's limit: 10 MiB).
+    pub max_file_bytes: usize,
+    /// Largest sum of the files of one request, in bytes.
+    pub max_total_bytes: usize,
+    /// Most files in one request.
+    pub max_files: usize,
+}
+
+impl Default for AttachmentsConfig {
+    fn default() -> Self {
+        Self {
+            max_file_bytes: 10 * 1024 * 1024,
+            max_total_bytes: 32 * 1024 * 1024,
+            max_files: 10,
+        }
+    }
+}
+
 /// `[mock]`: the offline provider.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -412,6 +434,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// `[limits]`.
     pub limits: LimitsConfig,
+    /// `[attachments]`.
+    pub attachments: AttachmentsConfig,
 }
 
 /// Command-line flags; each overrides the file and the environment.
@@ -794,6 +818,9 @@ impl Config {
                 self.mcp.max_stored_tool_output_chars as u64,
             ),
             ("approval.expiry_secs", self.approval.expiry_secs),
+            ("attachments.max_file_bytes", self.attachments.max_file_bytes as u64),
+            ("attachments.max_total_bytes", self.attachments.max_total_bytes as u64),
+            ("attachments.max_files", self.attachments.max_files as u64),
         ];
         for (key, value) in positive {
             if value == 0 {

@@ -141,11 +141,9 @@ pub fn start(config: &Config, handle_signals: bool) -> Result<Running, StartErro
     let mut handles = Vec::new();
     for provider in config.provider_configs() {
         let factory = provider_factory(&provider, mock_delay)?;
-        handles.push(ProviderHandle::start(
-            &provider.name,
-            factory,
-            &provider_arbiter.handle(),
-        ));
+        let handle = ProviderHandle::start(&provider.name, factory, &provider_arbiter.handle());
+        let reads_pdf = Vendor::from_name(&provider.kind).is_none_or(Vendor::reads_pdf);
+        handles.push(if reads_pdf { handle } else { handle.without_pdf() });
     }
     let providers = Arc::new(Providers::new(
         handles,
@@ -213,6 +211,9 @@ pub fn start(config: &Config, handle_signals: bool) -> Result<Running, StartErro
             sse_keepalive: secs(config.server.sse_keepalive_secs),
             cancel_on_disconnect: secs(config.server.cancel_on_disconnect_secs),
             send_timeout: secs(config.server.send_timeout_secs),
+            max_file_bytes: config.attachments.max_file_bytes,
+            max_files_bytes: config.attachments.max_total_bytes,
+            max_files: config.attachments.max_files,
         },
     });
     let routes = http::configure(state)?;

@@ -7,6 +7,7 @@ mod common;
 
 mod api;
 mod approvals;
+mod attachments;
 mod mcp;
 mod openapi;
 mod providers;

@@ -575,3 +575,109 @@ kind = "mock""#,
         (StatusCode::BAD_REQUEST, Some("invalid_parameter"))
     );
 }
+
+/// Files sent with `/send-with-files` reach each vendor in its own format (images, PDFs where the
+/// vendor reads them, text files inlined with their name), on the turn and again from history on
+/// the next one; a PDF for Ollama is refused before anything is stored.
+#[actix_web::test]
+async fn attachments_reach_every_vendor_in_its_own_format() {
+    use crate::attachments::{PDF, PNG, part, send_files};
+    use base64::Engine;
+    let png64 = base64::engine::general_purpose::STANDARD.encode(PNG);
+    let pdf64 = base64::engine::general_purpose::STANDARD.encode(PDF);
+    let note = "File: notes.csv (text/csv)\n```\na,b\n1,2\n```";
+    for vendor in ["openai", "anthropic", "gemini", "ollama"] {
+        let (upstream, base) = Upstream::start();
+        let (_, text, content_type) = transcripts(vendor);
+        let app = app_for(vendor, &base, |_| {}).await;
+        let session = titled(&app).await;
+        let mut files = vec![
+            part("pixel.png", PNG, "image/png"),
+            part("notes.csv", b"a,b\n1,2", "text/csv"),
+        ];
+        if vendor == "ollama" {
+            let (status, body) = send_files(
+                &app,
+                Some("read it"),
+                Some(&session),
+                vec![part("doc.pdf", PDF, "application/pdf")],
+                false,
+            )
+            .await;
+            assert_eq!(
+                (status, body["code"].as_str()),
+                (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    Some("attachment_not_supported_by_provider")
+                ),
+                "{body}"
+            );
+            assert!(body["error"].as_str().unwrap().contains("provider ollama"), "{body}");
+            let (_, history) = app.get(&format!("/sessions/{session}/messages"), 1).await;
+            assert_eq!(history["messages"], json!([]), "nothing stored for a refused request");
+        } else {
+            files.push(part("doc.pdf", PDF, "application/pdf"));
+        }
+        upstream.push(Reply::ok(content_type, text.clone(), 0));
+        let (status, reply) = send_files(&app, Some("read it"), Some(&session), files, false).await;
+        assert_eq!(status, StatusCode::OK, "{vendor}: {reply}");
+        assert_eq!(reply["message"]["content"], "All done.", "{vendor}");
+        upstream.push(Reply::ok(content_type, text.clone(), 0));
+        let (status, _) = app
+            .post("/send", 1, json!({"message": "and now?", "session_id": session}))
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        let requests = upstream.requests();
+        assert_eq!(requests.len(), 2, "{vendor}");
+        for (i, request) in requests.iter().enumerate() {
+            let b = &request.body;
+            let user = match vendor {
+                "gemini" => b["contents"][0].clone(),
+                _ => b["messages"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|m| m["role"] == "user")
+                    .unwrap()
+                    .clone(),
+            };
+            let context = format!("{vendor}, request {i}: {user}");
+            match vendor {
+                "openai" => assert_eq!(
+                    user["content"],
+                    json!([
+                        {"type": "text", "text": "read it"},
+                        {"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{png64}")}},
+                        {"type": "text", "text": note},
+                        {"type": "file", "file": {"filename": "doc.pdf", "file_data": format!("data:application/pdf;base64,{pdf64}")}},
+                    ]),
+                    "{context}"
+                ),
+                "anthropic" => assert_eq!(
+                    user["content"],
+                    json!([
+                        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": png64}},
+                        {"type": "text", "text": note},
+                        {"type": "document", "title": "doc.pdf", "source": {"type": "base64", "media_type": "application/pdf", "data": pdf64}},
+                        {"type": "text", "text": "read it"},
+                    ]),
+                    "{context}"
+                ),
+                "gemini" => assert_eq!(
+                    user["parts"],
+                    json!([
+                        {"text": "read it"},
+                        {"inlineData": {"mimeType": "image/png", "data": png64}},
+                        {"text": note},
+                        {"inlineData": {"mimeType": "application/pdf", "data": pdf64}},
+                    ]),
+                    "{context}"
+                ),
+                _ => {
+                    assert_eq!(user["images"], json!([png64]), "{context}");
+                    assert_eq!(user["content"], json!(format!("read it\n\n{note}")), "{context}");
+                }
+            }
+        }
+    }
+}

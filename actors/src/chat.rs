@@ -59,12 +59,14 @@ impl Chat {
         &self.hub
     }
 
-    /// Stores the person's message and starts a turn. Replies with where to read the stream.
+    /// Stores the person's message (with its files) and starts a turn. Replies with where to read
+    /// the stream.
     pub async fn submit(
         &self,
         user: UserId,
         session_id: Option<SessionId>,
         text: String,
+        attachments: Vec<crate::attachment::Attachment>,
         provider: Option<String>,
     ) -> Result<TurnStarted, SessionError> {
         if self.is_draining() {
@@ -89,6 +91,7 @@ impl Chat {
                     &addr,
                     StartTurn {
                         text: text.clone(),
+                        attachments: attachments.clone(),
                         provider: provider.clone(),
                     },
                 )

@@ -27,6 +27,7 @@
 #![warn(missing_docs)]
 
 pub mod approval;
+pub mod attachment;
 pub mod backlog;
 pub mod chat;
 pub mod ids;

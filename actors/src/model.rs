@@ -148,6 +148,9 @@ pub struct ChatMessage {
     /// stopped); absent for complete messages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
+    /// For a `user` message: the files sent with it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<crate::attachment::Attachment>,
 }
 
 impl ChatMessage {
@@ -164,6 +167,7 @@ impl ChatMessage {
             usage: None,
             approval_request: None,
             status: None,
+            attachments: Vec::new(),
         }
     }
 

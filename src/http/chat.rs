@@ -9,6 +9,7 @@ use actix_web_lab::sse::{self, Sse};
 use actors::approval::{Decision, Remember};
 use actors::ids::{SessionId, StreamId};
 use actors::model::{ApprovalRequestView, StreamMessage, StreamMessageType, now};
+use actors::session::TurnStarted;
 use actors::stream::StreamBuffer;
 use futures::stream::{self, Stream, StreamExt};
 
@@ -17,12 +18,13 @@ use super::auth::AuthUser;
 use super::body::JsonObject;
 use super::dto::{
     Cancelled, ChatOrStream, ChatRequest, ChatResponse, ClearQuery, CollectedMessage, Confirmation, ErrorBody,
-    SendQuery, StreamQuery, StreamStarted,
+    LegacyStreamQuery, SendQuery, StreamQuery, StreamStarted,
 };
 use super::error::{ApiError, ProviderFailure};
 
-fn message_text(body: &ChatRequest, limit: usize) -> Result<String, ApiError> {
-    let text = body.message.as_deref().unwrap_or("");
+/// The message of a send: required, at most `limit` characters.
+pub fn message_text(message: Option<&str>, limit: usize) -> Result<String, ApiError> {
+    let text = message.unwrap_or("");
     if text.trim().is_empty() {
         return Err(ApiError::MissingField("message"));
     }
@@ -68,39 +70,73 @@ pub async fn send(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let streaming = query.streaming()?;
-    let text = message_text(&body, state.limits.max_message_chars)?;
-    let session_id = body
+    let text = message_text(body.message.as_deref(), state.limits.max_message_chars)?;
+    let submission = Submission {
+        text,
+        session_id: body.session_id.clone(),
+        provider: body.provider.clone(),
+        attachments: Vec::new(),
+    };
+    let started = start(user, submission, &state).await?;
+    answer(started, streaming, &state).await
+}
+
+/// A message to send, from `/send`, `/send-with-files` or the legacy `GET /stream`.
+pub struct Submission {
+    /// The text (or an in-band `[APPROVE_TOOLS:<id>]` / `[DENY_TOOLS:<id>]`).
+    pub text: String,
+    /// The session the client named (empty: a new one).
+    pub session_id: Option<String>,
+    /// A provider the client named (empty: the default).
+    pub provider: Option<String>,
+    /// Files sent with it.
+    pub attachments: Vec<actors::attachment::Attachment>,
+}
+
+/// Starts the turn a submission asks for: an in-band approval decision, or a new message.
+pub async fn start(user: AuthUser, submission: Submission, state: &AppState) -> Result<TurnStarted, ApiError> {
+    let session_id = submission
         .session_id
         .as_deref()
         .filter(|s| !s.is_empty())
         .map(SessionId::from_raw);
-    let started = match in_band_decision(&text) {
+    if let Some((request_id, approved)) = in_band_decision(&submission.text) {
+        if !submission.attachments.is_empty() {
+            return Err(ApiError::InvalidParameter {
+                name: "message",
+                reason: "an approval decision carries no files".into(),
+            });
+        }
         // The original UI decides approvals with these messages; they are not stored as messages.
-        Some((request_id, approved)) => {
-            let decision = Decision {
-                approved,
-                approved_ids: None,
-                remember: Remember::None,
-            };
-            state
-                .chat
-                .decide(user.0, request_id, session_id.as_ref(), decision)
-                .await?
-        }
-        None => {
-            state.turns.admit(user.0, state.chat.hub())?;
-            let provider = body.provider.clone().filter(|p| !p.is_empty());
-            if let Some(name) = &provider
-                && !state.providers.contains(name)
-            {
-                return Err(ApiError::InvalidParameter {
-                    name: "provider",
-                    reason: format!("no provider named {name:?}"),
-                });
-            }
-            state.chat.submit(user.0, session_id, text, provider).await?
-        }
-    };
+        let decision = Decision {
+            approved,
+            approved_ids: None,
+            remember: Remember::None,
+        };
+        return Ok(state
+            .chat
+            .decide(user.0, request_id, session_id.as_ref(), decision)
+            .await?);
+    }
+    state.turns.admit(user.0, state.chat.hub())?;
+    let provider = submission.provider.filter(|p| !p.is_empty());
+    if let Some(name) = &provider
+        && !state.providers.contains(name)
+    {
+        return Err(ApiError::InvalidParameter {
+            name: "provider",
+            reason: format!("no provider named {name:?}"),
+        });
+    }
+    Ok(state
+        .chat
+        .submit(user.0, session_id, submission.text, submission.attachments, provider)
+        .await?)
+}
+
+/// Answers a send: with `streaming` at once with the stream to read, otherwise with the whole
+/// answer once the turn ends.
+pub async fn answer(started: TurnStarted, streaming: bool, state: &AppState) -> Result<HttpResponse, ApiError> {
     if streaming {
         return Ok(HttpResponse::Ok().json(StreamStarted::from(&started)));
     }
@@ -276,6 +312,54 @@ pub async fn read_stream(
     Ok(Sse::from_infallible_stream(sse_events(&buffer, after, Some(guard)))
         .with_keep_alive(state.limits.sse_keepalive)
         .with_retry_duration(std::time::Duration::from_secs(3)))
+}
+
+/// The original's single-request stream (legacy; the PMM UI uses `/send?streaming=true` and
+/// `/stream/{id}`): starts a turn with `message` and streams it on this response, as
+/// `/stream/{id}` would. `X-Stream-ID` and `X-Session-ID` name the stream and session, so a client
+/// that loses the connection can resume with `/stream/{id}` and `Last-Event-ID`.
+#[utoipa::path(
+    tag = "chat",
+    params(LegacyStreamQuery),
+    responses(
+        (status = 200, description = "Server-Sent Events whose `data` is a `StreamMessage`",
+            content_type = "text/event-stream", body = String,
+            headers(("X-Stream-ID" = String, description = "The stream, for `/stream/{id}`"),
+                    ("X-Session-ID" = String, description = "The session"))),
+        (status = 400, description = "`missing_field`: no `message`", body = ErrorBody),
+        (status = 404, description = "`approval_not_found` (an in-band decision)", body = ErrorBody),
+        (status = 409, description = "`turn_in_progress`", body = ErrorBody),
+        (status = 429, description = "`too_many_turns`", body = ErrorBody),
+    )
+)]
+#[get("/stream")]
+pub async fn legacy_stream(
+    user: AuthUser,
+    query: web::Query<LegacyStreamQuery>,
+    state: web::Data<AppState>,
+) -> Result<impl actix_web::Responder, ApiError> {
+    let query = query.into_inner();
+    let submission = Submission {
+        text: message_text(query.message.as_deref(), state.limits.max_message_chars)?,
+        session_id: query.session_id,
+        provider: query.provider,
+        attachments: Vec::new(),
+    };
+    let started = start(user, submission, &state).await?;
+    let guard = DisconnectGuard {
+        chat: state.chat.clone(),
+        user: user.0,
+        buffer: Arc::clone(&started.stream),
+        grace: state.limits.cancel_on_disconnect,
+    };
+    let events = sse_events(&started.stream, 0, Some(guard));
+    Ok(actix_web::Responder::customize(
+        Sse::from_infallible_stream(events)
+            .with_keep_alive(state.limits.sse_keepalive)
+            .with_retry_duration(std::time::Duration::from_secs(3)),
+    )
+    .insert_header(("X-Stream-ID", started.stream_id.to_string()))
+    .insert_header(("X-Session-ID", started.session_id.to_string())))
 }
 
 /// Stops the stream's turn (owner only): the provider request is aborted, tool calls in flight

@@ -229,6 +229,18 @@ pub struct StreamQuery {
     pub last_event_id: Option<String>,
 }
 
+/// `GET /stream` (legacy) query.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LegacyStreamQuery {
+    /// The message (required), or an in-band `[APPROVE_TOOLS:<id>]` / `[DENY_TOOLS:<id>]`.
+    pub message: Option<String>,
+    /// The session (empty or unknown: a new one).
+    pub session_id: Option<String>,
+    /// A configured provider's name (default: the default provider).
+    pub provider: Option<String>,
+}
+
 /// `GET /mcp/tools` query.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]

@@ -40,6 +40,29 @@ pub enum ApiError {
         /// The limit.
         limit: usize,
     },
+    /// The multipart body cannot be read, or a part is not what `/send-with-files` takes.
+    #[error("Failed to parse multipart form: {0}")]
+    InvalidMultipart(String),
+    /// One file is larger than `attachments.max_file_bytes`.
+    #[error("File too large: {filename} (limit {limit} bytes per file)")]
+    AttachmentTooLarge {
+        /// The file.
+        filename: String,
+        /// The limit.
+        limit: usize,
+    },
+    /// The files together are larger than `attachments.max_total_bytes`.
+    #[error("Files too large together (limit {0} bytes per request)")]
+    AttachmentsTooLarge(usize),
+    /// More files than `attachments.max_files`.
+    #[error("Too many files (limit {0} per request)")]
+    TooManyAttachments(usize),
+    /// A file of a kind no model is given (or whose content is not what its type says).
+    #[error("Unsupported attachment: {0}")]
+    UnsupportedAttachment(String),
+    /// The provider that would answer cannot read this kind of file.
+    #[error("Unsupported attachment: {0}")]
+    AttachmentUnreadable(String),
     /// No such session for this user.
     #[error("Session not found")]
     SessionNotFound,
@@ -120,6 +143,12 @@ impl ApiError {
             ApiError::InvalidParameter { .. } => "invalid_parameter",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::MessageTooLong { .. } => "message_too_long",
+            ApiError::InvalidMultipart(_) => "invalid_multipart",
+            ApiError::AttachmentTooLarge { .. } => "attachment_too_large",
+            ApiError::AttachmentsTooLarge(_) => "attachments_too_large",
+            ApiError::TooManyAttachments(_) => "too_many_attachments",
+            ApiError::UnsupportedAttachment(_) => "unsupported_attachment",
+            ApiError::AttachmentUnreadable(_) => "attachment_not_supported_by_provider",
             ApiError::SessionNotFound => "session_not_found",
             ApiError::StreamNotFound => "stream_not_found",
             ApiError::RouteNotFound => "not_found",
@@ -147,8 +176,14 @@ impl ResponseError for ApiError {
             ApiError::InvalidJson(_)
             | ApiError::MissingField(_)
             | ApiError::InvalidParameter { .. }
-            | ApiError::MessageTooLong { .. } => StatusCode::BAD_REQUEST,
-            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            | ApiError::MessageTooLong { .. }
+            | ApiError::InvalidMultipart(_) => StatusCode::BAD_REQUEST,
+            ApiError::PayloadTooLarge(_)
+            | ApiError::AttachmentTooLarge { .. }
+            | ApiError::AttachmentsTooLarge(_)
+            | ApiError::TooManyAttachments(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedAttachment(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::AttachmentUnreadable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooManyTurns { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::SessionNotFound | ApiError::StreamNotFound | ApiError::RouteNotFound => StatusCode::NOT_FOUND,
@@ -192,6 +227,7 @@ impl From<SessionError> for ApiError {
             SessionError::Busy => ApiError::TurnInProgress,
             SessionError::Finished => ApiError::TurnFinished,
             SessionError::ShuttingDown => ApiError::ShuttingDown,
+            SessionError::AttachmentUnreadable { .. } => ApiError::AttachmentUnreadable(err.to_string()),
             SessionError::Storage(err) => err.into(),
             SessionError::Unavailable(reason) => {
                 tracing::warn!(%reason, "an actor did not answer");

@@ -2,6 +2,7 @@
 //! requests become `ApiError`s.
 
 pub mod approvals;
+pub mod attachments;
 pub mod auth;
 pub mod body;
 pub mod chat;
@@ -39,6 +40,12 @@ pub struct Limits {
     pub cancel_on_disconnect: Duration,
     /// Longest non-streaming send.
     pub send_timeout: Duration,
+    /// Largest attached file, in bytes.
+    pub max_file_bytes: usize,
+    /// Largest sum of one request's files, in bytes.
+    pub max_files_bytes: usize,
+    /// Most files in one request.
+    pub max_files: usize,
 }
 
 /// What every handler can reach.
@@ -107,6 +114,8 @@ pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
             .service(health::ready)
             .service(openapi::serve_document)
             .service(chat::send)
+            .service(attachments::send_with_files)
+            .service(chat::legacy_stream)
             .service(chat::read_stream)
             .service(chat::cancel)
             .service(chat::clear)

@@ -8,7 +8,8 @@ use serde_json::{Value, json};
 
 use super::http::{Frame, HttpProviderConfig, Prepared, StreamParser};
 use super::{CompletionRequest, ProviderError, ProviderEvent};
-use crate::model::{Role, ToolCall, Usage};
+use crate::attachment::AttachmentKind;
+use crate::model::{ChatMessage, Role, ToolCall, Usage};
 
 fn push(messages: &mut Vec<Value>, role: &str, blocks: Vec<Value>) {
     if blocks.is_empty() {
@@ -25,6 +26,23 @@ fn push(messages: &mut Vec<Value>, role: &str, blocks: Vec<Value>) {
     messages.push(json!({"role": role, "content": blocks}));
 }
 
+/// A user message: its files first (`image`, `document` for PDFs, text blocks), then its text.
+fn user_blocks(m: &ChatMessage) -> Vec<Value> {
+    let mut blocks: Vec<Value> = m
+        .attachments
+        .iter()
+        .map(|a| match a.kind() {
+            AttachmentKind::Image => json!({"type": "image",
+                "source": {"type": "base64", "media_type": a.mime_type, "data": a.content}}),
+            AttachmentKind::Pdf => json!({"type": "document", "title": a.filename,
+                "source": {"type": "base64", "media_type": "application/pdf", "data": a.content}}),
+            AttachmentKind::Text => json!({"type": "text", "text": a.as_text_block()}),
+        })
+        .collect();
+    blocks.push(json!({"type": "text", "text": m.content}));
+    blocks
+}
+
 /// The request body and headers.
 pub fn prepare(config: &HttpProviderConfig, request: &CompletionRequest) -> Prepared {
     let mut system = Vec::new();
@@ -32,9 +50,7 @@ pub fn prepare(config: &HttpProviderConfig, request: &CompletionRequest) -> Prep
     for m in &request.messages {
         match m.role {
             Role::System => system.push(m.content.clone()),
-            Role::User | Role::ToolApproval => {
-                push(&mut messages, "user", vec![json!({"type": "text", "text": m.content})])
-            }
+            Role::User | Role::ToolApproval => push(&mut messages, "user", user_blocks(m)),
             Role::Assistant => {
                 let mut blocks = Vec::new();
                 if !m.content.is_empty() {

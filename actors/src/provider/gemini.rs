@@ -6,7 +6,8 @@ use serde_json::{Value, json};
 
 use super::http::{Frame, HttpProviderConfig, Prepared, StreamParser};
 use super::{CompletionRequest, ProviderError, ProviderEvent};
-use crate::model::{Role, ToolCall, Usage};
+use crate::attachment::AttachmentKind;
+use crate::model::{ChatMessage, Role, ToolCall, Usage};
 
 /// Ids we made up for calls that came without one; never echoed back.
 const GENERATED: &str = "gen_";
@@ -25,6 +26,19 @@ fn push(contents: &mut Vec<Value>, role: &str, parts: Vec<Value>) {
     contents.push(json!({"role": role, "parts": parts}));
 }
 
+/// A user message: its text, then an `inlineData` part per image or PDF and a text part per
+/// text file.
+fn user_parts(m: &ChatMessage) -> Vec<Value> {
+    let mut parts = vec![json!({"text": m.content})];
+    parts.extend(m.attachments.iter().map(|a| match a.kind() {
+        AttachmentKind::Image | AttachmentKind::Pdf => {
+            json!({"inlineData": {"mimeType": a.mime_type, "data": a.content}})
+        }
+        AttachmentKind::Text => json!({"text": a.as_text_block()}),
+    }));
+    parts
+}
+
 /// The request body and headers.
 pub fn prepare(config: &HttpProviderConfig, request: &CompletionRequest) -> Prepared {
     let mut system = Vec::new();
@@ -32,7 +46,7 @@ pub fn prepare(config: &HttpProviderConfig, request: &CompletionRequest) -> Prep
     for m in &request.messages {
         match m.role {
             Role::System => system.push(json!({"text": m.content})),
-            Role::User | Role::ToolApproval => push(&mut contents, "user", vec![json!({"text": m.content})]),
+            Role::User | Role::ToolApproval => push(&mut contents, "user", user_parts(m)),
             Role::Assistant => {
                 let mut parts = Vec::new();
                 if !m.content.is_empty() {

@@ -34,6 +34,11 @@ impl Vendor {
         })
     }
 
+    /// Whether its API reads PDF documents (Ollama's chat API takes images only).
+    pub fn reads_pdf(self) -> bool {
+        self != Vendor::Ollama
+    }
+
     /// The API root the vendor's official SDK uses by default.
     pub fn default_base_url(self) -> &'static str {
         match self {

@@ -10,6 +10,8 @@
 //! | `/mock slow <ms>` | the normal answer, first token after `<ms>` |
 //! | `/mock words <n>` | `w1 w2 … w<n>`, one chunk per word (paced by the chunk delay) |
 //! | `/mock context` | `Messages in context: <n>` (messages given, system prompt excluded) |
+//! | `/mock attachments` | `Attachments in context: <name (type, size bytes)>, …` (every file in the context) |
+//! | (a message with files) | the normal answer, then ` Attachments: <name (type, size bytes)>, …` |
 //! | `/mock die` | fails fatally: the provider actor stops and is restarted |
 //! | `/mock panic` | panics mid-stream: the provider actor is replaced |
 
@@ -82,6 +84,18 @@ impl MockProvider {
     }
 }
 
+/// `name (type, size bytes)` per file, in order; `none` for no files.
+fn describe(attachments: &[crate::attachment::Attachment]) -> String {
+    if attachments.is_empty() {
+        return "none".to_owned();
+    }
+    attachments
+        .iter()
+        .map(|a| format!("{} ({}, {} bytes)", a.filename, a.mime_type, a.size))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn failure(err: ProviderError) -> BoxStream<'static, Result<ProviderEvent, ProviderError>> {
     stream::once(async move { Err(err) }).boxed()
 }
@@ -122,14 +136,21 @@ impl ChatProvider for MockProvider {
         if conversation.last().is_some_and(|m| m.role == Role::Tool) {
             return self.chunks(tool_results(&request.messages), Duration::ZERO);
         }
-        let message = conversation
-            .iter()
-            .rev()
-            .find(|m| m.role == Role::User)
-            .map_or("", |m| m.content.trim());
+        let last_user = conversation.iter().rev().find(|m| m.role == Role::User);
+        let message = last_user.map_or("", |m| m.content.trim());
         let tools = request.tools.len();
         let Some(script) = message.strip_prefix("/mock") else {
-            return self.default_answer(message, tools, Duration::ZERO);
+            let answer = self.default_answer(message, tools, Duration::ZERO);
+            return match last_user.filter(|m| !m.attachments.is_empty()) {
+                Some(m) => answer
+                    .take_while(|e| std::future::ready(!matches!(e, Ok(ProviderEvent::Done))))
+                    .chain(self.chunks(
+                        vec![format!(" Attachments: {}", describe(&m.attachments))],
+                        Duration::ZERO,
+                    ))
+                    .boxed(),
+                None => answer,
+            };
         };
         let script = script.trim();
         let (command, argument) = script.split_once(char::is_whitespace).unwrap_or((script, ""));
@@ -171,6 +192,16 @@ impl ChatProvider for MockProvider {
                     "bad /mock words count (0 to 100000)".into(),
                 )),
             },
+            "attachments" => {
+                let all: Vec<_> = conversation
+                    .iter()
+                    .flat_map(|m| m.attachments.iter().cloned())
+                    .collect();
+                self.chunks(
+                    vec![format!("Attachments in context: {}", describe(&all))],
+                    Duration::ZERO,
+                )
+            }
             "context" => self.chunks(
                 vec![format!("Messages in context: {}", conversation.len())],
                 Duration::ZERO,

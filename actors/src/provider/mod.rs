@@ -201,6 +201,7 @@ pub struct ProviderHandle {
     name: Arc<str>,
     addr: Addr<ProviderActor>,
     in_flight: Arc<AtomicUsize>,
+    reads_pdf: bool,
 }
 
 impl ProviderHandle {
@@ -214,7 +215,19 @@ impl ProviderHandle {
             name: name.into(),
             addr,
             in_flight,
+            reads_pdf: true,
         }
+    }
+
+    /// Marks a provider whose API reads no PDF documents (attachments of that kind are refused).
+    pub fn without_pdf(mut self) -> Self {
+        self.reads_pdf = false;
+        self
+    }
+
+    /// Whether it can be given PDF attachments.
+    pub fn reads_pdf(&self) -> bool {
+        self.reads_pdf
     }
 
     /// The provider's configured name.

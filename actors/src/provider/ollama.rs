@@ -5,7 +5,27 @@ use serde_json::{Value, json};
 
 use super::http::{Frame, HttpProviderConfig, Prepared, StreamParser};
 use super::{CompletionRequest, ProviderError, ProviderEvent};
-use crate::model::{Role, ToolCall, Usage};
+use crate::attachment::AttachmentKind;
+use crate::model::{ChatMessage, Role, ToolCall, Usage};
+
+/// A user message with files: images in `images` (base64), text files appended to the content;
+/// Ollama reads no PDFs (a PDF from another provider's turn becomes a note).
+fn user_message(m: &ChatMessage) -> Value {
+    let mut content = m.content.clone();
+    let mut images = Vec::new();
+    for a in &m.attachments {
+        match a.kind() {
+            AttachmentKind::Image => images.push(json!(a.content)),
+            AttachmentKind::Text => content = format!("{content}\n\n{}", a.as_text_block()),
+            AttachmentKind::Pdf => content = format!("{content}\n\n{}", a.as_placeholder()),
+        }
+    }
+    let mut message = json!({"role": "user", "content": content});
+    if !images.is_empty() {
+        message["images"] = Value::Array(images);
+    }
+    message
+}
 
 /// The request body (Ollama needs no key; one is sent as a bearer token if configured, for proxies).
 pub fn prepare(config: &HttpProviderConfig, request: &CompletionRequest) -> Prepared {
@@ -35,6 +55,7 @@ pub fn prepare(config: &HttpProviderConfig, request: &CompletionRequest) -> Prep
                 "content": m.content,
             }),
             Role::System => json!({"role": "system", "content": m.content}),
+            Role::User if !m.attachments.is_empty() => user_message(m),
             Role::User | Role::ToolApproval => json!({"role": "user", "content": m.content}),
         })
         .collect();

@@ -7,7 +7,8 @@ use serde_json::{Value, json};
 
 use super::http::{Frame, HttpProviderConfig, Prepared, StreamParser};
 use super::{CompletionRequest, ProviderError, ProviderEvent};
-use crate::model::{Role, ToolCall, Usage};
+use crate::attachment::AttachmentKind;
+use crate::model::{ChatMessage, Role, ToolCall, Usage};
 
 /// Tools in the `{"type": "function", "function": {...}}` shape (OpenAI and Ollama).
 pub fn function_tools(tools: &[crate::tools::ToolSpec]) -> Value {
@@ -15,6 +16,18 @@ pub fn function_tools(tools: &[crate::tools::ToolSpec]) -> Value {
         .iter()
         .map(|t| json!({"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.input_schema}}))
         .collect()
+}
+
+/// A user message with files: text, then an `image_url` (data URL), `file` (PDF) or text part
+/// per file.
+fn user_parts(m: &ChatMessage) -> Vec<Value> {
+    let mut parts = vec![json!({"type": "text", "text": m.content})];
+    parts.extend(m.attachments.iter().map(|a| match a.kind() {
+        AttachmentKind::Image => json!({"type": "image_url", "image_url": {"url": a.data_url()}}),
+        AttachmentKind::Pdf => json!({"type": "file", "file": {"filename": a.filename, "file_data": a.data_url()}}),
+        AttachmentKind::Text => json!({"type": "text", "text": a.as_text_block()}),
+    }));
+    parts
 }
 
 /// The request body and headers.
@@ -34,6 +47,7 @@ pub fn prepare(config: &HttpProviderConfig, request: &CompletionRequest) -> Prep
             Role::Tool => json!({"role": "tool", "tool_call_id": m.tool_call_id, "content": m.content}),
             Role::System => json!({"role": "system", "content": m.content}),
             Role::Assistant => json!({"role": "assistant", "content": m.content}),
+            Role::User if !m.attachments.is_empty() => json!({"role": "user", "content": user_parts(m)}),
             Role::User | Role::ToolApproval => json!({"role": "user", "content": m.content}),
         })
         .collect();

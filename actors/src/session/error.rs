@@ -23,6 +23,16 @@ pub enum SessionError {
     /// The approval request expired (it counts as denied).
     #[error("the approval request expired")]
     ApprovalExpired,
+    /// The provider that would answer cannot read an attached file of this kind.
+    #[error("the provider {provider} cannot read {filename} ({mime_type})")]
+    AttachmentUnreadable {
+        /// The provider.
+        provider: String,
+        /// The file.
+        filename: String,
+        /// Its type.
+        mime_type: String,
+    },
     /// Storage failed.
     #[error(transparent)]
     Storage(#[from] StorageError),

@@ -71,6 +71,8 @@ pub struct SessionDeps {
 pub struct StartTurn {
     /// The person's message.
     pub text: String,
+    /// Files sent with it.
+    pub attachments: Vec<crate::attachment::Attachment>,
     /// A provider the request named (else the default).
     pub provider: Option<String>,
 }
@@ -432,6 +434,29 @@ impl SessionActor {
         ))
     }
 
+    /// Refuses, before anything is stored, files the answering provider cannot read (PDFs for a
+    /// vendor without document input).
+    fn readable(
+        &self,
+        provider: Option<&str>,
+        attachments: &[crate::attachment::Attachment],
+    ) -> Result<(), SessionError> {
+        let Some(first) = self.deps.providers.chain(provider).into_iter().next() else {
+            return Ok(());
+        };
+        match attachments
+            .iter()
+            .find(|a| a.kind() == crate::attachment::AttachmentKind::Pdf && !first.reads_pdf())
+        {
+            Some(a) => Err(SessionError::AttachmentUnreadable {
+                provider: first.name().to_owned(),
+                filename: a.filename.clone(),
+                mime_type: a.mime_type.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
     fn reload_pending(&mut self, ctx: &mut Context<Self>) {
         let storage = self.deps.storage.clone();
         let query = PendingApproval {
@@ -491,8 +516,13 @@ impl Handler<StartTurn> for SessionActor {
         if self.turn.is_some() {
             return Box::pin(fut::ready(Err(SessionError::Busy)));
         }
+        if let Err(err) = self.readable(msg.provider.as_deref(), &msg.attachments) {
+            return Box::pin(fut::ready(Err(err)));
+        }
         let (mut prefix, settle) = self.abandon_pending();
-        prefix.push(ChatMessage::new(Role::User, msg.text));
+        let mut message = ChatMessage::new(Role::User, msg.text);
+        message.attachments = msg.attachments;
+        prefix.push(message);
         self.begin(prefix, settle, turn::TurnStart::Message, msg.provider)
     }
 }

@@ -79,6 +79,24 @@ CREATE TABLE tool_grants (
 );
 CREATE INDEX idx_tool_grants_user ON tool_grants(user_id);
 "#,
+    r#"
+CREATE TABLE attachment_blobs (
+    hash    TEXT PRIMARY KEY,
+    content TEXT NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE chat_attachments (
+    id           TEXT PRIMARY KEY,
+    message_id   TEXT NOT NULL REFERENCES chat_messages(id) ON DELETE CASCADE,
+    filename     TEXT NOT NULL,
+    mime_type    TEXT NOT NULL,
+    size         INTEGER NOT NULL,
+    content_hash TEXT NOT NULL REFERENCES attachment_blobs(hash),
+    created_at   TEXT NOT NULL
+);
+CREATE INDEX idx_chat_attachments_message_id ON chat_attachments(message_id);
+CREATE INDEX idx_chat_attachments_hash ON chat_attachments(content_hash);
+"#,
 ];
 
 /// The schema version this build expects.

@@ -13,6 +13,7 @@ use rusqlite::{OptionalExtension, Row, TransactionBehavior, params};
 
 use super::{ChatStore, Page, StorageError, StoredEvent, StreamRecord, StreamStatus, TurnWrite};
 use crate::approval::{ApprovalRecord, Grant, Remember};
+use crate::attachment::Attachment;
 use crate::ids::{SessionId, StreamId, UserId};
 use crate::model::{
     ApprovalRequestView, ChatMessage, Role, Session, StreamMessage, StreamMessageType, TitleSource, format_time,
@@ -158,7 +159,42 @@ fn message_from_row(row: &Row<'_>) -> rusqlite::Result<ChatMessage> {
         status: row.get(8)?,
         approval_request: approval_view(row.get(9)?, row.get(10)?)?,
         timestamp: parse_time(&row.get::<_, String>(7)?)?,
+        attachments: Vec::new(),
     })
+}
+
+fn attachment_from_row(row: &Row<'_>) -> rusqlite::Result<Attachment> {
+    Ok(Attachment {
+        id: row.get(0)?,
+        filename: row.get(1)?,
+        mime_type: row.get(2)?,
+        size: row.get(3)?,
+        content: row.get(4)?,
+    })
+}
+
+/// Fills in the attachments of the user messages among `messages`.
+fn load_attachments(tx: &rusqlite::Transaction<'_>, messages: &mut [ChatMessage]) -> Result<(), StorageError> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT a.id, a.filename, a.mime_type, a.size, b.content FROM chat_attachments a
+         JOIN attachment_blobs b ON b.hash = a.content_hash WHERE a.message_id = ?1 ORDER BY a.rowid",
+    )?;
+    for message in messages.iter_mut().filter(|m| m.role == Role::User) {
+        message.attachments = stmt
+            .query_map(params![message.id], attachment_from_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+    }
+    Ok(())
+}
+
+/// Drops stored file contents no attachment refers to any more.
+fn drop_orphan_blobs(tx: &rusqlite::Transaction<'_>) -> Result<(), StorageError> {
+    tx.execute(
+        "DELETE FROM attachment_blobs WHERE NOT EXISTS
+         (SELECT 1 FROM chat_attachments a WHERE a.content_hash = attachment_blobs.hash)",
+        [],
+    )?;
+    Ok(())
 }
 
 fn approval_view(raw: Option<String>, status: Option<String>) -> rusqlite::Result<Option<ApprovalRequestView>> {
@@ -271,10 +307,14 @@ impl ChatStore for SqliteStore {
     }
 
     fn delete_session(&self, user: UserId, id: &SessionId) -> Result<bool, StorageError> {
-        let changed = self.conn()?.execute(
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let changed = tx.execute(
             "DELETE FROM chat_sessions WHERE id = ?1 AND user_id = ?2",
             params![id.as_str(), user.to_string()],
         )?;
+        drop_orphan_blobs(&tx)?;
+        tx.commit()?;
         Ok(changed > 0)
     }
 
@@ -301,7 +341,7 @@ impl ChatStore for SqliteStore {
             Some(p) => (i64::from(p.limit), i64::try_from(p.offset).unwrap_or(i64::MAX)),
             None => (-1, 0),
         };
-        let messages = {
+        let mut messages = {
             let mut stmt = tx.prepare_cached(&format!(
                 "SELECT {MESSAGE_COLUMNS} FROM chat_messages WHERE session_id = ?1
                  ORDER BY seq LIMIT ?2 OFFSET ?3"
@@ -309,6 +349,7 @@ impl ChatStore for SqliteStore {
             stmt.query_map(params![id.as_str(), limit, offset], message_from_row)?
                 .collect::<Result<Vec<_>, _>>()?
         };
+        load_attachments(&tx, &mut messages)?;
         tx.commit()?;
         Ok(Some(messages))
     }
@@ -324,6 +365,7 @@ impl ChatStore for SqliteStore {
             return Ok(false);
         }
         tx.execute("DELETE FROM chat_messages WHERE session_id = ?1", params![id.as_str()])?;
+        drop_orphan_blobs(&tx)?;
         tx.commit()?;
         Ok(true)
     }
@@ -372,6 +414,27 @@ impl ChatStore for SqliteStore {
                         .map(serde_json::to_string)
                         .transpose()?,
                 ])?;
+            }
+            for message in write.messages.iter().filter(|m| !m.attachments.is_empty()) {
+                let mut blob =
+                    tx.prepare_cached("INSERT OR IGNORE INTO attachment_blobs (hash, content) VALUES (?1, ?2)")?;
+                let mut row = tx.prepare_cached(
+                    "INSERT INTO chat_attachments (id, message_id, filename, mime_type, size, content_hash, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?;
+                for attachment in &message.attachments {
+                    let hash = attachment.content_hash();
+                    blob.execute(params![hash, attachment.content])?;
+                    row.execute(params![
+                        attachment.id,
+                        message.id,
+                        attachment.filename,
+                        attachment.mime_type,
+                        attachment.size,
+                        hash,
+                        format_time(message.timestamp),
+                    ])?;
+                }
             }
             tx.execute(
                 "UPDATE chat_sessions SET updated_at = ?1 WHERE id = ?2",
