@@ -50,9 +50,11 @@ async fn the_document_lists_every_route_and_other_methods_get_405() {
             "get /v1/chat/sessions",
             "get /v1/chat/sessions/{id}",
             "get /v1/chat/sessions/{id}/messages",
+            "get /v1/chat/stream",
             "get /v1/chat/stream/{stream_id}",
             "post /v1/chat/approvals/{request_id}",
             "post /v1/chat/send",
+            "post /v1/chat/send-with-files",
             "post /v1/chat/sessions",
             "post /v1/chat/stream/{stream_id}/cancel",
             "put /v1/chat/sessions/{id}",
@@ -140,6 +142,13 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document()
         // a resource, and the empty list read afterwards for a deleted resource still served.
         // tests/api.rs checks that a deleted session's routes answer 404.
         .args(["--exclude-checks", "use_after_free"])
+        // Whether an upload is valid depends on its bytes (an image must be one), which a schema
+        // cannot say; tests/attachments.rs covers the route's good and bad bodies.
+        .args(["--exclude-path", "/v1/chat/send-with-files"])
+        // The legacy single-request stream answers with SSE whose frames (the `retry:` frame
+        // first) schemathesis 4.32 validates as events; tests/streaming.rs reads it with a real
+        // SSE client.
+        .args(["--exclude-path", "/v1/chat/stream"])
         .args([
             "--seed",
             &seed,

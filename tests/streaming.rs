@@ -121,3 +121,66 @@ async fn finished_streams_are_served_from_storage_after_leaving_memory() {
     let (status, _) = app.get(&format!("/stream/{stream_id}"), 2).await;
     assert_eq!(status, reqwest::StatusCode::NOT_FOUND);
 }
+
+/// The original's single-request `GET /stream?message=`: the turn streams on the same response,
+/// in the same events; its headers name the stream, which `/stream/{id}` resumes byte-exact.
+#[actix_web::test]
+async fn the_legacy_single_request_stream_works_and_resumes() {
+    use futures::StreamExt;
+    use russe::reqwest_0_13::ReqwestExt;
+    let app = TestApp::spawn().await;
+    let resp = app
+        .client
+        .get(app.url("/stream?message=old%20school"))
+        .header("X-User-ID", "4")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), reqwest::StatusCode::OK);
+    let stream_id = resp.headers()["x-stream-id"].to_str().unwrap().to_owned();
+    let session = resp.headers()["x-session-id"].to_str().unwrap().to_owned();
+    let mut frames = resp.sse_stream();
+    let mut events = Vec::new();
+    while let Some(frame) = tokio::time::timeout(crate::common::TIMEOUT, frames.next())
+        .await
+        .unwrap()
+    {
+        if let russe::Event::Message(m) = frame.unwrap() {
+            assert_eq!(m.event.as_deref(), Some("message"));
+            events.push((
+                m.id.clone(),
+                serde_json::from_str::<serde_json::Value>(&m.data).unwrap(),
+            ));
+        }
+    }
+    let text: String = events.iter().filter_map(|(_, d)| d["content"].as_str()).collect();
+    assert_eq!(text, "Mock streaming response to: 'old school'. Available tools: 0");
+    assert_eq!(events.last().unwrap().1["type"], "done");
+    assert_eq!(events[0].1["session_id"], json!(session));
+    let resumed = app.sse(4, &stream_id, Some(3)).await;
+    assert_eq!(resumed.len(), events.len() - 3);
+    assert_eq!(resumed[0].data, events[3].1);
+    // The same session continues through the legacy route; a missing message is a 400.
+    let (status, _) = app
+        .request(
+            reqwest::Method::GET,
+            &format!("/stream?session_id={session}&message=%2Fmock%20context"),
+            Some("4"),
+            None,
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::OK);
+    let (status, body) = app
+        .request(reqwest::Method::GET, "/stream?session_id=x", Some("4"), None)
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (reqwest::StatusCode::BAD_REQUEST, Some("missing_field"))
+    );
+    let (status, _) = app
+        .request(reqwest::Method::GET, "/stream?message=hi", Some("0"), None)
+        .await;
+    assert_eq!(status, reqwest::StatusCode::UNAUTHORIZED);
+    let (_, history) = app.get(&format!("/sessions/{session}/messages"), 4).await;
+    assert_eq!(history["messages"].as_array().unwrap().len(), 4);
+}

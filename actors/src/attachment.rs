@@ -85,6 +85,17 @@ fn essence(mime: &str) -> String {
     mime.split(';').next().unwrap_or("").trim().to_ascii_lowercase()
 }
 
+/// The image or PDF type the bytes start like, for a file sent without a usable type.
+fn sniff(bytes: &[u8]) -> Option<&'static str> {
+    if bytes.starts_with(b"%PDF-") {
+        return Some("application/pdf");
+    }
+    IMAGE_TYPES
+        .iter()
+        .find(|(mime, magic)| bytes.starts_with(magic) && (*mime != "image/webp" || bytes.get(8..12) == Some(b"WEBP")))
+        .map(|(mime, _)| *mime)
+}
+
 fn is_text(bytes: &[u8]) -> bool {
     std::str::from_utf8(bytes).is_ok_and(|text| !text.contains('\0'))
 }
@@ -93,7 +104,12 @@ impl Attachment {
     /// Classifies an upload: images and PDFs by their declared type (checked against the bytes),
     /// text by type and by being valid UTF-8 (a file of unknown type that is UTF-8 is text).
     pub fn from_upload(filename: &str, declared: &str, bytes: &[u8]) -> Result<Self, AttachmentError> {
-        let declared = essence(declared);
+        let mut declared = essence(declared);
+        if UNKNOWN_TYPES.contains(&declared.as_str())
+            && let Some(sniffed) = sniff(bytes)
+        {
+            declared = sniffed.to_owned();
+        }
         let filename = if filename.trim().is_empty() {
             "file"
         } else {
@@ -214,6 +230,11 @@ mod tests {
             Attachment::from_upload("a.zip", "application/zip", b"PK\x03\x04"),
             Err(AttachmentError::Unsupported { .. })
         ));
+        let sniffed = Attachment::from_upload("x.gif", "", b"GIF89a....").unwrap();
+        assert_eq!(
+            (sniffed.kind(), sniffed.mime_type.as_str()),
+            (AttachmentKind::Image, "image/gif")
+        );
         assert!(matches!(
             Attachment::from_upload("blob", "application/octet-stream", b"\xff\xfe\x00"),
             Err(AttachmentError::Unsupported { .. })

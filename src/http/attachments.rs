@@ -12,7 +12,7 @@ use futures::{StreamExt, TryStreamExt};
 use super::AppState;
 use super::auth::AuthUser;
 use super::chat::{Submission, answer, message_text, start};
-use super::dto::{ChatOrStream, ErrorBody, SendQuery};
+use super::dto::{ChatOrStream, ErrorBody, FilesForm, SendQuery};
 use super::error::ApiError;
 
 /// Longest time a whole upload may take to arrive.
@@ -27,7 +27,7 @@ const MAX_TEXT_PART: usize = 4 * 1024 * 1024;
 #[utoipa::path(
     tag = "chat",
     params(SendQuery),
-    request_body(content_type = "multipart/form-data", description = "`message`, `session_id`?, `provider`?, `file0..fileN`"),
+    request_body(content = FilesForm, content_type = "multipart/form-data", description = "`message`, `session_id`?, `provider`?, `file0..fileN`"),
     responses(
         (status = 200, description = "The answer (non-streaming) or the stream to read (`?streaming=true`)", body = ChatOrStream),
         (status = 400, description = "`missing_field`, `invalid_multipart`, `message_too_long`", body = ErrorBody),
@@ -142,11 +142,8 @@ impl Upload {
                         Err(too_large) => refusal = Some(too_large),
                     }
                 }
-                other => {
-                    return Err(ApiError::InvalidMultipart(format!(
-                        "unexpected part `{other}` (expected message, session_id, provider, file0..fileN)"
-                    )));
-                }
+                // Parts of other names are ignored, as unknown JSON keys are by `/send`.
+                _ => drain(field).await?,
             }
         }
         match refusal {

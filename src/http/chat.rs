@@ -286,7 +286,7 @@ pub fn sse_events(
     ),
     responses(
         (status = 200, description = "Server-Sent Events whose `data` is a `StreamMessage`",
-            content_type = "text/event-stream", body = String),
+            content_type = "text/event-stream", body = actors::model::StreamMessage),
         (status = 404, description = "`stream_not_found`: no such stream for this user", body = ErrorBody),
     )
 )]
@@ -323,7 +323,7 @@ pub async fn read_stream(
     params(LegacyStreamQuery),
     responses(
         (status = 200, description = "Server-Sent Events whose `data` is a `StreamMessage`",
-            content_type = "text/event-stream", body = String,
+            content_type = "text/event-stream", body = actors::model::StreamMessage,
             headers(("X-Stream-ID" = String, description = "The stream, for `/stream/{id}`"),
                     ("X-Session-ID" = String, description = "The session"))),
         (status = 400, description = "`missing_field`: no `message`", body = ErrorBody),
@@ -342,7 +342,7 @@ pub async fn legacy_stream(
     let submission = Submission {
         text: message_text(query.message.as_deref(), state.limits.max_message_chars)?,
         session_id: query.session_id,
-        provider: query.provider,
+        provider: None,
         attachments: Vec::new(),
     };
     let started = start(user, submission, &state).await?;
@@ -353,13 +353,13 @@ pub async fn legacy_stream(
         grace: state.limits.cancel_on_disconnect,
     };
     let events = sse_events(&started.stream, 0, Some(guard));
-    Ok(actix_web::Responder::customize(
-        Sse::from_infallible_stream(events)
-            .with_keep_alive(state.limits.sse_keepalive)
-            .with_retry_duration(std::time::Duration::from_secs(3)),
+    Ok(
+        actix_web::Responder::customize(
+            Sse::from_infallible_stream(events).with_keep_alive(state.limits.sse_keepalive),
+        )
+        .insert_header(("X-Stream-ID", started.stream_id.to_string()))
+        .insert_header(("X-Session-ID", started.session_id.to_string())),
     )
-    .insert_header(("X-Stream-ID", started.stream_id.to_string()))
-    .insert_header(("X-Session-ID", started.session_id.to_string())))
 }
 
 /// Stops the stream's turn (owner only): the provider request is aborted, tool calls in flight

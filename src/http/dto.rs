@@ -26,7 +26,7 @@ pub struct ChatRequest {
     /// A configured provider to use for this turn (else the default).
     #[serde(default)]
     pub provider: Option<String>,
-    /// Ignored until `/send-with-files` lands.
+    /// Ignored (files go through `/send-with-files`).
     #[serde(default)]
     pub attachments: Option<Vec<serde_json::Value>>,
 }
@@ -234,11 +234,25 @@ pub struct StreamQuery {
 #[into_params(parameter_in = Query)]
 pub struct LegacyStreamQuery {
     /// The message (required), or an in-band `[APPROVE_TOOLS:<id>]` / `[DENY_TOOLS:<id>]`.
+    #[param(value_type = String, required = true, min_length = 1, pattern = r"\S")]
     pub message: Option<String>,
     /// The session (empty or unknown: a new one).
     pub session_id: Option<String>,
-    /// A configured provider's name (default: the default provider).
+}
+
+/// `POST /send-with-files` form (`multipart/form-data`).
+#[derive(Debug, ToSchema)]
+pub struct FilesForm {
+    /// The person's message: not blank, at most `server.max_message_chars` characters.
+    #[schema(min_length = 1, pattern = r"\S")]
+    pub message: String,
+    /// The session to continue; absent, unknown or foreign ids start a new session.
+    pub session_id: Option<String>,
+    /// A configured provider to use for this turn (else the default).
     pub provider: Option<String>,
+    /// A file (the UI sends `file0..fileN`): an image, a PDF or UTF-8 text.
+    #[schema(value_type = Option<String>, format = Binary)]
+    pub file0: Option<Vec<u8>>,
 }
 
 /// `GET /mcp/tools` query.

@@ -195,15 +195,30 @@ pub struct Deployment {
 /// The document as served: `api` with this deployment's values filled in.
 fn render(api: utoipa::openapi::OpenApi, deployment: &Deployment) -> Result<String, serde_json::Error> {
     let mut doc = serde_json::to_value(api)?;
-    let request = "/components/schemas/ChatRequest/properties";
-    if let Some(serde_json::Value::Object(message)) = doc.pointer_mut(&format!("{request}/message")) {
-        message.insert("maxLength".into(), deployment.max_message_chars.into());
+    for request in [
+        "/components/schemas/ChatRequest/properties",
+        "/components/schemas/FilesForm/properties",
+    ] {
+        if let Some(serde_json::Value::Object(message)) = doc.pointer_mut(&format!("{request}/message")) {
+            message.insert("maxLength".into(), deployment.max_message_chars.into());
+        }
+        if let Some(serde_json::Value::Object(provider)) = doc.pointer_mut(&format!("{request}/provider")) {
+            let mut names: Vec<serde_json::Value> = deployment.providers.iter().map(|p| p.as_str().into()).collect();
+            // Empty (or null in JSON; a form part has no null): the default provider.
+            names.push("".into());
+            if request.contains("ChatRequest") {
+                names.push(serde_json::Value::Null);
+            }
+            provider.insert("enum".into(), names.into());
+        }
     }
-    if let Some(serde_json::Value::Object(provider)) = doc.pointer_mut(&format!("{request}/provider")) {
-        let mut names: Vec<serde_json::Value> = deployment.providers.iter().map(|p| p.as_str().into()).collect();
-        // Empty or null: the default provider.
-        names.extend(["".into(), serde_json::Value::Null]);
-        provider.insert("enum".into(), names.into());
+    if let Some(serde_json::Value::Array(params)) = doc.pointer_mut("/paths/~1v1~1chat~1stream/get/parameters")
+        && let Some(serde_json::Value::Object(schema)) = params
+            .iter_mut()
+            .find(|p| p["name"] == "message")
+            .and_then(|p| p.get_mut("schema"))
+    {
+        schema.insert("maxLength".into(), deployment.max_message_chars.into());
     }
     serde_json::to_string(&doc)
 }
