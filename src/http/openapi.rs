@@ -257,7 +257,7 @@ mod tests {
         let document = ApiDocument::new(&deployment).unwrap();
         let doc: serde_json::Value = serde_json::from_str(&document.json).unwrap();
         let paths = doc["paths"].as_object().unwrap();
-        assert_eq!(paths.values().map(|p| p.as_object().unwrap().len()).sum::<usize>(), 21);
+        assert_eq!(paths.values().map(|p| p.as_object().unwrap().len()).sum::<usize>(), 23);
         assert!(paths["/v1/chat/sessions/{id}"]["get"]["responses"]["401"].is_object());
         assert!(paths["/v1/chat/health"]["get"]["responses"].get("401").is_none());
         let request = &doc["components"]["schemas"]["ChatRequest"]["properties"];
@@ -265,6 +265,20 @@ mod tests {
         assert_eq!(
             request["provider"]["enum"],
             serde_json::json!(["mock", "claude", "", null])
+        );
+        let form = &doc["components"]["schemas"]["FilesForm"]["properties"];
+        assert_eq!(form["message"]["maxLength"], 123);
+        assert_eq!(form["provider"]["enum"], serde_json::json!(["mock", "claude", ""]));
+        let legacy = &paths["/v1/chat/stream"]["get"]["parameters"];
+        let message = legacy
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "message")
+            .unwrap();
+        assert_eq!(
+            (message["required"].as_bool(), &message["schema"]["maxLength"]),
+            (Some(true), &serde_json::json!(123))
         );
 
         assert_eq!(
