@@ -77,6 +77,8 @@ struct Upload {
     per_file: usize,
     total: usize,
     count: usize,
+    /// Bytes read past a refusal (bounded by `max_body`, with or without a Content-Length).
+    drained: std::cell::Cell<usize>,
 }
 
 /// What the parts said.
@@ -94,6 +96,7 @@ impl Upload {
             per_file: state.limits.max_file_bytes,
             total: state.limits.max_files_bytes,
             count: state.limits.max_files,
+            drained: std::cell::Cell::new(0),
         }
     }
 
@@ -108,9 +111,7 @@ impl Upload {
         let mut refusal = None;
         while let Some(field) = multipart.try_next().await.map_err(invalid)? {
             if refusal.is_some() {
-                // Read (and drop) the rest, so the client gets the answer rather than a reset;
-                // the Content-Length check bounds how much that is.
-                drain(field).await?;
+                self.drain(field).await?;
                 continue;
             }
             let name = field.name().unwrap_or("").to_owned();
@@ -129,7 +130,7 @@ impl Upload {
                     let mime = field.content_type().map(ToString::to_string).unwrap_or_default();
                     if parts.files.len() == self.count {
                         refusal = Some(ApiError::TooManyAttachments(self.count));
-                        drain(field).await?;
+                        self.drain(field).await?;
                         continue;
                     }
                     match self.file(field, &filename, total).await? {
@@ -143,7 +144,7 @@ impl Upload {
                     }
                 }
                 // Parts of other names are ignored, as unknown JSON keys are by `/send`.
-                _ => drain(field).await?,
+                _ => self.drain(field).await?,
             }
         }
         match refusal {
@@ -163,14 +164,14 @@ impl Upload {
         while let Some(chunk) = field.try_next().await.map_err(invalid)? {
             bytes.extend_from_slice(&chunk);
             if bytes.len() > self.per_file {
-                drain(field).await?;
+                self.drain(field).await?;
                 return Ok(Err(ApiError::AttachmentTooLarge {
                     filename: filename.to_owned(),
                     limit: self.per_file,
                 }));
             }
             if before + bytes.len() > self.total {
-                drain(field).await?;
+                self.drain(field).await?;
                 return Ok(Err(ApiError::AttachmentsTooLarge(self.total)));
             }
         }
@@ -189,11 +190,18 @@ async fn text(mut field: Field, name: &'static str) -> Result<String, ApiError> 
     String::from_utf8(bytes).map_err(|_| ApiError::InvalidMultipart(format!("part `{name}` is not UTF-8 text")))
 }
 
-async fn drain(mut field: Field) -> Result<(), ApiError> {
-    while let Some(chunk) = field.next().await {
-        chunk.map_err(invalid)?;
+impl Upload {
+    /// Reads the rest of a part and drops it, so the client gets the answer rather than a reset;
+    /// past `max_body` bytes in all it stops reading (the connection is then closed).
+    async fn drain(&self, mut field: Field) -> Result<(), ApiError> {
+        while let Some(chunk) = field.next().await {
+            self.drained.set(self.drained.get() + chunk.map_err(invalid)?.len());
+            if self.drained.get() > self.max_body() {
+                return Err(ApiError::AttachmentsTooLarge(self.total));
+            }
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 fn invalid(err: actix_multipart::MultipartError) -> ApiError {
