@@ -132,31 +132,21 @@ impl Chat {
         if self.storage.ask(GetSession { user, id: id.clone() }).await?.is_none() {
             return Ok(false);
         }
-        self.ask(
-            "registry",
-            &self.registry,
-            Evict {
-                user,
-                session_id: id.clone(),
-            },
-        )
-        .await?;
+        self.evict(user, id).await?;
         Ok(self.storage.ask(ClearMessages { user, id: id.clone() }).await?)
+    }
+
+    /// Stops the owner's session actor (and its turn) after a clear or delete.
+    async fn evict(&self, user: UserId, id: &SessionId) -> Result<(), MailboxError> {
+        let session_id = id.clone();
+        self.ask("registry", &self.registry, Evict { user, session_id }).await
     }
 
     /// Deletes a session, its messages and streams. `false` if not the user's.
     pub async fn delete(&self, user: UserId, id: &SessionId) -> Result<bool, SessionError> {
         let deleted = self.storage.ask(DeleteSession { user, id: id.clone() }).await?;
         if deleted {
-            self.ask(
-                "registry",
-                &self.registry,
-                Evict {
-                    user,
-                    session_id: id.clone(),
-                },
-            )
-            .await?;
+            self.evict(user, id).await?;
             self.hub.remove_session(id);
         }
         Ok(deleted)
