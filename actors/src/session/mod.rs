@@ -441,6 +441,9 @@ impl SessionActor {
         provider: Option<&str>,
         attachments: &[crate::attachment::Attachment],
     ) -> Result<(), SessionError> {
+        if attachments.is_empty() {
+            return Ok(());
+        }
         let Some(first) = self.deps.providers.chain(provider).into_iter().next() else {
             return Ok(());
         };

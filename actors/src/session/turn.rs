@@ -167,13 +167,19 @@ impl Turn {
     /// readers: what it announces (an approval request, tool results) is durable before any
     /// client can act on it.
     async fn announce(&mut self, message: &StreamMessage) -> Result<(), TurnError> {
-        let event = StoredEvent {
-            seq: self.buffer.next_seq(),
-            data: serde_json::to_string(message).unwrap_or_default(),
-        };
+        let event = self.next_event(message);
         self.save(None, Some(event)).await?;
         self.buffer.push(message);
         Ok(())
+    }
+
+    /// `message` as the stream's next event, stored before the buffer gets it (only the turn
+    /// pushes to its buffer, so the number holds).
+    fn next_event(&self, message: &StreamMessage) -> StoredEvent {
+        StoredEvent {
+            seq: self.buffer.next_seq(),
+            data: serde_json::to_string(message).unwrap_or_default(),
+        }
     }
 
     fn record(&mut self, message: ChatMessage) {
@@ -257,10 +263,7 @@ impl Turn {
         }
         // Store the answer and the terminal event before readers see the terminal event, so a
         // client that reads history right after `done` finds the answer there.
-        let terminal_event = StoredEvent {
-            seq: self.buffer.next_seq(),
-            data: serde_json::to_string(&terminal).unwrap_or_default(),
-        };
+        let terminal_event = self.next_event(&terminal);
         let succeeded = match self.save(Some(status), Some(terminal_event)).await {
             Ok(()) => {
                 self.buffer.push(&terminal);

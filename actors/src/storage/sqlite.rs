@@ -163,38 +163,60 @@ fn message_from_row(row: &Row<'_>) -> rusqlite::Result<ChatMessage> {
     })
 }
 
-fn attachment_from_row(row: &Row<'_>) -> rusqlite::Result<Attachment> {
-    Ok(Attachment {
-        id: row.get(0)?,
-        filename: row.get(1)?,
-        mime_type: row.get(2)?,
-        size: row.get(3)?,
-        content: row.get(4)?,
-    })
-}
-
-/// Fills in the attachments of the user messages among `messages`.
-fn load_attachments(tx: &rusqlite::Transaction<'_>, messages: &mut [ChatMessage]) -> Result<(), StorageError> {
+/// Fills in the attachments of `messages` (one page of a session: `limit`/`offset` as its query)
+/// with one query for the page.
+fn load_attachments(
+    tx: &rusqlite::Transaction<'_>,
+    session: &SessionId,
+    (limit, offset): (i64, i64),
+    messages: &mut [ChatMessage],
+) -> Result<(), StorageError> {
     let mut stmt = tx.prepare_cached(
-        "SELECT a.id, a.filename, a.mime_type, a.size, b.content FROM chat_attachments a
-         JOIN attachment_blobs b ON b.hash = a.content_hash WHERE a.message_id = ?1 ORDER BY a.rowid",
+        "SELECT a.message_id, a.id, a.filename, a.mime_type, a.size, b.content FROM chat_attachments a
+         JOIN attachment_blobs b ON b.hash = a.content_hash
+         WHERE a.message_id IN (SELECT id FROM chat_messages WHERE session_id = ?1 ORDER BY seq LIMIT ?2 OFFSET ?3)
+         ORDER BY a.rowid",
     )?;
-    for message in messages.iter_mut().filter(|m| m.role == Role::User) {
-        message.attachments = stmt
-            .query_map(params![message.id], attachment_from_row)?
-            .collect::<Result<Vec<_>, _>>()?;
+    let mut rows = stmt.query(params![session.as_str(), limit, offset])?;
+    let mut index: Option<std::collections::HashMap<String, usize>> = None;
+    while let Some(row) = rows.next()? {
+        let message_id: String = row.get(0)?;
+        let attachment = Attachment {
+            id: row.get(1)?,
+            filename: row.get(2)?,
+            mime_type: row.get(3)?,
+            size: row.get(4)?,
+            content: row.get(5)?,
+        };
+        let index = index.get_or_insert_with(|| messages.iter().enumerate().map(|(i, m)| (m.id.clone(), i)).collect());
+        if let Some(&i) = index.get(&message_id) {
+            messages[i].attachments.push(attachment);
+        }
     }
     Ok(())
 }
 
-/// Drops stored file contents no attachment refers to any more.
-fn drop_orphan_blobs(tx: &rusqlite::Transaction<'_>) -> Result<(), StorageError> {
-    tx.execute(
-        "DELETE FROM attachment_blobs WHERE NOT EXISTS
-         (SELECT 1 FROM chat_attachments a WHERE a.content_hash = attachment_blobs.hash)",
-        [],
+/// Drops the stored file contents among `hashes` that no attachment refers to any more.
+fn drop_orphan_blobs(tx: &rusqlite::Transaction<'_>, hashes: &[String]) -> Result<(), StorageError> {
+    let mut drop = tx.prepare_cached(
+        "DELETE FROM attachment_blobs WHERE hash = ?1
+         AND NOT EXISTS (SELECT 1 FROM chat_attachments a WHERE a.content_hash = ?1)",
     )?;
+    for hash in hashes {
+        drop.execute(params![hash])?;
+    }
     Ok(())
+}
+
+/// The content hashes of a session's attachments (read before its messages go).
+fn session_blob_hashes(tx: &rusqlite::Transaction<'_>, session: &SessionId) -> Result<Vec<String>, StorageError> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT DISTINCT a.content_hash FROM chat_attachments a
+         JOIN chat_messages m ON m.id = a.message_id WHERE m.session_id = ?1",
+    )?;
+    Ok(stmt
+        .query_map(params![session.as_str()], |row| row.get(0))?
+        .collect::<Result<Vec<_>, _>>()?)
 }
 
 fn approval_view(raw: Option<String>, status: Option<String>) -> rusqlite::Result<Option<ApprovalRequestView>> {
@@ -309,11 +331,12 @@ impl ChatStore for SqliteStore {
     fn delete_session(&self, user: UserId, id: &SessionId) -> Result<bool, StorageError> {
         let mut conn = self.conn()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let hashes = session_blob_hashes(&tx, id)?;
         let changed = tx.execute(
             "DELETE FROM chat_sessions WHERE id = ?1 AND user_id = ?2",
             params![id.as_str(), user.to_string()],
         )?;
-        drop_orphan_blobs(&tx)?;
+        drop_orphan_blobs(&tx, &hashes)?;
         tx.commit()?;
         Ok(changed > 0)
     }
@@ -349,7 +372,7 @@ impl ChatStore for SqliteStore {
             stmt.query_map(params![id.as_str(), limit, offset], message_from_row)?
                 .collect::<Result<Vec<_>, _>>()?
         };
-        load_attachments(&tx, &mut messages)?;
+        load_attachments(&tx, id, (limit, offset), &mut messages)?;
         tx.commit()?;
         Ok(Some(messages))
     }
@@ -364,8 +387,9 @@ impl ChatStore for SqliteStore {
         if owned == 0 {
             return Ok(false);
         }
+        let hashes = session_blob_hashes(&tx, id)?;
         tx.execute("DELETE FROM chat_messages WHERE session_id = ?1", params![id.as_str()])?;
-        drop_orphan_blobs(&tx)?;
+        drop_orphan_blobs(&tx, &hashes)?;
         tx.commit()?;
         Ok(true)
     }
