@@ -6,11 +6,11 @@
 //! - [`http`]: the route table under `/v1/chat`, handlers, wire types, and `ApiError`.
 //! - [`server`]: starts storage, providers, the session registry and the HTTP server.
 //! - [`telemetry`]: `tracing` output.
+//! - [`demo`]: the demo MCP server (`aichat mcp-demo`) and client (`aichat mcp-client`).
 
 pub mod config;
+pub mod demo;
 pub mod http;
-pub mod mcp_client;
-pub mod mcp_demo;
 pub mod server;
 pub mod telemetry;
 

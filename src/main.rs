@@ -23,7 +23,7 @@ async fn main() -> anyhow::Result<()> {
                 level: "warn".into(),
                 json: false,
             });
-            aichat::mcp_demo::serve_stdio(test_tools, label).await
+            aichat::demo::mcp_server::serve_stdio(test_tools, label).await
         }
         Some(Command::McpClient { url }) => {
             aichat::telemetry::init(&LogConfig {
@@ -32,7 +32,7 @@ async fn main() -> anyhow::Result<()> {
             });
             aichat::install_crypto_provider();
             let scenario = std::env::var("MCP_CONFORMANCE_SCENARIO").unwrap_or_default();
-            aichat::mcp_client::run(&url, &scenario).await
+            aichat::demo::mcp_client::run(&url, &scenario).await
         }
         None => serve(&cli).await,
     }

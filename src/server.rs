@@ -9,19 +9,15 @@ use actix::{Arbiter, Supervisor};
 use actix_web::{App, HttpServer, web};
 use actors::Chat;
 use actors::mcp::{McpServer, McpTools};
-use actors::provider::{
-    ChatProvider, CompletionRequest, HttpProvider, HttpProviderConfig, MockProvider, ProviderError, ProviderEvent,
-    ProviderFactory, ProviderHandle, Providers, Vendor,
-};
+use actors::provider::factory::provider_factory;
+use actors::provider::{ProviderHandle, Providers, Vendor};
 use actors::registry::SessionRegistry;
 use actors::session::{SessionDeps, SessionSettings};
 use actors::storage::{ChatStore, SqliteStore, Storage};
 use actors::stream::StreamHub;
 use actors::tools::ToolCatalog;
-use futures::StreamExt;
-use futures::stream::BoxStream;
 
-use crate::config::{Config, ProviderConfig};
+use crate::config::Config;
 use crate::http::auth::Authenticator;
 use crate::http::limits::TurnLimits;
 use crate::http::{self, AppState, Limits};
@@ -60,59 +56,6 @@ pub enum StartError {
     OpenApi(#[from] serde_json::Error),
 }
 
-/// The default model of each vendor, as PMM's deployment set them.
-fn default_model(vendor: Vendor) -> &'static str {
-    match vendor {
-        Vendor::OpenAi => "gpt-4o-mini",
-        Vendor::Anthropic => "claude-3-5-haiku-20241022",
-        Vendor::Gemini => "gemini-2.5-flash",
-        Vendor::Ollama => "llama3.1:8b",
-    }
-}
-
-fn provider_factory(provider: &ProviderConfig, mock_delay: Duration) -> Result<ProviderFactory, StartError> {
-    let Some(vendor) = Vendor::from_name(&provider.kind) else {
-        return Ok(Arc::new(move || {
-            Arc::new(MockProvider::new(mock_delay)) as Arc<dyn ChatProvider>
-        }));
-    };
-    let settings = HttpProviderConfig {
-        vendor,
-        base_url: if provider.base_url.is_empty() {
-            vendor.default_base_url().to_owned()
-        } else {
-            provider.base_url.clone()
-        },
-        model: if provider.model.is_empty() {
-            default_model(vendor).to_owned()
-        } else {
-            provider.model.clone()
-        },
-        api_key: provider.api_key.as_ref().map(|k| k.expose().to_owned()),
-        temperature: provider.temperature,
-        max_tokens: (provider.max_tokens > 0).then_some(provider.max_tokens),
-        connect_timeout: Duration::from_secs(provider.connect_timeout_secs),
-        max_retries: provider.max_retries,
-        retry_base: Duration::from_millis(500),
-    };
-    // Built once here so a bad setting fails at start-up, then again on each actor restart.
-    HttpProvider::new(settings.clone()).map_err(StartError::Provider)?;
-    Ok(Arc::new(move || match HttpProvider::new(settings.clone()) {
-        Ok(provider) => Arc::new(provider) as Arc<dyn ChatProvider>,
-        Err(reason) => Arc::new(Unavailable(reason)),
-    }))
-}
-
-/// A provider whose client could not be built: every call fails.
-struct Unavailable(String);
-
-impl ChatProvider for Unavailable {
-    fn stream(&self, _: CompletionRequest) -> BoxStream<'static, Result<ProviderEvent, ProviderError>> {
-        tracing::error!(reason = %self.0, "provider unavailable");
-        futures::stream::once(async { Err(ProviderError::Unavailable) }).boxed()
-    }
-}
-
 /// Starts everything; must run inside an actix System. `handle_signals = false` for tests.
 pub fn start(config: &Config, handle_signals: bool) -> Result<Running, StartError> {
     crate::install_crypto_provider();
@@ -140,9 +83,9 @@ pub fn start(config: &Config, handle_signals: bool) -> Result<Running, StartErro
     let mock_delay = Duration::from_millis(config.mock.chunk_delay_ms);
     let mut handles = Vec::new();
     for provider in config.provider_configs() {
-        let factory = provider_factory(&provider, mock_delay)?;
+        let factory = provider_factory(&provider, mock_delay).map_err(StartError::Provider)?;
         let handle = ProviderHandle::start(&provider.name, factory, &provider_arbiter.handle());
-        let reads_pdf = Vendor::from_name(&provider.kind).is_none_or(Vendor::reads_pdf);
+        let reads_pdf = provider.kind.vendor().is_none_or(Vendor::reads_pdf);
         handles.push(if reads_pdf { handle } else { handle.without_pdf() });
     }
     let providers = Arc::new(Providers::new(

@@ -10,7 +10,7 @@ use chrono::Utc;
 
 use crate::ids::{SessionId, UserId};
 use crate::model::{Session, TitleSource};
-use crate::session::{SessionActor, SessionDeps, SessionError, Shutdown, StopReason, StopTurn};
+use crate::session::{Forget, SessionActor, SessionDeps, SessionError, Shutdown, StopReason, StopTurn};
 use crate::storage::{CreateSession, GetSession};
 
 /// Finds the user's session (or creates one when `session_id` is absent, unknown or not theirs,
@@ -39,16 +39,6 @@ pub struct Evict {
 #[derive(Message)]
 #[rtype(result = "usize")]
 pub struct InterruptAll;
-
-/// Sent by a session actor that stopped.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Forget {
-    /// The session.
-    pub session_id: SessionId,
-    /// The actor that stopped (a newer one for the same session is kept).
-    pub addr: Addr<SessionActor>,
-}
 
 /// The registry actor.
 pub struct SessionRegistry {
@@ -85,7 +75,7 @@ impl SessionRegistry {
         if let Some(addr) = self.running(user, &id) {
             return addr;
         }
-        let actor = SessionActor::new(id.clone(), user, Arc::clone(&self.deps), ctx.address());
+        let actor = SessionActor::new(id.clone(), user, Arc::clone(&self.deps), ctx.address().recipient());
         let addr = if created { actor.created() } else { actor }.start();
         self.sessions.insert(id, (user, addr.clone()));
         addr

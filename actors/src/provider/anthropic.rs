@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use super::http::{Frame, HttpProviderConfig, Prepared, StreamParser};
+use super::config::HttpProviderConfig;
+use super::wire::{Frame, Prepared, StreamParser};
 use super::{CompletionRequest, ProviderError, ProviderEvent};
 use crate::attachment::AttachmentKind;
 use crate::model::{ChatMessage, Role, ToolCall, Usage};

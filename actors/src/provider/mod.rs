@@ -6,13 +6,16 @@
 //! adapter, and the next request works.
 
 mod anthropic;
+pub mod config;
 mod error;
+pub mod factory;
 mod gemini;
-pub mod http;
+mod http;
 mod mock;
 mod ollama;
 mod openai;
 mod router;
+pub mod wire;
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -28,8 +31,9 @@ use crate::backlog::Queued;
 use crate::model::{ChatMessage, ToolCall, Usage};
 use crate::tools::ToolSpec;
 
+pub use config::{HttpProviderConfig, ProviderKind, Vendor};
 pub use error::ProviderError;
-pub use http::{HttpProvider, HttpProviderConfig, Vendor};
+pub use http::HttpProvider;
 pub use mock::MockProvider;
 pub use router::{ProviderStatus, Providers};
 

@@ -3,6 +3,9 @@
 //! turn in flight. It stops itself when idle; the next message starts a fresh one from storage.
 
 mod error;
+mod messages;
+mod settings;
+mod title;
 mod turn;
 
 use std::panic::AssertUnwindSafe;
@@ -13,107 +16,18 @@ use actix::prelude::*;
 use chrono::Utc;
 use futures::FutureExt;
 
-use crate::approval::{ApprovalRecord, CallState, Decision, Remember};
+use crate::approval::{ApprovalRecord, CallState, Remember};
 use crate::ids::{SessionId, StreamId, UserId};
-use crate::model::{ChatMessage, Role, StreamMessage, TitleSource};
-use crate::provider::{CompletionRequest, Providers, Purpose};
-use crate::registry::{Forget, SessionRegistry};
-use crate::storage::{
-    GetSession, ListMessages, PendingApproval, SetTitle, Storage, StreamRecord, StreamStatus, TurnWrite, WriteTurn,
-};
-use crate::stream::{StreamBuffer, StreamHub};
-use crate::tools::{ToolCatalog, keep_head_and_tail};
+use crate::model::{ChatMessage, Role, StreamMessage};
+use crate::storage::{ListMessages, PendingApproval, StreamRecord, StreamStatus, TurnWrite, WriteTurn};
+use crate::stream::StreamBuffer;
+use crate::tools::keep_head_and_tail;
 
 pub use error::SessionError;
+pub use messages::{Decide, Forget, Shutdown, StartTurn, StopTurn, TurnStarted};
+pub use settings::{SessionDeps, SessionSettings};
+pub use title::clean_title;
 pub use turn::StopReason;
-
-/// Tunables of sessions and turns.
-#[derive(Debug, Clone)]
-pub struct SessionSettings {
-    /// Prepended to every model call (not stored in history).
-    pub system_prompt: Option<String>,
-    /// Tool rounds one turn may chain.
-    pub max_tool_rounds: u32,
-    /// Longest wait for a model's first event.
-    pub first_token_timeout: Duration,
-    /// Longest wait between two events of a model's answer.
-    pub chunk_gap_timeout: Duration,
-    /// A session actor with no turn stops after this long without messages.
-    pub idle_timeout: Duration,
-    /// Longest wait for a generated title.
-    pub title_timeout: Duration,
-    /// Longest tool result the model sees (head and tail are kept).
-    pub max_tool_output_chars: usize,
-    /// Longest tool result stored and streamed (head and tail are kept): a server that answers
-    /// with megabytes fills neither the database nor the clients.
-    pub max_stored_tool_output_chars: usize,
-    /// Which tools need the person's approval.
-    pub approval: crate::approval::ApprovalConfig,
-}
-
-/// What every session actor shares.
-pub struct SessionDeps {
-    /// Persistence.
-    pub storage: Storage,
-    /// The providers (default, named, fallback chain).
-    pub providers: Arc<Providers>,
-    /// The tools on offer.
-    pub tools: Arc<dyn ToolCatalog>,
-    /// Where streams are registered.
-    pub hub: Arc<StreamHub>,
-    /// Tunables.
-    pub settings: SessionSettings,
-}
-
-/// Starts a turn with the person's message. Replies once the message is stored and the turn runs.
-#[derive(Message)]
-#[rtype(result = "Result<TurnStarted, SessionError>")]
-pub struct StartTurn {
-    /// The person's message.
-    pub text: String,
-    /// Files sent with it.
-    pub attachments: Vec<crate::attachment::Attachment>,
-    /// A provider the request named (else the default).
-    pub provider: Option<String>,
-}
-
-/// A turn that is running: where to read it.
-#[derive(Clone)]
-pub struct TurnStarted {
-    /// The session (the real id, whatever the client sent).
-    pub session_id: SessionId,
-    /// The stream id.
-    pub stream_id: StreamId,
-    /// The stream's buffer.
-    pub stream: Arc<StreamBuffer>,
-}
-
-/// Decides the session's pending approval request and starts the continuation turn: approved
-/// calls run, denied ones get a denial result, then the model continues.
-#[derive(Message)]
-#[rtype(result = "Result<TurnStarted, SessionError>")]
-pub struct Decide {
-    /// The request.
-    pub request_id: String,
-    /// The decision.
-    pub decision: Decision,
-}
-
-/// Stops the running turn of this stream: its partial answer is stored and marked, its stream
-/// ends with a terminal event. `NotFound` if that stream's turn is not running here.
-#[derive(Message)]
-#[rtype(result = "Result<(), SessionError>")]
-pub struct StopTurn {
-    /// The stream whose turn to stop (`None`: whichever runs).
-    pub stream_id: Option<StreamId>,
-    /// Why.
-    pub reason: StopReason,
-}
-
-/// Cancels any turn and stops the actor (after the session was cleared or deleted).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Shutdown;
 
 enum Load {
     Pending,
@@ -132,7 +46,8 @@ pub struct SessionActor {
     id: SessionId,
     user: UserId,
     deps: Arc<SessionDeps>,
-    registry: Addr<SessionRegistry>,
+    /// Told when this actor stops (the registry).
+    registry: Recipient<Forget>,
     history: Vec<Arc<ChatMessage>>,
     load: Load,
     turn: Option<RunningTurn>,
@@ -146,7 +61,7 @@ pub struct SessionActor {
 
 impl SessionActor {
     /// A session actor for a session known to exist and belong to `user`.
-    pub fn new(id: SessionId, user: UserId, deps: Arc<SessionDeps>, registry: Addr<SessionRegistry>) -> Self {
+    pub fn new(id: SessionId, user: UserId, deps: Arc<SessionDeps>, registry: Recipient<Forget>) -> Self {
         Self {
             id,
             user,
@@ -206,90 +121,6 @@ impl SessionActor {
         self.load = Load::Ready;
         self
     }
-
-    fn generate_title(&self, ctx: &mut Context<Self>) {
-        let request = CompletionRequest {
-            messages: vec![Arc::new(ChatMessage::new(
-                Role::System,
-                "Write a short title (at most 50 characters) for this conversation. Answer with the title only.",
-            ))]
-            .into_iter()
-            .chain(
-                self.history
-                    .iter()
-                    .filter(|m| matches!(m.role, Role::User | Role::Assistant))
-                    .cloned(),
-            )
-            .collect(),
-            tools: Vec::new(),
-            purpose: Purpose::Title,
-        };
-        let first_user = self
-            .history
-            .iter()
-            .find(|m| m.role == Role::User)
-            .map(|m| m.content.clone());
-        let deps = Arc::clone(&self.deps);
-        let (user, id) = (self.user, self.id.clone());
-        ctx.spawn(
-            async move {
-                // Only a default title is ever replaced: don't pay for a model call otherwise.
-                let session = deps.storage.ask(GetSession { user, id: id.clone() }).await;
-                if !matches!(session, Ok(Some(ref s)) if s.title_source == TitleSource::Default) {
-                    return;
-                }
-                let Some(provider) = deps.providers.chain(None).into_iter().next() else {
-                    return;
-                };
-                let generated = provider.complete(request, deps.settings.title_timeout).await;
-                let title = match generated {
-                    Ok(text) => clean_title(&text, first_user.as_deref().unwrap_or("")),
-                    Err(err) => {
-                        tracing::info!(session_id = %id, code = err.code(), "title generation failed; keeping the default");
-                        return;
-                    }
-                };
-                let set = SetTitle { user, id: id.clone(), title, source: TitleSource::Generated };
-                if let Err(err) = deps.storage.ask(set).await {
-                    tracing::warn!(session_id = %id, error = %err, "could not store the generated title");
-                }
-            }
-            .into_actor(self),
-        );
-    }
-}
-
-/// Tidies a generated title as the original did: no quotes, at most 50 characters, and a fallback
-/// from the first message's words when the model's answer is unusable.
-pub fn clean_title(raw: &str, first_message: &str) -> String {
-    let title = raw.trim().trim_matches(|c| c == '"' || c == '\'').trim();
-    let title = title.lines().next().unwrap_or("").trim();
-    if title.chars().count() >= 5 && !title.eq_ignore_ascii_case("untitled") {
-        return if title.chars().count() > 50 {
-            format!("{}...", title.chars().take(47).collect::<String>())
-        } else {
-            title.to_owned()
-        };
-    }
-    let mut fallback = String::new();
-    let mut cut = false;
-    for word in first_message.split_whitespace().take(6) {
-        if fallback.chars().count() + word.chars().count() + 1 > 40 {
-            cut = true;
-            break;
-        }
-        if !fallback.is_empty() {
-            fallback.push(' ');
-        }
-        fallback.push_str(word);
-    }
-    if fallback.is_empty() {
-        return "New Chat".to_owned();
-    }
-    if cut || first_message.split_whitespace().count() > 6 {
-        fallback.push_str("...");
-    }
-    fallback
 }
 
 impl Actor for SessionActor {
@@ -659,22 +490,5 @@ impl Handler<Shutdown> for SessionActor {
             ctx.cancel_future(handle);
         }
         ctx.stop();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::clean_title;
-
-    #[test]
-    fn titles_are_tidied_like_the_original() {
-        assert_eq!(clean_title("\"Disk usage on db1\"", "x"), "Disk usage on db1");
-        let long = "a".repeat(60);
-        assert_eq!(clean_title(&long, "x").chars().count(), 50);
-        assert_eq!(
-            clean_title("Hi", "why is my replica lagging behind the primary today"),
-            "why is my replica lagging behind..."
-        );
-        assert_eq!(clean_title("untitled", ""), "New Chat");
     }
 }

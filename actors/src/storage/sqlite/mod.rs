@@ -3,20 +3,25 @@
 //! "database is locked"; WAL checkpoints (the only fsyncs under `synchronous = NORMAL`) run on a
 //! background thread, so no turn waits for the disk.
 
+mod rows;
+#[cfg(test)]
+mod tests;
+
 use std::path::Path;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use r2d2::{Pool, PooledConnection};
 use r2d2_sqlite::SqliteConnectionManager;
-use rusqlite::{OptionalExtension, Row, TransactionBehavior, params};
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
 use super::{ChatStore, Page, StorageError, StoredEvent, StreamRecord, StreamStatus, TurnWrite};
 use crate::approval::{ApprovalRecord, Grant, Remember};
-use crate::attachment::Attachment;
 use crate::ids::{SessionId, StreamId, UserId};
-use crate::model::{
-    ApprovalRequestView, ChatMessage, Role, Session, StreamMessage, StreamMessageType, TitleSource, format_time,
+use crate::model::{ChatMessage, Role, Session, StreamMessage, StreamMessageType, TitleSource, format_time};
+use rows::{
+    APPROVAL_COLUMNS, MESSAGE_COLUMNS, SESSION_COLUMNS, approval_from_row, drop_orphan_blobs, load_attachments,
+    message_from_row, optional_json, parse_time, parse_user, session_blob_hashes, session_from_row,
 };
 
 /// How long a connection waits for another writer before giving up.
@@ -106,160 +111,6 @@ impl SqliteStore {
 
     fn conn(&self) -> Result<PooledConnection<SqliteConnectionManager>, StorageError> {
         Ok(self.pool.get()?)
-    }
-}
-
-fn parse_time(raw: &str) -> rusqlite::Result<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(raw)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
-}
-
-fn parse_user(raw: &str) -> rusqlite::Result<UserId> {
-    raw.parse::<i64>().ok().and_then(UserId::new).ok_or_else(|| {
-        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, format!("bad user id {raw:?}").into())
-    })
-}
-
-fn json_column<T: serde::de::DeserializeOwned + Default>(raw: Option<String>) -> rusqlite::Result<T> {
-    match raw {
-        None => Ok(T::default()),
-        Some(text) => serde_json::from_str(&text)
-            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))),
-    }
-}
-
-fn session_from_row(row: &Row<'_>) -> rusqlite::Result<Session> {
-    Ok(Session {
-        id: SessionId::from_raw(row.get::<_, String>(0)?),
-        user_id: parse_user(&row.get::<_, String>(1)?)?,
-        title: row.get(2)?,
-        title_source: TitleSource::parse(&row.get::<_, String>(3)?),
-        created_at: parse_time(&row.get::<_, String>(4)?)?,
-        updated_at: parse_time(&row.get::<_, String>(5)?)?,
-    })
-}
-
-fn message_from_row(row: &Row<'_>) -> rusqlite::Result<ChatMessage> {
-    let role: String = row.get(1)?;
-    Ok(ChatMessage {
-        id: row.get(0)?,
-        role: Role::parse(&role).ok_or_else(|| {
-            rusqlite::Error::FromSqlConversionFailure(
-                1,
-                rusqlite::types::Type::Text,
-                format!("bad role {role:?}").into(),
-            )
-        })?,
-        content: row.get(2)?,
-        tool_calls: json_column(row.get(3)?)?,
-        tool_executions: json_column(row.get(4)?)?,
-        tool_call_id: row.get(5)?,
-        usage: json_column(row.get(6)?)?,
-        status: row.get(8)?,
-        approval_request: approval_view(row.get(9)?, row.get(10)?)?,
-        timestamp: parse_time(&row.get::<_, String>(7)?)?,
-        attachments: Vec::new(),
-    })
-}
-
-/// Fills in the attachments of `messages` (one page of a session: `limit`/`offset` as its query)
-/// with one query for the page.
-fn load_attachments(
-    tx: &rusqlite::Transaction<'_>,
-    session: &SessionId,
-    (limit, offset): (i64, i64),
-    messages: &mut [ChatMessage],
-) -> Result<(), StorageError> {
-    let mut stmt = tx.prepare_cached(
-        "SELECT a.message_id, a.id, a.filename, a.mime_type, a.size, b.content FROM chat_attachments a
-         JOIN attachment_blobs b ON b.hash = a.content_hash
-         WHERE a.message_id IN (SELECT id FROM chat_messages WHERE session_id = ?1 ORDER BY seq LIMIT ?2 OFFSET ?3)
-         ORDER BY a.rowid",
-    )?;
-    let mut rows = stmt.query(params![session.as_str(), limit, offset])?;
-    let mut index: Option<std::collections::HashMap<String, usize>> = None;
-    while let Some(row) = rows.next()? {
-        let message_id: String = row.get(0)?;
-        let attachment = Attachment {
-            id: row.get(1)?,
-            filename: row.get(2)?,
-            mime_type: row.get(3)?,
-            size: row.get(4)?,
-            content: row.get(5)?,
-        };
-        let index = index.get_or_insert_with(|| messages.iter().enumerate().map(|(i, m)| (m.id.clone(), i)).collect());
-        if let Some(&i) = index.get(&message_id) {
-            messages[i].attachments.push(attachment);
-        }
-    }
-    Ok(())
-}
-
-/// Drops the stored file contents among `hashes` that no attachment refers to any more.
-fn drop_orphan_blobs(tx: &rusqlite::Transaction<'_>, hashes: &[String]) -> Result<(), StorageError> {
-    let mut drop = tx.prepare_cached(
-        "DELETE FROM attachment_blobs WHERE hash = ?1
-         AND NOT EXISTS (SELECT 1 FROM chat_attachments a WHERE a.content_hash = ?1)",
-    )?;
-    for hash in hashes {
-        drop.execute(params![hash])?;
-    }
-    Ok(())
-}
-
-/// The content hashes of a session's attachments (read before its messages go).
-fn session_blob_hashes(tx: &rusqlite::Transaction<'_>, session: &SessionId) -> Result<Vec<String>, StorageError> {
-    let mut stmt = tx.prepare_cached(
-        "SELECT DISTINCT a.content_hash FROM chat_attachments a
-         JOIN chat_messages m ON m.id = a.message_id WHERE m.session_id = ?1",
-    )?;
-    Ok(stmt
-        .query_map(params![session.as_str()], |row| row.get(0))?
-        .collect::<Result<Vec<_>, _>>()?)
-}
-
-fn approval_view(raw: Option<String>, status: Option<String>) -> rusqlite::Result<Option<ApprovalRequestView>> {
-    let Some(raw) = raw else {
-        return Ok(None);
-    };
-    let mut view: ApprovalRequestView = serde_json::from_str(&raw)
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(9, rusqlite::types::Type::Text, Box::new(e)))?;
-    view.processed = status.as_deref().map(|s| s != "pending");
-    view.status = status;
-    Ok(Some(view))
-}
-
-fn approval_from_row(row: &Row<'_>) -> rusqlite::Result<ApprovalRecord> {
-    let calls: String = row.get(4)?;
-    Ok(ApprovalRecord {
-        request_id: row.get(0)?,
-        user_id: parse_user(&row.get::<_, String>(1)?)?,
-        session_id: SessionId::from_raw(row.get::<_, String>(2)?),
-        stream_id: StreamId::from_raw(row.get::<_, String>(3)?),
-        calls: serde_json::from_str(&calls)
-            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, Box::new(e)))?,
-        status: row.get(5)?,
-        created_at: parse_time(&row.get::<_, String>(6)?)?,
-        expires_at: parse_time(&row.get::<_, String>(7)?)?,
-        decided_by: row.get(8)?,
-        decided_at: row.get::<_, Option<String>>(9)?.map(|t| parse_time(&t)).transpose()?,
-    })
-}
-
-const APPROVAL_COLUMNS: &str =
-    "request_id, user_id, session_id, stream_id, calls, status, created_at, expires_at, decided_by, decided_at";
-
-const SESSION_COLUMNS: &str = "id, user_id, title, title_source, created_at, updated_at";
-const MESSAGE_COLUMNS: &str = "id, role, content, tool_calls, tool_executions, tool_call_id, usage, created_at, status, \
-     approval_request, (SELECT a.status FROM tool_approvals a \
-     WHERE a.request_id = json_extract(chat_messages.approval_request, '$.request_id'))";
-
-fn optional_json<T: serde::Serialize>(value: &[T]) -> Result<Option<String>, StorageError> {
-    if value.is_empty() {
-        Ok(None)
-    } else {
-        Ok(Some(serde_json::to_string(value)?))
     }
 }
 
@@ -723,154 +574,5 @@ impl ChatStore for SqliteStore {
     fn ping(&self) -> Result<(), StorageError> {
         self.conn()?.query_row("SELECT 1", [], |_| Ok(()))?;
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn store() -> (tempfile::TempDir, SqliteStore) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("t.db"), 4).unwrap();
-        (dir, store)
-    }
-
-    fn user(n: i64) -> UserId {
-        UserId::new(n).unwrap()
-    }
-
-    #[test]
-    fn migration_is_idempotent_and_sets_the_version() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.db");
-        drop(SqliteStore::open(&path, 1).unwrap());
-        let store = SqliteStore::open(&path, 1).unwrap();
-        let version: i64 = store
-            .conn()
-            .unwrap()
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(version as usize, super::super::SCHEMA_VERSION);
-    }
-
-    #[test]
-    fn sessions_are_isolated_by_user() {
-        let (_dir, store) = store();
-        let session = Session::new(user(1), "mine".into(), TitleSource::User);
-        store.create_session(&session).unwrap();
-        assert!(store.get_session(user(1), &session.id).unwrap().is_some());
-        assert!(store.get_session(user(2), &session.id).unwrap().is_none());
-        assert!(store.list_messages(user(2), &session.id, None).unwrap().is_none());
-        assert!(!store.delete_session(user(2), &session.id).unwrap());
-        assert!(!store.clear_messages(user(2), &session.id).unwrap());
-        assert!(store.get_session(user(1), &session.id).unwrap().is_some());
-    }
-
-    #[test]
-    fn generated_titles_never_replace_user_titles() {
-        let (_dir, store) = store();
-        let session = Session::new(user(1), "Chat".into(), TitleSource::Default);
-        store.create_session(&session).unwrap();
-        assert!(
-            store
-                .set_title(user(1), &session.id, "Mine", TitleSource::User)
-                .unwrap()
-        );
-        assert!(
-            !store
-                .set_title(user(1), &session.id, "Auto", TitleSource::Generated)
-                .unwrap()
-        );
-        let stored = store.get_session(user(1), &session.id).unwrap().unwrap();
-        assert_eq!(stored.title, "Mine");
-    }
-
-    #[test]
-    fn turn_writes_keep_message_order_and_stream_events() {
-        let (_dir, store) = store();
-        let session = Session::new(user(1), "Chat".into(), TitleSource::Default);
-        store.create_session(&session).unwrap();
-        let stream = StreamRecord {
-            id: StreamId::generate(),
-            user_id: user(1),
-            session_id: session.id.clone(),
-            status: StreamStatus::Running,
-            created_at: Utc::now(),
-        };
-        let messages: Vec<_> = (0..5).map(|i| ChatMessage::new(Role::User, format!("m{i}"))).collect();
-        store
-            .write_turn(&TurnWrite {
-                new_stream: Some(stream.clone()),
-                messages: messages.clone(),
-                session_id: Some(session.id.clone()),
-                stream_id: Some(stream.id.clone()),
-                events: vec![
-                    StoredEvent {
-                        seq: 1,
-                        data: "a".into(),
-                    },
-                    StoredEvent {
-                        seq: 2,
-                        data: "b".into(),
-                    },
-                ],
-                finish: None,
-                ..TurnWrite::default()
-            })
-            .unwrap();
-        let loaded = store.list_messages(user(1), &session.id, None).unwrap().unwrap();
-        assert_eq!(loaded, messages);
-        let page = store
-            .list_messages(user(1), &session.id, Some(Page { limit: 2, offset: 3 }))
-            .unwrap()
-            .unwrap();
-        assert_eq!(page, messages[3..5].to_vec());
-        let (record, events) = store.load_stream(user(1), &stream.id, 1).unwrap().unwrap();
-        assert_eq!(record.status, StreamStatus::Running);
-        assert_eq!(
-            events,
-            vec![StoredEvent {
-                seq: 2,
-                data: "b".into()
-            }]
-        );
-        assert!(store.load_stream(user(2), &stream.id, 0).unwrap().is_none());
-        assert_eq!(store.interrupt_running_streams().unwrap(), 1);
-        let (record, _) = store.load_stream(user(1), &stream.id, 0).unwrap().unwrap();
-        assert_eq!(record.status, StreamStatus::Interrupted);
-    }
-
-    #[test]
-    fn concurrent_writers_never_see_database_locked() {
-        let (_dir, store) = store();
-        let store = std::sync::Arc::new(store);
-        let session = Session::new(user(1), "Chat".into(), TitleSource::Default);
-        store.create_session(&session).unwrap();
-        let threads: Vec<_> = (0..8)
-            .map(|_| {
-                let store = std::sync::Arc::clone(&store);
-                let id = session.id.clone();
-                std::thread::spawn(move || {
-                    for i in 0..50 {
-                        store
-                            .write_turn(&TurnWrite {
-                                messages: vec![ChatMessage::new(Role::User, format!("{i}"))],
-                                session_id: Some(id.clone()),
-                                ..TurnWrite::default()
-                            })
-                            .unwrap();
-                        store
-                            .list_messages(user(1), &id, Some(Page { limit: 5, offset: 0 }))
-                            .unwrap();
-                    }
-                })
-            })
-            .collect();
-        for t in threads {
-            t.join().unwrap();
-        }
-        let all = store.list_messages(user(1), &session.id, None).unwrap().unwrap();
-        assert_eq!(all.len(), 400);
     }
 }

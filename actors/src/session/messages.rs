@@ -1,0 +1,70 @@
+//! The session actor's messages: what the registry and `Chat` may ask of one session.
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+
+use super::{SessionActor, SessionError, StopReason};
+use crate::approval::Decision;
+use crate::ids::{SessionId, StreamId};
+use crate::stream::StreamBuffer;
+
+/// Starts a turn with the person's message. Replies once the message is stored and the turn runs.
+#[derive(Message)]
+#[rtype(result = "Result<TurnStarted, SessionError>")]
+pub struct StartTurn {
+    /// The person's message.
+    pub text: String,
+    /// Files sent with it.
+    pub attachments: Vec<crate::attachment::Attachment>,
+    /// A provider the request named (else the default).
+    pub provider: Option<String>,
+}
+
+/// A turn that is running: where to read it.
+#[derive(Clone)]
+pub struct TurnStarted {
+    /// The session (the real id, whatever the client sent).
+    pub session_id: SessionId,
+    /// The stream id.
+    pub stream_id: StreamId,
+    /// The stream's buffer.
+    pub stream: Arc<StreamBuffer>,
+}
+
+/// Decides the session's pending approval request and starts the continuation turn: approved
+/// calls run, denied ones get a denial result, then the model continues.
+#[derive(Message)]
+#[rtype(result = "Result<TurnStarted, SessionError>")]
+pub struct Decide {
+    /// The request.
+    pub request_id: String,
+    /// The decision.
+    pub decision: Decision,
+}
+
+/// Stops the running turn of this stream: its partial answer is stored and marked, its stream
+/// ends with a terminal event. `NotFound` if that stream's turn is not running here.
+#[derive(Message)]
+#[rtype(result = "Result<(), SessionError>")]
+pub struct StopTurn {
+    /// The stream whose turn to stop (`None`: whichever runs).
+    pub stream_id: Option<StreamId>,
+    /// Why.
+    pub reason: StopReason,
+}
+
+/// Cancels any turn and stops the actor (after the session was cleared or deleted).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+/// Sent by a session actor that stopped, to whoever started it (the registry).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Forget {
+    /// The session.
+    pub session_id: SessionId,
+    /// The actor that stopped (a newer one for the same session is kept).
+    pub addr: Addr<SessionActor>,
+}

@@ -1,0 +1,108 @@
+//! The loader's tests: the shipped file, unknown keys, bad values, precedence, safety rules.
+
+use super::*;
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+#[test]
+fn the_shipped_config_file_parses_and_validates() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml");
+    let config = Config::read(&path).unwrap();
+    config.validate().unwrap();
+    assert_eq!(config.llm.provider, "mock");
+    assert_eq!(config.server.listen_address, "127.0.0.1");
+}
+
+#[test]
+fn unknown_keys_are_refused_with_their_path() {
+    let err = parse_file(Path::new("x.toml"), "[server]\nprot = 1\n").unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("`server.prot`"), "{text}");
+    let err = parse_file(Path::new("x.toml"), "[sever]\n").unwrap_err();
+    assert!(err.to_string().contains("`sever`"), "{err}");
+}
+
+#[test]
+fn bad_values_name_their_key() {
+    let err = parse_file(Path::new("x.toml"), "[server]\nport = \"high\"\n").unwrap_err();
+    assert!(err.to_string().contains("`server.port`"), "{err}");
+    let cli = Cli {
+        env_only: true,
+        ..Cli::default()
+    };
+    let err = Config::load(&cli, |k| (k == "AICHAT_PORT").then(|| "99999".to_owned())).unwrap_err();
+    assert!(err.to_string().contains("AICHAT_PORT"), "{err}");
+    let err = Config::load(&cli, |k| (k == "AICHAT_LLM_PROVIDER").then(|| "skynet".to_owned())).unwrap_err();
+    assert!(err.to_string().contains("llm.provider"), "{err}");
+}
+
+#[test]
+fn precedence_is_defaults_then_file_then_env_then_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        "[server]\nport = 4000\nmax_message_chars = 10\n[log]\nlevel = \"warn\"\n",
+    )
+    .unwrap();
+    let env = |k: &str| match k {
+        "AICHAT_PORT" => Some("5000".to_owned()),
+        "AICHAT_LOG_LEVEL" => Some("debug".to_owned()),
+        "AICHAT_API_KEY" => Some("sk-very-secret".to_owned()),
+        _ => None,
+    };
+    let cli = Cli {
+        config: Some(path.clone()),
+        port: Some(6000),
+        ..Cli::default()
+    };
+    let config = Config::load(&cli, env).unwrap();
+    assert_eq!(config.server.port, 6000);
+    assert_eq!(config.log.level, "debug");
+    assert_eq!(config.server.max_message_chars, 10);
+    assert_eq!(config.server.max_body_bytes, ServerConfig::default().max_body_bytes);
+    let shown = format!("{config:?}");
+    assert!(!shown.contains("sk-very-secret"), "secret leaked into Debug output");
+    assert_eq!(config.llm.api_key.as_ref().map(Secret::expose), Some("sk-very-secret"));
+    let cli = Cli {
+        config: Some(path),
+        ..Cli::default()
+    };
+    assert_eq!(Config::load(&cli, no_env).unwrap().server.port, 4000);
+}
+
+#[test]
+fn public_addresses_need_authentication() {
+    let mut config = Config::default();
+    config.server.listen_address = "0.0.0.0".into();
+    assert!(config.validate().unwrap_err().to_string().contains("auth.mode"));
+    config.auth.allow_header_mode_on_network = true;
+    config.validate().unwrap();
+    config.auth.mode = "api_key".into();
+    assert!(config.validate().unwrap_err().to_string().contains("auth.api_keys"));
+    config.auth.api_keys = vec![format!("sha256:{}:3", "ab".repeat(32))];
+    config.validate().unwrap();
+    config.auth.api_keys = vec!["sha256:nothex:3".into()];
+    assert!(config.validate().is_err());
+    let hashes = Config {
+        auth: AuthConfig {
+            api_keys: vec![format!("sha256:{}:3", "0f".repeat(32))],
+            ..AuthConfig::default()
+        },
+        ..Config::default()
+    }
+    .api_key_hashes()
+    .unwrap();
+    assert_eq!(hashes, vec![(vec![0x0f; 32], 3)]);
+}
+
+#[test]
+fn database_urls_must_be_sqlite() {
+    let mut config = Config::default();
+    config.database.url = "postgres://x".into();
+    assert!(config.validate().unwrap_err().to_string().contains("database.url"));
+    config.database.url = "sqlite:/tmp/a.db".into();
+    assert_eq!(config.database.sqlite_path().unwrap(), PathBuf::from("/tmp/a.db"));
+}

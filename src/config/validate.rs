@@ -1,0 +1,130 @@
+//! Checks a loaded configuration: ranges, supported values, safety rules; and the API keys.
+
+use std::net::IpAddr;
+
+use super::{Config, ConfigError, ProviderKind, invalid};
+
+impl Config {
+    /// The configured API keys as (SHA-256 hash, user id).
+    pub fn api_key_hashes(&self) -> Result<Vec<(Vec<u8>, i64)>, ConfigError> {
+        self.auth
+            .api_keys
+            .iter()
+            .map(|entry| {
+                let bad = || invalid("auth.api_keys", "entries look like sha256:<64 hex digits>:<user id>");
+                let mut parts = entry.splitn(3, ':');
+                let (Some("sha256"), Some(hex), Some(user)) = (parts.next(), parts.next(), parts.next()) else {
+                    return Err(bad());
+                };
+                let hash = (0..hex.len())
+                    .step_by(2)
+                    .map(|i| hex.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok()))
+                    .collect::<Option<Vec<u8>>>()
+                    .filter(|h| h.len() == 32)
+                    .ok_or_else(bad)?;
+                let user = user.parse::<i64>().ok().filter(|u| *u > 0).ok_or_else(bad)?;
+                Ok((hash, user))
+            })
+            .collect()
+    }
+
+    /// Checks ranges and supported values.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Ok(ip) = self.server.listen_address.parse::<IpAddr>() {
+            match self.auth.mode.as_str() {
+                "header" if !ip.is_loopback() && !self.auth.allow_header_mode_on_network => {
+                    return Err(invalid(
+                        "auth.mode",
+                        "header mode trusts X-User-ID from anyone who can connect: on a non-loopback address use \
+                         api_key mode, or set auth.allow_header_mode_on_network behind a proxy that sets the header",
+                    ));
+                }
+                "header" => {}
+                "api_key" if self.auth.api_keys.is_empty() => {
+                    return Err(invalid("auth.api_keys", "api_key mode needs at least one key hash"));
+                }
+                "api_key" => {}
+                other => {
+                    return Err(invalid(
+                        "auth.mode",
+                        format!("expected header or api_key, got {other:?}"),
+                    ));
+                }
+            }
+        }
+        self.api_key_hashes()?;
+        self.server.listen_address.parse::<IpAddr>().map_err(|_| {
+            invalid(
+                "server.listen_address",
+                format!("not an IP address: {:?}", self.server.listen_address),
+            )
+        })?;
+        let positive = [
+            ("server.max_body_bytes", self.server.max_body_bytes as u64),
+            ("server.max_message_chars", self.server.max_message_chars as u64),
+            ("server.sse_keepalive_secs", self.server.sse_keepalive_secs),
+            ("server.send_timeout_secs", self.server.send_timeout_secs),
+            ("server.actor_timeout_secs", self.server.actor_timeout_secs),
+            ("database.pool_size", u64::from(self.database.pool_size)),
+            ("database.threads", self.database.threads as u64),
+            (
+                "session.first_token_timeout_secs",
+                self.session.first_token_timeout_secs,
+            ),
+            ("session.chunk_gap_timeout_secs", self.session.chunk_gap_timeout_secs),
+            ("session.idle_timeout_secs", self.session.idle_timeout_secs),
+            ("session.title_timeout_secs", self.session.title_timeout_secs),
+            ("mcp.max_tool_output_chars", self.mcp.max_tool_output_chars as u64),
+            (
+                "mcp.max_stored_tool_output_chars",
+                self.mcp.max_stored_tool_output_chars as u64,
+            ),
+            ("approval.expiry_secs", self.approval.expiry_secs),
+            ("attachments.max_file_bytes", self.attachments.max_file_bytes as u64),
+            ("attachments.max_total_bytes", self.attachments.max_total_bytes as u64),
+            ("attachments.max_files", self.attachments.max_files as u64),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(invalid(key, "must be greater than 0"));
+            }
+        }
+        if self.database.pool_size < self.database.threads as u32 {
+            return Err(invalid("database.pool_size", "must be at least database.threads"));
+        }
+        self.database.sqlite_path()?;
+        match ProviderKind::parse(&self.llm.provider) {
+            Some(kind) if kind.needs_key() && self.llm.api_key.is_none() => {
+                return Err(invalid(
+                    "llm.provider",
+                    format!("`{}` needs an API key in AICHAT_API_KEY", self.llm.provider),
+                ));
+            }
+            Some(_) => {}
+            None => {
+                return Err(invalid(
+                    "llm.provider",
+                    format!(
+                        "unknown provider `{}` (one of {})",
+                        self.llm.provider,
+                        ProviderKind::NAMES
+                    ),
+                ));
+            }
+        }
+        let url = &self.llm.base_url;
+        if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(invalid("llm.base_url", "must be an http(s) URL"));
+        }
+        if !matches!(self.log.level.as_str(), "trace" | "debug" | "info" | "warn" | "error") {
+            return Err(invalid(
+                "log.level",
+                format!("expected trace|debug|info|warn|error, got {:?}", self.log.level),
+            ));
+        }
+        if !(0.0..=2.0).contains(&self.llm.temperature) {
+            return Err(invalid("llm.temperature", "must be between 0 and 2"));
+        }
+        Ok(())
+    }
+}
