@@ -1,311 +1,22 @@
-//! Load harness: the release binary on 127.0.0.1 with a temporary SQLite file, the mock provider
-//! and (for `tools`) the demo MCP server, driven over real HTTP + SSE by many concurrent clients.
-//! Every loop is bounded in count and time; the default run takes a few minutes on 2 cores.
-//!
-//! Run: `cargo bench --bench load -- [overhead] [ttft] [streams] [throughput] [tools] [--quick]`
-//! (no scenario: all of them). Prints a table per scenario, then one JSON line with every figure.
-//!
-//! - `overhead`: full turns (send → SSE → `done`, stored) with a 0 ms mock, at concurrency 1 and
-//!   64, against the same requests straight to the mock provider (in-process, no HTTP).
-//! - `ttft`: time to first token through the whole path against the mock's own first token.
-//! - `streams`: N paced streams (64 chunks, 20 ms apart) at once: frames lost, frames late (a gap
-//!   over 10× the pace), errors, server RSS per stream; then N idle streams for RSS per idle stream.
-//! - `throughput`: turns per second with persistence at a 20 ms mock, rising concurrency until
-//!   errors or p99 > 1 s.
-//! - `tools`: one turn with N tool calls of 200 ms each, parallel against `max_concurrency = 1`.
+//! The scenarios: overhead, ttft, streams, throughput, tools.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actors::model::{ChatMessage, Role};
-use actors::provider::{ChatProvider, CompletionRequest, MockProvider, Purpose};
-use futures::StreamExt;
+use actors::provider::MockProvider;
 use serde_json::{Value, json};
 
-/// Every request of the harness gives up after this.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
-
-// ---------------------------------------------------------------------------------------------
-// The server under test
-
-/// The release binary, started with a scenario's config; killed on drop.
-struct Server {
-    child: Child,
-    base: String,
-    _dir: tempfile::TempDir,
-}
-
-#[expect(clippy::expect_used, reason = "a benchmark that cannot set up should stop loudly")]
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
-}
-
-impl Server {
-    /// Starts the binary with a 0-limit, allow-all config plus `extra` TOML and waits for `/ready`.
-    #[expect(clippy::expect_used, reason = "a benchmark that cannot set up should stop loudly")]
-    async fn start(mock_delay_ms: u64, extra: &str) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let port = free_port();
-        let config = format!(
-            r#"
-[server]
-listen_address = "127.0.0.1"
-port = {port}
-# Finished streams are replayed from SQLite after this; keeps memory flat under sustained load.
-stream_retention_secs = 30
-[database]
-url = "sqlite:{db}"
-[mock]
-chunk_delay_ms = {mock_delay_ms}
-[limits]
-max_concurrent_turns_per_user = 0
-turns_per_minute_per_user = 0
-[approval]
-default = "allow"
-[log]
-level = "warn"
-{extra}
-"#,
-            db = dir.path().join("load.db").display(),
-        );
-        let path = dir.path().join("config.toml");
-        std::fs::write(&path, config).expect("config");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_aichat"))
-            .arg("--config")
-            .arg(&path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn the server");
-        // Forward the server's warnings, prefixed, so a failing run explains itself.
-        if let Some(stderr) = child.stderr.take() {
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    note(&format!("  [server] {line}"));
-                }
-            });
-        }
-        let base = format!("http://127.0.0.1:{port}/v1/chat");
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let ready = client.get(format!("{base}/ready")).send().await;
-            if ready.is_ok_and(|r| r.status().is_success()) {
-                break;
-            }
-            assert!(Instant::now() < deadline, "the server did not become ready");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Self { child, base, _dir: dir }
-    }
-
-    /// The server's resident memory in KiB.
-    fn rss_kib(&self) -> u64 {
-        rss_kib(self.child.id())
-    }
-
-    /// Waits until a MCP server is ready.
-    async fn wait_for_tools(&self, client: &reqwest::Client) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let body: Value = match client
-                .get(format!("{}/mcp/servers", self.base))
-                .header("X-User-ID", "1")
-                .send()
-                .await
-            {
-                Ok(resp) => resp.json().await.unwrap_or(Value::Null),
-                Err(_) => Value::Null,
-            };
-            if body["servers"][0]["state"] == "ready" {
-                return;
-            }
-            assert!(Instant::now() < deadline, "the demo MCP server did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-/// A process's resident memory in KiB (Linux `/proc`; 0 when unreadable).
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn client(max_idle: usize) -> reqwest::Client {
-    reqwest::Client::builder()
-        .pool_max_idle_per_host(max_idle)
-        .timeout(REQUEST_TIMEOUT)
-        .tcp_nodelay(true)
-        .build()
-        .unwrap_or_default()
-}
-
-// ---------------------------------------------------------------------------------------------
-// One turn as a client sees it
-
-/// What a client measured of one turn.
-struct Turn {
-    /// From sending the message to the first text event.
-    first_token: Duration,
-    /// From sending the message to `done` (the answer is stored by then).
-    total: Duration,
-    /// The session, to continue it.
-    session_id: String,
-    /// Text events received, and how many of them came later than `late_after` after the previous.
-    frames: u64,
-    late: u64,
-    /// Whether event ids had no gap.
-    contiguous: bool,
-}
-
-/// One streamed turn: `POST /send?streaming=true`, then read the SSE stream to its end.
-async fn turn(
-    client: &reqwest::Client,
-    base: &str,
-    user: u64,
-    session: Option<&str>,
-    message: &str,
-    late_after: Duration,
-) -> Result<Turn, String> {
-    let started = Instant::now();
-    let mut body = json!({ "message": message });
-    if let Some(session) = session {
-        body["session_id"] = json!(session);
-    }
-    let resp = client
-        .post(format!("{base}/send?streaming=true"))
-        .header("X-User-ID", user.to_string())
-        .json(&body)
-        .send()
-        .await
-        .map_err(|e| format!("send: {e}"))?;
-    if !resp.status().is_success() {
-        return Err(format!("send: {}", resp.status()));
-    }
-    let started_reply: Value = resp.json().await.map_err(|e| format!("send body: {e}"))?;
-    let stream_id = started_reply["stream_id"].as_str().unwrap_or_default().to_owned();
-    let session_id = started_reply["session_id"].as_str().unwrap_or_default().to_owned();
-    let resp = client
-        .get(format!("{base}/stream/{stream_id}"))
-        .header("X-User-ID", user.to_string())
-        .send()
-        .await
-        .map_err(|e| format!("stream: {e}"))?;
-    if !resp.status().is_success() {
-        return Err(format!("stream: {}", resp.status()));
-    }
-    let mut bytes = resp.bytes_stream();
-    let mut pending: Vec<u8> = Vec::new();
-    let (mut first_token, mut frames, mut late, mut last_id, mut contiguous) = (None, 0u64, 0u64, 0u64, true);
-    let mut last_frame = Instant::now();
-    while let Some(chunk) = bytes.next().await {
-        let chunk = chunk.map_err(|e| format!("stream body: {e}"))?;
-        pending.extend_from_slice(&chunk);
-        while let Some(end) = pending.windows(2).position(|w| w == b"\n\n") {
-            let frame: Vec<u8> = pending.drain(..end + 2).collect();
-            let frame = String::from_utf8_lossy(&frame);
-            let Some(data) = frame.lines().find_map(|l| l.strip_prefix("data: ")) else {
-                continue; // retry: or keep-alive
-            };
-            if let Some(id) = frame.lines().find_map(|l| l.strip_prefix("id: ")) {
-                let id: u64 = id.trim().parse().unwrap_or(0);
-                contiguous &= id == last_id + 1;
-                last_id = id;
-            }
-            let now = Instant::now();
-            if data.contains(r#""type":"message""#) {
-                first_token.get_or_insert_with(|| started.elapsed());
-                if frames > 0 && now - last_frame > late_after {
-                    late += 1;
-                }
-                frames += 1;
-                last_frame = now;
-            } else if data.contains(r#""type":"done""#) {
-                return Ok(Turn {
-                    first_token: first_token.unwrap_or_else(|| started.elapsed()),
-                    total: started.elapsed(),
-                    session_id,
-                    frames,
-                    late,
-                    contiguous,
-                });
-            } else if data.contains(r#""type":"error""#) {
-                return Err(format!("error event: {data}"));
-            }
-        }
-    }
-    Err(format!(
-        "the stream ended without done after {frames} text events (last id {last_id}; unparsed: {:?})",
-        String::from_utf8_lossy(&pending)
-    ))
-}
-
-/// The same request straight to the mock provider, in-process: (first token, whole answer).
-async fn direct(mock: &MockProvider, message: &str) -> (Duration, Duration) {
-    let started = Instant::now();
-    let request = CompletionRequest {
-        messages: vec![Arc::new(ChatMessage::new(Role::User, message))],
-        tools: Vec::new(),
-        purpose: Purpose::Chat,
-    };
-    let mut events = mock.stream(request);
-    let mut first = None;
-    while let Some(event) = events.next().await {
-        first.get_or_insert_with(|| started.elapsed());
-        if event.is_err() {
-            break;
-        }
-    }
-    (first.unwrap_or_else(|| started.elapsed()), started.elapsed())
-}
-
-// ---------------------------------------------------------------------------------------------
-// Figures
-
-/// Sorted samples in microseconds.
-struct Samples(Vec<f64>);
-
-impl Samples {
-    fn new(mut values: Vec<Duration>) -> Self {
-        values.sort();
-        Self(values.into_iter().map(|d| d.as_secs_f64() * 1e6).collect())
-    }
-
-    fn pct(&self, p: f64) -> f64 {
-        if self.0.is_empty() {
-            return f64::NAN;
-        }
-        let index = ((self.0.len() as f64 - 1.0) * p).round() as usize;
-        self.0[index.min(self.0.len() - 1)]
-    }
-}
-
-/// Every figure of the run, by scenario, for the last line.
-type Report = BTreeMap<&'static str, Value>;
+use crate::say;
+use crate::server::{Server, Turn, client, direct, rss_kib, turn};
+use crate::stats::{Report, Samples};
 
 // ---------------------------------------------------------------------------------------------
 // Scenarios
 
 /// `clients` concurrent clients run `per_client` turns each (a new session every 20 turns);
 /// returns the turns and the errors.
-async fn drive(
+pub(crate) async fn drive(
     base: &str,
     clients: usize,
     per_client: usize,
@@ -353,7 +64,7 @@ async fn drive(
 }
 
 /// The mock's own time for `count` requests at `concurrency`.
-async fn drive_direct(concurrency: usize, count: usize, message: &'static str) -> Vec<(Duration, Duration)> {
+pub(crate) async fn drive_direct(concurrency: usize, count: usize, message: &'static str) -> Vec<(Duration, Duration)> {
     let mock = Arc::new(MockProvider::new(Duration::ZERO));
     let tasks: Vec<_> = (0..concurrency)
         .map(|_| {
@@ -374,9 +85,9 @@ async fn drive_direct(concurrency: usize, count: usize, message: &'static str) -
     all
 }
 
-const OVERHEAD_MESSAGE: &str = "Hello, how is the database doing?";
+pub(crate) const OVERHEAD_MESSAGE: &str = "Hello, how is the database doing?";
 
-async fn overhead(quick: bool, report: &mut Report) {
+pub(crate) async fn overhead(quick: bool, report: &mut Report) {
     let server = Server::start(0, "").await;
     let mut rows = Vec::new();
     say("\n== overhead: full turns (send → SSE → done, stored), 0 ms mock; µs");
@@ -430,7 +141,7 @@ async fn overhead(quick: bool, report: &mut Report) {
     report.insert("overhead", json!(rows));
 }
 
-async fn ttft(quick: bool, report: &mut Report) {
+pub(crate) async fn ttft(quick: bool, report: &mut Report) {
     let server = Server::start(0, "").await;
     let _ = drive(
         &server.base,
@@ -477,10 +188,10 @@ async fn ttft(quick: bool, report: &mut Report) {
     );
 }
 
-const PACE: Duration = Duration::from_millis(20);
-const CHUNKS: u64 = 64;
+pub(crate) const PACE: Duration = Duration::from_millis(20);
+pub(crate) const CHUNKS: u64 = 64;
 
-async fn streams(quick: bool, budget: Instant, report: &mut Report) {
+pub(crate) async fn streams(quick: bool, budget: Instant, report: &mut Report) {
     let sizes: &[usize] = if quick { &[256, 1024] } else { &[256, 1024, 2048, 4096] };
     say("\n== streams: N paced streams at once (64 chunks, 20 ms apart), one connection each");
     say("     N | errors | frames lost | frames late (>200 ms gap) | RSS per stream KiB | wall s");
@@ -601,7 +312,7 @@ async fn streams(quick: bool, budget: Instant, report: &mut Report) {
     drop(streams_opened);
 }
 
-async fn throughput(quick: bool, budget: Instant, report: &mut Report) {
+pub(crate) async fn throughput(quick: bool, budget: Instant, report: &mut Report) {
     let server = Server::start(0, "").await;
     let message: &'static str = "/mock slow 20";
     let step = Duration::from_secs(if quick { 3 } else { 6 });
@@ -643,7 +354,7 @@ async fn throughput(quick: bool, budget: Instant, report: &mut Report) {
 }
 
 #[expect(clippy::expect_used, reason = "a benchmark that cannot run should stop loudly")]
-async fn tools(quick: bool, report: &mut Report) {
+pub(crate) async fn tools(quick: bool, report: &mut Report) {
     const D_MS: u64 = 200;
     let sizes: &[usize] = if quick { &[1, 8] } else { &[1, 3, 8, 32] };
     let exe = env!("CARGO_BIN_EXE_aichat");
@@ -681,54 +392,4 @@ async fn tools(quick: bool, report: &mut Report) {
     }
     say("target: N = 32 parallel ≤ 1.10");
     report.insert("tools", json!(rows));
-}
-
-// ---------------------------------------------------------------------------------------------
-
-fn main() {
-    aichat::install_crypto_provider();
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let quick = args.iter().any(|a| a == "--quick");
-    let all = ["overhead", "ttft", "streams", "throughput", "tools"];
-    let mut chosen: Vec<&str> = all.into_iter().filter(|s| args.iter().any(|a| a == s)).collect();
-    if chosen.is_empty() {
-        chosen = all.to_vec();
-    }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            note(&format!("cannot start a runtime: {err}"));
-            return;
-        }
-    };
-    let report = runtime.block_on(async {
-        let mut report = Report::new();
-        // A whole default run stays under 5 minutes: the open-ended scenarios get what is left.
-        let budget = Instant::now() + Duration::from_secs(if quick { 90 } else { 240 });
-        for scenario in &chosen {
-            match *scenario {
-                "overhead" => overhead(quick, &mut report).await,
-                "ttft" => ttft(quick, &mut report).await,
-                "streams" => streams(quick, budget, &mut report).await,
-                "throughput" => throughput(quick, budget, &mut report).await,
-                _ => tools(quick, &mut report).await,
-            }
-        }
-        report
-    });
-    let machine = json!({
-        "cores": std::thread::available_parallelism().map(usize::from).unwrap_or(0),
-        "quick": quick,
-    });
-    say(&json!({ "bench": "load", "machine": machine, "results": report }).to_string());
-}
-
-#[expect(clippy::print_stdout, reason = "a benchmark reports on stdout")]
-fn say(line: &str) {
-    println!("{line}");
-}
-
-#[expect(clippy::print_stderr, reason = "server output goes to stderr")]
-fn note(line: &str) {
-    eprintln!("{line}");
 }
