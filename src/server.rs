@@ -8,18 +8,18 @@ use std::time::Duration;
 use actix::{Arbiter, Supervisor};
 use actix_web::{App, HttpServer, web};
 use actors::Chat;
+use actors::limits::TurnLimits;
 use actors::mcp::{McpServer, McpTools};
 use actors::provider::factory::provider_factory;
 use actors::provider::{ProviderHandle, Providers, Vendor};
 use actors::registry::SessionRegistry;
 use actors::session::{SessionDeps, SessionSettings};
-use actors::storage::{ChatStore, SqliteStore, Storage};
+use actors::storage::{SqliteStore, Storage};
 use actors::stream::StreamHub;
 use actors::tools::ToolCatalog;
 
 use crate::config::Config;
 use crate::http::auth::Authenticator;
-use crate::http::limits::TurnLimits;
 use crate::http::{self, AppState, Limits};
 
 /// A running server.
@@ -66,7 +66,7 @@ pub fn start(config: &Config, handle_signals: bool) -> Result<Running, StartErro
     let addr = listener.local_addr()?;
     let path = config.database.sqlite_path()?;
     let store = SqliteStore::open(&path, config.database.pool_size)?;
-    let interrupted = store.interrupt_running_streams()?;
+    let interrupted = actors::session::recovery::interrupt_running(&store)?;
     if interrupted > 0 {
         tracing::warn!(
             interrupted,
@@ -125,7 +125,18 @@ pub fn start(config: &Config, handle_signals: bool) -> Result<Running, StartErro
     });
     let retention = secs(config.server.stream_retention_secs);
     let registry = Supervisor::start(move |_| SessionRegistry::new(deps, retention));
-    let chat = Chat::new(registry, storage, hub, secs(config.server.actor_timeout_secs));
+    let turns = TurnLimits::new(
+        config.limits.max_concurrent_turns_per_user,
+        config.limits.turns_per_minute_per_user,
+    );
+    let chat = Chat::new(
+        registry,
+        storage,
+        hub,
+        Arc::clone(&providers),
+        turns,
+        secs(config.server.actor_timeout_secs),
+    );
 
     let auth = match config.auth.mode.as_str() {
         "api_key" => Authenticator::ApiKeys(
@@ -137,13 +148,8 @@ pub fn start(config: &Config, handle_signals: bool) -> Result<Running, StartErro
         ),
         _ => Authenticator::Header,
     };
-    let turns = TurnLimits::new(
-        config.limits.max_concurrent_turns_per_user,
-        config.limits.turns_per_minute_per_user,
-    );
     let state = web::Data::new(AppState {
         auth,
-        turns,
         chat: chat.clone(),
         tools,
         mcp,

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::ids::{SessionId, StreamId, UserId};
-use crate::model::ToolCall;
+use crate::model::{ToolCall, ToolExecution};
 use crate::tools::ToolSpec;
 
 /// What a rule says about a tool.
@@ -158,6 +158,67 @@ pub struct BatchCall {
     pub state: CallState,
 }
 
+/// The states of an approval request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalStatus {
+    /// Waiting for the person.
+    Pending,
+    /// Every call approved.
+    Approved,
+    /// Every call denied.
+    Denied,
+    /// Some approved, some denied.
+    PartiallyApproved,
+    /// Not decided in time (counts as denied).
+    Expired,
+    /// A new message came instead of a decision (counts as denied).
+    Superseded,
+}
+
+impl ApprovalStatus {
+    /// Its name in storage and on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalStatus::Pending => "pending",
+            ApprovalStatus::Approved => "approved",
+            ApprovalStatus::Denied => "denied",
+            ApprovalStatus::PartiallyApproved => "partially_approved",
+            ApprovalStatus::Expired => "expired",
+            ApprovalStatus::Superseded => "superseded",
+        }
+    }
+
+    /// The status a stored name stands for.
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "pending" => ApprovalStatus::Pending,
+            "approved" => ApprovalStatus::Approved,
+            "denied" => ApprovalStatus::Denied,
+            "partially_approved" => ApprovalStatus::PartiallyApproved,
+            "expired" => ApprovalStatus::Expired,
+            "superseded" => ApprovalStatus::Superseded,
+            _ => return None,
+        })
+    }
+}
+
+/// The result of a call that was not run.
+pub fn denied(call: &ToolCall, by: &str) -> ToolExecution {
+    let now = crate::model::now();
+    let error = format!("the tool call was denied by {by}");
+    ToolExecution {
+        id: call.id.clone(),
+        tool_name: call.function.name.clone(),
+        arguments: call.function.arguments.clone(),
+        result: format!("Error executing tool: {error}"),
+        error: Some(error),
+        start_time: now,
+        end_time: now,
+        duration_ms: 0,
+    }
+}
+
 /// An approval request and, once decided, its decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApprovalRecord {
@@ -171,8 +232,8 @@ pub struct ApprovalRecord {
     pub stream_id: StreamId,
     /// Every call of the model's batch, in call order.
     pub calls: Vec<BatchCall>,
-    /// `pending`, `approved`, `denied`, `partially_approved`, `expired`, `superseded`.
-    pub status: String,
+    /// Where it stands.
+    pub status: ApprovalStatus,
     /// When it was asked.
     pub created_at: DateTime<Utc>,
     /// When it expires.
@@ -185,12 +246,91 @@ pub struct ApprovalRecord {
 
 impl ApprovalRecord {
     /// The status as of `now` (a pending request past its expiry is `expired`).
-    pub fn effective_status(&self, now: DateTime<Utc>) -> &str {
-        if self.status == "pending" && now >= self.expires_at {
-            "expired"
+    pub fn effective_status(&self, now: DateTime<Utc>) -> ApprovalStatus {
+        if self.status == ApprovalStatus::Pending && now >= self.expires_at {
+            ApprovalStatus::Expired
         } else {
-            &self.status
+            self.status
         }
+    }
+
+    /// Applies the person's decision to the pending calls: the chosen ones are approved (all of
+    /// them when `approved_ids` is absent), the others denied; a "remember" grant also approves
+    /// the pending sibling calls of the same tool. Returns the tools to grant.
+    pub fn decide(&mut self, decision: &Decision, person: &str, now: DateTime<Utc>) -> Vec<String> {
+        let chosen = |id: &str| {
+            decision.approved
+                && decision
+                    .approved_ids
+                    .as_ref()
+                    .is_none_or(|ids| ids.iter().any(|a| a == id))
+        };
+        let asked: Vec<usize> = self
+            .calls
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.state == CallState::Pending)
+            .map(|(i, _)| i)
+            .collect();
+        let mut granted: Vec<String> = Vec::new();
+        for call in &mut self.calls {
+            if call.state == CallState::Pending && chosen(&call.call.id) {
+                call.state = CallState::Approved { by: person.to_owned() };
+                if decision.remember != Remember::None && !granted.contains(&call.call.function.name) {
+                    granted.push(call.call.function.name.clone());
+                }
+            }
+        }
+        // A new grant also covers the pending sibling calls of the same tool in this batch.
+        for call in &mut self.calls {
+            if call.state == CallState::Pending {
+                call.state = if granted.contains(&call.call.function.name) {
+                    CallState::Approved {
+                        by: format!("{person} (grant)"),
+                    }
+                } else {
+                    CallState::Denied {
+                        by: format!("the user ({person})"),
+                    }
+                };
+            }
+        }
+        let decided: Vec<bool> = asked
+            .iter()
+            .map(|&i| matches!(self.calls[i].state, CallState::Approved { .. }))
+            .collect();
+        self.status = if decided.iter().all(|a| *a) {
+            ApprovalStatus::Approved
+        } else if decided.iter().any(|a| *a) {
+            ApprovalStatus::PartiallyApproved
+        } else {
+            ApprovalStatus::Denied
+        };
+        self.decided_by = Some(person.to_owned());
+        self.decided_at = Some(now);
+        granted
+    }
+
+    /// Settles a request nobody decided (it expired, or a new message came instead): every call
+    /// is denied. Returns the denial results, in call order, so the history stays valid.
+    pub fn abandon(&mut self, now: DateTime<Utc>) -> Vec<ToolExecution> {
+        let expired = self.effective_status(now) == ApprovalStatus::Expired;
+        let by = if expired {
+            "expiry (no decision in time)"
+        } else {
+            "a new message sent instead of a decision"
+        };
+        self.status = if expired {
+            ApprovalStatus::Expired
+        } else {
+            ApprovalStatus::Superseded
+        };
+        self.decided_by = Some(if expired { "expiry" } else { "superseded" }.into());
+        self.decided_at = Some(now);
+        for call in &mut self.calls {
+            call.state = CallState::Denied { by: by.into() };
+        }
+        self.calls.iter().map(|c| denied(&c.call, by)).collect()
     }
 
     /// The calls waiting for the person.

@@ -26,11 +26,13 @@
 
 #![warn(missing_docs)]
 
+pub mod answer;
 pub mod approval;
 pub mod attachment;
 pub mod backlog;
 pub mod chat;
 pub mod ids;
+pub mod limits;
 pub mod mcp;
 pub mod model;
 pub mod provider;
@@ -40,4 +42,4 @@ pub mod storage;
 pub mod stream;
 pub mod tools;
 
-pub use chat::Chat;
+pub use chat::{Chat, Submission};

@@ -85,12 +85,7 @@ impl StreamBuffer {
                 .collect();
         }
         if !buffer.last_seq_and_terminal().1 {
-            let note = StreamMessage::error(
-                &record.session_id,
-                "interrupted",
-                "The server stopped before this answer was complete.",
-            );
-            buffer.push(&note);
+            buffer.push(&crate::session::recovery::interrupted_note(&record.session_id));
         }
         lock(&buffer.state).finished_at = Some(Instant::now());
         buffer

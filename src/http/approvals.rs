@@ -3,8 +3,7 @@
 //! `[DENY_TOOLS:<id>]` messages are handled in `chat::send` through the same `Chat::decide`.
 
 use actix_web::{HttpResponse, delete, get, post, web};
-use actors::approval::{ApprovalRecord, Decision, Remember};
-use actors::storage::{DeleteGrant, ListApprovals, ListGrants};
+use actors::approval::{ApprovalRecord, ApprovalStatus, Decision, Remember};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
@@ -35,37 +34,6 @@ pub struct DecisionRequest {
 pub struct ListQuery {
     /// Only requests in this state.
     pub status: Option<ApprovalStatus>,
-}
-
-/// The states of an approval request.
-#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ApprovalStatus {
-    /// Waiting for the person.
-    Pending,
-    /// Every call approved.
-    Approved,
-    /// Every call denied.
-    Denied,
-    /// Some approved, some denied.
-    PartiallyApproved,
-    /// Not decided in time (counts as denied).
-    Expired,
-    /// A new message came instead of a decision (counts as denied).
-    Superseded,
-}
-
-impl ApprovalStatus {
-    fn as_str(self) -> &'static str {
-        match self {
-            ApprovalStatus::Pending => "pending",
-            ApprovalStatus::Approved => "approved",
-            ApprovalStatus::Denied => "denied",
-            ApprovalStatus::PartiallyApproved => "partially_approved",
-            ApprovalStatus::Expired => "expired",
-            ApprovalStatus::Superseded => "superseded",
-        }
-    }
 }
 
 /// Decides an approval request; the turn continues on a new stream, as `/send?streaming=true`
@@ -102,7 +70,7 @@ fn view(record: &ApprovalRecord, now: chrono::DateTime<chrono::Utc>) -> Approval
         request_id: record.request_id.clone(),
         session_id: record.session_id.to_string(),
         stream_id: record.stream_id.to_string(),
-        status: record.effective_status(now).to_owned(),
+        status: record.effective_status(now),
         tool_calls: record.calls.clone(),
         created_at: record.created_at,
         expires_at: record.expires_at,
@@ -124,19 +92,8 @@ pub async fn list_approvals(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let now = actors::model::now();
-    let all = state
-        .chat
-        .storage()
-        .ask(ListApprovals {
-            user: user.0,
-            status: None,
-        })
-        .await?;
-    let approvals: Vec<_> = all
-        .iter()
-        .filter(|r| query.status.is_none_or(|s| r.effective_status(now) == s.as_str()))
-        .map(|r| view(r, now))
-        .collect();
+    let records = state.chat.approvals(user.0, query.status).await?;
+    let approvals = records.iter().map(|r| view(r, now)).collect();
     Ok(HttpResponse::Ok().json(ApprovalsList { approvals }))
 }
 
@@ -147,7 +104,7 @@ pub async fn list_approvals(
 )]
 #[get("/grants")]
 pub async fn list_grants(user: AuthUser, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let grants = state.chat.storage().ask(ListGrants { user: user.0 }).await?;
+    let grants = state.chat.grants(user.0).await?;
     Ok(HttpResponse::Ok().json(GrantsList { grants }))
 }
 
@@ -166,17 +123,7 @@ pub async fn revoke_grant(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    if !state
-        .chat
-        .storage()
-        .ask(DeleteGrant {
-            user: user.0,
-            id: path.into_inner(),
-        })
-        .await?
-    {
-        return Err(ApiError::GrantNotFound);
-    }
+    state.chat.revoke_grant(user.0, path.into_inner()).await?;
     Ok(HttpResponse::Ok().json(Confirmation {
         message: "Grant revoked",
     }))

@@ -11,9 +11,10 @@ use futures::{StreamExt, TryStreamExt};
 
 use super::AppState;
 use super::auth::AuthUser;
-use super::chat::{Submission, answer, message_text, start};
+use super::chat::{answer, message_text, named_session};
 use super::dto::{ChatOrStream, ErrorBody, FilesForm, SendQuery};
 use super::error::ApiError;
+use actors::Submission;
 
 /// Longest time a whole upload may take to arrive.
 const UPLOAD_TIMEOUT: Duration = Duration::from_secs(120);
@@ -55,11 +56,11 @@ pub async fn send_with_files(
         .map_err(|_| ApiError::InvalidMultipart("the upload took too long".into()))??;
     let submission = Submission {
         text: message_text(read.message.as_deref(), state.limits.max_message_chars)?,
-        session_id: read.session_id,
-        provider: read.provider,
+        session_id: named_session(read.session_id.as_deref()),
+        provider: read.provider.filter(|p| !p.is_empty()),
         attachments: read.files,
     };
-    let started = start(user, submission, &state).await?;
+    let started = state.chat.send(user.0, submission).await?;
     answer(started, streaming, &state).await
 }
 

@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use actix_web::{HttpRequest, HttpResponse, delete, get, post, web};
 use actix_web_lab::sse::{self, Sse};
-use actors::approval::{Decision, Remember};
+use actors::Submission;
+use actors::chat::DisconnectGuard;
 use actors::ids::{SessionId, StreamId};
-use actors::model::{ApprovalRequestView, StreamMessage, StreamMessageType, now};
 use actors::session::TurnStarted;
 use actors::stream::StreamBuffer;
 use futures::stream::{self, Stream, StreamExt};
@@ -20,7 +20,7 @@ use super::dto::{
     Cancelled, ChatOrStream, ChatRequest, ChatResponse, ClearQuery, CollectedMessage, Confirmation, ErrorBody,
     LegacyStreamQuery, SendQuery, StreamQuery, StreamStarted,
 };
-use super::error::{ApiError, ProviderFailure};
+use super::error::ApiError;
 
 /// The message of a send: required, at most `limit` characters.
 pub fn message_text(message: Option<&str>, limit: usize) -> Result<String, ApiError> {
@@ -33,15 +33,6 @@ pub fn message_text(message: Option<&str>, limit: usize) -> Result<String, ApiEr
         return Err(ApiError::MessageTooLong { len, limit });
     }
     Ok(text.to_owned())
-}
-
-/// `[APPROVE_TOOLS:<id>]` or `[DENY_TOOLS:<id>]`, exactly, as the original UI sends them.
-fn in_band_decision(text: &str) -> Option<(&str, bool)> {
-    let inner = text.trim().strip_prefix('[')?.strip_suffix(']')?;
-    if let Some(id) = inner.strip_prefix("APPROVE_TOOLS:") {
-        return Some((id, true));
-    }
-    inner.strip_prefix("DENY_TOOLS:").map(|id| (id, false))
 }
 
 /// Sends a message and answers it: with `?streaming=true` at once with the stream to read,
@@ -70,68 +61,19 @@ pub async fn send(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let streaming = query.streaming()?;
-    let text = message_text(body.message.as_deref(), state.limits.max_message_chars)?;
     let submission = Submission {
-        text,
-        session_id: body.session_id.clone(),
-        provider: body.provider.clone(),
+        text: message_text(body.message.as_deref(), state.limits.max_message_chars)?,
+        session_id: named_session(body.session_id.as_deref()),
+        provider: body.provider.clone().filter(|p| !p.is_empty()),
         attachments: Vec::new(),
     };
-    let started = start(user, submission, &state).await?;
+    let started = state.chat.send(user.0, submission).await?;
     answer(started, streaming, &state).await
 }
 
-/// A message to send, from `/send`, `/send-with-files` or the legacy `GET /stream`.
-pub struct Submission {
-    /// The text (or an in-band `[APPROVE_TOOLS:<id>]` / `[DENY_TOOLS:<id>]`).
-    pub text: String,
-    /// The session the client named (empty: a new one).
-    pub session_id: Option<String>,
-    /// A provider the client named (empty: the default).
-    pub provider: Option<String>,
-    /// Files sent with it.
-    pub attachments: Vec<actors::attachment::Attachment>,
-}
-
-/// Starts the turn a submission asks for: an in-band approval decision, or a new message.
-pub async fn start(user: AuthUser, submission: Submission, state: &AppState) -> Result<TurnStarted, ApiError> {
-    let session_id = submission
-        .session_id
-        .as_deref()
-        .filter(|s| !s.is_empty())
-        .map(SessionId::from_raw);
-    if let Some((request_id, approved)) = in_band_decision(&submission.text) {
-        if !submission.attachments.is_empty() {
-            return Err(ApiError::InvalidParameter {
-                name: "message",
-                reason: "an approval decision carries no files".into(),
-            });
-        }
-        // The original UI decides approvals with these messages; they are not stored as messages.
-        let decision = Decision {
-            approved,
-            approved_ids: None,
-            remember: Remember::None,
-        };
-        return Ok(state
-            .chat
-            .decide(user.0, request_id, session_id.as_ref(), decision)
-            .await?);
-    }
-    state.turns.admit(user.0, state.chat.hub())?;
-    let provider = submission.provider.filter(|p| !p.is_empty());
-    if let Some(name) = &provider
-        && !state.providers.contains(name)
-    {
-        return Err(ApiError::InvalidParameter {
-            name: "provider",
-            reason: format!("no provider named {name:?}"),
-        });
-    }
-    Ok(state
-        .chat
-        .submit(user.0, session_id, submission.text, submission.attachments, provider)
-        .await?)
+/// The session a request names (an empty id names none: a new session).
+pub fn named_session(id: Option<&str>) -> Option<SessionId> {
+    id.filter(|s| !s.is_empty()).map(SessionId::from_raw)
 }
 
 /// Answers a send: with `streaming` at once with the stream to read, otherwise with the whole
@@ -140,62 +82,11 @@ pub async fn answer(started: TurnStarted, streaming: bool, state: &AppState) -> 
     if streaming {
         return Ok(HttpResponse::Ok().json(StreamStarted::from(&started)));
     }
-    let collect = collect_answer(started.stream);
-    let message = tokio::time::timeout(state.limits.send_timeout, collect)
-        .await
-        .map_err(|_| ApiError::SendTimeout)??;
+    let answer = state.chat.answer(&started, state.limits.send_timeout).await?;
     Ok(HttpResponse::Ok().json(ChatResponse {
-        message,
+        message: CollectedMessage::from(answer),
         session_id: started.session_id.to_string(),
     }))
-}
-
-/// Reads a stream to its end and folds it into one assistant message.
-async fn collect_answer(buffer: Arc<StreamBuffer>) -> Result<CollectedMessage, ApiError> {
-    let mut reader = buffer.subscribe(0);
-    let mut content = String::new();
-    let mut tool_executions = Vec::new();
-    let mut approval_request = None;
-    while let Some(batch) = reader.next_batch().await {
-        for event in batch {
-            let Ok(message) = serde_json::from_str::<StreamMessage>(&event.data) else {
-                continue;
-            };
-            match message.kind {
-                StreamMessageType::Message => content.push_str(message.content.as_deref().unwrap_or("")),
-                StreamMessageType::ToolExecution => tool_executions.extend(message.tool_executions),
-                StreamMessageType::Error => {
-                    let code = message.code.unwrap_or_else(|| "upstream_error".into());
-                    if code == "storage_unavailable" {
-                        return Err(ApiError::Storage);
-                    }
-                    return Err(ApiError::Provider(ProviderFailure {
-                        code,
-                        message: message.error.unwrap_or_default(),
-                    }));
-                }
-                StreamMessageType::ToolApprovalRequest => {
-                    // As the original: the prompt joins the content; the request is given too.
-                    content.push_str(message.content.as_deref().unwrap_or(""));
-                    approval_request = message.request_id.map(|request_id| ApprovalRequestView {
-                        request_id,
-                        tool_calls: message.tool_calls,
-                        status: Some("pending".into()),
-                        processed: Some(false),
-                    });
-                }
-                StreamMessageType::Done | StreamMessageType::ToolCall => {}
-            }
-        }
-    }
-    Ok(CollectedMessage {
-        id: actors::ids::prefixed_id("collected"),
-        role: "assistant",
-        content,
-        timestamp: now(),
-        tool_executions,
-        approval_request,
-    })
 }
 
 fn last_event_id(req: &HttpRequest, query: &StreamQuery) -> Result<u64, ApiError> {
@@ -207,32 +98,6 @@ fn last_event_id(req: &HttpRequest, query: &StreamQuery) -> Result<u64, ApiError
             name: "Last-Event-ID",
             reason: "expected a non-negative integer".into(),
         }),
-    }
-}
-
-/// Cancels a turn whose last reader went away, unless one comes back within `grace`
-/// (`server.cancel_on_disconnect_secs`; 0 keeps the turn running, ready for resume).
-pub struct DisconnectGuard {
-    chat: actors::Chat,
-    user: actors::ids::UserId,
-    buffer: Arc<StreamBuffer>,
-    grace: std::time::Duration,
-}
-
-impl Drop for DisconnectGuard {
-    fn drop(&mut self) {
-        if self.grace.is_zero() || self.buffer.is_finished() {
-            return;
-        }
-        let (chat, user, buffer, grace) = (self.chat.clone(), self.user, Arc::clone(&self.buffer), self.grace);
-        actix_web::rt::spawn(async move {
-            tokio::time::sleep(grace).await;
-            // The guard's own subscription is gone by now: zero readers means nobody came back.
-            if buffer.readers() == 0 && !buffer.is_finished() {
-                tracing::info!(stream_id = %buffer.id(), "no reader came back: cancelling the turn");
-                let _ = chat.cancel(user, buffer.id()).await;
-            }
-        });
     }
 }
 
@@ -303,12 +168,9 @@ pub async fn read_stream(
         .chat
         .open_stream(user.0, &StreamId::from_raw(path.into_inner()))
         .await?;
-    let guard = DisconnectGuard {
-        chat: state.chat.clone(),
-        user: user.0,
-        buffer: Arc::clone(&buffer),
-        grace: state.limits.cancel_on_disconnect,
-    };
+    let guard = state
+        .chat
+        .watch_disconnect(user.0, &buffer, state.limits.cancel_on_disconnect);
     Ok(Sse::from_infallible_stream(sse_events(&buffer, after, Some(guard)))
         .with_keep_alive(state.limits.sse_keepalive)
         .with_retry_duration(std::time::Duration::from_secs(3)))
@@ -341,17 +203,14 @@ pub async fn legacy_stream(
     let query = query.into_inner();
     let submission = Submission {
         text: message_text(query.message.as_deref(), state.limits.max_message_chars)?,
-        session_id: query.session_id,
+        session_id: named_session(query.session_id.as_deref()),
         provider: None,
         attachments: Vec::new(),
     };
-    let started = start(user, submission, &state).await?;
-    let guard = DisconnectGuard {
-        chat: state.chat.clone(),
-        user: user.0,
-        buffer: Arc::clone(&started.stream),
-        grace: state.limits.cancel_on_disconnect,
-    };
+    let started = state.chat.send(user.0, submission).await?;
+    let guard = state
+        .chat
+        .watch_disconnect(user.0, &started.stream, state.limits.cancel_on_disconnect);
     let events = sse_events(&started.stream, 0, Some(guard));
     Ok(
         actix_web::Responder::customize(

@@ -101,6 +101,19 @@ pub struct CollectedMessage {
     pub approval_request: Option<actors::model::ApprovalRequestView>,
 }
 
+impl From<actors::answer::Answer> for CollectedMessage {
+    fn from(answer: actors::answer::Answer) -> Self {
+        Self {
+            id: actors::ids::prefixed_id("collected"),
+            role: "assistant",
+            content: answer.content,
+            timestamp: actors::model::now(),
+            tool_executions: answer.tool_executions,
+            approval_request: answer.approval_request,
+        }
+    }
+}
+
 /// `POST /send` reply (non-streaming).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ChatResponse {
@@ -379,7 +392,7 @@ pub struct ApprovalDto {
     /// The stream that asked.
     pub stream_id: String,
     /// `pending`, `approved`, `denied`, `partially_approved`, `expired`, `superseded`.
-    pub status: String,
+    pub status: actors::approval::ApprovalStatus,
     /// Every call of the model's batch, in call order, with its state.
     pub tool_calls: Vec<actors::approval::BatchCall>,
     /// When it was asked.

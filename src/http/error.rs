@@ -4,7 +4,7 @@
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
-use actors::provider::ProviderError;
+use actors::answer::{FailureKind, TurnFailure};
 use actors::session::SessionError;
 use actors::storage::StorageError;
 use serde_json::json;
@@ -106,7 +106,7 @@ pub enum ApiError {
     },
     /// The model provider failed (non-streaming send).
     #[error("Failed to process message: {0}")]
-    Provider(ProviderFailure),
+    Provider(TurnFailure),
     /// The database failed.
     #[error("Storage is unavailable")]
     Storage,
@@ -116,21 +116,6 @@ pub enum ApiError {
     /// The whole answer took longer than `server.send_timeout_secs`.
     #[error("The answer took too long")]
     SendTimeout,
-}
-
-/// A provider failure as reported by a turn's `error` event.
-#[derive(Debug)]
-pub struct ProviderFailure {
-    /// The stable code (`rate_limited`, `upstream_error`, ...).
-    pub code: String,
-    /// The text.
-    pub message: String,
-}
-
-impl std::fmt::Display for ProviderFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
 }
 
 impl ApiError {
@@ -192,7 +177,7 @@ impl ResponseError for ApiError {
             | ApiError::ApprovalDecided
             | ApiError::ApprovalExpired => StatusCode::CONFLICT,
             ApiError::ApprovalNotFound | ApiError::GrantNotFound => StatusCode::NOT_FOUND,
-            ApiError::Provider(failure) if failure.code == "timeout" => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Provider(failure) if failure.kind() == FailureKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Provider(_) => StatusCode::BAD_GATEWAY,
             ApiError::Storage | ApiError::Unavailable | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::SendTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -219,15 +204,28 @@ impl ResponseError for ApiError {
 impl From<SessionError> for ApiError {
     fn from(err: SessionError) -> Self {
         match err {
-            SessionError::NotFound("stream") => ApiError::StreamNotFound,
-            SessionError::NotFound("approval") => ApiError::ApprovalNotFound,
+            SessionError::SessionNotFound => ApiError::SessionNotFound,
+            SessionError::StreamNotFound => ApiError::StreamNotFound,
+            SessionError::ApprovalNotFound => ApiError::ApprovalNotFound,
+            SessionError::GrantNotFound => ApiError::GrantNotFound,
             SessionError::AlreadyDecided => ApiError::ApprovalDecided,
             SessionError::ApprovalExpired => ApiError::ApprovalExpired,
-            SessionError::NotFound(_) => ApiError::SessionNotFound,
             SessionError::Busy => ApiError::TurnInProgress,
-            SessionError::Finished => ApiError::TurnFinished,
+            SessionError::Finished | SessionError::TurnNotRunning => ApiError::TurnFinished,
             SessionError::ShuttingDown => ApiError::ShuttingDown,
+            SessionError::DecisionWithFiles => ApiError::InvalidParameter {
+                name: "message",
+                reason: err.to_string(),
+            },
+            SessionError::UnknownProvider(_) => ApiError::InvalidParameter {
+                name: "provider",
+                reason: err.to_string(),
+            },
+            SessionError::TooManyTurns { reason, retry_after } => ApiError::TooManyTurns { reason, retry_after },
             SessionError::AttachmentUnreadable { .. } => ApiError::AttachmentUnreadable(err.to_string()),
+            SessionError::TurnFailed(failure) if failure.kind() == FailureKind::Storage => ApiError::Storage,
+            SessionError::TurnFailed(failure) => ApiError::Provider(failure),
+            SessionError::AnswerTimeout => ApiError::SendTimeout,
             SessionError::Storage(err) => err.into(),
             SessionError::Unavailable(reason) => {
                 tracing::warn!(%reason, "an actor did not answer");
@@ -244,15 +242,6 @@ impl From<StorageError> for ApiError {
     }
 }
 
-impl From<&ProviderError> for ProviderFailure {
-    fn from(err: &ProviderError) -> Self {
-        Self {
-            code: err.code().to_owned(),
-            message: err.to_string(),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,7 +249,7 @@ mod tests {
     #[test]
     fn every_error_has_its_code_and_status() {
         let failure = |code: &str| {
-            ApiError::Provider(ProviderFailure {
+            ApiError::Provider(TurnFailure {
                 code: code.into(),
                 message: "m".into(),
             })

@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use actix_web::{HttpResponse, get, web};
-use actors::storage::Ping;
 
 use super::AppState;
 use super::auth::AuthUser;
@@ -11,8 +10,7 @@ use super::dto::{Health, McpServerState, Ready, ServersList, ToolDto, ToolsList,
 use super::error::ApiError;
 
 async fn storage_ok(state: &AppState) -> bool {
-    let ping = state.chat.storage().ask(Ping {});
-    matches!(tokio::time::timeout(Duration::from_secs(2), ping).await, Ok(Ok(())))
+    state.chat.storage_ok(Duration::from_secs(2)).await
 }
 
 /// Liveness and the state of each component (no authentication).

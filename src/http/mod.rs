@@ -9,7 +9,6 @@ pub mod chat;
 pub mod dto;
 pub mod error;
 pub mod health;
-pub mod limits;
 pub mod observe;
 pub mod openapi;
 pub mod sessions;
@@ -62,8 +61,6 @@ pub struct AppState {
     pub limits: Limits,
     /// How requests authenticate.
     pub auth: auth::Authenticator,
-    /// Per-user turn limits.
-    pub turns: limits::TurnLimits,
 }
 
 fn json_error(err: JsonPayloadError, limit: usize) -> actix_web::Error {

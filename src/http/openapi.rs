@@ -73,7 +73,7 @@ impl ApiDocument {
                        tool approval, sessions and history. Compatible with the PMM chat UI.",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
-    components(schemas(ErrorBody, actors::model::StreamMessage, super::approvals::ApprovalStatus)),
+    components(schemas(ErrorBody, actors::model::StreamMessage, actors::approval::ApprovalStatus)),
     modifiers(&Conventions),
     security(("user_id" = []), ("api_key" = [])),
     tags(

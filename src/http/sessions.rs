@@ -2,8 +2,7 @@
 
 use actix_web::{HttpResponse, delete, get, post, put, web};
 use actors::ids::SessionId;
-use actors::model::{Session, TitleSource};
-use actors::storage::{CreateSession, GetSession, ListMessages, ListSessions, Page, SetTitle};
+use actors::storage::Page;
 
 use super::AppState;
 use super::auth::AuthUser;
@@ -75,17 +74,7 @@ pub async fn create_session(
     body: JsonObject<TitleRequest>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let session = match title(body.title.as_deref())? {
-        Some(t) => Session::new(user.0, t, TitleSource::User),
-        None => Session::new(user.0, "New Chat Session".into(), TitleSource::Default),
-    };
-    state
-        .chat
-        .storage()
-        .ask(CreateSession {
-            session: session.clone(),
-        })
-        .await?;
+    let session = state.chat.create_session(user.0, title(body.title.as_deref())?).await?;
     Ok(HttpResponse::Created().json(SessionDto::from(session)))
 }
 
@@ -103,14 +92,7 @@ pub async fn list_sessions(
 ) -> Result<HttpResponse, ApiError> {
     let (page, limit) = page(&query, 20)?;
     let (window, mut pagination) = paging(page, limit);
-    let (sessions, total) = state
-        .chat
-        .storage()
-        .ask(ListSessions {
-            user: user.0,
-            page: window,
-        })
-        .await?;
+    let (sessions, total) = state.chat.sessions(user.0, window).await?;
     pagination.total = Some(total);
     Ok(HttpResponse::Ok().json(SessionsPage {
         sessions: sessions.into_iter().map(SessionDto::from).collect(),
@@ -134,12 +116,7 @@ pub async fn get_session(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let id = SessionId::from_raw(path.into_inner());
-    let session = state
-        .chat
-        .storage()
-        .ask(GetSession { user: user.0, id })
-        .await?
-        .ok_or(ApiError::SessionNotFound)?;
+    let session = state.chat.session(user.0, id).await?;
     Ok(HttpResponse::Ok().json(SessionDto::from(session)))
 }
 
@@ -161,15 +138,8 @@ pub async fn rename_session(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let title = title(body.title.as_deref())?.ok_or(ApiError::MissingField("title"))?;
-    let set = SetTitle {
-        user: user.0,
-        id: SessionId::from_raw(path.into_inner()),
-        title,
-        source: TitleSource::User,
-    };
-    if !state.chat.storage().ask(set).await? {
-        return Err(ApiError::SessionNotFound);
-    }
+    let id = SessionId::from_raw(path.into_inner());
+    state.chat.rename(user.0, id, title).await?;
     Ok(HttpResponse::Ok().json(Confirmation {
         message: "Session updated successfully",
     }))
@@ -220,12 +190,8 @@ pub async fn list_messages(
 ) -> Result<HttpResponse, ApiError> {
     let (page, limit) = page(&query, 50)?;
     let (window, pagination) = paging(page, limit);
-    let list = ListMessages {
-        user: user.0,
-        id: SessionId::from_raw(path.into_inner()),
-        page: Some(window),
-    };
-    let messages = state.chat.storage().ask(list).await?.ok_or(ApiError::SessionNotFound)?;
+    let id = SessionId::from_raw(path.into_inner());
+    let messages = state.chat.messages(user.0, id, window).await?;
     Ok(HttpResponse::Ok().json(MessagesPage { messages, pagination }))
 }
 

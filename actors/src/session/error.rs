@@ -1,13 +1,26 @@
-//! `SessionError`: why a chat operation was refused or failed before its stream started.
+//! `SessionError`: why a chat operation was refused, or how a turn's answer failed.
 
+use crate::answer::TurnFailure;
 use crate::storage::StorageError;
 
-/// A failure of a session-level operation.
+/// A failure of a chat operation.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
-    /// The session (or stream) does not exist or belongs to someone else.
-    #[error("{0} not found")]
-    NotFound(&'static str),
+    /// The session does not exist or belongs to someone else.
+    #[error("session not found")]
+    SessionNotFound,
+    /// The stream does not exist or belongs to someone else.
+    #[error("stream not found")]
+    StreamNotFound,
+    /// The approval request does not exist, belongs to someone else, or is of another session.
+    #[error("approval request not found")]
+    ApprovalNotFound,
+    /// The grant does not exist or belongs to someone else.
+    #[error("grant not found")]
+    GrantNotFound,
+    /// No turn of that stream runs in this session actor.
+    #[error("no such turn is running")]
+    TurnNotRunning,
     /// The session already runs a turn; one turn at a time per session.
     #[error("a turn is already running in this session")]
     Busy,
@@ -23,6 +36,20 @@ pub enum SessionError {
     /// The approval request expired (it counts as denied).
     #[error("the approval request expired")]
     ApprovalExpired,
+    /// An in-band approval decision came with files.
+    #[error("an approval decision carries no files")]
+    DecisionWithFiles,
+    /// The request named a provider that is not configured.
+    #[error("no provider named {0:?}")]
+    UnknownProvider(String),
+    /// The user's turn allowance is used up.
+    #[error("{reason}")]
+    TooManyTurns {
+        /// Which limit.
+        reason: &'static str,
+        /// Seconds until a turn may start.
+        retry_after: u64,
+    },
     /// The provider that would answer cannot read an attached file of this kind.
     #[error("the provider {provider} cannot read {filename} ({mime_type})")]
     AttachmentUnreadable {
@@ -33,6 +60,12 @@ pub enum SessionError {
         /// Its type.
         mime_type: String,
     },
+    /// The turn ended with an `error` event (a non-streaming send reports it).
+    #[error("{0}")]
+    TurnFailed(TurnFailure),
+    /// The whole answer of a non-streaming send took too long.
+    #[error("the answer took too long")]
+    AnswerTimeout,
     /// Storage failed.
     #[error(transparent)]
     Storage(#[from] StorageError),

@@ -4,7 +4,10 @@
 
 mod error;
 mod messages;
+pub mod recovery;
 mod settings;
+#[cfg(test)]
+mod tests;
 mod title;
 mod turn;
 
@@ -16,7 +19,7 @@ use actix::prelude::*;
 use chrono::Utc;
 use futures::FutureExt;
 
-use crate::approval::{ApprovalRecord, CallState, Remember};
+use crate::approval::{ApprovalRecord, ApprovalStatus, Remember};
 use crate::ids::{SessionId, StreamId, UserId};
 use crate::model::{ChatMessage, Role, StreamMessage};
 use crate::storage::{ListMessages, PendingApproval, StreamRecord, StreamStatus, TurnWrite, WriteTurn};
@@ -316,25 +319,11 @@ impl SessionActor {
         let Some(mut record) = self.pending.clone() else {
             return (Vec::new(), None);
         };
-        let now = crate::model::now();
-        let expired = record.effective_status(now) == "expired";
-        let by = if expired {
-            "expiry (no decision in time)"
-        } else {
-            "a new message sent instead of a decision"
-        };
-        record.status = if expired { "expired" } else { "superseded" }.into();
-        record.decided_by = Some(if expired { "expiry" } else { "superseded" }.into());
-        record.decided_at = Some(now);
-        for call in &mut record.calls {
-            call.state = CallState::Denied { by: by.into() };
-        }
         let max = self.deps.settings.max_tool_output_chars;
         let results = record
-            .calls
-            .iter()
-            .map(|c| {
-                let execution = turn::denied(&c.call, by);
+            .abandon(crate::model::now())
+            .into_iter()
+            .map(|execution| {
                 let for_model = keep_head_and_tail(&execution.result, max);
                 ChatMessage::tool_result(execution, for_model)
             })
@@ -390,63 +379,13 @@ impl SessionActor {
             return Box::pin(fut::ready(Err(SessionError::AlreadyDecided)));
         };
         let now = crate::model::now();
-        if record.effective_status(now) == "expired" {
+        if record.effective_status(now) == ApprovalStatus::Expired {
             return Box::pin(fut::ready(Err(SessionError::ApprovalExpired)));
         }
         let decision = msg.decision;
         let person = format!("user:{}", self.user);
-        let chosen = |id: &str| {
-            decision.approved
-                && decision
-                    .approved_ids
-                    .as_ref()
-                    .is_none_or(|ids| ids.iter().any(|a| a == id))
-        };
-        let asked: Vec<usize> = record
-            .calls
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| c.state == CallState::Pending)
-            .map(|(i, _)| i)
-            .collect();
-        let mut granted: Vec<String> = Vec::new();
-        for call in &mut record.calls {
-            if call.state == CallState::Pending && chosen(&call.call.id) {
-                call.state = CallState::Approved { by: person.clone() };
-                if decision.remember != Remember::None && !granted.contains(&call.call.function.name) {
-                    granted.push(call.call.function.name.clone());
-                }
-            }
-        }
-        // A new grant also covers the pending sibling calls of the same tool in this batch.
-        for call in &mut record.calls {
-            if call.state == CallState::Pending {
-                call.state = if granted.contains(&call.call.function.name) {
-                    CallState::Approved {
-                        by: format!("{person} (grant)"),
-                    }
-                } else {
-                    CallState::Denied {
-                        by: format!("the user ({person})"),
-                    }
-                };
-            }
-        }
-        let decided: Vec<bool> = asked
-            .iter()
-            .map(|&i| matches!(record.calls[i].state, CallState::Approved { .. }))
-            .collect();
-        record.status = if decided.iter().all(|a| *a) {
-            "approved"
-        } else if decided.iter().any(|a| *a) {
-            "partially_approved"
-        } else {
-            "denied"
-        }
-        .into();
-        record.decided_by = Some(person);
-        record.decided_at = Some(now);
-        metrics::counter!("aichat_approvals_total", "outcome" => record.status.clone()).increment(1);
+        let granted = record.decide(&decision, &person, now);
+        metrics::counter!("aichat_approvals_total", "outcome" => record.status.as_str()).increment(1);
         metrics::histogram!("aichat_approval_wait_seconds")
             .record((now - record.created_at).num_milliseconds().max(0) as f64 / 1000.0);
         let scope = match decision.remember {
@@ -473,9 +412,9 @@ impl Handler<StopTurn> for SessionActor {
     type Result = Result<(), SessionError>;
 
     fn handle(&mut self, msg: StopTurn, _: &mut Self::Context) -> Self::Result {
-        let turn = self.turn.as_ref().ok_or(SessionError::NotFound("running turn"))?;
+        let turn = self.turn.as_ref().ok_or(SessionError::TurnNotRunning)?;
         if msg.stream_id.as_ref().is_some_and(|id| id != turn.stream.id()) {
-            return Err(SessionError::NotFound("running turn"));
+            return Err(SessionError::TurnNotRunning);
         }
         turn.stop.send_replace(Some(msg.reason));
         Ok(())

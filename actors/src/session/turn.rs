@@ -11,7 +11,7 @@ use chrono::Utc;
 use tokio::sync::watch;
 
 use super::SessionDeps;
-use crate::approval::{ApprovalRecord, BatchCall, CallState, Verdict};
+use crate::approval::{ApprovalRecord, ApprovalStatus, BatchCall, CallState, Verdict, denied};
 use crate::ids::{SessionId, StreamId};
 use crate::model::{ApprovalRequestView, ChatMessage, Role, StreamMessage, ToolCall, ToolExecution};
 use crate::provider::{CompletionRequest, ProviderError, ProviderEvent, Purpose};
@@ -59,7 +59,7 @@ impl TurnError {
     fn code(&self) -> &'static str {
         match self {
             TurnError::Provider(err) => err.code(),
-            TurnError::Storage(_) => "storage_unavailable",
+            TurnError::Storage(_) => crate::storage::StorageError::CODE,
             TurnError::Cancelled => StopReason::Cancelled.code(),
             TurnError::Interrupted => StopReason::Interrupted.code(),
         }
@@ -252,11 +252,9 @@ impl Turn {
             Err(TurnError::Cancelled | TurnError::Interrupted) => {
                 self.unsaved_messages
                     .retain(|m| m.role != Role::Assistant || m.tool_calls.is_empty());
-                if !self.partial.is_empty() {
-                    let mut answer = ChatMessage::new(Role::Assistant, std::mem::take(&mut self.partial));
-                    answer.status = Some(status.as_str().to_owned());
-                    self.unsaved_messages.push(answer);
-                }
+                let partial = std::mem::take(&mut self.partial);
+                self.unsaved_messages
+                    .extend(super::recovery::partial_answer(partial, status));
             }
             // A failed round keeps nothing of its partial answer in the context.
             Err(TurnError::Provider(_) | TurnError::Storage(_)) => self.unsaved_messages.clear(),
@@ -491,7 +489,7 @@ impl Turn {
             session_id: self.session_id.clone(),
             stream_id: self.stream_id.clone(),
             calls: batch,
-            status: "pending".into(),
+            status: ApprovalStatus::Pending,
             created_at: now,
             expires_at: now + expiry,
             decided_by: None,
@@ -569,21 +567,5 @@ impl Turn {
             self.record(ChatMessage::tool_result(execution, for_model));
         }
         self.announce(&announcement).await
-    }
-}
-
-/// The result of a call that was not run.
-pub(crate) fn denied(call: &ToolCall, by: &str) -> ToolExecution {
-    let now = crate::model::now();
-    let error = format!("the tool call was denied by {by}");
-    ToolExecution {
-        id: call.id.clone(),
-        tool_name: call.function.name.clone(),
-        arguments: call.function.arguments.clone(),
-        result: format!("Error executing tool: {error}"),
-        error: Some(error),
-        start_time: now,
-        end_time: now,
-        duration_ms: 0,
     }
 }

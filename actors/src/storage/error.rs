@@ -26,6 +26,11 @@ pub enum StorageError {
     InUse(String),
 }
 
+impl StorageError {
+    /// The stable code a client sees for any storage failure.
+    pub const CODE: &'static str = "storage_unavailable";
+}
+
 impl From<serde_json::Error> for StorageError {
     fn from(err: serde_json::Error) -> Self {
         StorageError::Corrupt(err.to_string())

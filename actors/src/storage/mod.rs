@@ -162,8 +162,8 @@ pub trait ChatStore: Send + Sync + 'static {
     fn list_grants(&self, user: UserId) -> Result<Vec<Grant>, StorageError>;
     /// Revokes a grant; `false` if not the user's.
     fn delete_grant(&self, user: UserId, id: &str) -> Result<bool, StorageError>;
-    /// Marks streams left `running` by a previous process as `interrupted`; returns how many.
-    fn interrupt_running_streams(&self) -> Result<u64, StorageError>;
+    /// Every stream left `running` (by a previous process), with its stored events.
+    fn running_streams(&self) -> Result<Vec<(StreamRecord, Vec<StoredEvent>)>, StorageError>;
     /// A cheap liveness probe.
     fn ping(&self) -> Result<(), StorageError>;
 }
@@ -226,8 +226,6 @@ storage_messages! {
     ListGrants { user: UserId } -> Vec<Grant> = |s, m| s.list_grants(m.user);
     /// Revokes a grant.
     DeleteGrant { user: UserId, id: String } -> bool = |s, m| s.delete_grant(m.user, &m.id);
-    /// Marks streams of a previous process as interrupted.
-    InterruptRunningStreams {} -> u64 = |s, _m| s.interrupt_running_streams();
     /// Probes the database.
     Ping {} -> () = |s, _m| s.ping();
 }

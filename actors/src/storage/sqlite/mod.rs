@@ -18,7 +18,7 @@ use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use super::{ChatStore, Page, StorageError, StoredEvent, StreamRecord, StreamStatus, TurnWrite};
 use crate::approval::{ApprovalRecord, Grant, Remember};
 use crate::ids::{SessionId, StreamId, UserId};
-use crate::model::{ChatMessage, Role, Session, StreamMessage, StreamMessageType, TitleSource, format_time};
+use crate::model::{ChatMessage, Session, TitleSource, format_time};
 use rows::{
     APPROVAL_COLUMNS, MESSAGE_COLUMNS, SESSION_COLUMNS, approval_from_row, drop_orphan_blobs, load_attachments,
     message_from_row, optional_json, parse_time, parse_user, session_blob_hashes, session_from_row,
@@ -344,7 +344,7 @@ impl ChatStore for SqliteStore {
                     approval.session_id.as_str(),
                     approval.stream_id.as_str(),
                     serde_json::to_string(&approval.calls)?,
-                    approval.status,
+                    approval.status.as_str(),
                     format_time(approval.created_at),
                     format_time(approval.expires_at),
                     approval.decided_by,
@@ -358,7 +358,7 @@ impl ChatStore for SqliteStore {
                  WHERE request_id = ?5 AND user_id = ?6 AND status = 'pending'",
                 params![
                     serde_json::to_string(&approval.calls)?,
-                    approval.status,
+                    approval.status.as_str(),
                     approval.decided_by,
                     approval.decided_at.map(format_time),
                     approval.request_id,
@@ -509,66 +509,21 @@ impl ChatStore for SqliteStore {
         Ok(Some((record, events)))
     }
 
-    fn interrupt_running_streams(&self) -> Result<u64, StorageError> {
-        let mut conn = self.conn()?;
+    fn running_streams(&self) -> Result<Vec<(StreamRecord, Vec<StoredEvent>)>, StorageError> {
         let running: Vec<(String, String)> = {
-            let mut stmt = conn.prepare("SELECT id, session_id FROM chat_streams WHERE status = 'running'")?;
+            let conn = self.conn()?;
+            let mut stmt = conn.prepare("SELECT id, user_id FROM chat_streams WHERE status = 'running'")?;
             stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
                 .collect::<Result<_, _>>()?
         };
-        for (stream_id, session_id) in &running {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let events: Vec<(i64, String)> = {
-                let mut stmt =
-                    tx.prepare("SELECT seq, data FROM chat_stream_events WHERE stream_id = ?1 ORDER BY seq")?;
-                stmt.query_map(params![stream_id], |row| Ok((row.get(0)?, row.get(1)?)))?
-                    .collect::<Result<_, _>>()?
-            };
-            let session = SessionId::from_raw(session_id.as_str());
-            // The text of the round that was not stored yet: what came after the last tool round.
-            let messages: Vec<StreamMessage> = events
-                .iter()
-                .filter_map(|(_, data)| serde_json::from_str(data).ok())
-                .collect();
-            let start = messages
-                .iter()
-                .rposition(|m| m.kind == StreamMessageType::ToolExecution)
-                .map_or(0, |i| i + 1);
-            let partial: String = messages[start..]
-                .iter()
-                .filter(|m| m.kind == StreamMessageType::Message)
-                .filter_map(|m| m.content.as_deref())
-                .collect();
-            let now = Utc::now();
-            if !partial.is_empty() {
-                let mut message = ChatMessage::new(Role::Assistant, partial);
-                message.status = Some("interrupted".into());
-                tx.execute(
-                    "INSERT INTO chat_messages (id, session_id, role, content, created_at, status)
-                     VALUES (?1, ?2, 'assistant', ?3, ?4, 'interrupted')",
-                    params![message.id, session_id, message.content, format_time(message.timestamp)],
-                )?;
+        let mut streams = Vec::with_capacity(running.len());
+        for (id, user) in running {
+            let user = parse_user(&user)?;
+            if let Some(stream) = self.load_stream(user, &StreamId::from_raw(id), 0)? {
+                streams.push(stream);
             }
-            let ended = messages.last().is_some_and(StreamMessage::is_terminal);
-            if !ended {
-                let note = StreamMessage::error(
-                    &session,
-                    "interrupted",
-                    "The server stopped before this answer was complete.",
-                );
-                let seq = events.last().map_or(1, |(seq, _)| seq + 1);
-                tx.execute(
-                    "INSERT INTO chat_stream_events (stream_id, seq, data) VALUES (?1, ?2, ?3)",
-                    params![stream_id, seq, serde_json::to_string(&note)?],
-                )?;
-            }
-            tx.execute(
-                "UPDATE chat_streams SET status = 'interrupted', finished_at = ?1 WHERE id = ?2",
-                params![format_time(now), stream_id],
-            )?;
-            tx.commit()?;
         }
-        Ok(u64::try_from(running.len()).unwrap_or(0))
+        Ok(streams)
     }
 
     fn ping(&self) -> Result<(), StorageError> {

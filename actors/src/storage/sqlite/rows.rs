@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use rusqlite::{Row, params};
 
-use crate::approval::ApprovalRecord;
+use crate::approval::{ApprovalRecord, ApprovalStatus};
 use crate::attachment::Attachment;
 use crate::ids::{SessionId, StreamId, UserId};
 use crate::model::{ApprovalRequestView, ChatMessage, Role, Session, TitleSource};
@@ -14,6 +14,16 @@ pub(super) fn parse_time(raw: &str) -> rusqlite::Result<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(raw)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+fn parse_status(raw: &str) -> rusqlite::Result<ApprovalStatus> {
+    ApprovalStatus::parse(raw).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            5,
+            rusqlite::types::Type::Text,
+            format!("unknown status {raw:?}").into(),
+        )
+    })
 }
 
 pub(super) fn parse_user(raw: &str) -> rusqlite::Result<UserId> {
@@ -143,7 +153,7 @@ pub(super) fn approval_from_row(row: &Row<'_>) -> rusqlite::Result<ApprovalRecor
         stream_id: StreamId::from_raw(row.get::<_, String>(3)?),
         calls: serde_json::from_str(&calls)
             .map_err(|e| rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, Box::new(e)))?,
-        status: row.get(5)?,
+        status: parse_status(&row.get::<_, String>(5)?)?,
         created_at: parse_time(&row.get::<_, String>(6)?)?,
         expires_at: parse_time(&row.get::<_, String>(7)?)?,
         decided_by: row.get(8)?,

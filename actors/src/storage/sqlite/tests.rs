@@ -1,6 +1,7 @@
 //! The SQLite store on real files: migrations, isolation, titles, turn writes, concurrent writers.
 
 use super::*;
+use crate::model::Role;
 
 fn store() -> (tempfile::TempDir, SqliteStore) {
     let dir = tempfile::tempdir().unwrap();
@@ -108,7 +109,7 @@ fn turn_writes_keep_message_order_and_stream_events() {
         }]
     );
     assert!(store.load_stream(user(2), &stream.id, 0).unwrap().is_none());
-    assert_eq!(store.interrupt_running_streams().unwrap(), 1);
+    assert_eq!(crate::session::recovery::interrupt_running(&store).unwrap(), 1);
     let (record, _) = store.load_stream(user(1), &stream.id, 0).unwrap().unwrap();
     assert_eq!(record.status, StreamStatus::Interrupted);
 }

@@ -5,10 +5,9 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use actors::ids::UserId;
-use actors::stream::StreamHub;
-
-use super::error::ApiError;
+use crate::ids::UserId;
+use crate::session::SessionError;
+use crate::stream::StreamHub;
 
 struct Bucket {
     tokens: f64,
@@ -33,9 +32,9 @@ impl TurnLimits {
     }
 
     /// Takes one turn from the user's allowance, or says how long to wait.
-    pub fn admit(&self, user: UserId, hub: &StreamHub) -> Result<(), ApiError> {
+    pub fn admit(&self, user: UserId, hub: &StreamHub) -> Result<(), SessionError> {
         if self.max_running > 0 && hub.running_for(user) >= self.max_running {
-            return Err(ApiError::TooManyTurns {
+            return Err(SessionError::TooManyTurns {
                 reason: "too many turns running at once",
                 retry_after: 1,
             });
@@ -58,7 +57,7 @@ impl TurnLimits {
             return Ok(());
         }
         let wait = ((1.0 - bucket.tokens) / rate).ceil().max(1.0);
-        Err(ApiError::TooManyTurns {
+        Err(SessionError::TooManyTurns {
             reason: "too many turns this minute",
             retry_after: wait as u64,
         })

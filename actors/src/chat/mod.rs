@@ -1,5 +1,11 @@
-//! `Chat`: the handle the HTTP shell holds. Each method sends the actor messages of one
-//! operation (with timeouts) so handlers stay thin.
+//! `Chat`: the only door into the core. The shell's handlers extract a request, make one call
+//! here and turn the result into a DTO; every rule of the chat (in-band approval messages, turn
+//! limits, ownership, the answer of a non-streaming send, cancel on disconnect) is applied here or
+//! in the actors behind it. Each method sends the actor messages of one operation, with timeouts.
+
+mod disconnect;
+mod in_band;
+mod records;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -7,13 +13,33 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use crate::approval::Decision;
+use crate::answer::Answer;
+use crate::approval::{ApprovalStatus, Decision, Remember};
+use crate::attachment::Attachment;
 use crate::backlog::Queued;
 use crate::ids::{SessionId, StreamId, UserId};
+use crate::limits::TurnLimits;
+use crate::provider::Providers;
 use crate::registry::{Evict, InterruptAll, Resolve, SessionRegistry};
 use crate::session::{Decide, SessionError, StartTurn, StopReason, StopTurn, TurnStarted};
 use crate::storage::{ClearMessages, DeleteSession, GetApproval, GetSession, LoadStream, Storage};
 use crate::stream::{StreamBuffer, StreamHub};
+
+pub use disconnect::DisconnectGuard;
+
+/// A message a person sends: text (or an in-band `[APPROVE_TOOLS:<id>]` / `[DENY_TOOLS:<id>]`),
+/// the session it continues, the provider it names, and its files.
+#[derive(Debug, Clone, Default)]
+pub struct Submission {
+    /// The text.
+    pub text: String,
+    /// The session it continues (`None`: a new one).
+    pub session_id: Option<SessionId>,
+    /// The provider it names (`None`: the default).
+    pub provider: Option<String>,
+    /// Files sent with it.
+    pub attachments: Vec<Attachment>,
+}
 
 /// The chat service's entry points.
 #[derive(Clone)]
@@ -21,17 +47,28 @@ pub struct Chat {
     registry: Addr<SessionRegistry>,
     storage: Storage,
     hub: Arc<StreamHub>,
+    providers: Arc<Providers>,
+    limits: Arc<TurnLimits>,
     timeout: Duration,
     draining: Arc<AtomicBool>,
 }
 
 impl Chat {
-    /// A handle over running actors.
-    pub fn new(registry: Addr<SessionRegistry>, storage: Storage, hub: Arc<StreamHub>, timeout: Duration) -> Self {
+    /// A handle over running actors; `limits` bounds each user's turns.
+    pub fn new(
+        registry: Addr<SessionRegistry>,
+        storage: Storage,
+        hub: Arc<StreamHub>,
+        providers: Arc<Providers>,
+        limits: TurnLimits,
+        timeout: Duration,
+    ) -> Self {
         Self {
             registry,
             storage,
             hub,
+            providers,
+            limits: Arc::new(limits),
             timeout,
             draining: Arc::new(AtomicBool::new(false)),
         }
@@ -49,29 +86,44 @@ impl Chat {
         addr.send(msg).timeout(self.timeout).await
     }
 
-    /// The storage handle (session CRUD goes straight to the storage actor).
-    pub fn storage(&self) -> &Storage {
-        &self.storage
-    }
-
     /// The stream hub.
     pub fn hub(&self) -> &Arc<StreamHub> {
         &self.hub
     }
 
-    /// Stores the person's message (with its files) and starts a turn. Replies with where to read
-    /// the stream.
-    pub async fn submit(
-        &self,
-        user: UserId,
-        session_id: Option<SessionId>,
-        text: String,
-        attachments: Vec<crate::attachment::Attachment>,
-        provider: Option<String>,
-    ) -> Result<TurnStarted, SessionError> {
+    /// Sends a person's message: an in-band `[APPROVE_TOOLS:<id>]` / `[DENY_TOOLS:<id>]` decides
+    /// that approval request (as the original UI does; it is not stored as a message); any other
+    /// text is stored with its files and starts a turn, within the user's turn limits. Replies
+    /// with where to read the stream.
+    pub async fn send(&self, user: UserId, submission: Submission) -> Result<TurnStarted, SessionError> {
+        if let Some((request_id, approved)) = in_band::decision(&submission.text) {
+            if !submission.attachments.is_empty() {
+                return Err(SessionError::DecisionWithFiles);
+            }
+            let decision = Decision {
+                approved,
+                approved_ids: None,
+                remember: Remember::None,
+            };
+            return self
+                .decide(user, request_id, submission.session_id.as_ref(), decision)
+                .await;
+        }
         if self.is_draining() {
             return Err(SessionError::ShuttingDown);
         }
+        self.limits.admit(user, &self.hub)?;
+        if let Some(name) = &submission.provider
+            && !self.providers.contains(name)
+        {
+            return Err(SessionError::UnknownProvider(name.clone()));
+        }
+        let Submission {
+            text,
+            session_id,
+            provider,
+            attachments,
+        } = submission;
         // A session actor can stop between lookup and send (idle, crash); one retry starts a new one.
         let mut last_error = None;
         for _ in 0..2 {
@@ -105,13 +157,22 @@ impl Chat {
         Err(last_error.unwrap_or(MailboxError::Closed).into())
     }
 
-    /// The stream's buffer, from memory or rebuilt from storage; `NotFound` for another user's.
+    /// Waits for the whole answer of a turn (a non-streaming send), at most `limit`.
+    pub async fn answer(&self, started: &TurnStarted, limit: Duration) -> Result<Answer, SessionError> {
+        tokio::time::timeout(limit, Answer::collect(&started.stream))
+            .await
+            .map_err(|_| SessionError::AnswerTimeout)?
+            .map_err(SessionError::TurnFailed)
+    }
+
+    /// The stream's buffer, from memory or rebuilt from storage; `StreamNotFound` for another
+    /// user's.
     pub async fn open_stream(&self, user: UserId, id: &StreamId) -> Result<Arc<StreamBuffer>, SessionError> {
         if let Some(buffer) = self.hub.get(id) {
             return if buffer.user_id() == user {
                 Ok(buffer)
             } else {
-                Err(SessionError::NotFound("stream"))
+                Err(SessionError::StreamNotFound)
             };
         }
         let stored = self
@@ -122,7 +183,7 @@ impl Chat {
                 after_seq: 0,
             })
             .await?
-            .ok_or(SessionError::NotFound("stream"))?;
+            .ok_or(SessionError::StreamNotFound)?;
         Ok(StreamBuffer::from_stored(&stored.0, stored.1))
     }
 
@@ -152,7 +213,7 @@ impl Chat {
         Ok(deleted)
     }
 
-    /// Stops a running turn on the person's request. `NotFound` for another user's stream,
+    /// Stops a running turn on the person's request. `StreamNotFound` for another user's stream,
     /// `Finished` when its turn already ended.
     pub async fn cancel(&self, user: UserId, id: &StreamId) -> Result<(), SessionError> {
         let buffer = self.open_stream(user, id).await?;
@@ -173,7 +234,7 @@ impl Chat {
         };
         match self.ask("session", &addr, stop).await? {
             // The turn ended between the check and the stop.
-            Err(SessionError::NotFound(_)) => Err(SessionError::Finished),
+            Err(SessionError::TurnNotRunning) => Err(SessionError::Finished),
             other => other,
         }
     }
@@ -225,10 +286,10 @@ impl Chat {
             })
             .await?
             .filter(|r| session.is_none_or(|s| *s == r.session_id))
-            .ok_or(SessionError::NotFound("approval"))?;
+            .ok_or(SessionError::ApprovalNotFound)?;
         match record.effective_status(crate::model::now()) {
-            "pending" => {}
-            "expired" => return Err(SessionError::ApprovalExpired),
+            ApprovalStatus::Pending => {}
+            ApprovalStatus::Expired => return Err(SessionError::ApprovalExpired),
             _ => return Err(SessionError::AlreadyDecided),
         }
         let (_, addr) = self
