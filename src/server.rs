@@ -124,7 +124,8 @@ pub fn start(config: &Config, handle_signals: bool) -> Result<Running, StartErro
         },
     });
     let retention = secs(config.server.stream_retention_secs);
-    let registry = Supervisor::start(move |_| SessionRegistry::new(deps, retention));
+    let timeout = secs(config.server.actor_timeout_secs);
+    let registry = Supervisor::start(move |_| SessionRegistry::new(deps, retention, timeout));
     let turns = TurnLimits::new(
         config.limits.max_concurrent_turns_per_user,
         config.limits.turns_per_minute_per_user,

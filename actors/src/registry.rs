@@ -1,5 +1,6 @@
 //! The session registry: finds or starts the session actor of a session, checking ownership
-//! through storage, and forgets actors that stopped. It also sweeps finished streams out of memory.
+//! through storage, forwards a new turn to it (`Submit`: one round trip for a send), and forgets
+//! actors that stopped. It also sweeps finished streams out of memory.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -8,9 +9,12 @@ use std::time::Duration;
 use actix::prelude::*;
 use chrono::Utc;
 
+use crate::backlog::Queued;
 use crate::ids::{SessionId, UserId};
 use crate::model::{Session, TitleSource};
-use crate::session::{Forget, SessionActor, SessionDeps, SessionError, Shutdown, StopReason, StopTurn};
+use crate::session::{
+    Forget, SessionActor, SessionDeps, SessionError, Shutdown, StartTurn, StopReason, StopTurn, TurnStarted,
+};
 use crate::storage::{CreateSession, GetSession};
 
 /// Finds the user's session (or creates one when `session_id` is absent, unknown or not theirs,
@@ -22,6 +26,20 @@ pub struct Resolve {
     pub user: UserId,
     /// The session the client named, if any.
     pub session_id: Option<SessionId>,
+}
+
+/// Starts a turn in the user's session (found or created as [`Resolve`] does): the registry
+/// forwards `turn` to the session's actor and replies with its answer, so a send costs the caller
+/// one round trip. A session actor that stopped between lookup and forward is started afresh once.
+#[derive(Message)]
+#[rtype(result = "Result<TurnStarted, SessionError>")]
+pub struct Submit {
+    /// Who asks.
+    pub user: UserId,
+    /// The session the client named, if any.
+    pub session_id: Option<SessionId>,
+    /// The turn to start.
+    pub turn: StartTurn,
 }
 
 /// Stops a session's actor, cancelling its turn (after a clear or delete). Only the session's
@@ -45,15 +63,19 @@ pub struct SessionRegistry {
     deps: Arc<SessionDeps>,
     sessions: HashMap<SessionId, (UserId, Addr<SessionActor>)>,
     stream_retention: Duration,
+    /// Longest wait for a session actor to answer a forwarded message.
+    timeout: Duration,
 }
 
 impl SessionRegistry {
-    /// A registry whose sessions share `deps`; finished streams stay in memory for `stream_retention`.
-    pub fn new(deps: Arc<SessionDeps>, stream_retention: Duration) -> Self {
+    /// A registry whose sessions share `deps`; finished streams stay in memory for
+    /// `stream_retention`; a forwarded message waits at most `timeout` for its session actor.
+    pub fn new(deps: Arc<SessionDeps>, stream_retention: Duration, timeout: Duration) -> Self {
         Self {
             deps,
             sessions: HashMap::new(),
             stream_retention,
+            timeout,
         }
     }
 
@@ -109,19 +131,21 @@ impl Supervised for SessionRegistry {
     }
 }
 
-impl Handler<Resolve> for SessionRegistry {
-    type Result = ResponseActFuture<Self, Result<(SessionId, Addr<SessionActor>), SessionError>>;
-
-    fn handle(&mut self, msg: Resolve, _: &mut Self::Context) -> Self::Result {
-        let user = msg.user;
-        if let Some(id) = &msg.session_id
+impl SessionRegistry {
+    /// The user's session named `session_id` (or a new one) and its running actor.
+    fn resolve(
+        &mut self,
+        user: UserId,
+        session_id: Option<SessionId>,
+    ) -> ResponseActFuture<Self, Result<(SessionId, Addr<SessionActor>), SessionError>> {
+        if let Some(id) = &session_id
             && let Some(addr) = self.running(user, id)
         {
             return Box::pin(fut::ready(Ok((id.clone(), addr))));
         }
         let storage = self.deps.storage.clone();
         let lookup = async move {
-            if let Some(id) = msg.session_id
+            if let Some(id) = session_id
                 && let Some(session) = storage.ask(GetSession { user, id }).await?
             {
                 return Ok::<_, SessionError>((session.id, false));
@@ -135,6 +159,67 @@ impl Handler<Resolve> for SessionRegistry {
             let (id, created) = found?;
             Ok((id.clone(), act.get_or_start(user, id, created, ctx)))
         }))
+    }
+
+    /// Sends `turn` to a session actor, counted in the session backlog.
+    fn forward(
+        &self,
+        addr: &Addr<SessionActor>,
+        turn: StartTurn,
+    ) -> impl Future<Output = Result<Result<TurnStarted, SessionError>, MailboxError>> + use<> {
+        let (request, timeout) = (addr.send(turn), self.timeout);
+        async move {
+            let _queued = Queued::enter("session");
+            tokio::time::timeout(timeout, request)
+                .await
+                .unwrap_or(Err(MailboxError::Timeout))
+        }
+    }
+}
+
+impl Handler<Resolve> for SessionRegistry {
+    type Result = ResponseActFuture<Self, Result<(SessionId, Addr<SessionActor>), SessionError>>;
+
+    fn handle(&mut self, msg: Resolve, _: &mut Self::Context) -> Self::Result {
+        self.resolve(msg.user, msg.session_id)
+    }
+}
+
+impl Handler<Submit> for SessionRegistry {
+    type Result = ResponseActFuture<Self, Result<TurnStarted, SessionError>>;
+
+    fn handle(&mut self, msg: Submit, _: &mut Self::Context) -> Self::Result {
+        let Submit { user, session_id, turn } = msg;
+        Box::pin(
+            self.resolve(user, session_id)
+                .then(move |found, act, _| -> ResponseActFuture<Self, _> {
+                    let (id, addr) = match found {
+                        Ok(found) => found,
+                        Err(err) => return Box::pin(fut::ready(Err(err))),
+                    };
+                    let again = turn.clone();
+                    let first = act.forward(&addr, turn);
+                    Box::pin(
+                        first
+                            .into_actor(act)
+                            .then(move |sent, act, ctx| -> ResponseActFuture<Self, _> {
+                                match sent {
+                                    Ok(started) => Box::pin(fut::ready(started)),
+                                    // The actor stopped between lookup and forward (idle, crash): once more
+                                    // with a fresh one, loaded from storage.
+                                    Err(MailboxError::Closed) => {
+                                        if act.sessions.get(&id).is_some_and(|(_, running)| *running == addr) {
+                                            act.sessions.remove(&id);
+                                        }
+                                        let fresh = act.get_or_start(user, id, false, ctx);
+                                        Box::pin(act.forward(&fresh, again).into_actor(act).map(|sent, _, _| sent?))
+                                    }
+                                    Err(err) => Box::pin(fut::ready(Err(err.into()))),
+                                }
+                            }),
+                    )
+                }),
+        )
     }
 }
 

@@ -20,7 +20,7 @@ use crate::backlog::Queued;
 use crate::ids::{SessionId, StreamId, UserId};
 use crate::limits::TurnLimits;
 use crate::provider::Providers;
-use crate::registry::{Evict, InterruptAll, Resolve, SessionRegistry};
+use crate::registry::{Evict, InterruptAll, Resolve, SessionRegistry, Submit};
 use crate::session::{Decide, SessionError, StartTurn, StopReason, StopTurn, TurnStarted};
 use crate::storage::{ClearMessages, DeleteSession, GetApproval, GetSession, LoadStream, Storage};
 use crate::stream::{StreamBuffer, StreamHub};
@@ -124,37 +124,13 @@ impl Chat {
             provider,
             attachments,
         } = submission;
-        // A session actor can stop between lookup and send (idle, crash); one retry starts a new one.
-        let mut last_error = None;
-        for _ in 0..2 {
-            let (_, addr) = self
-                .ask(
-                    "registry",
-                    &self.registry,
-                    Resolve {
-                        user,
-                        session_id: session_id.clone(),
-                    },
-                )
-                .await??;
-            match self
-                .ask(
-                    "session",
-                    &addr,
-                    StartTurn {
-                        text: text.clone(),
-                        attachments: attachments.clone(),
-                        provider: provider.clone(),
-                    },
-                )
-                .await
-            {
-                Ok(started) => return started,
-                Err(MailboxError::Closed) => last_error = Some(MailboxError::Closed),
-                Err(err) => return Err(err.into()),
-            }
-        }
-        Err(last_error.unwrap_or(MailboxError::Closed).into())
+        let turn = StartTurn {
+            text,
+            attachments,
+            provider,
+        };
+        let submit = Submit { user, session_id, turn };
+        self.ask("registry", &self.registry, submit).await?
     }
 
     /// Waits for the whole answer of a turn (a non-streaming send), at most `limit`.

@@ -2,12 +2,11 @@
 //! handshake timeout), watches the connection, rebuilds it with jittered backoff when it dies,
 //! and refreshes the tool list on `notifications/tools/list_changed`.
 //!
-//! It publishes what callers need into a shared [`Slot`]: the state, a cloneable rmcp `Peer`, and
-//! the tools. Calls go straight through the peer, never through this actor's mailbox.
+//! It reports to its pool (`ConnectionUp` with the peer and tools, `ConnectionDown`,
+//! `ToolsListed`); the pool sends calls on the peer, never through this actor's mailbox.
 
 use std::process::Stdio;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -19,6 +18,7 @@ use rmcp::{ClientHandler, Peer, RoleClient, ServiceExt};
 use tokio::io::AsyncBufReadExt;
 
 use super::config::{ServerSpec, Transport};
+use super::pool::{ConnectionDown, ConnectionUp, ToolsListed};
 
 /// Where a connection stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,54 +42,6 @@ impl ConnState {
             ConnState::Reconnecting => "reconnecting",
             ConnState::Failed => "failed",
         }
-    }
-}
-
-/// The shared view of one connection.
-pub struct SlotState {
-    /// Where it stands.
-    pub state: ConnState,
-    /// The peer, while ready.
-    pub peer: Option<Peer<RoleClient>>,
-    /// The server's tools (replaced atomically).
-    pub tools: Arc<Vec<Tool>>,
-    /// The last failure.
-    pub last_error: Option<String>,
-    /// Bumped on every new connection, so stale failure reports are ignored.
-    pub generation: u64,
-}
-
-/// One connection's published state and its calls in flight.
-pub struct Slot {
-    state: Mutex<SlotState>,
-    /// Calls in flight on this connection.
-    pub in_flight: AtomicUsize,
-}
-
-impl Default for Slot {
-    fn default() -> Self {
-        Self {
-            state: Mutex::new(SlotState {
-                state: ConnState::Connecting,
-                peer: None,
-                tools: Arc::new(Vec::new()),
-                last_error: None,
-                generation: 0,
-            }),
-            in_flight: AtomicUsize::new(0),
-        }
-    }
-}
-
-impl Slot {
-    /// The state, locked briefly.
-    pub fn lock(&self) -> MutexGuard<'_, SlotState> {
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Calls in flight.
-    pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Relaxed)
     }
 }
 
@@ -152,7 +104,13 @@ type Running = RunningService<RoleClient, Notifications>;
 /// The connection actor.
 pub struct McpConnection {
     spec: Arc<ServerSpec>,
-    slot: Arc<Slot>,
+    /// Its place in the pool.
+    index: usize,
+    pool_down: Recipient<ConnectionDown>,
+    pool_up: Recipient<ConnectionUp>,
+    pool_listed: Recipient<ToolsListed>,
+    state: ConnState,
+    peer: Option<Peer<RoleClient>>,
     attempt: u32,
     generation: u64,
     service: Option<SpawnHandle>,
@@ -160,16 +118,36 @@ pub struct McpConnection {
 }
 
 impl McpConnection {
-    /// A connection to `spec` publishing into `slot`.
-    pub fn new(spec: Arc<ServerSpec>, slot: Arc<Slot>) -> Self {
+    /// Connection `index` of a pool to `spec`, reporting to the pool.
+    pub fn new(
+        spec: Arc<ServerSpec>,
+        index: usize,
+        pool_down: Recipient<ConnectionDown>,
+        pool_up: Recipient<ConnectionUp>,
+        pool_listed: Recipient<ToolsListed>,
+    ) -> Self {
         Self {
             spec,
-            slot,
+            index,
+            pool_down,
+            pool_up,
+            pool_listed,
+            state: ConnState::Connecting,
+            peer: None,
             attempt: 0,
             generation: 0,
             service: None,
             retry: None,
         }
+    }
+
+    fn report_down(&self, reason: Option<String>) {
+        self.pool_down.do_send(ConnectionDown {
+            index: self.index,
+            generation: self.generation,
+            state: self.state,
+            reason,
+        });
     }
 
     fn connect(&mut self, ctx: &mut Context<Self>) {
@@ -179,14 +157,11 @@ impl McpConnection {
             // Dropping the old service's future closes it (and stops its child process).
             ctx.cancel_future(handle);
         }
-        {
-            let mut slot = self.slot.lock();
-            slot.generation = generation;
-            slot.peer = None;
-            if slot.state == ConnState::Ready {
-                slot.state = ConnState::Reconnecting;
-            }
+        self.peer = None;
+        if self.state == ConnState::Ready {
+            self.state = ConnState::Reconnecting;
         }
+        self.report_down(None);
         let notifications = Notifications {
             addr: ctx.address(),
             generation,
@@ -208,13 +183,14 @@ impl McpConnection {
                 Ok((running, tools)) => {
                     tracing::info!(server = %act.spec.name, tools = tools.len(), "MCP server ready");
                     act.attempt = 0;
-                    {
-                        let mut slot = act.slot.lock();
-                        slot.state = ConnState::Ready;
-                        slot.peer = Some(running.peer().clone());
-                        slot.tools = Arc::new(tools);
-                        slot.last_error = None;
-                    }
+                    act.state = ConnState::Ready;
+                    act.peer = Some(running.peer().clone());
+                    act.pool_up.do_send(ConnectionUp {
+                        index: act.index,
+                        generation,
+                        peer: running.peer().clone(),
+                        tools,
+                    });
                     let watch = async move { running.waiting().await };
                     let handle = ctx.spawn(watch.into_actor(act).map(move |_, act, ctx| {
                         if generation == act.generation {
@@ -233,15 +209,12 @@ impl McpConnection {
         self.attempt = self.attempt.saturating_add(1);
         let delay = backoff(self.attempt);
         tracing::warn!(server = %self.spec.name, %reason, retry_in = ?delay, "MCP connection lost");
-        {
-            let mut slot = self.slot.lock();
-            slot.peer = None;
-            slot.state = match slot.state {
-                ConnState::Ready | ConnState::Reconnecting => ConnState::Reconnecting,
-                ConnState::Connecting | ConnState::Failed => ConnState::Failed,
-            };
-            slot.last_error = Some(reason);
-        }
+        self.peer = None;
+        self.state = match self.state {
+            ConnState::Ready | ConnState::Reconnecting => ConnState::Reconnecting,
+            ConnState::Connecting | ConnState::Failed => ConnState::Failed,
+        };
+        self.report_down(Some(reason));
         if let Some(handle) = self.service.take() {
             ctx.cancel_future(handle);
         }
@@ -342,7 +315,7 @@ impl Handler<ConnectionLost> for McpConnection {
     type Result = ();
 
     fn handle(&mut self, msg: ConnectionLost, ctx: &mut Self::Context) {
-        if msg.generation == self.generation && self.slot.lock().state == ConnState::Ready {
+        if msg.generation == self.generation && self.state == ConnState::Ready {
             self.lost(msg.reason, ctx);
         }
     }
@@ -355,17 +328,21 @@ impl Handler<ToolsChanged> for McpConnection {
         if msg.generation != self.generation {
             return;
         }
-        let Some(peer) = self.slot.lock().peer.clone() else {
+        let Some(peer) = self.peer.clone() else {
             return;
         };
-        let slot = Arc::clone(&self.slot);
+        let (pool, index, generation) = (self.pool_listed.clone(), self.index, self.generation);
         let server = self.spec.name.clone();
         ctx.spawn(
             async move {
                 match tokio::time::timeout(Duration::from_secs(30), peer.list_all_tools()).await {
                     Ok(Ok(tools)) => {
                         tracing::info!(server = %server, tools = tools.len(), "MCP tools changed");
-                        slot.lock().tools = Arc::new(tools);
+                        pool.do_send(ToolsListed {
+                            index,
+                            generation,
+                            tools,
+                        });
                     }
                     Ok(Err(err)) => tracing::warn!(server = %server, error = %err, "tools/list failed"),
                     Err(_) => tracing::warn!(server = %server, "tools/list timed out"),
@@ -380,16 +357,22 @@ impl Handler<Refresh> for McpConnection {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, _: Refresh, ctx: &mut Self::Context) -> Self::Result {
-        let peer = self.slot.lock().peer.clone();
-        let Some(peer) = peer else {
+        let Some(peer) = self.peer.clone() else {
             self.attempt = 0;
             self.connect(ctx);
             return Box::pin(async {});
         };
-        let slot = Arc::clone(&self.slot);
+        let (pool, index, generation) = (self.pool_listed.clone(), self.index, self.generation);
         Box::pin(async move {
             if let Ok(Ok(tools)) = tokio::time::timeout(Duration::from_secs(10), peer.list_all_tools()).await {
-                slot.lock().tools = Arc::new(tools);
+                // Waits until the pool has the list, so a refresh's caller sees it.
+                let _ = pool
+                    .send(ToolsListed {
+                        index,
+                        generation,
+                        tools,
+                    })
+                    .await;
             }
         })
     }

@@ -10,7 +10,7 @@ use crate::ids::{SessionId, StreamId};
 use crate::stream::StreamBuffer;
 
 /// Starts a turn with the person's message. Replies once the message is stored and the turn runs.
-#[derive(Message)]
+#[derive(Message, Clone)]
 #[rtype(result = "Result<TurnStarted, SessionError>")]
 pub struct StartTurn {
     /// The person's message.

@@ -140,7 +140,7 @@ fn harness(approval: ApprovalConfig) -> Harness {
             approval,
         },
     });
-    let registry = SessionRegistry::new(deps, Duration::from_secs(60)).start();
+    let registry = SessionRegistry::new(deps, Duration::from_secs(60), WAIT).start();
     let chat = Chat::new(registry, storage, hub, providers, TurnLimits::new(0, 0), WAIT);
     Harness { chat, tools, _dir: dir }
 }

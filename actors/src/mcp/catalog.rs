@@ -1,0 +1,234 @@
+//! `McpTools`: every MCP server's tools as one [`ToolCatalog`]. Tools are exposed to models as
+//! `<server>__<tool>` in a stable sorted order; a call is routed back to its server's pool actor
+//! as a `CallTool` message.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{Addr, ArbiterHandle};
+use futures::future::BoxFuture;
+use rmcp::model::CallToolResult;
+use tokio::sync::{oneshot, watch};
+
+use super::config::ServerSpec;
+use super::pool::{CallTool, McpPool, PoolView, RefreshPool, ServerStatus};
+use crate::backlog::Queued;
+use crate::model::ToolCall;
+use crate::tools::{ToolCatalog, ToolOutcome, ToolSpec};
+
+/// One server: its pool actor and what the pool publishes.
+#[derive(Clone)]
+pub struct McpServer {
+    name: String,
+    pool: Addr<McpPool>,
+    view: watch::Receiver<PoolView>,
+    /// Longest a call may take, progress included (the pool's own bound, plus a margin).
+    limit: Duration,
+}
+
+impl McpServer {
+    /// Starts the server's pool and connections on `arbiter`.
+    pub fn start(spec: ServerSpec, arbiter: &ArbiterHandle) -> Self {
+        let name = spec.name.clone();
+        // Waiting for a permit, then the request with progress: the pool bounds both.
+        let limit = spec.call_timeout.saturating_mul(11) + Duration::from_secs(5);
+        let (pool, view) = McpPool::start(spec, arbiter);
+        Self {
+            name,
+            pool,
+            view,
+            limit,
+        }
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The tools of its first ready connection.
+    pub fn tools(&self) -> Arc<Vec<rmcp::model::Tool>> {
+        Arc::clone(&self.view.borrow().tools)
+    }
+
+    /// Where it stands.
+    pub fn status(&self) -> ServerStatus {
+        self.view.borrow().status.clone()
+    }
+
+    /// Re-lists tools on ready connections and reconnects the others; waits for the re-lists.
+    pub async fn refresh(&self) {
+        let _ = self.pool.send(RefreshPool).await;
+    }
+
+    /// Calls one of its tools through its pool actor. Dropping the future abandons the call
+    /// (the server is told).
+    pub fn call(
+        &self,
+        tool: String,
+        arguments: serde_json::Map<String, serde_json::Value>,
+    ) -> BoxFuture<'static, ToolOutcome> {
+        let (alive, caller) = oneshot::channel::<()>();
+        let request = self.pool.send(CallTool {
+            tool,
+            arguments,
+            caller,
+            queued: Queued::enter("mcp_pool"),
+        });
+        let (name, limit) = (self.name.clone(), self.limit);
+        Box::pin(async move {
+            let _alive = alive;
+            match tokio::time::timeout(limit, request).await {
+                Ok(Ok(outcome)) => outcome,
+                Ok(Err(_)) => ToolOutcome::Failure(format!("MCP server `{name}` is unavailable")),
+                Err(_) => ToolOutcome::Failure(format!("MCP server `{name}` did not answer in time")),
+            }
+        })
+    }
+}
+
+/// Folds a tool result into text for the model: text blocks in order, other blocks as JSON,
+/// `structuredContent` when there is no content, and `isError` as a failure.
+pub(super) fn outcome_of(result: CallToolResult) -> ToolOutcome {
+    let parts: Vec<String> = result
+        .content
+        .iter()
+        .map(|block| match block.as_text() {
+            Some(text) => text.text.clone(),
+            None => serde_json::to_string(block).unwrap_or_default(),
+        })
+        .collect();
+    let mut text = parts.join("\n");
+    if text.is_empty()
+        && let Some(structured) = &result.structured_content
+    {
+        text = structured.to_string();
+    }
+    if result.is_error == Some(true) {
+        ToolOutcome::Failure(text)
+    } else {
+        ToolOutcome::Success(text)
+    }
+}
+
+/// `<server>__<tool>` with characters providers reject replaced by `_`, at most 64 long.
+pub fn exposed_name(server: &str, tool: &str) -> String {
+    let raw: String = format!("{server}__{tool}")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if raw.len() <= 64 {
+        return raw;
+    }
+    // Long names keep a prefix and a hash of the whole, so distinct tools stay distinct.
+    let hash = raw.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("{}_{:08x}", &raw[..55], hash as u32)
+}
+
+/// Every configured server's tools, as one catalog.
+#[derive(Default)]
+pub struct McpTools {
+    servers: Vec<McpServer>,
+}
+
+impl McpTools {
+    /// A catalog over running servers.
+    pub fn new(servers: Vec<McpServer>) -> Self {
+        Self { servers }
+    }
+
+    /// Status of every server.
+    pub fn status(&self) -> Vec<ServerStatus> {
+        self.servers.iter().map(|s| s.status()).collect()
+    }
+
+    /// Refreshes every server at once.
+    pub async fn refresh(&self) {
+        futures::future::join_all(self.servers.iter().map(|s| s.refresh())).await;
+    }
+
+    fn route(&self, exposed: &str) -> Option<(&McpServer, String)> {
+        self.servers.iter().find_map(|server| {
+            server
+                .tools()
+                .iter()
+                .find(|tool| exposed_name(server.name(), &tool.name) == exposed)
+                .map(|tool| (server, tool.name.to_string()))
+        })
+    }
+}
+
+impl ToolCatalog for McpTools {
+    fn tools(&self) -> Vec<ToolSpec> {
+        let mut specs: Vec<ToolSpec> = self
+            .servers
+            .iter()
+            .flat_map(|server| {
+                let name = server.name().to_owned();
+                server
+                    .tools()
+                    .iter()
+                    .map(|tool| ToolSpec {
+                        name: exposed_name(&name, &tool.name),
+                        server: name.clone(),
+                        tool: tool.name.to_string(),
+                        description: format!("{} ({name})", tool.description.as_deref().unwrap_or("").trim()),
+                        input_schema: serde_json::Value::Object((*tool.input_schema).clone()),
+                        annotations: tool.annotations.as_ref().and_then(|a| serde_json::to_value(a).ok()),
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        specs.sort_by(|a, b| a.name.cmp(&b.name));
+        specs
+    }
+
+    fn call(&self, call: &ToolCall) -> BoxFuture<'static, ToolOutcome> {
+        let name = call.function.name.clone();
+        let arguments = match serde_json::from_str::<serde_json::Value>(&call.function.arguments) {
+            Ok(serde_json::Value::Object(map)) => map,
+            Ok(serde_json::Value::Null) => serde_json::Map::new(),
+            Ok(_) | Err(_) if call.function.arguments.trim().is_empty() => serde_json::Map::new(),
+            Ok(_) | Err(_) => {
+                return Box::pin(async move { ToolOutcome::Failure("the arguments are not a JSON object".into()) });
+            }
+        };
+        match self.route(&name) {
+            Some((server, tool)) => server.call(tool, arguments),
+            None => Box::pin(async move { ToolOutcome::Failure(format!("unknown tool: {name}")) }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposed_names_are_namespaced_sanitised_and_bounded() {
+        assert_eq!(exposed_name("time", "get_current_time"), "time__get_current_time");
+        assert_eq!(exposed_name("every", "get-sum"), "every__get-sum");
+        assert_eq!(exposed_name("a", "tool.with spaces"), "a__tool_with_spaces");
+        let long_a = exposed_name("s", &"x".repeat(80));
+        let long_b = exposed_name("s", &format!("{}y", "x".repeat(79)));
+        assert_eq!(long_a.len(), 64);
+        assert_ne!(long_a, long_b);
+    }
+
+    #[test]
+    fn results_keep_every_block_and_honour_is_error() {
+        use rmcp::model::ContentBlock as Content;
+        let ok = CallToolResult::success(vec![Content::text("a"), Content::text("b")]);
+        assert_eq!(outcome_of(ok), ToolOutcome::Success("a\nb".into()));
+        let failed = CallToolResult::error(vec![Content::text("boom")]);
+        assert_eq!(outcome_of(failed), ToolOutcome::Failure("boom".into()));
+    }
+}

@@ -1,0 +1,454 @@
+//! `McpPool`: the actor of one MCP server. It owns the server's connection actors and everything
+//! a call needs to choose one: their states, peers and tools (reported by the connections as
+//! `ConnectionUp` / `ConnectionDown` / `ToolsListed`), the calls in flight on each, and the
+//! server's concurrency permits. All of it is plain actor state: no mutex, no atomics.
+//!
+//! A `CallTool` message is answered with a future that does not hold the mailbox: the pool takes
+//! a permit (or queues for one), picks the least busy ready connection, and sends the request on
+//! its peer; many calls run at once. The request is bounded by a timeout that progress
+//! notifications extend, and cancelled on the server (`notifications/cancelled`) when it times out
+//! or its caller goes away. What readers need without a message round trip (the tool list the
+//! catalog offers on every model call, the status) is published through a watch channel.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use rmcp::model::{
+    CallToolRequest, CallToolRequestParams, CancelledNotificationParam, ClientRequest, ServerResult, Tool,
+};
+use rmcp::service::{PeerRequestOptions, ServiceError};
+use rmcp::{Peer, RoleClient};
+use serde::Serialize;
+use tokio::sync::{oneshot, watch};
+use utoipa::ToSchema;
+
+use super::catalog::outcome_of;
+use super::config::{ServerSpec, Transport};
+use super::connection::{ConnState, ConnectionLost, McpConnection, Refresh};
+use crate::backlog::Queued;
+use crate::tools::ToolOutcome;
+
+/// Calls one of the server's tools. Answered when the call ends; dropping `caller`'s sender (the
+/// caller went away) abandons it and tells the server.
+#[derive(Message)]
+#[rtype(result = "ToolOutcome")]
+pub struct CallTool {
+    /// The server's own name for the tool.
+    pub tool: String,
+    /// Its arguments.
+    pub arguments: serde_json::Map<String, serde_json::Value>,
+    /// Resolves when the caller is gone.
+    pub caller: oneshot::Receiver<()>,
+    /// Counts the message in the backlog until the pool has taken it.
+    pub queued: Queued,
+}
+
+/// A connection is ready: its peer and tools.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ConnectionUp {
+    /// Which connection of the pool.
+    pub index: usize,
+    /// Its generation (bumped on every new connection).
+    pub generation: u64,
+    /// Where calls go.
+    pub peer: Peer<RoleClient>,
+    /// The server's tools.
+    pub tools: Vec<Tool>,
+}
+
+/// A connection is not (or no longer) usable.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ConnectionDown {
+    /// Which connection.
+    pub index: usize,
+    /// Its generation.
+    pub generation: u64,
+    /// Where it stands now.
+    pub state: ConnState,
+    /// Why, if it failed.
+    pub reason: Option<String>,
+}
+
+/// A ready connection listed the server's tools again.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ToolsListed {
+    /// Which connection.
+    pub index: usize,
+    /// Its generation.
+    pub generation: u64,
+    /// The tools.
+    pub tools: Vec<Tool>,
+}
+
+/// Re-list tools on ready connections and reconnect the others; replies when the re-lists end.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RefreshPool;
+
+/// A server as `GET /v1/chat/mcp/servers` shows it.
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+pub struct ServerStatus {
+    /// Its name.
+    pub name: String,
+    /// `stdio` or `streamable_http`.
+    pub transport: &'static str,
+    /// `ready` if any connection is ready, else the first connection's state.
+    pub state: &'static str,
+    /// Tools it offers.
+    pub tool_count: usize,
+    /// Calls in flight over all its connections.
+    pub calls_in_flight: usize,
+    /// Ready connections out of `pool_size`.
+    pub connections_ready: usize,
+    /// Its pool size.
+    pub pool_size: usize,
+    /// The last failure, if any connection has one.
+    pub last_error: Option<String>,
+}
+
+/// What the pool publishes on every change.
+#[derive(Debug, Clone, Default)]
+pub struct PoolView {
+    /// The tools of its first ready connection.
+    pub tools: Arc<Vec<Tool>>,
+    /// Where it stands.
+    pub status: ServerStatus,
+}
+
+/// One connection as the pool sees it.
+struct Conn {
+    addr: Option<Addr<McpConnection>>,
+    state: ConnState,
+    peer: Option<Peer<RoleClient>>,
+    tools: Arc<Vec<Tool>>,
+    last_error: Option<String>,
+    generation: u64,
+    in_flight: usize,
+}
+
+/// The pool actor of one server.
+pub struct McpPool {
+    spec: Arc<ServerSpec>,
+    conns: Vec<Conn>,
+    /// Permits taken (calls admitted and not finished).
+    in_use: usize,
+    /// Calls waiting for a permit, oldest first.
+    waiting: VecDeque<oneshot::Sender<()>>,
+    view: watch::Sender<PoolView>,
+}
+
+impl McpPool {
+    /// Starts the pool (supervised) and its `pool_size` supervised connections on `arbiter`.
+    /// Returns its address and the view it publishes.
+    pub fn start(spec: ServerSpec, arbiter: &ArbiterHandle) -> (Addr<Self>, watch::Receiver<PoolView>) {
+        let spec = Arc::new(spec);
+        let (view, published) = watch::channel(PoolView::default());
+        let addr = Supervisor::start_in_arbiter(arbiter, move |ctx: &mut Context<Self>| {
+            let pool = ctx.address().recipient();
+            let ups = ctx.address().recipient();
+            let listed = ctx.address().recipient();
+            let arbiter = Arbiter::current();
+            let conns = (0..spec.pool_size)
+                .map(|index| {
+                    let (spec, pool, ups, listed) = (Arc::clone(&spec), pool.clone(), ups.clone(), listed.clone());
+                    let addr = Supervisor::start_in_arbiter(&arbiter, move |_| {
+                        McpConnection::new(spec, index, pool, ups, listed)
+                    });
+                    Conn {
+                        addr: Some(addr),
+                        state: ConnState::Connecting,
+                        peer: None,
+                        tools: Arc::new(Vec::new()),
+                        last_error: None,
+                        generation: 0,
+                        in_flight: 0,
+                    }
+                })
+                .collect();
+            let pool = Self {
+                spec,
+                conns,
+                in_use: 0,
+                waiting: VecDeque::new(),
+                view,
+            };
+            pool.publish();
+            pool
+        });
+        (addr, published)
+    }
+
+    fn publish(&self) {
+        let ready: Vec<&Conn> = self.conns.iter().filter(|c| c.state == ConnState::Ready).collect();
+        let state = if ready.is_empty() {
+            self.conns.first().map_or(ConnState::Failed, |c| c.state)
+        } else {
+            ConnState::Ready
+        };
+        let tools = ready.first().map(|c| Arc::clone(&c.tools)).unwrap_or_default();
+        let status = ServerStatus {
+            name: self.spec.name.clone(),
+            transport: self.spec.transport.kind(),
+            state: state.as_str(),
+            tool_count: tools.len(),
+            calls_in_flight: self.conns.iter().map(|c| c.in_flight).sum(),
+            connections_ready: ready.len(),
+            pool_size: self.spec.pool_size,
+            last_error: self.conns.iter().find_map(|c| c.last_error.clone()),
+        };
+        self.view.send_replace(PoolView { tools, status });
+    }
+
+    /// The least busy ready connection: its index, peer and generation.
+    fn pick(&self) -> Option<(usize, Peer<RoleClient>, u64)> {
+        self.conns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.state == ConnState::Ready)
+            .filter_map(|(i, c)| Some((c.in_flight, i, c.peer.clone()?, c.generation)))
+            .min_by_key(|(busy, i, _, _)| (*busy, *i))
+            .map(|(_, i, peer, generation)| (i, peer, generation))
+    }
+
+    /// Hands the permit of a finished call to the oldest waiting call, or returns it.
+    fn release(&mut self) {
+        while let Some(next) = self.waiting.pop_front() {
+            if next.send(()).is_ok() {
+                return;
+            }
+        }
+        self.in_use = self.in_use.saturating_sub(1);
+    }
+
+    fn describe_unavailable(&self) -> String {
+        let status = &self.view.borrow().status;
+        match &status.last_error {
+            Some(err) => format!("MCP server `{}` is {} ({err})", self.spec.name, status.state),
+            None => format!("MCP server `{}` is {}", self.spec.name, status.state),
+        }
+    }
+
+    /// Runs an admitted call on the least busy ready connection.
+    fn run(
+        &mut self,
+        tool: String,
+        arguments: serde_json::Map<String, serde_json::Value>,
+        mut caller: oneshot::Receiver<()>,
+    ) -> ResponseActFuture<Self, ToolOutcome> {
+        let Some((index, peer, generation)) = self.pick() else {
+            self.release();
+            return Box::pin(fut::ready(ToolOutcome::Failure(self.describe_unavailable())));
+        };
+        self.conns[index].in_flight += 1;
+        self.publish();
+        let timeout = self.spec.call_timeout;
+        let request = ClientRequest::CallToolRequest(CallToolRequest::new(
+            CallToolRequestParams::new(tool).with_arguments(arguments),
+        ));
+        let options = PeerRequestOptions::with_timeout(timeout)
+            .reset_timeout_on_progress()
+            .with_max_total_timeout(timeout.saturating_mul(10));
+        let call = async move {
+            let handle = match peer.send_cancellable_request(request, options).await {
+                Ok(handle) => handle,
+                Err(err) => return Some(Err(err)),
+            };
+            let mut guard = CancelOnDrop {
+                peer: Some(peer.clone()),
+                id: Some(handle.id.clone()),
+            };
+            // `None`: the caller went away (the guard tells the server as it drops).
+            let response = tokio::select! {
+                response = handle.await_response() => response,
+                _ = &mut caller => return None,
+            };
+            guard.id = None;
+            Some(response)
+        };
+        Box::pin(call.into_actor(self).map(move |sent, act, _| {
+            if let Some(conn) = act.conns.get_mut(index) {
+                conn.in_flight = conn.in_flight.saturating_sub(1);
+            }
+            act.release();
+            act.publish();
+            match sent {
+                None => ToolOutcome::Failure("the call was abandoned by its caller".into()),
+                Some(Ok(ServerResult::CallToolResult(result))) => outcome_of(result),
+                Some(Ok(_)) => ToolOutcome::Failure("the MCP server sent an unexpected response".into()),
+                Some(Err(err)) => {
+                    let broken = match &err {
+                        ServiceError::TransportClosed | ServiceError::TransportSend(_) => true,
+                        ServiceError::Timeout { .. } => matches!(act.spec.transport, Transport::StreamableHttp { .. }),
+                        _ => false,
+                    };
+                    if broken && let Some(addr) = act.conns.get(index).and_then(|c| c.addr.as_ref()) {
+                        addr.do_send(ConnectionLost {
+                            generation,
+                            reason: err.to_string(),
+                        });
+                    }
+                    ToolOutcome::Failure(describe_error(&err, timeout))
+                }
+            }
+        }))
+    }
+}
+
+fn describe_error(err: &ServiceError, timeout: Duration) -> String {
+    match err {
+        ServiceError::Timeout { .. } => format!("the tool did not answer within {} s", timeout.as_secs()),
+        ServiceError::McpError(data) => format!("{} (code {})", data.message, data.code.0),
+        ServiceError::TransportClosed => "the MCP server closed the connection".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Tells the server to stop working on a call whose caller went away (turn cancelled).
+struct CancelOnDrop {
+    peer: Option<Peer<RoleClient>>,
+    id: Option<rmcp::model::RequestId>,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let (Some(peer), Some(id)) = (self.peer.take(), self.id.take())
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move {
+                let note = CancelledNotificationParam::new(Some(id), Some("abandoned by the caller".into()));
+                let _ = peer.notify_cancelled(note).await;
+            });
+        }
+    }
+}
+
+impl Actor for McpPool {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // Every call of every session of this server comes through here.
+        ctx.set_mailbox_capacity(4096);
+    }
+}
+
+impl Supervised for McpPool {
+    fn restarting(&mut self, _: &mut Self::Context) {
+        // Calls in flight died with the old context; their permits and counts go with them.
+        self.in_use = 0;
+        self.waiting.clear();
+        for conn in &mut self.conns {
+            conn.in_flight = 0;
+        }
+        self.publish();
+    }
+}
+
+impl Handler<CallTool> for McpPool {
+    type Result = ResponseActFuture<Self, ToolOutcome>;
+
+    fn handle(&mut self, msg: CallTool, _: &mut Self::Context) -> Self::Result {
+        let CallTool {
+            tool,
+            arguments,
+            mut caller,
+            queued,
+        } = msg;
+        drop(queued);
+        if self.in_use < self.spec.max_concurrency {
+            self.in_use += 1;
+            return self.run(tool, arguments, caller);
+        }
+        // Wait for a permit (handed over by a finishing call), at most the call timeout.
+        let (permit, granted) = oneshot::channel();
+        self.waiting.push_back(permit);
+        let timeout = self.spec.call_timeout;
+        let wait = async move {
+            let admitted = tokio::select! {
+                granted = tokio::time::timeout(timeout, granted) => matches!(granted, Ok(Ok(()))),
+                _ = &mut caller => false,
+            };
+            (admitted, caller)
+        };
+        Box::pin(wait.into_actor(self).then(move |(admitted, caller), act, _| {
+            if admitted {
+                act.run(tool, arguments, caller)
+            } else {
+                let busy = format!("MCP server `{}` is busy", act.spec.name);
+                Box::pin(fut::ready(ToolOutcome::Failure(busy)))
+            }
+        }))
+    }
+}
+
+impl Handler<ConnectionUp> for McpPool {
+    type Result = ();
+
+    fn handle(&mut self, msg: ConnectionUp, _: &mut Self::Context) {
+        let Some(conn) = self.conns.get_mut(msg.index) else {
+            return;
+        };
+        if msg.generation < conn.generation {
+            return;
+        }
+        conn.generation = msg.generation;
+        conn.state = ConnState::Ready;
+        conn.peer = Some(msg.peer);
+        conn.tools = Arc::new(msg.tools);
+        conn.last_error = None;
+        self.publish();
+    }
+}
+
+impl Handler<ConnectionDown> for McpPool {
+    type Result = ();
+
+    fn handle(&mut self, msg: ConnectionDown, _: &mut Self::Context) {
+        let Some(conn) = self.conns.get_mut(msg.index) else {
+            return;
+        };
+        if msg.generation < conn.generation {
+            return;
+        }
+        conn.generation = msg.generation;
+        conn.state = msg.state;
+        conn.peer = None;
+        if msg.reason.is_some() {
+            conn.last_error = msg.reason;
+        }
+        self.publish();
+    }
+}
+
+impl Handler<ToolsListed> for McpPool {
+    type Result = ();
+
+    fn handle(&mut self, msg: ToolsListed, _: &mut Self::Context) {
+        if let Some(conn) = self.conns.get_mut(msg.index)
+            && conn.generation == msg.generation
+        {
+            conn.tools = Arc::new(msg.tools);
+            self.publish();
+        }
+    }
+}
+
+impl Handler<RefreshPool> for McpPool {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: RefreshPool, _: &mut Self::Context) -> Self::Result {
+        let replies: Vec<_> = self
+            .conns
+            .iter()
+            .filter_map(|c| c.addr.as_ref())
+            .map(|addr| addr.send(Refresh))
+            .collect();
+        Box::pin(async move {
+            let _ = futures::future::join_all(replies).await;
+        })
+    }
+}
