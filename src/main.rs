@@ -31,7 +31,7 @@ async fn main() -> anyhow::Result<()> {
                 json: false,
             });
             aichat::install_crypto_provider();
-            let scenario = std::env::var("MCP_CONFORMANCE_SCENARIO").unwrap_or_default();
+            let scenario = environment("MCP_CONFORMANCE_SCENARIO").unwrap_or_default();
             aichat::demo::mcp_client::run(&url, &scenario).await
         }
         None => serve(&cli).await,
@@ -39,7 +39,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(cli: &Cli) -> anyhow::Result<()> {
-    let config = Config::load(cli, |name| std::env::var(name).ok())?;
+    let config = Config::load(cli, environment)?;
     aichat::telemetry::init(&config.log);
     let running = aichat::server::start(&config, false)?;
     tracing::info!(addr = %running.addr, provider = %config.llm.provider, "listening on http://{}", running.addr);
@@ -77,4 +77,13 @@ async fn shutdown_signal() -> &'static str {
             "SIGINT"
         }
     }
+}
+
+/// The process's one door to its environment: everything else gets values passed in.
+#[expect(
+    clippy::disallowed_methods,
+    reason = "this is the one place that reads the environment"
+)]
+fn environment(name: &str) -> Option<String> {
+    std::env::var(name).ok()
 }

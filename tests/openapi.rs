@@ -126,6 +126,7 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document()
     })
     .await;
     app.wait_for_server("demo").await;
+    #[expect(clippy::disallowed_methods, reason = "a test knob, not configuration")]
     let seed = std::env::var("SCHEMATHESIS_SEED").unwrap_or_else(|_| "20261125".into());
     let work = tempfile::tempdir().unwrap();
     let run = tokio::process::Command::new(bin)

@@ -130,6 +130,40 @@ impl ApprovalConfig {
     }
 }
 
+impl ApprovalConfig {
+    /// Whether any call of the batch needs the person (then the user's grants are worth reading).
+    pub fn may_ask(&self, calls: &[ToolCall], specs: &[ToolSpec]) -> bool {
+        calls.iter().any(|c| self.verdict_for(c, specs) == Verdict::Ask)
+    }
+
+    /// Where each call of a model's batch stands, in call order: the policy's verdict, and a
+    /// call the policy would ask about runs without asking when the user granted its tool.
+    pub fn classify(&self, calls: &[ToolCall], specs: &[ToolSpec], granted: &[String]) -> Vec<BatchCall> {
+        calls
+            .iter()
+            .map(|call| {
+                let state = match self.verdict_for(call, specs) {
+                    Verdict::Allowed(by) => CallState::Approved { by },
+                    Verdict::Denied(by) => CallState::Denied {
+                        by: format!("policy ({by})"),
+                    },
+                    Verdict::Ask if granted.contains(&call.function.name) => CallState::Approved { by: "grant".into() },
+                    Verdict::Ask => CallState::Pending,
+                };
+                BatchCall {
+                    call: call.clone(),
+                    state,
+                }
+            })
+            .collect()
+    }
+
+    fn verdict_for(&self, call: &ToolCall, specs: &[ToolSpec]) -> Verdict {
+        let name = &call.function.name;
+        self.verdict(name, specs.iter().find(|s| &s.name == name))
+    }
+}
+
 /// Where a call of an approval batch stands.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "state", rename_all = "snake_case")]
@@ -443,5 +477,29 @@ mod tests {
             Verdict::Ask,
             "a rule beats the annotation"
         );
+    }
+
+    #[test]
+    fn a_batch_is_classified_in_call_order_and_grants_spare_the_question() {
+        let config = ApprovalConfig {
+            rules: vec![ApprovalRule {
+                tool: "db__drop*".into(),
+                policy: Policy::Deny,
+            }],
+            ..ApprovalConfig::default()
+        };
+        let calls = [
+            ToolCall::function("1", "db__drop_table", "{}".into()),
+            ToolCall::function("2", "db__select", "{}".into()),
+            ToolCall::function("3", "web__fetch", "{}".into()),
+        ];
+        assert!(config.may_ask(&calls, &[]));
+        let batch = config.classify(&calls, &[], &["db__select".to_owned()]);
+        let ids: Vec<&str> = batch.iter().map(|c| c.call.id.as_str()).collect();
+        assert_eq!(ids, ["1", "2", "3"]);
+        assert!(matches!(batch[0].state, CallState::Denied { .. }));
+        assert_eq!(batch[1].state, CallState::Approved { by: "grant".into() });
+        assert_eq!(batch[2].state, CallState::Pending);
+        assert!(!config.may_ask(&calls[..1], &[]), "a denied call asks nobody");
     }
 }

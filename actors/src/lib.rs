@@ -1,28 +1,67 @@
-//! The core of aichat: every actor, the adapter each one owns, and the domain types.
+//! The core of aichat: every actor, the adapter each one owns, and the domain types. The shell
+//! (`src/`) reaches it only through [`Chat`].
 //!
 //! # Actor map
 //!
 //! ```text
-//!  HTTP shell ──Chat──▶ SessionRegistry ──starts──▶ SessionActor (one per chat session)
-//!                            │                          │  │  │
-//!                            │ Resolve/Evict/Forget     │  │  └─▶ ToolCatalog (MCP pools)
-//!                            ▼                          │  └────▶ ProviderActor (one per provider,
-//!                        Storage ◀──────────────────────┘          supervised, many streams at once)
-//!                  (SyncArbiter, r2d2 SQLite)
-//!                            ▲
-//!  StreamHub ◀── StreamBuffer per turn ◀── the turn pushes every event; SSE readers subscribe
+//!  HTTP workers ──▶ Chat ──Submit/Resolve/Evict──▶ SessionRegistry ──starts, forwards StartTurn──┐
+//!  (actix-web,        │                            (main arbiter, supervised)                    │
+//!   one per core)     │                                                                          ▼
+//!                     │   StreamHub ◀──registers── SessionActor, one per chat (main arbiter) ◀───┘
+//!                     │   (buffers by id)           │ runs one Turn at a time, as a spawned future
+//!                     │        ▲ every event        │
+//!                     │        └──── Turn ──────────┼─StreamCompletion──▶ ProviderActor, one per provider
+//!                     │                             │                    (provider arbiter, supervised)
+//!                     │                             ├─CallTool × N──────▶ McpPool, one per MCP server
+//!                     │                             │   (scatter; gather  (MCP arbiter, supervised)
+//!                     │                             │    by call index)     └─ owns McpConnection × pool_size
+//!                     │                             │                          (supervised; reconnect with
+//!                     │                             │                           backoff; report Up/Down)
+//!                     └────── records ─────────────▶└─WriteTurn─────────▶ StorageActor × database.threads
+//!                                                                        (SyncArbiter, r2d2 SQLite)
 //! ```
+//!
+//! Threads: the HTTP workers; the main arbiter (registry, session actors, their turns); one
+//! arbiter for the provider actors; one for the MCP pools and connections; the storage
+//! `SyncArbiter`'s threads; SQLite's WAL checkpointer.
+//!
+//! Supervision: the registry, the provider actors, the MCP pools and connections restart when
+//! they stop (a provider stream that panics is caught and stops its actor, which comes back with a
+//! fresh adapter; a connection that dies reconnects with jittered backoff and tells its pool). A
+//! session actor whose turn panics stops; the next message starts a fresh one from storage.
+//! Session actors stop when idle and tell the registry (`Forget`).
 //!
 //! # One turn
 //!
-//! 1. `Chat::submit` sends `Resolve` to the registry, which checks the session in storage (or
-//!    creates one) and starts its `SessionActor` if needed; the actor loads history first.
-//! 2. `StartTurn` stores the user message and the stream row in one transaction, registers the
-//!    stream's buffer in the hub and spawns the turn; the caller gets the stream id at once.
-//! 3. The turn asks the provider actor to stream; text deltas go to the buffer as `message` events.
-//! 4. Tool calls of one model answer run at once; results are gathered by call index into one
-//!    `tool_execution` event; the round is stored; the provider is called again.
-//! 5. The answer and the event log are stored, then `done` (or `error`) ends the stream.
+//! 1. `Chat::send` applies the in-band protocol (`[APPROVE_TOOLS:<id>]` decides instead), the
+//!    user's turn limits and the provider name, then sends `Submit` to the registry. The registry
+//!    checks the session in storage (or creates one), starts its `SessionActor` if needed (which
+//!    loads the history first) and forwards `StartTurn`: one round trip for the caller.
+//! 2. The session actor stores the user message and the stream row in one `WriteTurn`, registers
+//!    the stream's `StreamBuffer` in the hub, spawns the `Turn` and replies with the stream id.
+//! 3. The turn sends `StreamCompletion` to the provider actor, which spawns the vendor stream and
+//!    returns at once; deltas come back on a channel and go to the buffer as `message` events
+//!    (stored every half second or 64 events).
+//! 4. The tool calls of one answer are classified by the approval policy and the user's grants.
+//!    The runnable ones are scattered at once as `CallTool` messages to their servers' `McpPool`
+//!    actors; each pool takes a permit, picks its least busy ready connection and sends
+//!    `tools/call`; the replies are gathered by call index. The round is stored, then its
+//!    `tool_execution` event is pushed, and the provider is called again.
+//! 5. The answer, the event log and the final status are stored, and only then `done` (or
+//!    `error`) reaches readers. After a session's first exchange a title is generated.
+//!
+//! Readers never slow a turn: `GET /stream/{id}` (`Chat::open_stream`) subscribes to the buffer
+//! (or to the stream rebuilt from storage) after any sequence number.
+//!
+//! # The approval path
+//!
+//! When a call needs the person, the turn stores an approval request and only then pushes
+//! `tool_approval_request`; the turn ends. A decision (`POST /approvals/{id}` or the in-band
+//! message) goes `Chat::decide` → storage (`GetApproval`: the user's, pending, not expired) →
+//! registry (`Resolve`) → `Decide` to the session actor, which applies it
+//! (`ApprovalRecord::decide`) and starts the continuation turn: its first write settles the
+//! request and stores any "always allow" grant; approved calls are scattered as in step 4, denied
+//! ones get a denial result. A new message instead of a decision supersedes the request.
 
 #![warn(missing_docs)]
 

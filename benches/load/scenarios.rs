@@ -1,5 +1,10 @@
 //! The scenarios: overhead, ttft, streams, throughput, tools.
 
+#![expect(
+    clippy::disallowed_methods,
+    reason = "the load generator is a plain multi-thread tokio program, outside any actor"
+)]
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -45,6 +45,10 @@ impl TestApp {
         Self::spawn_with(|_| {}).await
     }
 
+    #[expect(
+        clippy::unused_async,
+        reason = "it must run inside the test's actix runtime (the server spawns on it); async says so"
+    )]
     pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut config = test_config(&dir.path().join("chat.db"));

@@ -254,7 +254,7 @@ async fn establish(spec: &ServerSpec, notifications: Notifications) -> Result<(R
                 .map_err(|e| format!("cannot start `{command}`: {e}"))?;
             if let Some(stderr) = stderr {
                 let server = spec.name.clone();
-                tokio::spawn(async move {
+                actix_rt::spawn(async move {
                     let mut lines = tokio::io::BufReader::new(stderr).lines();
                     while let Ok(Some(line)) = lines.next_line().await {
                         tracing::debug!(server = %server, "stderr: {line}");

@@ -11,7 +11,7 @@ use chrono::Utc;
 use tokio::sync::watch;
 
 use super::SessionDeps;
-use crate::approval::{ApprovalRecord, ApprovalStatus, BatchCall, CallState, Verdict, denied};
+use crate::approval::{ApprovalRecord, ApprovalStatus, BatchCall, CallState, denied};
 use crate::ids::{SessionId, StreamId};
 use crate::model::{ApprovalRequestView, ChatMessage, Role, StreamMessage, ToolCall, ToolExecution};
 use crate::provider::{CompletionRequest, ProviderError, ProviderEvent, Purpose};
@@ -442,11 +442,7 @@ impl Turn {
     async fn classify(&self, calls: &[ToolCall]) -> Result<Vec<BatchCall>, TurnError> {
         let policy = &self.deps.settings.approval;
         let specs = self.deps.tools.tools();
-        let verdicts: Vec<Verdict> = calls
-            .iter()
-            .map(|c| policy.verdict(&c.function.name, specs.iter().find(|s| s.name == c.function.name)))
-            .collect();
-        let granted: Vec<String> = if verdicts.contains(&Verdict::Ask) {
+        let granted: Vec<String> = if policy.may_ask(calls, &specs) {
             let user = self.buffer.user_id();
             let grants = self.deps.storage.ask(ListGrants { user }).await?;
             grants
@@ -457,24 +453,7 @@ impl Turn {
         } else {
             Vec::new()
         };
-        Ok(calls
-            .iter()
-            .zip(verdicts)
-            .map(|(call, verdict)| {
-                let state = match verdict {
-                    Verdict::Allowed(by) => CallState::Approved { by },
-                    Verdict::Denied(by) => CallState::Denied {
-                        by: format!("policy ({by})"),
-                    },
-                    Verdict::Ask if granted.contains(&call.function.name) => CallState::Approved { by: "grant".into() },
-                    Verdict::Ask => CallState::Pending,
-                };
-                BatchCall {
-                    call: call.clone(),
-                    state,
-                }
-            })
-            .collect())
+        Ok(policy.classify(calls, &specs, &granted))
     }
 
     /// Stores a pending approval for the batch, then announces it with `tool_approval_request`
