@@ -123,7 +123,13 @@ async fn cancel_aborts_the_provider_and_keeps_the_partial_answer() {
 
 #[actix_web::test]
 async fn cancel_during_a_slow_tool_cancels_the_call_on_the_server() {
-    let app = TestApp::spawn_with(|c| c.mcp.servers = vec![demo()]).await;
+    // One permit: the abandoned call must give it back to its pool, or the next call is refused.
+    let app = TestApp::spawn_with(|c| {
+        let mut server = demo();
+        server.max_concurrency = 1;
+        c.mcp.servers = vec![server];
+    })
+    .await;
     app.wait_for_server("demo").await;
     let marker = app.path("cancelled.txt");
     let script = format!(r#"/mock tools [{{"name":"demo__wait_for_cancel","arguments":{{"marker":"{marker}"}}}}]"#);
@@ -148,7 +154,17 @@ async fn cancel_during_a_slow_tool_cancels_the_call_on_the_server() {
         .map(|m| m["role"].clone())
         .collect();
     assert_eq!(roles, vec![json!("user")], "no unanswered tool calls are stored");
-    let (_, events) = app.turn(1, "next", Some(&session)).await;
+    eventually("the pool to count no call in flight", || async {
+        app.get("/mcp/servers", 1).await.1["servers"][0]["calls_in_flight"] == 0
+    })
+    .await;
+    let echo = r#"/mock tools [{"name":"demo__echo","arguments":{"text":"after"}}]"#;
+    let (_, events) = app.turn(1, echo, Some(&session)).await;
+    let ran = events.iter().find(|e| e.data["type"] == "tool_execution").unwrap();
+    assert_eq!(
+        ran.data["tool_executions"][0]["result"], "after",
+        "the permit came back"
+    );
     assert_eq!(events.last().unwrap().data["type"], "done");
 }
 

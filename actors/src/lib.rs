@@ -79,6 +79,7 @@ pub mod registry;
 pub mod session;
 pub mod storage;
 pub mod stream;
+pub mod sync;
 pub mod tools;
 
 pub use chat::{Chat, Submission};

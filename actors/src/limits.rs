@@ -44,7 +44,7 @@ impl TurnLimits {
         }
         let rate = f64::from(self.per_minute) / 60.0;
         let capacity = f64::from(self.per_minute);
-        let mut buckets = self.buckets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut buckets = crate::sync::lock_unpoisoned(&self.buckets);
         let now = Instant::now();
         let bucket = buckets.entry(user).or_insert(Bucket {
             tokens: capacity,

@@ -47,7 +47,7 @@ pub struct StreamBuffer {
 
 fn lock(state: &Mutex<BufferState>) -> MutexGuard<'_, BufferState> {
     // A poisoned lock only means a reader panicked mid-read; the events are still consistent.
-    state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    crate::sync::lock_unpoisoned(state)
 }
 
 impl StreamBuffer {
@@ -223,7 +223,7 @@ pub struct StreamHub {
 
 impl StreamHub {
     fn map(&self) -> MutexGuard<'_, HashMap<StreamId, Arc<StreamBuffer>>> {
-        self.streams.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::sync::lock_unpoisoned(&self.streams)
     }
 
     /// Registers a buffer.

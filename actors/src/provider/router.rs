@@ -77,10 +77,7 @@ impl Providers {
     }
 
     fn is_open(&self, index: usize) -> bool {
-        let breaker = self.entries[index]
-            .breaker
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let breaker = crate::sync::lock_unpoisoned(&self.entries[index].breaker);
         breaker.open_until.is_some_and(|until| Instant::now() < until)
     }
 
@@ -106,7 +103,7 @@ impl Providers {
         let Some(entry) = self.entries.iter().find(|e| e.handle.name() == name) else {
             return;
         };
-        let mut breaker = entry.breaker.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut breaker = crate::sync::lock_unpoisoned(&entry.breaker);
         if ok {
             *breaker = Breaker::default();
             return;
@@ -124,11 +121,7 @@ impl Providers {
             .iter()
             .enumerate()
             .map(|(i, e)| {
-                let failures = e
-                    .breaker
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .failures;
+                let failures = crate::sync::lock_unpoisoned(&e.breaker).failures;
                 ProviderStatus {
                     name: e.handle.name().to_owned(),
                     status: if self.is_open(i) { "unhealthy" } else { "ok" },
