@@ -106,6 +106,35 @@ async fn a_provider_actor_that_dies_fails_its_turn_and_the_next_turn_works() {
     }
 }
 
+/// A provider crash is the crashing request's alone: the streams the provider actor already
+/// carries go on to `done` while it restarts with a fresh adapter.
+#[actix_web::test]
+async fn a_provider_crash_fails_only_its_own_stream() {
+    let app = TestApp::spawn_with(|c| c.mock.chunk_delay_ms = 20).await;
+    let mut running = Vec::new();
+    for user in 1..=20 {
+        let (stream_id, _) = app.start_stream(user, "/mock words 150", None).await;
+        running.push((user, stream_id));
+    }
+    // Every stream is under way before the crashes (the answers take 3 s at 20 ms a word).
+    for (user, stream_id) in &running {
+        let first = app.sse_events(*user, stream_id, None, 1).await;
+        assert_eq!(first[0].data["type"], "message");
+    }
+    for script in ["/mock panic", "/mock die"] {
+        let (_, events) = app.turn(21, script, None).await;
+        assert_eq!(events.last().unwrap().data["code"], "provider_crashed", "{script}");
+    }
+    for (user, stream_id) in &running {
+        let events = app.sse(*user, stream_id, None).await;
+        let last = &events.last().unwrap().data;
+        assert_eq!(last["type"], "done", "user {user}: {last}");
+        assert!(text_of(&events).ends_with("w150"), "user {user}: the whole answer");
+    }
+    let (_, events) = app.turn(21, "after the crashes", None).await;
+    assert_eq!(events.last().unwrap().data["type"], "done");
+}
+
 #[actix_web::test]
 async fn finished_streams_are_served_from_storage_after_leaving_memory() {
     let app = TestApp::spawn_with(|c| c.server.stream_retention_secs = 1).await;

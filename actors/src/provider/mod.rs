@@ -1,9 +1,11 @@
 //! The provider actor: one per configured LLM provider. It owns its adapter (a [`ChatProvider`])
-//! and serves many streams at once: each `StreamCompletion` is spawned on the actor's context and
-//! feeds the caller's channel, so the mailbox is never held for the length of a stream.
+//! and serves many streams at once: each `StreamCompletion` is spawned as its own task on the
+//! provider arbiter and feeds the caller's channel, so the mailbox is never held for the length of
+//! a stream.
 //!
-//! A stream that panics or fails fatally stops the actor; its `Supervisor` restarts it with a fresh
-//! adapter, and the next request works.
+//! A stream that panics or fails fatally fails alone and stops the actor; its `Supervisor`
+//! restarts it with a fresh adapter for the next requests, while the streams already running go
+//! on to their end.
 
 mod anthropic;
 pub mod config;
@@ -170,6 +172,11 @@ async fn forward(mut stream: BoxStream<'static, Result<ProviderEvent, ProviderEr
     StreamEnd::Normal
 }
 
+/// A stream of this actor's adapter failed fatally or panicked: the adapter is replaced.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct AdapterFailed;
+
 impl Handler<StreamCompletion> for ProviderActor {
     type Result = ();
 
@@ -183,19 +190,32 @@ impl Handler<StreamCompletion> for ProviderActor {
             forward(adapter.stream(msg.request), sink).await
         })
         .catch_unwind();
-        ctx.spawn(work.into_actor(self).map(move |outcome, act, ctx| {
-            let end = match outcome {
+        let (actor, name) = (ctx.address(), self.name.clone());
+        // Each stream is its own task on the provider arbiter, not a future of this actor: when
+        // the actor restarts (a fatal error or a panic of another stream), the streams it already
+        // carries go on with the adapter they started on.
+        actix_rt::spawn(async move {
+            let end = match work.await {
                 Ok(end) => end,
                 Err(_) => {
-                    tracing::error!(provider = %act.name, "provider stream panicked");
+                    tracing::error!(provider = %name, "provider stream panicked");
                     let _ = panic_sink.try_send(Err(ProviderError::Crashed));
                     StreamEnd::Fatal
                 }
             };
             if matches!(end, StreamEnd::Fatal) {
-                ctx.stop();
+                actor.do_send(AdapterFailed);
             }
-        }));
+        });
+    }
+}
+
+impl Handler<AdapterFailed> for ProviderActor {
+    type Result = ();
+
+    fn handle(&mut self, _: AdapterFailed, ctx: &mut Self::Context) {
+        // The supervisor restarts the actor with a fresh adapter.
+        ctx.stop();
     }
 }
 
