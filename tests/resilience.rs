@@ -247,13 +247,47 @@ async fn after_sigkill_the_interrupted_turn_is_marked_and_resumable() {
     assert!(!replayed_text.is_empty());
     assert!(text_of(&seen).starts_with(&replayed_text) || replayed_text.starts_with(&text_of(&seen)));
     assert_eq!(messages[1]["content"].as_str().unwrap(), replayed_text);
-    // Resuming after what the client saw gives the rest and the terminal event.
+    // Resuming after what the client saw gives the terminal event.
     let last_seen = seen.last().unwrap().id.unwrap();
-    let rest = app
-        .sse(1, &stream_id, Some(last_seen.min(replay.len() as u64 - 1)))
-        .await;
+    let rest = app.sse(1, &stream_id, Some(last_seen)).await;
     assert_eq!(rest.last().unwrap().data["code"], "interrupted");
     again.kill();
+}
+
+/// Killed at several points of a stream (some events sent but not yet stored): an id the client
+/// saw is never reused for other content, and a resume after the last id it saw ends with the
+/// terminal event.
+#[actix_web::test]
+async fn after_sigkill_no_seen_id_is_reused_and_every_resume_ends() {
+    for (delay_ms, read) in [(30, 2), (90, 6), (170, 11), (45, 19)] {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("chat.db");
+        let config = format!("[mock]\nchunk_delay_ms = {delay_ms}\n");
+        let server = Binary::start_with(&db, &config);
+        let app = TestApp::client_for(&server.base);
+        let (stream_id, _) = app.start_stream(1, "/mock words 400", None).await;
+        let seen = read_some(&app, 1, &stream_id, 0, read).await;
+        assert_eq!(seen.len(), read);
+        server.kill();
+
+        let again = Binary::start_with(&db, &config);
+        let app = TestApp::client_for(&again.base);
+        let last_seen = seen.last().unwrap().id.unwrap();
+        let rest = app.sse(1, &stream_id, Some(last_seen)).await;
+        let terminal = rest.last().expect("a resume is never empty");
+        assert_eq!(terminal.data["code"], "interrupted", "killed after {read} events");
+        assert!(rest.iter().all(|e| e.id.unwrap() > last_seen), "{rest:?}");
+        let replay = app.sse(1, &stream_id, None).await;
+        let ids: Vec<u64> = replay.iter().map(|e| e.id.unwrap()).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+        for event in &replay {
+            if let Some(same) = seen.iter().find(|s| s.id == event.id) {
+                assert_eq!(same.data, event.data, "id {:?} was reused", event.id);
+            }
+        }
+        assert_eq!(replay.last().unwrap().id, terminal.id);
+        again.kill();
+    }
 }
 
 #[actix_web::test]

@@ -84,8 +84,15 @@ impl StreamBuffer {
                 })
                 .collect();
         }
-        if !buffer.last_seq_and_terminal().1 {
-            buffer.push(&crate::session::recovery::interrupted_note(&record.session_id));
+        let (last, ended) = buffer.last_seq_and_terminal();
+        if !ended {
+            // Numbered above anything a reader may have seen before the server stopped.
+            let note = crate::session::recovery::interrupted_note(&record.session_id);
+            lock(&buffer.state).events.push(Arc::new(StreamEvent {
+                seq: crate::session::recovery::terminal_seq(last),
+                data: serde_json::to_string(&note).unwrap_or_default().into(),
+                terminal: true,
+            }));
         }
         lock(&buffer.state).finished_at = Some(Instant::now());
         buffer

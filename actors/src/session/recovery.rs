@@ -7,12 +7,24 @@ use crate::ids::SessionId;
 use crate::model::{ChatMessage, Role, StreamMessage, StreamMessageType};
 use crate::storage::{ChatStore, StorageError, StoredEvent, StreamStatus, TurnWrite};
 
+/// More events than a turn ever pushes to readers before storing them (it stores every 64, and
+/// before anything it announces). A stream that lost its terminal event in a crash gets one
+/// numbered this far above its last stored event: above every id a client can have seen, so no
+/// id is reused for other content and a resume after any id it saw ends with this event.
+pub const UNSEEN_GAP: u64 = 128;
+
+/// The sequence number of the terminal event of a stream whose last stored event is `last`.
+pub fn terminal_seq(last: u64) -> u64 {
+    last + UNSEEN_GAP
+}
+
 /// The terminal event of a turn the server stopped before it was complete.
 pub fn interrupted_note(session: &SessionId) -> StreamMessage {
     StreamMessage::error(
         session,
         StreamStatus::Interrupted.as_str(),
-        "The server stopped before this answer was complete.",
+        "The server stopped before this answer was complete; the text streamed just before it \
+         stopped may be missing from the stored answer.",
     )
 }
 
@@ -46,7 +58,7 @@ pub fn interrupted_write(session: &SessionId, stream: &crate::ids::StreamId, eve
         .collect();
     let ended = messages.last().is_some_and(StreamMessage::is_terminal);
     let terminal = (!ended).then(|| StoredEvent {
-        seq: events.last().map_or(1, |e| e.seq + 1),
+        seq: terminal_seq(events.last().map_or(0, |e| e.seq)),
         data: serde_json::to_string(&interrupted_note(session)).unwrap_or_default(),
     });
     TurnWrite {

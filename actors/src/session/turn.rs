@@ -23,6 +23,9 @@ use crate::tools::{execute_all, keep_head_and_tail};
 const FLUSH_EVERY: Duration = Duration::from_millis(500);
 /// ... or after this many unsaved events.
 const FLUSH_EVENTS: usize = 64;
+// A crash loses at most the unsaved events (and one note); recovery numbers its terminal event
+// above them all.
+const _: () = assert!((FLUSH_EVENTS as u64) + 1 < super::recovery::UNSEEN_GAP);
 
 /// Why a turn was stopped from outside.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
