@@ -162,6 +162,14 @@ async fn a_subset_can_be_approved_and_bypasses_fail() {
         (status, body["code"].as_str()),
         (StatusCode::NOT_FOUND, Some("approval_not_found"))
     );
+    // Without a session id the message is for a new session: no request of this one is there.
+    let (status, body) = app
+        .post("/send?streaming=true", 1, json!({"message": format!("[APPROVE_TOOLS:{id}]")}))
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("approval_not_found"))
+    );
     assert!(!Path::new(&a).exists() && !Path::new(&b).exists());
     let (_, history) = app.get(&format!("/sessions/{session}/messages"), 1).await;
     assert_eq!(

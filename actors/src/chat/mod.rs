@@ -100,14 +100,17 @@ impl Chat {
             if !submission.attachments.is_empty() {
                 return Err(SessionError::DecisionWithFiles);
             }
+            // The message is for its session: a request of another session (or, without a
+            // session id, of any session) is not found from here.
+            let Some(session) = submission.session_id.as_ref() else {
+                return Err(SessionError::ApprovalNotFound);
+            };
             let decision = Decision {
                 approved,
                 approved_ids: None,
                 remember: Remember::None,
             };
-            return self
-                .decide(user, request_id, submission.session_id.as_ref(), decision)
-                .await;
+            return self.decide(user, request_id, Some(session), decision).await;
         }
         if self.is_draining() {
             return Err(SessionError::ShuttingDown);
