@@ -164,7 +164,11 @@ async fn a_subset_can_be_approved_and_bypasses_fail() {
     );
     // Without a session id the message is for a new session: no request of this one is there.
     let (status, body) = app
-        .post("/send?streaming=true", 1, json!({"message": format!("[APPROVE_TOOLS:{id}]")}))
+        .post(
+            "/send?streaming=true",
+            1,
+            json!({"message": format!("[APPROVE_TOOLS:{id}]")}),
+        )
         .await;
     assert_eq!(
         (status, body["code"].as_str()),

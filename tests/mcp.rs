@@ -294,6 +294,16 @@ async fn disabled_and_broken_servers_stop_nothing_else() {
         call_one(&app, json!({"name": "good__echo", "arguments": {"text": "ok"}})).await["result"],
         "[good] ok"
     );
+    // A call for a server that is down says so (the model and the person learn why), and a
+    // tool no server has is still unknown.
+    let down = call_one(&app, json!({"name": "broken__anything", "arguments": {}})).await;
+    let error = down["error"].as_str().unwrap();
+    assert!(
+        error.contains("MCP server `broken` is failed") && error.contains("cannot start"),
+        "{down}"
+    );
+    let unknown = call_one(&app, json!({"name": "good__nothing_like_it", "arguments": {}})).await;
+    assert_eq!(unknown["error"], "unknown tool: good__nothing_like_it");
 }
 
 #[actix_web::test]

@@ -11,6 +11,7 @@ use rmcp::model::CallToolResult;
 use tokio::sync::{oneshot, watch};
 
 use super::config::ServerSpec;
+use super::connection::ConnState;
 use super::pool::{CallTool, McpPool, PoolView, RefreshPool, ServerStatus};
 use crate::backlog::Queued;
 use crate::model::ToolCall;
@@ -203,7 +204,20 @@ impl ToolCatalog for McpTools {
         };
         match self.route(&name) {
             Some((server, tool)) => server.call(tool, arguments),
-            None => Box::pin(async move { ToolOutcome::Failure(format!("unknown tool: {name}")) }),
+            None => {
+                // A tool of a server that is down is not listed; say why instead of "unknown".
+                let down = self
+                    .servers
+                    .iter()
+                    .find(|s| name.starts_with(&exposed_name(s.name(), "")))
+                    .map(McpServer::status)
+                    .filter(|status| status.state != ConnState::Ready.as_str());
+                let reason = match down {
+                    Some(status) => status.unavailable(),
+                    None => format!("unknown tool: {name}"),
+                };
+                Box::pin(async move { ToolOutcome::Failure(reason) })
+            }
         }
     }
 }

@@ -111,6 +111,16 @@ pub struct ServerStatus {
     pub last_error: Option<String>,
 }
 
+impl ServerStatus {
+    /// Why a call cannot be sent: the state and the last failure.
+    pub fn unavailable(&self) -> String {
+        match &self.last_error {
+            Some(err) => format!("MCP server `{}` is {} ({err})", self.name, self.state),
+            None => format!("MCP server `{}` is {}", self.name, self.state),
+        }
+    }
+}
+
 /// What the pool publishes on every change.
 #[derive(Debug, Clone, Default)]
 pub struct PoolView {
@@ -226,11 +236,7 @@ impl McpPool {
     }
 
     fn describe_unavailable(&self) -> String {
-        let status = &self.view.borrow().status;
-        match &status.last_error {
-            Some(err) => format!("MCP server `{}` is {} ({err})", self.spec.name, status.state),
-            None => format!("MCP server `{}` is {}", self.spec.name, status.state),
-        }
+        self.view.borrow().status.unavailable()
     }
 
     /// Runs an admitted call on the least busy ready connection.
