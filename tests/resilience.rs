@@ -153,7 +153,14 @@ async fn cancel_during_a_slow_tool_cancels_the_call_on_the_server() {
         .iter()
         .map(|m| m["role"].clone())
         .collect();
-    assert_eq!(roles, vec![json!("user")], "no unanswered tool calls are stored");
+    // The call leaves its trace, answered: it may have acted before the cancel reached it.
+    assert_eq!(
+        roles,
+        vec![json!("user"), json!("assistant"), json!("tool")],
+        "{stored}"
+    );
+    let error = stored["messages"][2]["tool_executions"][0]["error"].as_str().unwrap();
+    assert!(error.contains("outcome is unknown: the turn was stopped"), "{error}");
     eventually("the pool to count no call in flight", || async {
         app.get("/mcp/servers", 1).await.1["servers"][0]["calls_in_flight"] == 0
     })
@@ -318,4 +325,101 @@ async fn a_disconnect_alone_does_not_cancel_unless_configured() {
     .await;
     let events = app.sse(1, &stream_id, None).await;
     assert_eq!(events.last().unwrap().data["code"], "cancelled");
+}
+
+fn act(path: &str) -> String {
+    format!(r#"/mock tools [{{"name":"demo__act_then_wait","arguments":{{"path":"{path}"}}}}]"#)
+}
+
+fn acted_lines(path: &std::path::Path) -> usize {
+    std::fs::read_to_string(path).map_or(0, |t| t.lines().count())
+}
+
+/// kill -9 while an approved tool runs: the decision and the call were stored before it ran, so
+/// after the restart the request is decided (a second approval is refused), the call's outcome is
+/// `unknown` in the request and in history, and the tool never runs again.
+#[actix_web::test]
+async fn after_sigkill_an_approved_call_that_may_have_acted_never_runs_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("chat.db");
+    let marker = dir.path().join("acted.txt");
+    let config = "[approval]\ndefault = \"ask\"\n[[mcp.servers]]\nname = \"demo\"\ncommand = \"@self\"\nargs = [\"mcp-demo\", \"--test-tools\"]\n";
+    let server = Binary::start_with(&db, config);
+    let app = TestApp::client_for(&server.base);
+    app.wait_for_server("demo").await;
+    let (session, events) = app.turn(1, &act(&marker.display().to_string()), None).await;
+    let request_id = events[0].data["request_id"].as_str().unwrap().to_owned();
+    let (status, _) = app
+        .post(&format!("/approvals/{request_id}"), 1, json!({"approved": true}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    eventually("the tool to act", || async { acted_lines(&marker) == 1 }).await;
+    server.kill();
+
+    let again = Binary::start_with(&db, config);
+    let app = TestApp::client_for(&again.base);
+    app.wait_for_server("demo").await;
+    let (_, approvals) = app.get("/approvals", 1).await;
+    let record = &approvals["approvals"][0];
+    assert_eq!(record["status"], "approved", "{record}");
+    assert_eq!(record["tool_calls"][0]["outcome"], "unknown", "{record}");
+    for attempt in [
+        app.post(&format!("/approvals/{request_id}"), 1, json!({"approved": true}))
+            .await,
+        app.post(
+            "/send?streaming=true",
+            1,
+            json!({"message": format!("[APPROVE_TOOLS:{request_id}]"), "session_id": session}),
+        )
+        .await,
+    ] {
+        assert_eq!(
+            (attempt.0, attempt.1["code"].as_str()),
+            (StatusCode::CONFLICT, Some("approval_decided"))
+        );
+    }
+    let (_, stored) = app.get(&format!("/sessions/{session}/messages"), 1).await;
+    let messages = stored["messages"].as_array().unwrap();
+    let roles: Vec<_> = messages.iter().map(|m| m["role"].as_str().unwrap()).collect();
+    assert_eq!(roles, ["user", "assistant", "tool_approval", "tool"], "{stored}");
+    let error = messages[3]["tool_executions"][0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("outcome is unknown") && error.contains("not run again"),
+        "{error}"
+    );
+    // The history is whole: the model is called with it, and the tool did not run again.
+    let (_, events) = app.turn(1, "/mock context", Some(&session)).await;
+    assert_eq!(events.last().unwrap().data["type"], "done", "{events:?}");
+    assert_eq!(acted_lines(&marker), 1);
+    again.kill();
+}
+
+/// kill -9 while a tool the policy allows runs: the model's `tool_calls` message was stored before
+/// the call was sent, so the call leaves its trace, its outcome is unknown, and nothing re-runs it.
+#[actix_web::test]
+async fn after_sigkill_a_running_call_leaves_its_trace_in_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("chat.db");
+    let marker = dir.path().join("acted.txt");
+    let config = "[approval]\ndefault = \"allow\"\n[[mcp.servers]]\nname = \"demo\"\ncommand = \"@self\"\nargs = [\"mcp-demo\", \"--test-tools\"]\n";
+    let server = Binary::start_with(&db, config);
+    let app = TestApp::client_for(&server.base);
+    app.wait_for_server("demo").await;
+    let (_, session) = app.start_stream(1, &act(&marker.display().to_string()), None).await;
+    eventually("the tool to act", || async { acted_lines(&marker) == 1 }).await;
+    server.kill();
+
+    let again = Binary::start_with(&db, config);
+    let app = TestApp::client_for(&again.base);
+    let (_, stored) = app.get(&format!("/sessions/{session}/messages"), 1).await;
+    let messages = stored["messages"].as_array().unwrap();
+    let roles: Vec<_> = messages.iter().map(|m| m["role"].as_str().unwrap()).collect();
+    assert_eq!(roles, ["user", "assistant", "tool"], "{stored}");
+    assert_eq!(messages[1]["tool_calls"][0]["function"]["name"], "demo__act_then_wait");
+    let error = messages[2]["tool_executions"][0]["error"].as_str().unwrap();
+    assert!(error.contains("outcome is unknown"), "{error}");
+    let (_, events) = app.turn(1, "/mock context", Some(&session)).await;
+    assert_eq!(events.last().unwrap().data["type"], "done");
+    assert_eq!(acted_lines(&marker), 1);
+    again.kill();
 }

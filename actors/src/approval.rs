@@ -153,6 +153,7 @@ impl ApprovalConfig {
                 BatchCall {
                     call: call.clone(),
                     state,
+                    outcome: None,
                 }
             })
             .collect()
@@ -182,6 +183,22 @@ pub enum CallState {
     },
 }
 
+/// What became of an approved call: stored as `running` before it is sent, so a crash can never
+/// make a call that may have acted run again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CallOutcome {
+    /// Sent to its server; no answer stored yet.
+    Running,
+    /// The tool answered.
+    Done,
+    /// The call failed (tool error, timeout, server down).
+    Failed,
+    /// The server stopped (or the turn was cancelled) while it ran: it may or may not have acted.
+    /// It is never run again.
+    Unknown,
+}
+
 /// One call of an approval batch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct BatchCall {
@@ -190,6 +207,53 @@ pub struct BatchCall {
     /// Where it stands.
     #[serde(flatten)]
     pub state: CallState,
+    /// What became of it, once approved and sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<CallOutcome>,
+}
+
+impl ApprovalRecord {
+    /// Marks every approved call `running` (before any is sent).
+    pub fn start_running(&mut self) {
+        for call in &mut self.calls {
+            if matches!(call.state, CallState::Approved { .. }) {
+                call.outcome = Some(CallOutcome::Running);
+            }
+        }
+    }
+
+    /// Marks every call still `running` with `outcome`.
+    pub fn finish_running(&mut self, outcome: impl Fn(&ToolCall) -> CallOutcome) {
+        for call in &mut self.calls {
+            if call.outcome == Some(CallOutcome::Running) {
+                call.outcome = Some(outcome(&call.call));
+            }
+        }
+    }
+
+    /// Whether any call is still marked `running`.
+    pub fn has_running(&self) -> bool {
+        self.calls.iter().any(|c| c.outcome == Some(CallOutcome::Running))
+    }
+}
+
+/// The result of a call whose outcome is unknown: the server stopped, or the turn was cancelled,
+/// while it ran. The model and the person read that it may have acted and is not run again.
+pub fn outcome_unknown(call: &ToolCall, why: &str) -> ToolExecution {
+    let now = crate::model::now();
+    let error = format!(
+        "the outcome is unknown: {why} while this call was running; it may or may not have acted, and it is not run again"
+    );
+    ToolExecution {
+        id: call.id.clone(),
+        tool_name: call.function.name.clone(),
+        arguments: call.function.arguments.clone(),
+        result: format!("Error executing tool: {error}"),
+        error: Some(error),
+        start_time: now,
+        end_time: now,
+        duration_ms: 0,
+    }
 }
 
 /// The states of an approval request.

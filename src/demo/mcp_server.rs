@@ -3,7 +3,7 @@
 //! With `--test-tools` it adds tools the tests and benchmarks use: `gate` (waits until N calls of
 //! the same gate have started: proves calls run at once without a clock), `crash` (the process
 //! exits mid-call), `add_tool` (announces `tools/list_changed`) and `wait_for_cancel` (records a
-//! `notifications/cancelled` in a file).
+//! `notifications/cancelled` in a file) and `act_then_wait` (a side effect, then a long wait).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -106,6 +106,11 @@ impl DemoServer {
                 tool(
                     "touch",
                     "Writes `touched` to the file `path` (proves that a call ran)",
+                    json!({"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]}),
+                ),
+                tool(
+                    "act_then_wait",
+                    "Appends a line `acted` to the file `path` (a side effect), then waits up to 60 s",
                     json!({"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]}),
                 ),
                 tool(
@@ -218,6 +223,22 @@ impl DemoServer {
                 match std::fs::write(&path, "touched") {
                     Ok(()) => text(format!("touched {path}")),
                     Err(err) => failure(format!("cannot write {path}: {err}")),
+                }
+            }
+            "act_then_wait" if self.test_tools => {
+                use std::io::Write;
+                let path = string("path").unwrap_or_default();
+                let acted = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .and_then(|mut file| file.write_all(b"acted\n"));
+                match acted {
+                    Err(err) => failure(format!("cannot write {path}: {err}")),
+                    Ok(()) => tokio::select! {
+                        () = context.ct.cancelled() => failure("cancelled"),
+                        () = tokio::time::sleep(Duration::from_secs(60)) => text("acted and waited"),
+                    },
                 }
             }
             "big" if self.test_tools => {

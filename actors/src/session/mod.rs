@@ -22,7 +22,7 @@ use futures::FutureExt;
 use crate::approval::{ApprovalRecord, ApprovalStatus, Remember};
 use crate::ids::{SessionId, StreamId, UserId};
 use crate::model::{ChatMessage, Role, StreamMessage};
-use crate::storage::{ListMessages, PendingApproval, StreamRecord, StreamStatus, TurnWrite, WriteTurn};
+use crate::storage::{ListMessages, NewGrant, PendingApproval, StreamRecord, StreamStatus, TurnWrite, WriteTurn};
 use crate::stream::StreamBuffer;
 use crate::tools::keep_head_and_tail;
 
@@ -172,12 +172,13 @@ impl Actor for SessionActor {
 }
 
 impl SessionActor {
-    /// Starts a turn: stores the stream row and `prefix` messages (and settles `settle`) in one
-    /// transaction, then spawns the turn. Replies once stored.
+    /// Starts a turn: stores the stream row and `prefix` messages (and settles `settle` with its
+    /// `grants`) in one transaction, then spawns the turn. Replies once stored.
     fn begin(
         &mut self,
         prefix: Vec<ChatMessage>,
         settle: Option<ApprovalRecord>,
+        grants: Vec<NewGrant>,
         start: turn::TurnStart,
         provider: Option<String>,
     ) -> ResponseActFuture<Self, Result<TurnStarted, SessionError>> {
@@ -210,6 +211,7 @@ impl SessionActor {
             session_id: Some(self.id.clone()),
             stream_id: Some(stream_id.clone()),
             settle_approval: settle,
+            new_grants: grants,
             ..TurnWrite::default()
         };
         let storage = self.deps.storage.clone();
@@ -346,7 +348,7 @@ impl Handler<StartTurn> for SessionActor {
         let mut message = ChatMessage::new(Role::User, msg.text);
         message.attachments = msg.attachments;
         prefix.push(message);
-        self.begin(prefix, settle, turn::TurnStart::Message, msg.provider)
+        self.begin(prefix, settle, Vec::new(), turn::TurnStart::Message, msg.provider)
     }
 }
 
@@ -396,12 +398,16 @@ impl SessionActor {
             .into_iter()
             .map(|tool| (self.user, scope.clone(), tool))
             .collect();
+        // The decision, and every approved call marked `running`, are stored before anything
+        // runs: after a crash the request is decided (a second decision is refused) and its calls
+        // are never run again.
+        record.start_running();
         self.begin(
             Vec::new(),
-            None,
+            Some(record.clone()),
+            grants,
             turn::TurnStart::Approved {
                 record: Box::new(record),
-                grants,
             },
             None,
         )

@@ -3,6 +3,7 @@
 //! code is `interrupted`). The stopped turn, the stream rebuilt from storage, and the start-up
 //! sweep of turns a previous process left running all apply these rules.
 
+use crate::approval::{ApprovalRecord, ApprovalStatus, BatchCall, CallOutcome, CallState, denied, outcome_unknown};
 use crate::ids::SessionId;
 use crate::model::{ChatMessage, Role, StreamMessage, StreamMessageType};
 use crate::storage::{ChatStore, StorageError, StoredEvent, StreamStatus, TurnWrite};
@@ -40,9 +41,15 @@ pub fn partial_answer(text: String, status: StreamStatus) -> Option<ChatMessage>
 }
 
 /// What storing an interrupted turn writes, from the events it stored before it stopped: the
-/// text of its last round (after its last tool round; earlier rounds are stored already) as a
-/// partial answer, and the terminal event when the stream has none.
-pub fn interrupted_write(session: &SessionId, stream: &crate::ids::StreamId, events: &[StoredEvent]) -> TurnWrite {
+/// results of tool calls it left without one (`results`), or else the text of its last round
+/// (after its last tool round; earlier rounds are stored already) as a partial answer; and the
+/// terminal event when the stream has none.
+pub fn interrupted_write(
+    session: &SessionId,
+    stream: &crate::ids::StreamId,
+    events: &[StoredEvent],
+    results: Vec<ChatMessage>,
+) -> TurnWrite {
     let messages: Vec<StreamMessage> = events
         .iter()
         .filter_map(|e| serde_json::from_str(&e.data).ok())
@@ -61,8 +68,14 @@ pub fn interrupted_write(session: &SessionId, stream: &crate::ids::StreamId, eve
         seq: terminal_seq(events.last().map_or(0, |e| e.seq)),
         data: serde_json::to_string(&interrupted_note(session)).unwrap_or_default(),
     });
+    // Calls were running: the round's text is stored with its `tool_calls` message already.
+    let messages = if results.is_empty() {
+        partial_answer(text, StreamStatus::Interrupted).into_iter().collect()
+    } else {
+        results
+    };
     TurnWrite {
-        messages: partial_answer(text, StreamStatus::Interrupted).into_iter().collect(),
+        messages,
         session_id: Some(session.clone()),
         stream_id: Some(stream.clone()),
         events: terminal.into_iter().collect(),
@@ -71,12 +84,70 @@ pub fn interrupted_write(session: &SessionId, stream: &crate::ids::StreamId, eve
     }
 }
 
-/// At start-up: ends every turn a previous process left running (one transaction each), as
-/// [`interrupted_write`] says. Returns how many.
+/// Results for the calls of the session's last `tool_calls` message that have none: a call the
+/// person denied gets its denial; one that was approved or allowed was sent, so its outcome is
+/// unknown (it is never run again). Calls still waiting for a decision are left to it.
+pub fn unanswered_results(history: &[ChatMessage], approvals: &[ApprovalRecord]) -> Vec<ChatMessage> {
+    let Some(at) = history
+        .iter()
+        .rposition(|m| m.role == Role::Assistant && !m.tool_calls.is_empty())
+    else {
+        return Vec::new();
+    };
+    let answered: Vec<&str> = history[at + 1..]
+        .iter()
+        .filter(|m| m.role == Role::Tool)
+        .filter_map(|m| m.tool_call_id.as_deref())
+        .collect();
+    history[at]
+        .tool_calls
+        .iter()
+        .filter(|call| !answered.contains(&call.id.as_str()))
+        .filter_map(|call| {
+            let asked = approvals.iter().find_map(|r| {
+                let batch_call = r.calls.iter().find(|c| c.call.id == call.id)?;
+                Some((r.status, batch_call))
+            });
+            let execution = match asked {
+                Some((ApprovalStatus::Pending, _)) => return None,
+                Some((
+                    _,
+                    BatchCall {
+                        state: CallState::Denied { by },
+                        ..
+                    },
+                )) => denied(call, by),
+                _ => outcome_unknown(call, "the server stopped"),
+            };
+            let for_model = execution.result.clone();
+            Some(ChatMessage::tool_result(execution, for_model))
+        })
+        .collect()
+}
+
+/// At start-up: ends every turn a previous process left running (one transaction each): the
+/// calls it was running get an unknown outcome (in their approval and in history), then the rest
+/// as [`interrupted_write`] says. Returns how many turns.
 pub fn interrupt_running(store: &dyn ChatStore) -> Result<u64, StorageError> {
+    for mut record in store.approvals_with_running_calls()? {
+        record.finish_running(|_| CallOutcome::Unknown);
+        let write = TurnWrite {
+            call_outcomes: Some(record),
+            ..TurnWrite::default()
+        };
+        store.write_turn(&write)?;
+    }
     let running = store.running_streams()?;
     for (record, events) in &running {
-        store.write_turn(&interrupted_write(&record.session_id, &record.id, events))?;
+        let (user, session) = (record.user_id, &record.session_id);
+        let history = store.list_messages(user, session, None)?.unwrap_or_default();
+        let approvals: Vec<ApprovalRecord> = store
+            .list_approvals(user, None)?
+            .into_iter()
+            .filter(|a| a.session_id == *session)
+            .collect();
+        let results = unanswered_results(&history, &approvals);
+        store.write_turn(&interrupted_write(session, &record.id, events, results))?;
     }
     Ok(u64::try_from(running.len()).unwrap_or(u64::MAX))
 }

@@ -11,11 +11,11 @@ use chrono::Utc;
 use tokio::sync::watch;
 
 use super::SessionDeps;
-use crate::approval::{ApprovalRecord, ApprovalStatus, BatchCall, CallState, denied};
+use crate::approval::{ApprovalRecord, ApprovalStatus, BatchCall, CallOutcome, CallState, denied, outcome_unknown};
 use crate::ids::{SessionId, StreamId};
 use crate::model::{ApprovalRequestView, ChatMessage, Role, StreamMessage, ToolCall, ToolExecution};
 use crate::provider::{CompletionRequest, ProviderError, ProviderEvent, Purpose};
-use crate::storage::{ListGrants, NewGrant, StoredEvent, StreamStatus, TurnWrite, WriteTurn};
+use crate::storage::{ListGrants, StoredEvent, StreamStatus, TurnWrite, WriteTurn};
 use crate::stream::StreamBuffer;
 use crate::tools::{execute_all, keep_head_and_tail};
 
@@ -104,8 +104,11 @@ pub(crate) struct Turn {
     new_approval: Option<ApprovalRecord>,
     /// The approval request this turn stored and announced (the session then waits on it).
     requested: Option<ApprovalRecord>,
-    /// A decided approval to settle (and its grants) with the next write.
-    settle: Option<(ApprovalRecord, Vec<NewGrant>)>,
+    /// The decided approval whose approved calls this turn runs (stored `running` before they
+    /// are sent); its outcomes go with the write of the round.
+    running: Option<ApprovalRecord>,
+    /// Outcomes to store with the next write.
+    outcomes: Option<ApprovalRecord>,
     /// Where the turn starts.
     start: Option<TurnStart>,
     /// The provider the request named (else the default).
@@ -120,12 +123,11 @@ type EventReceiver = tokio::sync::mpsc::Receiver<Result<ProviderEvent, ProviderE
 pub enum TurnStart {
     /// With the person's message (already stored).
     Message,
-    /// With a decided approval batch: its calls run (or are denied) first.
+    /// With a decided approval batch (already settled in storage, its approved calls marked
+    /// `running`): its calls run (or are denied) first.
     Approved {
         /// The settled record.
         record: Box<ApprovalRecord>,
-        /// Grants to store with it.
-        grants: Vec<NewGrant>,
     },
 }
 
@@ -153,7 +155,8 @@ impl Turn {
             last_flush: Instant::now(),
             new_approval: None,
             requested: None,
-            settle: None,
+            running: None,
+            outcomes: None,
             start: Some(start),
             provider,
             waited: Duration::ZERO,
@@ -194,10 +197,6 @@ impl Turn {
         let messages = std::mem::take(&mut self.unsaved_messages);
         let mut events = std::mem::take(&mut self.unsaved_events);
         events.extend(extra);
-        let (settle_approval, new_grants) = match self.settle.take() {
-            Some((record, grants)) => (Some(record), grants),
-            None => (None, Vec::new()),
-        };
         let write = TurnWrite {
             new_stream: None,
             messages: messages.clone(),
@@ -206,8 +205,9 @@ impl Turn {
             events,
             finish,
             new_approval: self.new_approval.take(),
-            settle_approval,
-            new_grants,
+            settle_approval: None,
+            new_grants: Vec::new(),
+            call_outcomes: self.outcomes.take(),
         };
         self.deps.storage.ask(WriteTurn { write }).await?;
         self.saved_messages.extend(messages);
@@ -317,9 +317,9 @@ impl Turn {
         let max_rounds = settings.max_tool_rounds;
         let mut stop = self.stop.clone();
         let mut tool_rounds = 0;
-        if let Some(TurnStart::Approved { record, grants }) = self.start.take() {
+        if let Some(TurnStart::Approved { record }) = self.start.take() {
             let batch = record.calls.clone();
-            self.settle = Some((*record, grants));
+            self.running = Some(*record);
             self.execute_batch(&batch, &mut stop).await?;
             tool_rounds = 1;
         }
@@ -501,7 +501,9 @@ impl Turn {
     }
 
     /// Runs the approved calls of a batch at once and gives the others their denial, all in call
-    /// order; stores the round (with the settled approval and new grants, if any).
+    /// order; stores the round (with the outcomes of an approval's calls, if any). The calls are
+    /// durable before any is sent (the model's `tool_calls` message, or the approval marked
+    /// `running`), so a crash leaves their trace and never runs them again.
     async fn execute_batch(
         &mut self,
         batch: &[BatchCall],
@@ -513,13 +515,43 @@ impl Turn {
             .filter(|c| matches!(c.state, CallState::Approved { .. }))
             .map(|c| c.call.clone())
             .collect();
+        if !runnable.is_empty() && !self.unsaved_messages.is_empty() {
+            self.save(None, None).await?;
+        }
         // Dropping the calls (on stop) sends `notifications/cancelled` to their servers.
         let waiting = Instant::now();
         let ran = tokio::select! {
             biased;
-            reason = Self::stopped(stop) => return Err(TurnError::stopped(reason)),
+            reason = Self::stopped(stop) => {
+                // Every call gets its result in history: the ones sent may have acted.
+                for c in batch {
+                    let execution = match &c.state {
+                        CallState::Approved { .. } => outcome_unknown(&c.call, "the turn was stopped"),
+                        CallState::Denied { by } => denied(&c.call, by),
+                        CallState::Pending => denied(&c.call, "nobody (no decision)"),
+                    };
+                    let for_model = keep_head_and_tail(&execution.result, deps.settings.max_tool_output_chars);
+                    self.record(ChatMessage::tool_result(execution, for_model));
+                }
+                if let Some(mut record) = self.running.take() {
+                    record.finish_running(|_| CallOutcome::Unknown);
+                    self.outcomes = Some(record);
+                }
+                return Err(TurnError::stopped(reason));
+            }
             executions = execute_all(&deps.tools, &runnable) => executions,
         };
+        if let Some(mut record) = self.running.take() {
+            let failed = |call: &ToolCall| ran.iter().any(|e| e.id == call.id && e.error.is_some());
+            record.finish_running(|call| {
+                if failed(call) {
+                    CallOutcome::Failed
+                } else {
+                    CallOutcome::Done
+                }
+            });
+            self.outcomes = Some(record);
+        }
         self.waited += waiting.elapsed();
         for execution in &ran {
             let outcome = if execution.error.is_some() { "error" } else { "ok" };

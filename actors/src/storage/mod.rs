@@ -115,6 +115,8 @@ pub struct TurnWrite {
     pub settle_approval: Option<ApprovalRecord>,
     /// "Always allow" grants to add.
     pub new_grants: Vec<NewGrant>,
+    /// A decided approval whose calls' outcomes changed: its calls are replaced.
+    pub call_outcomes: Option<ApprovalRecord>,
 }
 
 /// A grant to store: the user, the session for session-scoped grants, and the tool.
@@ -162,6 +164,8 @@ pub trait ChatStore: Send + Sync + 'static {
     fn list_grants(&self, user: UserId) -> Result<Vec<Grant>, StorageError>;
     /// Revokes a grant; `false` if not the user's.
     fn delete_grant(&self, user: UserId, id: &str) -> Result<bool, StorageError>;
+    /// Approval requests with a call still marked `running` (a previous process stopped while it ran).
+    fn approvals_with_running_calls(&self) -> Result<Vec<ApprovalRecord>, StorageError>;
     /// Every stream left `running` (by a previous process), with its stored events.
     fn running_streams(&self) -> Result<Vec<(StreamRecord, Vec<StoredEvent>)>, StorageError>;
     /// A cheap liveness probe.

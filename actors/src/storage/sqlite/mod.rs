@@ -372,6 +372,16 @@ impl ChatStore for SqliteStore {
                 )));
             }
         }
+        if let Some(approval) = &write.call_outcomes {
+            tx.execute(
+                "UPDATE tool_approvals SET calls = ?1 WHERE request_id = ?2 AND user_id = ?3",
+                params![
+                    serde_json::to_string(&approval.calls)?,
+                    approval.request_id,
+                    approval.user_id.to_string(),
+                ],
+            )?;
+        }
         for (user, session, tool) in &write.new_grants {
             tx.execute(
                 "INSERT INTO tool_grants (id, user_id, session_id, tool, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -507,6 +517,15 @@ impl ChatStore for SqliteStore {
         };
         tx.commit()?;
         Ok(Some((record, events)))
+    }
+
+    fn approvals_with_running_calls(&self) -> Result<Vec<ApprovalRecord>, StorageError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {APPROVAL_COLUMNS} FROM tool_approvals WHERE calls LIKE '%\"outcome\":\"running\"%'"
+        ))?;
+        let rows = stmt.query_map([], approval_from_row)?.collect::<Result<Vec<_>, _>>()?;
+        Ok(rows.into_iter().filter(ApprovalRecord::has_running).collect())
     }
 
     fn running_streams(&self) -> Result<Vec<(StreamRecord, Vec<StoredEvent>)>, StorageError> {
