@@ -423,3 +423,29 @@ async fn after_sigkill_a_running_call_leaves_its_trace_in_history() {
     assert_eq!(acted_lines(&marker), 1);
     again.kill();
 }
+
+/// The database files deleted under a running server: storage reports unhealthy and every write
+/// is refused with 503 instead of being acknowledged into an unlinked file.
+#[actix_web::test]
+async fn a_database_deleted_under_the_server_is_reported_and_writes_are_refused() {
+    let app = TestApp::spawn().await;
+    let (session, _) = app.turn(1, "before", None).await;
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(app.path(&format!("chat.db{suffix}")));
+    }
+    eventually("storage to be reported lost", || async {
+        let (_, health) = app.request(reqwest::Method::GET, "/health", None, None).await;
+        health["storage"] == "unavailable"
+    })
+    .await;
+    let (status, _) = app.request(reqwest::Method::GET, "/ready", None, None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    for body in [json!({"message": "after"}), json!({"message": "after", "session_id": session})] {
+        let (status, reply) = app.post("/send?streaming=true", 1, body).await;
+        assert_eq!(
+            (status, reply["code"].as_str()),
+            (StatusCode::SERVICE_UNAVAILABLE, Some("storage_unavailable")),
+            "{reply}"
+        );
+    }
+}

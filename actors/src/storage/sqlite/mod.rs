@@ -8,6 +8,7 @@ mod rows;
 mod tests;
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -19,6 +20,7 @@ use super::{ChatStore, Page, StorageError, StoredEvent, StreamRecord, StreamStat
 use crate::approval::{ApprovalRecord, Grant, Remember};
 use crate::ids::{SessionId, StreamId, UserId};
 use crate::model::{ChatMessage, Session, TitleSource, format_time};
+use crate::sync::lock_unpoisoned;
 use rows::{
     APPROVAL_COLUMNS, MESSAGE_COLUMNS, SESSION_COLUMNS, approval_from_row, drop_orphan_blobs, load_attachments,
     message_from_row, optional_json, parse_time, parse_user, session_blob_hashes, session_from_row,
@@ -33,6 +35,9 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 /// SQLite behind an r2d2 pool.
 pub struct SqliteStore {
     pool: Pool<SqliteConnectionManager>,
+    /// Set by the checkpoint thread when the database file vanished or was replaced under us:
+    /// from then on every operation fails (writes would go to an unlinked file and be lost).
+    lost: Arc<Mutex<Option<String>>>,
     /// Dropping it stops the checkpoint thread.
     _checkpointer: std::sync::mpsc::Sender<()>,
     /// An exclusive lock on `<database>.lock` for the life of the store.
@@ -62,15 +67,33 @@ fn lock_database(path: &Path) -> Result<std::fs::File, StorageError> {
 
 /// Checkpoints the WAL every `CHECKPOINT_EVERY` on its own connection until `stop` disconnects.
 /// Writers never checkpoint (`wal_autocheckpoint = 0` on the pool): a checkpoint fsyncs, and
-/// done inside a commit it held that turn for 10–20 ms.
-fn spawn_checkpointer(path: &Path) -> Result<std::sync::mpsc::Sender<()>, StorageError> {
+/// done inside a commit it held that turn for 10–20 ms. Each round also checks that the database
+/// file is still the one opened (same inode): a file deleted or replaced under a running server
+/// marks the store `lost`.
+fn spawn_checkpointer(
+    path: &Path,
+    lost: Arc<Mutex<Option<String>>>,
+) -> Result<std::sync::mpsc::Sender<()>, StorageError> {
     let conn = rusqlite::Connection::open(path)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
+    let opened = file_identity(path)
+        .map_err(|err| StorageError::Unavailable(format!("cannot read {}: {err}", path.display())))?;
+    let path = path.to_owned();
     let (stop, stopped) = std::sync::mpsc::channel::<()>();
     std::thread::Builder::new()
         .name("sqlite-checkpoint".into())
         .spawn(move || {
             while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_EVERY) {
+                let gone = match file_identity(&path) {
+                    Ok(now) if now == opened => None,
+                    Ok(_) => Some(format!("the database file {} was replaced", path.display())),
+                    Err(err) => Some(format!("the database file {} is gone ({err})", path.display())),
+                };
+                if let Some(reason) = gone {
+                    tracing::error!(%reason, "storage lost: refusing every operation until restarted");
+                    *lock_unpoisoned(&lost) = Some(reason);
+                    return;
+                }
                 // PASSIVE: copies what no reader still needs, never blocks readers or writers.
                 let result = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
                 if let Err(err) = result {
@@ -80,6 +103,13 @@ fn spawn_checkpointer(path: &Path) -> Result<std::sync::mpsc::Sender<()>, Storag
         })
         .map_err(|err| StorageError::Unavailable(format!("cannot start the checkpoint thread: {err}")))?;
     Ok(stop)
+}
+
+/// The device and inode of a file: what stays the same while it is the same file.
+fn file_identity(path: &Path) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path)?;
+    Ok((meta.dev(), meta.ino()))
 }
 
 impl SqliteStore {
@@ -102,14 +132,19 @@ impl SqliteStore {
             .max_size(pool_size.max(1))
             .connection_timeout(BUSY_TIMEOUT)
             .build(manager)?;
+        let lost = Arc::new(Mutex::new(None));
         Ok(Self {
             pool,
-            _checkpointer: spawn_checkpointer(path)?,
+            _checkpointer: spawn_checkpointer(path, Arc::clone(&lost))?,
+            lost,
             _lock: lock,
         })
     }
 
     fn conn(&self) -> Result<PooledConnection<SqliteConnectionManager>, StorageError> {
+        if let Some(reason) = lock_unpoisoned(&self.lost).as_ref() {
+            return Err(StorageError::Unavailable(reason.clone()));
+        }
         Ok(self.pool.get()?)
     }
 }
