@@ -41,6 +41,7 @@ async fn main() -> anyhow::Result<()> {
 async fn serve(cli: &Cli) -> anyhow::Result<()> {
     let config = Config::load(cli, environment)?;
     aichat::telemetry::init(&config.log);
+    raise_open_files_limit(config.server.max_connections);
     let running = aichat::server::start(&config, false)?;
     tracing::info!(addr = %running.addr, provider = %config.llm.provider, "listening on http://{}", running.addr);
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
@@ -63,6 +64,22 @@ async fn serve(cli: &Cli) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Raises the soft open-files limit to the hard one: every connection, SSE reader and database
+/// file is a descriptor, and the usual soft limit of 1,024 runs out long before the connection cap.
+fn raise_open_files_limit(max_connections: usize) {
+    // Room for the database, its pool, MCP children and the listener besides the connections.
+    let wanted = u64::try_from(max_connections).unwrap_or(u64::MAX).saturating_add(256);
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) if limit < wanted => tracing::warn!(
+            limit,
+            max_connections,
+            "the open-files limit is below server.max_connections plus headroom; raise the hard limit (ulimit -Hn)"
+        ),
+        Ok(limit) => tracing::debug!(limit, "open-files limit"),
+        Err(err) => tracing::warn!(error = %err, "cannot raise the open-files limit"),
+    }
 }
 
 async fn shutdown_signal() -> &'static str {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use actix::{Arbiter, Supervisor};
 use actix_web::{App, HttpServer, web};
 use actors::Chat;
-use actors::limits::TurnLimits;
+use actors::limits::{ReaderLimits, TurnLimits};
 use actors::mcp::{McpServer, McpTools};
 use actors::provider::factory::provider_factory;
 use actors::provider::{ProviderHandle, Providers, Vendor};
@@ -136,6 +136,7 @@ pub fn start(config: &Config, handle_signals: bool) -> Result<Running, StartErro
         hub,
         Arc::clone(&providers),
         turns,
+        ReaderLimits::new(config.server.max_streams_per_user),
         secs(config.server.actor_timeout_secs),
     );
 
@@ -164,6 +165,7 @@ pub fn start(config: &Config, handle_signals: bool) -> Result<Running, StartErro
             max_file_bytes: config.attachments.max_file_bytes,
             max_files_bytes: config.attachments.max_total_bytes,
             max_files: config.attachments.max_files,
+            body_timeout: secs(config.server.body_timeout_secs),
         },
     });
     let routes = http::configure(state)?;
@@ -185,9 +187,14 @@ pub fn start(config: &Config, handle_signals: bool) -> Result<Running, StartErro
     // the client's delayed ACK (40 ms).
     .tcp_nodelay(true)
     .listen(listener)?;
-    if config.server.workers > 0 {
-        server = server.workers(config.server.workers);
-    }
+    let workers = if config.server.workers > 0 {
+        config.server.workers
+    } else {
+        std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+    };
+    server = server
+        .workers(workers)
+        .max_connections(config.server.max_connections.div_ceil(workers));
     if !handle_signals {
         server = server.disable_signals();
     }

@@ -440,7 +440,10 @@ async fn a_database_deleted_under_the_server_is_reported_and_writes_are_refused(
     .await;
     let (status, _) = app.request(reqwest::Method::GET, "/ready", None, None).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    for body in [json!({"message": "after"}), json!({"message": "after", "session_id": session})] {
+    for body in [
+        json!({"message": "after"}),
+        json!({"message": "after", "session_id": session}),
+    ] {
         let (status, reply) = app.post("/send?streaming=true", 1, body).await;
         assert_eq!(
             (status, reply["code"].as_str()),

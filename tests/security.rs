@@ -1,10 +1,12 @@
-//! Authentication modes and per-user turn limits.
+//! Authentication modes, per-user turn and stream limits, and stalled request bodies.
+
+use std::time::Duration;
 
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::common::TestApp;
+use crate::common::{TestApp, eventually};
 
 const KEY: &str = "ak_live_0123456789abcdef";
 
@@ -225,4 +227,70 @@ async fn cors_allows_only_the_configured_origins() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     assert!(resp.headers().get("access-control-allow-origin").is_none());
+}
+
+/// A bounded slowloris: request heads whose bodies stall after 10 of 100 bytes. Each is answered
+/// 408 and closed once `server.body_timeout_secs` passes, and `/health` answers meanwhile.
+#[actix_web::test]
+async fn stalled_request_bodies_are_timed_out_and_health_answers_meanwhile() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::spawn_with(|c| c.server.body_timeout_secs = 1).await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let mut stalled = Vec::new();
+    for _ in 0..200 {
+        let mut socket = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let head = "POST /v1/chat/send HTTP/1.1\r\nHost: test\r\nX-User-ID: 1\r\nContent-Type: application/json\r\n\
+                    Content-Length: 100\r\n\r\n{\"message\"";
+        socket.write_all(head.as_bytes()).await.unwrap();
+        stalled.push(socket);
+    }
+    let (status, health) = app.request(reqwest::Method::GET, "/health", None, None).await;
+    assert_eq!(status, StatusCode::OK, "{health}");
+    for mut socket in stalled {
+        let mut answer = Vec::new();
+        // The server closes the connection: reading ends (a held connection fails by timeout).
+        tokio::time::timeout(Duration::from_secs(15), socket.read_to_end(&mut answer))
+            .await
+            .expect("the server closes a stalled connection")
+            .unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(answer.contains("request_timeout"), "{answer}");
+    }
+}
+
+/// One user reads at most `server.max_streams_per_user` streams at once; a freed place is
+/// taken again, and other users are not counted against it.
+#[actix_web::test]
+async fn one_user_reads_a_bounded_number_of_streams_at_once() {
+    let app = TestApp::spawn_with(|c| {
+        c.server.max_streams_per_user = 3;
+        c.mock.chunk_delay_ms = 100;
+    })
+    .await;
+    let (stream_id, _) = app.start_stream(1, "/mock words 200", None).await;
+    let open = |user: i64| {
+        let request = app
+            .client
+            .get(app.url(&format!("/stream/{stream_id}")))
+            .header("X-User-ID", user.to_string());
+        async move { request.send().await.unwrap() }
+    };
+    let mut readers = Vec::new();
+    for _ in 0..3 {
+        let reader = open(1).await;
+        assert_eq!(reader.status(), StatusCode::OK);
+        readers.push(reader);
+    }
+    let refused = open(1).await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["code"], "too_many_streams");
+    // Another user is not counted against user 1 (and cannot read user 1's stream).
+    assert_eq!(open(2).await.status(), StatusCode::NOT_FOUND);
+    readers.pop();
+    eventually("a freed place to be taken again", || async {
+        open(1).await.status() == StatusCode::OK
+    })
+    .await;
 }

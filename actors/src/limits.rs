@@ -1,8 +1,8 @@
-//! Per-user turn limits: turns running at once (counted from the live streams) and turns started
-//! per minute (a token bucket per user). Both answer 429 with `Retry-After`.
+//! Per-user limits: turns running at once (counted from the live streams), turns started per
+//! minute (a token bucket per user), and SSE streams read at once. All answer 429.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::ids::UserId;
@@ -61,5 +61,53 @@ impl TurnLimits {
             reason: "too many turns this minute",
             retry_after: wait as u64,
         })
+    }
+}
+
+/// How many streams each user reads at once, and the cap.
+pub struct ReaderLimits {
+    max: usize,
+    open: Mutex<HashMap<UserId, usize>>,
+}
+
+/// One open stream reader of a user; dropping it frees the place.
+pub struct ReaderPermit {
+    limits: Arc<ReaderLimits>,
+    user: UserId,
+}
+
+impl ReaderLimits {
+    /// At most `max` streams read at once per user.
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(Self {
+            max,
+            open: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// A place for one more reader of `user`, or `TooManyStreams`.
+    pub fn admit(self: &Arc<Self>, user: UserId) -> Result<ReaderPermit, SessionError> {
+        let mut open = crate::sync::lock_unpoisoned(&self.open);
+        let count = open.entry(user).or_insert(0);
+        if *count >= self.max {
+            return Err(SessionError::TooManyStreams { limit: self.max });
+        }
+        *count += 1;
+        Ok(ReaderPermit {
+            limits: Arc::clone(self),
+            user,
+        })
+    }
+}
+
+impl Drop for ReaderPermit {
+    fn drop(&mut self) {
+        let mut open = crate::sync::lock_unpoisoned(&self.limits.open);
+        if let Some(count) = open.get_mut(&self.user) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.user);
+            }
+        }
     }
 }

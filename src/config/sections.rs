@@ -38,6 +38,12 @@ pub struct ServerConfig {
     /// Browser origins allowed to call the API cross-origin (exact, e.g. `https://pmm.example`);
     /// empty = none (same-origin only).
     pub cors_origins: Vec<String>,
+    /// Seconds a request body may take to arrive (then 408 and the connection closes).
+    pub body_timeout_secs: u64,
+    /// Open connections at most, over all workers (more wait to be accepted).
+    pub max_connections: usize,
+    /// SSE streams one user may read at once (then 429 `too_many_streams`).
+    pub max_streams_per_user: usize,
 }
 
 impl Default for ServerConfig {
@@ -55,6 +61,9 @@ impl Default for ServerConfig {
             shutdown_grace_secs: 30,
             cancel_on_disconnect_secs: 0,
             cors_origins: Vec::new(),
+            body_timeout_secs: 10,
+            max_connections: 10_000,
+            max_streams_per_user: 64,
         }
     }
 }

@@ -65,6 +65,9 @@ impl Config {
             ("server.sse_keepalive_secs", self.server.sse_keepalive_secs),
             ("server.send_timeout_secs", self.server.send_timeout_secs),
             ("server.actor_timeout_secs", self.server.actor_timeout_secs),
+            ("server.body_timeout_secs", self.server.body_timeout_secs),
+            ("server.max_connections", self.server.max_connections as u64),
+            ("server.max_streams_per_user", self.server.max_streams_per_user as u64),
             ("database.pool_size", u64::from(self.database.pool_size)),
             ("database.threads", self.database.threads as u64),
             (

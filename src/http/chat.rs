@@ -9,6 +9,7 @@ use actix_web_lab::sse::{self, Sse};
 use actors::Submission;
 use actors::chat::DisconnectGuard;
 use actors::ids::{SessionId, StreamId};
+use actors::limits::ReaderPermit;
 use actors::session::TurnStarted;
 use actors::stream::StreamBuffer;
 use futures::stream::{self, Stream, StreamExt};
@@ -123,8 +124,9 @@ pub fn sse_events(
     buffer: &Arc<StreamBuffer>,
     after_seq: u64,
     guard: Option<DisconnectGuard>,
+    permit: ReaderPermit,
 ) -> impl Stream<Item = sse::Event> + use<> {
-    let open = OpenStream::new();
+    let open = (OpenStream::new(), permit);
     stream::unfold((buffer.subscribe(after_seq), guard, open), |(mut reader, guard, open)| async move {
         reader.next_batch().await.map(|batch| (batch, (reader, guard, open)))
     })
@@ -153,6 +155,7 @@ pub fn sse_events(
         (status = 200, description = "Server-Sent Events whose `data` is a `StreamMessage`",
             content_type = "text/event-stream", body = actors::model::StreamMessage),
         (status = 404, description = "`stream_not_found`: no such stream for this user", body = ErrorBody),
+        (status = 429, description = "`too_many_streams`: this user reads `server.max_streams_per_user` streams already", body = ErrorBody),
     )
 )]
 #[get("/stream/{stream_id}")]
@@ -164,6 +167,7 @@ pub async fn read_stream(
     state: web::Data<AppState>,
 ) -> Result<Sse<impl Stream<Item = Result<sse::Event, Infallible>>>, ApiError> {
     let after = last_event_id(&req, &query)?;
+    let permit = state.chat.admit_reader(user.0)?;
     let buffer = state
         .chat
         .open_stream(user.0, &StreamId::from_raw(path.into_inner()))
@@ -171,9 +175,11 @@ pub async fn read_stream(
     let guard = state
         .chat
         .watch_disconnect(user.0, &buffer, state.limits.cancel_on_disconnect);
-    Ok(Sse::from_infallible_stream(sse_events(&buffer, after, Some(guard)))
-        .with_keep_alive(state.limits.sse_keepalive)
-        .with_retry_duration(std::time::Duration::from_secs(3)))
+    Ok(
+        Sse::from_infallible_stream(sse_events(&buffer, after, Some(guard), permit))
+            .with_keep_alive(state.limits.sse_keepalive)
+            .with_retry_duration(std::time::Duration::from_secs(3)),
+    )
 }
 
 /// The original's single-request stream (legacy; the PMM UI uses `/send?streaming=true` and
@@ -191,7 +197,7 @@ pub async fn read_stream(
         (status = 400, description = "`missing_field`: no `message`", body = ErrorBody),
         (status = 404, description = "`approval_not_found` (an in-band decision)", body = ErrorBody),
         (status = 409, description = "`turn_in_progress`", body = ErrorBody),
-        (status = 429, description = "`too_many_turns`", body = ErrorBody),
+        (status = 429, description = "`too_many_turns` or `too_many_streams`", body = ErrorBody),
     )
 )]
 #[get("/stream")]
@@ -207,11 +213,12 @@ pub async fn legacy_stream(
         provider: None,
         attachments: Vec::new(),
     };
+    let permit = state.chat.admit_reader(user.0)?;
     let started = state.chat.send(user.0, submission).await?;
     let guard = state
         .chat
         .watch_disconnect(user.0, &started.stream, state.limits.cancel_on_disconnect);
-    let events = sse_events(&started.stream, 0, Some(guard));
+    let events = sse_events(&started.stream, 0, Some(guard), permit);
     Ok(
         actix_web::Responder::customize(
             Sse::from_infallible_stream(events).with_keep_alive(state.limits.sse_keepalive),

@@ -104,6 +104,12 @@ pub enum ApiError {
         /// Seconds until a new turn may start.
         retry_after: u64,
     },
+    /// Too many SSE streams read at once by this user.
+    #[error("Too many streams open at once (at most {0} per user)")]
+    TooManyStreams(usize),
+    /// The request body did not arrive in time.
+    #[error("The request body did not arrive in time")]
+    RequestTimeout,
     /// The model provider failed (non-streaming send).
     #[error("Failed to process message: {0}")]
     Provider(TurnFailure),
@@ -141,6 +147,8 @@ impl ApiError {
             ApiError::TurnInProgress => "turn_in_progress",
             ApiError::TurnFinished => "turn_finished",
             ApiError::TooManyTurns { .. } => "too_many_turns",
+            ApiError::TooManyStreams(_) => "too_many_streams",
+            ApiError::RequestTimeout => "request_timeout",
             ApiError::ApprovalNotFound => "approval_not_found",
             ApiError::ApprovalDecided => "approval_decided",
             ApiError::ApprovalExpired => "approval_expired",
@@ -169,7 +177,8 @@ impl ResponseError for ApiError {
             | ApiError::TooManyAttachments(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedAttachment(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::AttachmentUnreadable(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::TooManyTurns { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooManyTurns { .. } | ApiError::TooManyStreams(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::SessionNotFound | ApiError::StreamNotFound | ApiError::RouteNotFound => StatusCode::NOT_FOUND,
             ApiError::TurnInProgress
@@ -186,6 +195,10 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let mut response = HttpResponse::build(self.status_code());
+        if matches!(self, ApiError::RequestTimeout) {
+            // The rest of a stalled body is never read: the connection cannot be reused.
+            response.force_close();
+        }
         if self.status_code() == StatusCode::SERVICE_UNAVAILABLE {
             response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
         }
@@ -222,6 +235,7 @@ impl From<SessionError> for ApiError {
                 reason: err.to_string(),
             },
             SessionError::TooManyTurns { reason, retry_after } => ApiError::TooManyTurns { reason, retry_after },
+            SessionError::TooManyStreams { limit } => ApiError::TooManyStreams(limit),
             SessionError::AttachmentUnreadable { .. } => ApiError::AttachmentUnreadable(err.to_string()),
             SessionError::TurnFailed(failure) if failure.kind() == FailureKind::Storage => ApiError::Storage,
             SessionError::TurnFailed(failure) => ApiError::Provider(failure),
@@ -282,6 +296,8 @@ mod tests {
                 429,
                 "too_many_turns",
             ),
+            (ApiError::TooManyStreams(64), 429, "too_many_streams"),
+            (ApiError::RequestTimeout, 408, "request_timeout"),
             (ApiError::ApprovalNotFound, 404, "approval_not_found"),
             (ApiError::ApprovalDecided, 409, "approval_decided"),
             (ApiError::ApprovalExpired, 409, "approval_expired"),

@@ -45,6 +45,8 @@ pub struct Limits {
     pub max_files_bytes: usize,
     /// Most files in one request.
     pub max_files: usize,
+    /// Longest wait for a request body.
+    pub body_timeout: Duration,
 }
 
 /// What every handler can reach.

@@ -18,7 +18,7 @@ use crate::approval::{ApprovalStatus, Decision, Remember};
 use crate::attachment::Attachment;
 use crate::backlog::Queued;
 use crate::ids::{SessionId, StreamId, UserId};
-use crate::limits::TurnLimits;
+use crate::limits::{ReaderLimits, ReaderPermit, TurnLimits};
 use crate::provider::Providers;
 use crate::registry::{Evict, InterruptAll, Resolve, SessionRegistry, Submit};
 use crate::session::{Decide, SessionError, StartTurn, StopReason, StopTurn, TurnStarted};
@@ -49,18 +49,21 @@ pub struct Chat {
     hub: Arc<StreamHub>,
     providers: Arc<Providers>,
     limits: Arc<TurnLimits>,
+    readers: Arc<ReaderLimits>,
     timeout: Duration,
     draining: Arc<AtomicBool>,
 }
 
 impl Chat {
-    /// A handle over running actors; `limits` bounds each user's turns.
+    /// A handle over running actors; `limits` bounds each user's turns, `readers` the streams
+    /// each user reads at once.
     pub fn new(
         registry: Addr<SessionRegistry>,
         storage: Storage,
         hub: Arc<StreamHub>,
         providers: Arc<Providers>,
         limits: TurnLimits,
+        readers: Arc<ReaderLimits>,
         timeout: Duration,
     ) -> Self {
         Self {
@@ -69,6 +72,7 @@ impl Chat {
             hub,
             providers,
             limits: Arc::new(limits),
+            readers,
             timeout,
             draining: Arc::new(AtomicBool::new(false)),
         }
@@ -134,6 +138,12 @@ impl Chat {
         };
         let submit = Submit { user, session_id, turn };
         self.ask("registry", &self.registry, submit).await?
+    }
+
+    /// A place for one more stream reader of `user` (held while the stream is read), or
+    /// `TooManyStreams`.
+    pub fn admit_reader(&self, user: UserId) -> Result<ReaderPermit, SessionError> {
+        self.readers.admit(user)
     }
 
     /// Waits for the whole answer of a turn (a non-streaming send), at most `limit`.

@@ -50,6 +50,12 @@ pub enum SessionError {
         /// Seconds until a turn may start.
         retry_after: u64,
     },
+    /// The user already reads as many streams at once as allowed.
+    #[error("too many streams open at once (at most {limit} per user)")]
+    TooManyStreams {
+        /// The cap.
+        limit: usize,
+    },
     /// The provider that would answer cannot read an attached file of this kind.
     #[error("the provider {provider} cannot read {filename} ({mime_type})")]
     AttachmentUnreadable {

@@ -141,7 +141,8 @@ fn harness(approval: ApprovalConfig) -> Harness {
         },
     });
     let registry = SessionRegistry::new(deps, Duration::from_secs(60), WAIT).start();
-    let chat = Chat::new(registry, storage, hub, providers, TurnLimits::new(0, 0), WAIT);
+    let readers = crate::limits::ReaderLimits::new(8);
+    let chat = Chat::new(registry, storage, hub, providers, TurnLimits::new(0, 0), readers, WAIT);
     Harness { chat, tools, _dir: dir }
 }
 
