@@ -525,3 +525,23 @@ async fn the_mcp_conformance_client_scenarios_pass() {
         );
     }
 }
+
+/// A server that hangs (answers nothing, not even pings) is noticed by the health ping and
+/// replaced: calls work again long before the hang would have ended.
+#[actix_web::test]
+async fn a_hung_server_is_found_by_its_health_ping_and_replaced() {
+    let app = TestApp::spawn_with(|c| {
+        let mut server = demo("demo");
+        server.ping_interval_secs = 1;
+        server.call_timeout_secs = 2;
+        c.mcp.servers = vec![server];
+    })
+    .await;
+    wait_ready(&app, &["demo"]).await;
+    let frozen = call_one(&app, json!({"name": "demo__freeze", "arguments": {"secs": 120}})).await;
+    assert!(frozen["error"].as_str().unwrap().contains("did not answer"), "{frozen}");
+    eventually("calls to work again", || async {
+        call_one(&app, json!({"name": "demo__echo", "arguments": {"text": "back"}})).await["result"] == "[demo] back"
+    })
+    .await;
+}

@@ -3,7 +3,8 @@
 //! With `--test-tools` it adds tools the tests and benchmarks use: `gate` (waits until N calls of
 //! the same gate have started: proves calls run at once without a clock), `crash` (the process
 //! exits mid-call), `add_tool` (announces `tools/list_changed`) and `wait_for_cancel` (records a
-//! `notifications/cancelled` in a file) and `act_then_wait` (a side effect, then a long wait).
+//! `notifications/cancelled` in a file), `act_then_wait` (a side effect, then a long wait) and
+//! `freeze` (hangs the whole server).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -112,6 +113,11 @@ impl DemoServer {
                     "act_then_wait",
                     "Appends a line `acted` to the file `path` (a side effect), then waits up to 60 s",
                     json!({"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]}),
+                ),
+                tool(
+                    "freeze",
+                    "Blocks the whole server for `secs` seconds (it answers nothing, not even pings)",
+                    json!({"type": "object", "properties": {"secs": {"type": "integer"}}, "required": ["secs"]}),
                 ),
                 tool(
                     "big",
@@ -241,6 +247,11 @@ impl DemoServer {
                     },
                 }
             }
+            "freeze" if self.test_tools => {
+                let secs = args.get("secs").and_then(Value::as_u64).unwrap_or(0).min(600);
+                freeze(Duration::from_secs(secs));
+                text(format!("was frozen for {secs} s"))
+            }
             "big" if self.test_tools => {
                 let chars = args.get("chars").and_then(Value::as_u64).unwrap_or(0).min(10_000_000) as usize;
                 let half = chars / 2;
@@ -300,4 +311,10 @@ pub async fn serve_stdio(test_tools: bool, label: Option<String>) -> anyhow::Res
         .await?;
     running.waiting().await?;
     Ok(())
+}
+
+/// Blocks the thread the server runs on: a hung server, for the health-ping test.
+#[expect(clippy::disallowed_methods, reason = "`freeze` exists to hang the whole server")]
+fn freeze(how_long: Duration) {
+    std::thread::sleep(how_long);
 }

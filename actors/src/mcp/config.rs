@@ -54,6 +54,10 @@ pub struct McpServerConfig {
     /// Seconds the start-up handshake may take.
     #[serde(default = "thirty")]
     pub connect_timeout_secs: u64,
+    /// Seconds between health pings of a ready connection (0 = none). A server that does not
+    /// answer one within the same time (at most 10 s) is treated as lost and reconnected.
+    #[serde(default = "thirty")]
+    pub ping_interval_secs: u64,
 }
 
 fn yes() -> bool {
@@ -91,6 +95,7 @@ impl McpServerConfig {
             max_concurrency: sixteen(),
             call_timeout_secs: sixty(),
             connect_timeout_secs: thirty(),
+            ping_interval_secs: thirty(),
         }
     }
 
@@ -153,6 +158,7 @@ pub fn parse_servers_json(text: &str) -> Result<Vec<McpServerConfig>, String> {
             max_concurrency: sixteen(),
             call_timeout_secs: sixty(),
             connect_timeout_secs: s.timeout.filter(|t| *t > 0).unwrap_or(30),
+            ping_interval_secs: thirty(),
         })
         .collect())
 }
@@ -221,6 +227,8 @@ pub struct ServerSpec {
     pub call_timeout: Duration,
     /// Handshake timeout.
     pub connect_timeout: Duration,
+    /// Health pings of a ready connection, if any.
+    pub ping_every: Option<Duration>,
 }
 
 impl McpServerConfig {
@@ -293,6 +301,7 @@ impl McpServerConfig {
             max_concurrency: self.max_concurrency,
             call_timeout: Duration::from_secs(self.call_timeout_secs),
             connect_timeout: Duration::from_secs(self.connect_timeout_secs),
+            ping_every: (self.ping_interval_secs > 0).then(|| Duration::from_secs(self.ping_interval_secs)),
         })
     }
 }

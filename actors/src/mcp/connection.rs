@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use rmcp::model::{ClientCapabilities, ClientConfig, Implementation, ProtocolVersion, Tool};
+use rmcp::model::{
+    ClientCapabilities, ClientConfig, ClientRequest, Implementation, PingRequest, ProtocolVersion, Tool,
+};
 use rmcp::service::{NotificationContext, RunningService};
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
@@ -115,6 +117,7 @@ pub struct McpConnection {
     generation: u64,
     service: Option<SpawnHandle>,
     retry: Option<SpawnHandle>,
+    pinger: Option<SpawnHandle>,
 }
 
 impl McpConnection {
@@ -138,6 +141,7 @@ impl McpConnection {
             generation: 0,
             service: None,
             retry: None,
+            pinger: None,
         }
     }
 
@@ -153,7 +157,10 @@ impl McpConnection {
     fn connect(&mut self, ctx: &mut Context<Self>) {
         self.generation += 1;
         let generation = self.generation;
-        for handle in [self.service.take(), self.retry.take()].into_iter().flatten() {
+        for handle in [self.service.take(), self.retry.take(), self.pinger.take()]
+            .into_iter()
+            .flatten()
+        {
             // Dropping the old service's future closes it (and stops its child process).
             ctx.cancel_future(handle);
         }
@@ -199,6 +206,7 @@ impl McpConnection {
                         }
                     }));
                     act.service = Some(handle);
+                    act.start_pinging(generation, ctx);
                 }
                 Err(reason) => act.lost(reason, ctx),
             }
@@ -215,15 +223,42 @@ impl McpConnection {
             ConnState::Connecting | ConnState::Failed => ConnState::Failed,
         };
         self.report_down(Some(reason));
-        if let Some(handle) = self.service.take() {
-            ctx.cancel_future(handle);
-        }
-        if let Some(handle) = self.retry.take() {
+        for handle in [self.service.take(), self.retry.take(), self.pinger.take()]
+            .into_iter()
+            .flatten()
+        {
             ctx.cancel_future(handle);
         }
         self.retry = Some(ctx.run_later(delay, |act, ctx| {
             act.retry = None;
             act.connect(ctx);
+        }));
+    }
+}
+
+impl McpConnection {
+    /// Pings the server every `ping_every` while this generation of the connection lives; a ping
+    /// without an answer in time means the server hangs: the connection is rebuilt (a stdio
+    /// server's process is replaced), and its state stops saying `ready`.
+    fn start_pinging(&mut self, generation: u64, ctx: &mut Context<Self>) {
+        let Some(every) = self.spec.ping_every else {
+            return;
+        };
+        let limit = every.min(Duration::from_secs(10));
+        self.pinger = Some(ctx.run_interval(every, move |act, ctx| {
+            let Some(peer) = act.peer.clone().filter(|_| act.generation == generation) else {
+                return;
+            };
+            let me = ctx.address();
+            actix_rt::spawn(async move {
+                let ping = peer.send_request(ClientRequest::PingRequest(PingRequest::default()));
+                let reason = match tokio::time::timeout(limit, ping).await {
+                    Ok(Ok(_)) => return,
+                    Ok(Err(err)) => format!("health ping failed: {err}"),
+                    Err(_) => format!("no answer to a health ping within {} s", limit.as_secs()),
+                };
+                me.do_send(ConnectionLost { generation, reason });
+            });
         }));
     }
 }
@@ -308,6 +343,7 @@ impl Supervised for McpConnection {
         self.attempt = 0;
         self.service = None;
         self.retry = None;
+        self.pinger = None;
     }
 }
 
