@@ -23,7 +23,10 @@ async fn main() -> anyhow::Result<()> {
                 level: "warn".into(),
                 json: false,
             });
-            aichat::demo::mcp_server::serve_stdio(test_tools, label).await
+            let served = aichat::demo::mcp_server::serve_stdio(test_tools, label).await;
+            // Exit at once: the runtime's teardown waits on the blocking stdin reader, and a
+            // server that lost its client (or its parent) has nothing left to finish.
+            std::process::exit(i32::from(served.is_err()))
         }
         Some(Command::McpClient { url }) => {
             aichat::telemetry::init(&LogConfig {

@@ -65,6 +65,11 @@ impl Binary {
         }
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL: no chance to clean up.
     pub fn kill(mut self) {
         self.child.kill().unwrap();
@@ -165,4 +170,43 @@ async fn a_second_instance_on_a_taken_port_fails_without_touching_the_database()
     let data: Vec<_> = stored.iter().map(|e| e.data.clone()).collect();
     assert_eq!(data, live.iter().map(|e| e.data.clone()).collect::<Vec<_>>());
     first.kill();
+}
+
+/// The processes whose parent is `pid` (started by any of its threads).
+fn children_of(pid: u32) -> Vec<u32> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    tasks
+        .filter_map(Result::ok)
+        .flat_map(|task| {
+            std::fs::read_to_string(task.path().join("children"))
+                .unwrap_or_default()
+                .split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
+/// Whether a process still runs (a zombie waiting to be reaped has ended).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .is_ok_and(|status| status.lines().any(|l| l.starts_with("State:") && !l.contains("zombie")))
+}
+
+/// The demo MCP server started over stdio dies with the server, even with SIGKILL, which gives
+/// the server no chance to stop it.
+#[actix_web::test]
+async fn the_demo_mcp_server_dies_with_a_killed_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("chat.db");
+    let server = Binary::start_with(
+        &db,
+        "[[mcp.servers]]\nname = \"demo\"\ncommand = \"@self\"\nargs = [\"mcp-demo\"]\n",
+    );
+    let app = TestApp::client_for(&server.base);
+    app.wait_for_server("demo").await;
+    let children = children_of(server.pid());
+    assert_eq!(children.len(), 1, "one demo server process");
+    server.kill();
+    crate::common::eventually("the demo server to exit", || async { !running(children[0]) }).await;
 }

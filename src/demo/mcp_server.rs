@@ -309,8 +309,22 @@ pub async fn serve_stdio(test_tools: bool, label: Option<String>) -> anyhow::Res
     let running = DemoServer::new(test_tools, label)
         .serve(rmcp::transport::stdio())
         .await?;
-    running.waiting().await?;
+    tokio::select! {
+        ended = running.waiting() => {
+            ended?;
+        }
+        () = parent_gone() => tracing::warn!("the parent process is gone: the demo server exits"),
+    }
     Ok(())
+}
+
+/// Resolves when this process's parent has died (it was re-parented), so a server killed with
+/// SIGKILL, which cannot close its children, does not leave the demo server behind.
+async fn parent_gone() {
+    let parent = std::os::unix::process::parent_id();
+    while std::os::unix::process::parent_id() == parent {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Blocks the thread the server runs on: a hung server, for the health-ping test.
