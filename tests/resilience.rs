@@ -452,3 +452,34 @@ async fn a_database_deleted_under_the_server_is_reported_and_writes_are_refused(
         );
     }
 }
+
+/// Storage failing on every request (here: its file deleted) logs one line per period, not one
+/// per request.
+#[actix_web::test]
+async fn repeated_storage_failures_are_not_logged_once_per_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("chat.db");
+    let server = Binary::start_with(&db, "");
+    let app = TestApp::client_for(&server.base);
+    app.turn(1, "before", None).await;
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(dir.path().join(format!("chat.db{suffix}")));
+    }
+    eventually("storage to be reported lost", || async {
+        app.request(reqwest::Method::GET, "/health", None, None).await.1["storage"] == "unavailable"
+    })
+    .await;
+    for _ in 0..30 {
+        let (status, _) = app.post("/send?streaming=true", 1, json!({"message": "hello"})).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+    let lines = server
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains("storage failed"))
+        .count();
+    assert!((1..=2).contains(&lines), "{lines} lines for 30 failures");
+    server.kill();
+}

@@ -251,14 +251,70 @@ impl From<SessionError> for ApiError {
 
 impl From<StorageError> for ApiError {
     fn from(err: StorageError) -> Self {
-        tracing::error!(error = %err, "storage failed");
+        // A full disk or a lost database fails every request alike: one line per period, with
+        // how many were left out, instead of one per request.
+        if let Some(suppressed) = STORAGE_ERRORS.admit() {
+            tracing::error!(error = %err, suppressed, "storage failed");
+        }
         ApiError::Storage
+    }
+}
+
+/// Repeated storage failures are logged at most once per this period.
+const STORAGE_ERROR_PERIOD: std::time::Duration = std::time::Duration::from_secs(10);
+
+static STORAGE_ERRORS: RepeatedErrors = RepeatedErrors::new(STORAGE_ERROR_PERIOD);
+
+/// Lets one log line of a kind through per period and counts the others.
+struct RepeatedErrors {
+    period: std::time::Duration,
+    state: std::sync::Mutex<Option<(std::time::Instant, u64)>>,
+}
+
+impl RepeatedErrors {
+    const fn new(period: std::time::Duration) -> Self {
+        Self {
+            period,
+            state: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// `Some(how many were left out since the last line)` when this one may be logged.
+    fn admit(&self) -> Option<u64> {
+        let mut state = actors::sync::lock_unpoisoned(&self.state);
+        let now = std::time::Instant::now();
+        match state.as_mut() {
+            Some((last, suppressed)) if now.duration_since(*last) < self.period => {
+                *suppressed += 1;
+                None
+            }
+            Some((last, suppressed)) => {
+                let left_out = *suppressed;
+                *last = now;
+                *suppressed = 0;
+                Some(left_out)
+            }
+            None => {
+                *state = Some((now, 0));
+                Some(0)
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repeated_errors_are_logged_once_per_period_with_a_count() {
+        let errors = RepeatedErrors::new(std::time::Duration::from_secs(3600));
+        assert_eq!(errors.admit(), Some(0));
+        assert_eq!((0..5).filter_map(|_| errors.admit()).count(), 0);
+        let zero = RepeatedErrors::new(std::time::Duration::ZERO);
+        assert_eq!(zero.admit(), Some(0));
+        assert_eq!(zero.admit(), Some(0));
+    }
 
     #[test]
     fn every_error_has_its_code_and_status() {
