@@ -104,7 +104,10 @@ pub fn start(config: &Config, handle_signals: bool) -> Result<Running, StartErro
         .collect();
     let mcp = Arc::new(McpTools::new(servers));
     let tools: Arc<dyn ToolCatalog> = mcp.clone();
-    let hub = Arc::new(StreamHub::default());
+    let hub = Arc::new(StreamHub::new(
+        secs(config.server.stream_retention_secs),
+        config.server.stream_retention_bytes,
+    ));
     let system_prompt = Some(config.llm.system_prompt.trim().to_owned()).filter(|p| !p.is_empty());
     let deps = Arc::new(SessionDeps {
         storage: storage.clone(),
@@ -123,9 +126,8 @@ pub fn start(config: &Config, handle_signals: bool) -> Result<Running, StartErro
             approval: config.approval.clone(),
         },
     });
-    let retention = secs(config.server.stream_retention_secs);
     let timeout = secs(config.server.actor_timeout_secs);
-    let registry = Supervisor::start(move |_| SessionRegistry::new(deps, retention, timeout));
+    let registry = Supervisor::start(move |_| SessionRegistry::new(deps, timeout));
     let turns = TurnLimits::new(
         config.limits.max_concurrent_turns_per_user,
         config.limits.turns_per_minute_per_user,

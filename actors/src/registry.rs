@@ -62,19 +62,17 @@ pub struct InterruptAll;
 pub struct SessionRegistry {
     deps: Arc<SessionDeps>,
     sessions: HashMap<SessionId, (UserId, Addr<SessionActor>)>,
-    stream_retention: Duration,
     /// Longest wait for a session actor to answer a forwarded message.
     timeout: Duration,
 }
 
 impl SessionRegistry {
-    /// A registry whose sessions share `deps`; finished streams stay in memory for
-    /// `stream_retention`; a forwarded message waits at most `timeout` for its session actor.
-    pub fn new(deps: Arc<SessionDeps>, stream_retention: Duration, timeout: Duration) -> Self {
+    /// A registry whose sessions share `deps` (it sweeps their hub's finished streams); a
+    /// forwarded message waits at most `timeout` for its session actor.
+    pub fn new(deps: Arc<SessionDeps>, timeout: Duration) -> Self {
         Self {
             deps,
             sessions: HashMap::new(),
-            stream_retention,
             timeout,
         }
     }
@@ -114,9 +112,10 @@ impl Actor for SessionRegistry {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(4096);
-        let every = (self.stream_retention / 4).clamp(Duration::from_millis(100), Duration::from_secs(60));
+        // Often enough that the byte budget holds between sweeps.
+        let every = (self.deps.hub.retention() / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
         ctx.run_interval(every, |act, _| {
-            let removed = act.deps.hub.sweep(act.stream_retention);
+            let removed = act.deps.hub.sweep();
             if removed > 0 {
                 tracing::debug!(removed, "finished streams left memory");
             }

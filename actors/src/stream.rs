@@ -33,7 +33,12 @@ pub struct StreamEvent {
 struct BufferState {
     events: Vec<Arc<StreamEvent>>,
     finished_at: Option<Instant>,
+    /// What the events hold in memory, roughly (their JSON plus a fixed cost each).
+    bytes: usize,
 }
+
+/// What one event costs besides its JSON (the `Arc`, the `StreamEvent`, the vector slot).
+const EVENT_OVERHEAD: usize = 64;
 
 /// The events of one turn, shared by the producing turn and every reader.
 pub struct StreamBuffer {
@@ -83,6 +88,10 @@ impl StreamBuffer {
                     })
                 })
                 .collect();
+        }
+        {
+            let mut state = lock(&buffer.state);
+            state.bytes = state.events.iter().map(|e| e.data.len() + EVENT_OVERHEAD).sum();
         }
         let (last, ended) = buffer.last_seq_and_terminal();
         if !ended {
@@ -137,6 +146,7 @@ impl StreamBuffer {
                 return None;
             }
             let seq = state.events.last().map_or(1, |e| e.seq + 1);
+            state.bytes += data.len() + EVENT_OVERHEAD;
             state.events.push(Arc::new(StreamEvent {
                 seq,
                 data: data.as_str().into(),
@@ -156,8 +166,10 @@ impl StreamBuffer {
         lock(&self.state).finished_at.is_some()
     }
 
-    fn finished_before(&self, deadline: Instant) -> bool {
-        lock(&self.state).finished_at.is_some_and(|t| t < deadline)
+    /// When it finished, and what it holds in memory; `None` while it runs.
+    fn finished_and_bytes(&self) -> Option<(Instant, usize)> {
+        let state = lock(&self.state);
+        state.finished_at.map(|at| (at, state.bytes))
     }
 
     /// The events after `after_seq` (a copy of the pointers; cheap) and whether the stream had
@@ -222,13 +234,35 @@ impl Drop for Subscription {
     }
 }
 
-/// Finds live and recently finished streams by id.
-#[derive(Default)]
+/// Finds live and recently finished streams by id. Finished streams stay for a retention time
+/// and within a byte budget (the oldest go first); storage serves them afterwards.
 pub struct StreamHub {
     streams: Mutex<HashMap<StreamId, Arc<StreamBuffer>>>,
+    retention: Duration,
+    budget_bytes: usize,
+}
+
+impl Default for StreamHub {
+    fn default() -> Self {
+        Self::new(Duration::from_secs(600), 64 * 1024 * 1024)
+    }
 }
 
 impl StreamHub {
+    /// A hub that keeps finished streams for `retention`, and at most `budget_bytes` of them.
+    pub fn new(retention: Duration, budget_bytes: usize) -> Self {
+        Self {
+            streams: Mutex::new(HashMap::new()),
+            retention,
+            budget_bytes,
+        }
+    }
+
+    /// How long finished streams stay.
+    pub fn retention(&self) -> Duration {
+        self.retention
+    }
+
     fn map(&self) -> MutexGuard<'_, HashMap<StreamId, Arc<StreamBuffer>>> {
         crate::sync::lock_unpoisoned(&self.streams)
     }
@@ -253,14 +287,32 @@ impl StreamHub {
         self.map().retain(|_, b| b.session_id() != session_id);
     }
 
-    /// Forgets buffers that finished more than `retention` ago; returns how many.
-    pub fn sweep(&self, retention: Duration) -> usize {
-        let Some(deadline) = Instant::now().checked_sub(retention) else {
-            return 0;
-        };
+    /// Forgets finished buffers older than the retention time, then the oldest finished ones
+    /// until the rest fit the byte budget; returns how many went. Running streams always stay.
+    pub fn sweep(&self) -> usize {
+        let deadline = Instant::now().checked_sub(self.retention);
         let mut map = self.map();
         let before = map.len();
-        map.retain(|_, b| !b.finished_before(deadline));
+        let mut finished: Vec<(Instant, usize, StreamId)> = Vec::new();
+        map.retain(|id, b| match b.finished_and_bytes() {
+            None => true,
+            Some((at, _)) if deadline.is_some_and(|d| at < d) => false,
+            Some((at, bytes)) => {
+                finished.push((at, bytes, id.clone()));
+                true
+            }
+        });
+        let mut held: usize = finished.iter().map(|(_, bytes, _)| bytes).sum();
+        if held > self.budget_bytes {
+            finished.sort_by_key(|(at, _, _)| *at);
+            for (_, bytes, id) in finished {
+                if held <= self.budget_bytes {
+                    break;
+                }
+                map.remove(&id);
+                held -= bytes;
+            }
+        }
         before - map.len()
     }
 
@@ -294,6 +346,39 @@ mod tests {
 
     fn buffer() -> Arc<StreamBuffer> {
         StreamBuffer::new(StreamId::generate(), UserId::new(1).unwrap(), SessionId::from_raw("s"))
+    }
+
+    #[test]
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "a plain test thread: the streams must finish at distinct instants"
+    )]
+    fn finished_streams_leave_memory_oldest_first_past_the_byte_budget() {
+        let session = SessionId::from_raw("s");
+        let finished = |text: &str| {
+            let b = buffer();
+            b.push(&StreamMessage::text(&session, text));
+            b.push(&StreamMessage::done(&session));
+            b
+        };
+        let one = finished(&"x".repeat(1000));
+        let size = crate::sync::lock_unpoisoned(&one.state).bytes;
+        let hub = StreamHub::new(Duration::from_secs(3600), 2 * size + size / 2);
+        let running = buffer();
+        running.push(&StreamMessage::text(&session, "y".repeat(5000)));
+        hub.insert(Arc::clone(&running));
+        hub.insert(Arc::clone(&one));
+        std::thread::sleep(Duration::from_millis(2));
+        let two = finished(&"x".repeat(1000));
+        hub.insert(Arc::clone(&two));
+        std::thread::sleep(Duration::from_millis(2));
+        let three = finished(&"x".repeat(1000));
+        hub.insert(Arc::clone(&three));
+        assert_eq!(hub.sweep(), 1);
+        assert!(hub.get(one.id()).is_none(), "the oldest finished stream went");
+        assert!(hub.get(two.id()).is_some() && hub.get(three.id()).is_some());
+        assert!(hub.get(running.id()).is_some(), "a running stream always stays");
+        assert_eq!(hub.sweep(), 0);
     }
 
     /// A terminal event pushed on another thread while a reader checks for news is never lost

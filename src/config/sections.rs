@@ -26,6 +26,8 @@ pub struct ServerConfig {
     pub sse_keepalive_secs: u64,
     /// Seconds a finished stream stays in memory (later it is read from storage).
     pub stream_retention_secs: u64,
+    /// Bytes of finished streams kept in memory at most (the oldest leave first).
+    pub stream_retention_bytes: usize,
     /// Seconds a non-streaming `/send` waits for the whole answer.
     pub send_timeout_secs: u64,
     /// Seconds any internal request to an actor may take.
@@ -56,6 +58,7 @@ impl Default for ServerConfig {
             max_message_chars: 100_000,
             sse_keepalive_secs: 15,
             stream_retention_secs: 600,
+            stream_retention_bytes: 64 * 1024 * 1024,
             send_timeout_secs: 300,
             actor_timeout_secs: 30,
             shutdown_grace_secs: 30,

@@ -140,7 +140,7 @@ fn harness(approval: ApprovalConfig) -> Harness {
             approval,
         },
     });
-    let registry = SessionRegistry::new(deps, Duration::from_secs(60), WAIT).start();
+    let registry = SessionRegistry::new(deps, WAIT).start();
     let readers = crate::limits::ReaderLimits::new(8);
     let chat = Chat::new(registry, storage, hub, providers, TurnLimits::new(0, 0), readers, WAIT);
     Harness { chat, tools, _dir: dir }

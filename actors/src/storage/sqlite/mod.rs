@@ -75,10 +75,14 @@ fn spawn_checkpointer(
     lost: Arc<Mutex<Option<String>>>,
 ) -> Result<std::sync::mpsc::Sender<()>, StorageError> {
     let conn = rusqlite::Connection::open(path)?;
-    conn.busy_timeout(BUSY_TIMEOUT)?;
+    // A truncating checkpoint holds writers back while it waits for readers: never for long.
+    conn.busy_timeout(TRUNCATE_WAIT)?;
     let opened = file_identity(path)
         .map_err(|err| StorageError::Unavailable(format!("cannot read {}: {err}", path.display())))?;
     let path = path.to_owned();
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    let wal = std::path::PathBuf::from(wal);
     let (stop, stopped) = std::sync::mpsc::channel::<()>();
     std::thread::Builder::new()
         .name("sqlite-checkpoint".into())
@@ -99,10 +103,34 @@ fn spawn_checkpointer(
                 if let Err(err) = result {
                     tracing::warn!(error = %err, "WAL checkpoint failed; retrying");
                 }
+                // Under steady load some reader always holds a snapshot, so a passive checkpoint
+                // never lets the WAL start over and the file grows without bound. Past the limit,
+                // TRUNCATE waits (briefly: readers here are short) for the readers to move on,
+                // copies the rest and empties the file.
+                if wal_bytes(&wal) > WAL_TRUNCATE_BYTES {
+                    let result = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get::<_, i64>(0));
+                    match result {
+                        Ok(0) => tracing::debug!("WAL truncated"),
+                        Ok(_) => tracing::debug!("WAL truncation waited too long; retrying"),
+                        Err(err) => tracing::warn!(error = %err, "WAL truncation failed; retrying"),
+                    }
+                }
             }
         })
         .map_err(|err| StorageError::Unavailable(format!("cannot start the checkpoint thread: {err}")))?;
     Ok(stop)
+}
+
+/// The WAL is emptied once it grows past this (it stays near this size under any load).
+const WAL_TRUNCATE_BYTES: u64 = 32 * 1024 * 1024;
+
+/// Longest a truncating checkpoint waits for readers (writers wait meanwhile); if they do not
+/// move on by then it gives up and tries again at the next round.
+const TRUNCATE_WAIT: Duration = Duration::from_millis(200);
+
+/// The size of the WAL file (0 when there is none).
+fn wal_bytes(wal: &Path) -> u64 {
+    std::fs::metadata(wal).map_or(0, |m| m.len())
 }
 
 /// The device and inode of a file: what stays the same while it is the same file.
@@ -126,7 +154,10 @@ impl SqliteStore {
         }
         let manager = SqliteConnectionManager::file(path).with_init(|conn| {
             conn.busy_timeout(BUSY_TIMEOUT)?;
-            conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 0;")
+            conn.execute_batch(
+                "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 0;
+                 PRAGMA journal_size_limit = 33554432;",
+            )
         });
         let pool = Pool::builder()
             .max_size(pool_size.max(1))
