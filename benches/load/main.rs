@@ -2,8 +2,9 @@
 //! and (for `tools`) the demo MCP server, driven over real HTTP + SSE by many concurrent clients.
 //! Every loop is bounded in count and time; the default run takes a few minutes on 2 cores.
 //!
-//! Run: `cargo bench --bench load -- [overhead] [ttft] [streams] [throughput] [tools] [--quick]`
-//! (no scenario: all of them). Prints a table per scenario, then one JSON line with every figure.
+//! Run: `cargo bench --bench load -- [overhead] [ttft] [streams] [throughput] [tools] [soak
+//! [--soak-secs N]] [--quick]` (no scenario: all but `soak`). Prints a table per scenario, then one
+//! JSON line with every figure.
 //!
 //! - `overhead`: full turns (send → SSE → `done`, stored) with a 0 ms mock, at concurrency 1 and
 //!   64, against the same requests straight to the mock provider (in-process, no HTTP).
@@ -13,6 +14,8 @@
 //! - `throughput`: turns per second with persistence at a 20 ms mock, rising concurrency until
 //!   errors or p99 > 1 s.
 //! - `tools`: one turn with N tool calls of 200 ms each, parallel against `max_concurrency = 1`.
+//! - `soak`: sustained load (60 s by default) with tool rounds and resuming readers: turns/s and
+//!   p99 per 10 s, RSS, WAL size and open files over time, errors and turns lost.
 
 use std::time::{Duration, Instant};
 
@@ -22,6 +25,7 @@ use stats::Report;
 
 mod scenarios;
 mod server;
+mod soak;
 mod stats;
 
 /// Every request of the harness gives up after this.
@@ -34,10 +38,20 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|a| a == "--quick");
     let all = ["overhead", "ttft", "streams", "throughput", "tools"];
-    let mut chosen: Vec<&str> = all.into_iter().filter(|s| args.iter().any(|a| a == s)).collect();
+    // `soak` runs only when named: it holds the load for a minute or more.
+    let mut chosen: Vec<&str> = all
+        .into_iter()
+        .chain(["soak"])
+        .filter(|s| args.iter().any(|a| a == s))
+        .collect();
     if chosen.is_empty() {
         chosen = all.to_vec();
     }
+    let soak_secs = args
+        .iter()
+        .position(|a| a == "--soak-secs")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok());
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -55,6 +69,7 @@ fn main() {
                 "ttft" => ttft(quick, &mut report).await,
                 "streams" => streams(quick, budget, &mut report).await,
                 "throughput" => throughput(quick, budget, &mut report).await,
+                "soak" => soak::soak(quick, soak_secs, &mut report).await,
                 _ => tools(quick, &mut report).await,
             }
         }

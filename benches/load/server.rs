@@ -40,8 +40,6 @@ impl Server {
 [server]
 listen_address = "127.0.0.1"
 port = {port}
-# Finished streams are replayed from SQLite after this; keeps memory flat under sustained load.
-stream_retention_secs = 30
 [database]
 url = "sqlite:{db}"
 [mock]
@@ -92,6 +90,11 @@ level = "warn"
     /// The server's resident memory in KiB.
     pub(crate) fn rss_kib(&self) -> u64 {
         rss_kib(self.child.id())
+    }
+
+    /// The database file.
+    pub(crate) fn db(&self) -> std::path::PathBuf {
+        self._dir.path().join("load.db")
     }
 
     /// Waits until a MCP server is ready.
