@@ -120,6 +120,7 @@ pub fn start(config: &Config, handle_signals: bool) -> Result<Running, StartErro
             first_token_timeout: secs(config.session.first_token_timeout_secs),
             chunk_gap_timeout: secs(config.session.chunk_gap_timeout_secs),
             idle_timeout: secs(config.session.idle_timeout_secs),
+            max_live_sessions: config.session.max_live_sessions,
             title_timeout: secs(config.session.title_timeout_secs),
             max_tool_output_chars: config.mcp.max_tool_output_chars,
             max_stored_tool_output_chars: config.mcp.max_stored_tool_output_chars,

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use chrono::Utc;
@@ -13,7 +13,7 @@ use crate::backlog::Queued;
 use crate::ids::{SessionId, UserId};
 use crate::model::{Session, TitleSource};
 use crate::session::{
-    Forget, SessionActor, SessionDeps, SessionError, Shutdown, StartTurn, StopReason, StopTurn, TurnStarted,
+    Forget, SessionActor, SessionDeps, SessionError, Shutdown, StartTurn, StopIfIdle, StopReason, StopTurn, TurnStarted,
 };
 use crate::storage::{CreateSession, GetSession};
 
@@ -53,6 +53,11 @@ pub struct Evict {
     pub session_id: SessionId,
 }
 
+/// How many session actors are in memory.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct CountSessions;
+
 /// Stops every running turn (shutdown): each stores its partial answer as interrupted.
 #[derive(Message)]
 #[rtype(result = "usize")]
@@ -61,9 +66,19 @@ pub struct InterruptAll;
 /// The registry actor.
 pub struct SessionRegistry {
     deps: Arc<SessionDeps>,
-    sessions: HashMap<SessionId, (UserId, Addr<SessionActor>)>,
+    sessions: HashMap<SessionId, Live>,
     /// Longest wait for a session actor to answer a forwarded message.
     timeout: Duration,
+}
+
+/// A running session actor as the registry knows it.
+struct Live {
+    user: UserId,
+    addr: Addr<SessionActor>,
+    /// When a message last went to it.
+    used: Instant,
+    /// Asked to stop if idle (it ignores that while a turn runs).
+    retiring: bool,
 }
 
 impl SessionRegistry {
@@ -77,11 +92,38 @@ impl SessionRegistry {
         }
     }
 
-    fn running(&self, user: UserId, id: &SessionId) -> Option<Addr<SessionActor>> {
-        self.sessions
-            .get(id)
-            .filter(|(owner, addr)| *owner == user && addr.connected())
-            .map(|(_, addr)| addr.clone())
+    fn running(&mut self, user: UserId, id: &SessionId) -> Option<Addr<SessionActor>> {
+        let live = self
+            .sessions
+            .get_mut(id)
+            .filter(|live| live.user == user && live.addr.connected())?;
+        live.used = Instant::now();
+        live.retiring = false;
+        Some(live.addr.clone())
+    }
+
+    /// Past the cap, asks the least recently used session actors to stop if idle (a tenth of the
+    /// cap at once, so this runs once per so many new sessions). They come back from storage.
+    fn retire_idle(&mut self) {
+        let max = self.deps.settings.max_live_sessions;
+        let candidates = self.sessions.values().filter(|live| !live.retiring).count();
+        if candidates <= max {
+            return;
+        }
+        let mut by_use: Vec<(Instant, SessionId)> = self
+            .sessions
+            .iter()
+            .filter(|(_, live)| !live.retiring)
+            .map(|(id, live)| (live.used, id.clone()))
+            .collect();
+        by_use.sort_unstable_by_key(|(used, _)| *used);
+        let retire = candidates - max + max / 10;
+        for (_, id) in by_use.into_iter().take(retire) {
+            if let Some(live) = self.sessions.get_mut(&id) {
+                live.retiring = true;
+                live.addr.do_send(StopIfIdle);
+            }
+        }
     }
 
     /// The session's actor, started if needed (`created`: the session was created just now).
@@ -97,7 +139,14 @@ impl SessionRegistry {
         }
         let actor = SessionActor::new(id.clone(), user, Arc::clone(&self.deps), ctx.address().recipient());
         let addr = if created { actor.created() } else { actor }.start();
-        self.sessions.insert(id, (user, addr.clone()));
+        let live = Live {
+            user,
+            addr: addr.clone(),
+            used: Instant::now(),
+            retiring: false,
+        };
+        self.sessions.insert(id, live);
+        self.retire_idle();
         addr
     }
 }
@@ -207,7 +256,7 @@ impl Handler<Submit> for SessionRegistry {
                                     // The actor stopped between lookup and forward (idle, crash): once more
                                     // with a fresh one, loaded from storage.
                                     Err(MailboxError::Closed) => {
-                                        if act.sessions.get(&id).is_some_and(|(_, running)| *running == addr) {
+                                        if act.sessions.get(&id).is_some_and(|live| live.addr == addr) {
                                             act.sessions.remove(&id);
                                         }
                                         let fresh = act.get_or_start(user, id, false, ctx);
@@ -229,10 +278,10 @@ impl Handler<Evict> for SessionRegistry {
         if self
             .sessions
             .get(&msg.session_id)
-            .is_some_and(|(owner, _)| *owner == msg.user)
-            && let Some((_, addr)) = self.sessions.remove(&msg.session_id)
+            .is_some_and(|live| live.user == msg.user)
+            && let Some(live) = self.sessions.remove(&msg.session_id)
         {
-            addr.do_send(Shutdown);
+            live.addr.do_send(Shutdown);
         }
     }
 }
@@ -244,10 +293,18 @@ impl Handler<Forget> for SessionRegistry {
         if self
             .sessions
             .get(&msg.session_id)
-            .is_some_and(|(_, addr)| *addr == msg.addr)
+            .is_some_and(|live| live.addr == msg.addr)
         {
             self.sessions.remove(&msg.session_id);
         }
+    }
+}
+
+impl Handler<CountSessions> for SessionRegistry {
+    type Result = usize;
+
+    fn handle(&mut self, _: CountSessions, _: &mut Self::Context) -> usize {
+        self.sessions.len()
     }
 }
 
@@ -255,8 +312,8 @@ impl Handler<InterruptAll> for SessionRegistry {
     type Result = usize;
 
     fn handle(&mut self, _: InterruptAll, _: &mut Self::Context) -> usize {
-        for (_, addr) in self.sessions.values() {
-            addr.do_send(StopTurn {
+        for live in self.sessions.values() {
+            live.addr.do_send(StopTurn {
                 stream_id: None,
                 reason: StopReason::Interrupted,
             });

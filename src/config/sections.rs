@@ -251,6 +251,8 @@ pub struct SessionConfig {
     pub idle_timeout_secs: u64,
     /// Seconds to wait for a generated title.
     pub title_timeout_secs: u64,
+    /// Session actors kept in memory at most; past it the least recently used idle ones stop.
+    pub max_live_sessions: usize,
 }
 
 impl Default for SessionConfig {
@@ -261,6 +263,7 @@ impl Default for SessionConfig {
             chunk_gap_timeout_secs: 60,
             idle_timeout_secs: 600,
             title_timeout_secs: 10,
+            max_live_sessions: 1000,
         }
     }
 }

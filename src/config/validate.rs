@@ -76,6 +76,7 @@ impl Config {
             ),
             ("session.chunk_gap_timeout_secs", self.session.chunk_gap_timeout_secs),
             ("session.idle_timeout_secs", self.session.idle_timeout_secs),
+            ("session.max_live_sessions", self.session.max_live_sessions as u64),
             ("session.title_timeout_secs", self.session.title_timeout_secs),
             ("mcp.max_tool_output_chars", self.mcp.max_tool_output_chars as u64),
             (

@@ -319,6 +319,9 @@ pub struct Health {
     pub draining: bool,
     /// Streams held in memory (running, or ended and still replayable).
     pub streams_in_memory: usize,
+    /// Session actors in memory (each holds its session's history); null if the registry did
+    /// not answer.
+    pub session_actors: Option<usize>,
     /// Each MCP server's state.
     pub mcp_servers: Vec<McpServerState>,
 }

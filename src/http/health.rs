@@ -30,6 +30,7 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         providers: state.providers.status(),
         draining: state.chat.is_draining(),
         streams_in_memory: state.chat.hub().len(),
+        session_actors: state.chat.session_actors().await,
         mcp_servers: state
             .mcp
             .status()

@@ -20,7 +20,7 @@ use crate::backlog::Queued;
 use crate::ids::{SessionId, StreamId, UserId};
 use crate::limits::{ReaderLimits, ReaderPermit, TurnLimits};
 use crate::provider::Providers;
-use crate::registry::{Evict, InterruptAll, Resolve, SessionRegistry, Submit};
+use crate::registry::{CountSessions, Evict, InterruptAll, Resolve, SessionRegistry, Submit};
 use crate::session::{Decide, SessionError, StartTurn, StopReason, StopTurn, TurnStarted};
 use crate::storage::{ClearMessages, DeleteSession, GetApproval, GetSession, LoadStream, Storage};
 use crate::stream::{StreamBuffer, StreamHub};
@@ -226,6 +226,11 @@ impl Chat {
             Err(SessionError::TurnNotRunning) => Err(SessionError::Finished),
             other => other,
         }
+    }
+
+    /// How many session actors are in memory (`None` when the registry does not answer).
+    pub async fn session_actors(&self) -> Option<usize> {
+        self.ask("registry", &self.registry, CountSessions).await.ok()
     }
 
     /// Whether the server is shutting down.

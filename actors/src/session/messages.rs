@@ -59,6 +59,11 @@ pub struct StopTurn {
 #[rtype(result = "()")]
 pub struct Shutdown;
 
+/// Stops the actor if no turn runs (the registry retires idle sessions past its cap).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopIfIdle;
+
 /// Sent by a session actor that stopped, to whoever started it (the registry).
 #[derive(Message)]
 #[rtype(result = "()")]

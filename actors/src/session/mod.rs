@@ -27,7 +27,7 @@ use crate::stream::StreamBuffer;
 use crate::tools::keep_head_and_tail;
 
 pub use error::SessionError;
-pub use messages::{Decide, Forget, Shutdown, StartTurn, StopTurn, TurnStarted};
+pub use messages::{Decide, Forget, Shutdown, StartTurn, StopIfIdle, StopTurn, TurnStarted};
 pub use settings::{SessionDeps, SessionSettings};
 pub use title::clean_title;
 pub use turn::StopReason;
@@ -424,6 +424,16 @@ impl Handler<StopTurn> for SessionActor {
         }
         turn.stop.send_replace(Some(msg.reason));
         Ok(())
+    }
+}
+
+impl Handler<StopIfIdle> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, _: StopIfIdle, ctx: &mut Self::Context) {
+        if self.turn.is_none() {
+            ctx.stop();
+        }
     }
 }
 

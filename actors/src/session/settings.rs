@@ -21,6 +21,8 @@ pub struct SessionSettings {
     pub chunk_gap_timeout: Duration,
     /// A session actor with no turn stops after this long without messages.
     pub idle_timeout: Duration,
+    /// Session actors kept at most; past it the least recently used idle ones stop.
+    pub max_live_sessions: usize,
     /// Longest wait for a generated title.
     pub title_timeout: Duration,
     /// Longest tool result the model sees (head and tail are kept).

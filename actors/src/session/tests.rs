@@ -115,6 +115,10 @@ struct Harness {
 }
 
 fn harness(approval: ApprovalConfig) -> Harness {
+    harness_with(approval, 100)
+}
+
+fn harness_with(approval: ApprovalConfig, max_live_sessions: usize) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&dir.path().join("t.db"), 4).unwrap();
     let storage = Storage::start(Arc::new(store), 1, WAIT);
@@ -134,6 +138,7 @@ fn harness(approval: ApprovalConfig) -> Harness {
             first_token_timeout: WAIT,
             chunk_gap_timeout: WAIT,
             idle_timeout: Duration::from_secs(60),
+            max_live_sessions,
             title_timeout: WAIT,
             max_tool_output_chars: 10_000,
             max_stored_tool_output_chars: 10_000,
@@ -243,4 +248,35 @@ async fn a_tool_that_needs_approval_runs_only_once_approved() {
         matches!(refused, Some(crate::session::SessionError::AlreadyDecided)),
         "{refused:?}"
     );
+}
+
+#[actix_rt::test]
+async fn idle_sessions_past_the_cap_leave_memory_and_come_back_from_storage() {
+    let h = harness_with(allow_all(), 4);
+    let mut sessions = Vec::new();
+    for i in 0..12 {
+        let started = h.chat.send(user(), says(&format!("session {i}"))).await.ok().unwrap();
+        h.chat.answer(&started, WAIT).await.unwrap();
+        sessions.push(started.session_id);
+    }
+    let mut live = usize::MAX;
+    for _ in 0..200 {
+        live = h.chat.session_actors().await.unwrap();
+        if live <= 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(live <= 4, "{live} session actors for a cap of 4");
+    // The first session's actor is gone; its history comes back from storage.
+    let again = Submission {
+        session_id: Some(sessions[0].clone()),
+        ..says("still there?")
+    };
+    let started = h.chat.send(user(), again).await.ok().unwrap();
+    h.chat.answer(&started, WAIT).await.unwrap();
+    let page = Page { limit: 50, offset: 0 };
+    let stored = h.chat.messages(user(), sessions[0].clone(), page).await.unwrap();
+    assert_eq!(stored.first().map(|m| m.content.as_str()), Some("session 0"));
+    assert_eq!(stored.iter().filter(|m| m.role == Role::User).count(), 2);
 }
