@@ -17,13 +17,16 @@
 //!                     │                             │    by call index)     └─ owns McpConnection × pool_size
 //!                     │                             │                          (supervised; reconnect with
 //!                     │                             │                           backoff; report Up/Down)
-//!                     └────── records ─────────────▶└─WriteTurn─────────▶ StorageActor × database.threads
+//!                     │                             └─WriteTurn─────────▶ TurnWriter (main arbiter): group
+//!                     │                                                   commit, one transaction per batch
+//!                     └────── records ───────────────────────────────────▶ StorageActor × database.threads
 //!                                                                        (SyncArbiter, r2d2 SQLite)
 //! ```
 //!
-//! Threads: the HTTP workers; the main arbiter (registry, session actors, their turns); one
-//! arbiter for the provider actors; one for the MCP pools and connections; the storage
-//! `SyncArbiter`'s threads; SQLite's WAL checkpointer.
+//! Threads: the HTTP workers; the main arbiter (registry, session actors, their turns, the turn
+//! writer); one arbiter for the provider actors; one for the MCP pools and connections; the
+//! storage `SyncArbiter`'s threads (reads and record changes) and a blocking-pool thread for each
+//! turn-write batch; SQLite's WAL checkpointer.
 //!
 //! Supervision: the registry, the provider actors, the MCP pools and connections restart when
 //! they stop (a provider stream that panics is caught and stops its actor, which comes back with a
@@ -37,7 +40,9 @@
 //!    user's turn limits and the provider name, then sends `Submit` to the registry. The registry
 //!    checks the session in storage (or creates one), starts its `SessionActor` if needed (which
 //!    loads the history first) and forwards `StartTurn`: one round trip for the caller.
-//! 2. The session actor stores the user message and the stream row in one `WriteTurn`, registers
+//! 2. The session actor stores the user message and the stream row in one `WriteTurn` (every
+//!    write of a turn goes to the `TurnWriter`, which commits the writes queued together in one
+//!    transaction and answers each once committed), registers
 //!    the stream's `StreamBuffer` in the hub, spawns the `Turn` and replies with the stream id.
 //! 3. The turn sends `StreamCompletion` to the provider actor, which spawns the vendor stream and
 //!    returns at once; deltas come back on a channel and go to the buffer as `message` events

@@ -22,7 +22,7 @@ use futures::FutureExt;
 use crate::approval::{ApprovalRecord, ApprovalStatus, Remember};
 use crate::ids::{SessionId, StreamId, UserId};
 use crate::model::{ChatMessage, Role, StreamMessage};
-use crate::storage::{ListMessages, NewGrant, PendingApproval, StreamRecord, StreamStatus, TurnWrite, WriteTurn};
+use crate::storage::{ListMessages, NewGrant, PendingApproval, StreamRecord, StreamStatus, TurnWrite};
 use crate::stream::StreamBuffer;
 use crate::tools::keep_head_and_tail;
 
@@ -162,7 +162,7 @@ impl Actor for SessionActor {
                     ..TurnWrite::default()
                 };
                 actix_rt::spawn(async move {
-                    if let Err(err) = storage.ask(WriteTurn { write }).await {
+                    if let Err(err) = storage.write(write).await {
                         tracing::warn!(error = %err, "could not record a cancelled turn");
                     }
                 });
@@ -215,7 +215,7 @@ impl SessionActor {
             ..TurnWrite::default()
         };
         let storage = self.deps.storage.clone();
-        Box::pin(async move { storage.ask(WriteTurn { write }).await }.into_actor(self).map(
+        Box::pin(async move { storage.write(write).await }.into_actor(self).map(
             move |stored, act, ctx| {
                 if let Err(err) = stored {
                     act.turn = None;

@@ -15,7 +15,7 @@ use crate::approval::{ApprovalRecord, ApprovalStatus, BatchCall, CallOutcome, Ca
 use crate::ids::{SessionId, StreamId};
 use crate::model::{ApprovalRequestView, ChatMessage, Role, StreamMessage, ToolCall, ToolExecution};
 use crate::provider::{CompletionRequest, ProviderError, ProviderEvent, Purpose};
-use crate::storage::{ListGrants, StoredEvent, StreamStatus, TurnWrite, WriteTurn};
+use crate::storage::{ListGrants, StoredEvent, StreamStatus, TurnWrite};
 use crate::stream::StreamBuffer;
 use crate::tools::{execute_all, keep_head_and_tail};
 
@@ -209,7 +209,7 @@ impl Turn {
             new_grants: Vec::new(),
             call_outcomes: self.outcomes.take(),
         };
-        self.deps.storage.ask(WriteTurn { write }).await?;
+        self.deps.storage.write(write).await?;
         self.saved_messages.extend(messages);
         self.last_flush = Instant::now();
         Ok(())

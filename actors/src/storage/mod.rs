@@ -7,6 +7,7 @@
 mod error;
 mod schema;
 mod sqlite;
+mod writer;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +22,7 @@ use crate::model::{ChatMessage, Session, TitleSource};
 pub use error::StorageError;
 pub use schema::SCHEMA_VERSION;
 pub use sqlite::SqliteStore;
+pub use writer::{TurnWriter, WriteTurn};
 
 /// A page of a listing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,6 +149,11 @@ pub trait ChatStore: Send + Sync + 'static {
     fn clear_messages(&self, user: UserId, id: &SessionId) -> Result<bool, StorageError>;
     /// Applies one step of a turn atomically.
     fn write_turn(&self, write: &TurnWrite) -> Result<(), StorageError>;
+    /// Applies several turn writes in one transaction, each one applied entirely or not at all;
+    /// a result per write, in order. (The default applies them one by one.)
+    fn write_turns(&self, writes: &[TurnWrite]) -> Vec<Result<(), StorageError>> {
+        writes.iter().map(|write| self.write_turn(write)).collect()
+    }
     /// A stream of this user with its events after `after_seq`, if it exists.
     fn load_stream(
         &self,
@@ -214,8 +221,6 @@ storage_messages! {
         |s, m| s.list_messages(m.user, &m.id, m.page);
     /// Clears a session's messages.
     ClearMessages { user: UserId, id: SessionId } -> bool = |s, m| s.clear_messages(m.user, &m.id);
-    /// Applies one step of a turn.
-    WriteTurn { write: TurnWrite } -> () = |s, m| s.write_turn(&m.write);
     /// Reads a stream's log.
     LoadStream { user: UserId, id: StreamId, after_seq: u64 } -> Option<(StreamRecord, Vec<StoredEvent>)> =
         |s, m| s.load_stream(m.user, &m.id, m.after_seq);
@@ -247,16 +252,29 @@ impl Actor for StorageActor {
 #[derive(Clone)]
 pub struct Storage {
     addr: Addr<StorageActor>,
+    writer: Addr<TurnWriter>,
     timeout: Duration,
 }
 
 impl Storage {
-    /// Starts `threads` storage actors on a `SyncArbiter` over the given backend.
+    /// Starts `threads` storage actors on a `SyncArbiter` over the given backend, and the turn
+    /// writer (group commit) on the current arbiter.
     pub fn start(store: Arc<dyn ChatStore>, threads: usize, timeout: Duration) -> Self {
+        let writer = TurnWriter::new(Arc::clone(&store)).start();
         let addr = SyncArbiter::start(threads.max(1), move || StorageActor {
             store: Arc::clone(&store),
         });
-        Self { addr, timeout }
+        Self { addr, writer, timeout }
+    }
+
+    /// Stores one step of a turn; replies once it is committed (with the other writes queued at
+    /// the same moment, in one transaction), at most the configured timeout.
+    pub async fn write(&self, write: TurnWrite) -> Result<(), StorageError> {
+        let _queued = crate::backlog::Queued::enter("storage");
+        match self.writer.send(WriteTurn { write }).timeout(self.timeout).await {
+            Ok(result) => result,
+            Err(err) => Err(StorageError::Unavailable(err.to_string())),
+        }
     }
 
     /// Sends a message and waits for its reply, at most the configured timeout.

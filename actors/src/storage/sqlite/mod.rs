@@ -339,154 +339,39 @@ impl ChatStore for SqliteStore {
     fn write_turn(&self, write: &TurnWrite) -> Result<(), StorageError> {
         let (_writing, mut conn) = self.write_conn()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        if let Some(stream) = &write.new_stream {
-            tx.execute(
-                "INSERT INTO chat_streams (id, user_id, session_id, status, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![
-                    stream.id.as_str(),
-                    stream.user_id.to_string(),
-                    stream.session_id.as_str(),
-                    stream.status.as_str(),
-                    format_time(stream.created_at),
-                ],
-            )?;
-        }
-        if let Some(session_id) = &write.session_id
-            && !write.messages.is_empty()
-        {
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO chat_messages
-                 (id, session_id, role, content, tool_calls, tool_executions, tool_call_id, usage, created_at, status,
-                  approval_request)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            )?;
-            for message in &write.messages {
-                let usage = message.usage.map(|u| serde_json::to_string(&u)).transpose()?;
-                insert.execute(params![
-                    message.id,
-                    session_id.as_str(),
-                    message.role.as_str(),
-                    message.content,
-                    optional_json(&message.tool_calls)?,
-                    optional_json(&message.tool_executions)?,
-                    message.tool_call_id,
-                    usage,
-                    format_time(message.timestamp),
-                    message.status,
-                    message
-                        .approval_request
-                        .as_ref()
-                        .map(serde_json::to_string)
-                        .transpose()?,
-                ])?;
-            }
-            for message in write.messages.iter().filter(|m| !m.attachments.is_empty()) {
-                let mut blob =
-                    tx.prepare_cached("INSERT OR IGNORE INTO attachment_blobs (hash, content) VALUES (?1, ?2)")?;
-                let mut row = tx.prepare_cached(
-                    "INSERT INTO chat_attachments (id, message_id, filename, mime_type, size, content_hash, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                )?;
-                for attachment in &message.attachments {
-                    let hash = attachment.content_hash();
-                    blob.execute(params![hash, attachment.content])?;
-                    row.execute(params![
-                        attachment.id,
-                        message.id,
-                        attachment.filename,
-                        attachment.mime_type,
-                        attachment.size,
-                        hash,
-                        format_time(message.timestamp),
-                    ])?;
-                }
-            }
-            tx.execute(
-                "UPDATE chat_sessions SET updated_at = ?1 WHERE id = ?2",
-                params![format_time(Utc::now()), session_id.as_str()],
-            )?;
-        }
-        if let Some(stream_id) = &write.stream_id {
-            if !write.events.is_empty() {
-                let mut insert = tx.prepare_cached(
-                    "INSERT OR IGNORE INTO chat_stream_events (stream_id, seq, data) VALUES (?1, ?2, ?3)",
-                )?;
-                for event in &write.events {
-                    let seq = i64::try_from(event.seq).unwrap_or(i64::MAX);
-                    insert.execute(params![stream_id.as_str(), seq, event.data])?;
-                }
-            }
-            if let Some(status) = write.finish {
-                tx.execute(
-                    "UPDATE chat_streams SET status = ?1, finished_at = ?2 WHERE id = ?3",
-                    params![status.as_str(), format_time(Utc::now()), stream_id.as_str()],
-                )?;
-            }
-        }
-        if let Some(approval) = &write.new_approval {
-            tx.execute(
-                &format!(
-                    "INSERT INTO tool_approvals ({APPROVAL_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
-                ),
-                params![
-                    approval.request_id,
-                    approval.user_id.to_string(),
-                    approval.session_id.as_str(),
-                    approval.stream_id.as_str(),
-                    serde_json::to_string(&approval.calls)?,
-                    approval.status.as_str(),
-                    format_time(approval.created_at),
-                    format_time(approval.expires_at),
-                    approval.decided_by,
-                    approval.decided_at.map(format_time),
-                ],
-            )?;
-        }
-        if let Some(approval) = &write.settle_approval {
-            let changed = tx.execute(
-                "UPDATE tool_approvals SET calls = ?1, status = ?2, decided_by = ?3, decided_at = ?4
-                 WHERE request_id = ?5 AND user_id = ?6 AND status = 'pending'",
-                params![
-                    serde_json::to_string(&approval.calls)?,
-                    approval.status.as_str(),
-                    approval.decided_by,
-                    approval.decided_at.map(format_time),
-                    approval.request_id,
-                    approval.user_id.to_string(),
-                ],
-            )?;
-            if changed == 0 {
-                return Err(StorageError::Conflict(format!(
-                    "approval {} was already decided",
-                    approval.request_id
-                )));
-            }
-        }
-        if let Some(approval) = &write.call_outcomes {
-            tx.execute(
-                "UPDATE tool_approvals SET calls = ?1 WHERE request_id = ?2 AND user_id = ?3",
-                params![
-                    serde_json::to_string(&approval.calls)?,
-                    approval.request_id,
-                    approval.user_id.to_string(),
-                ],
-            )?;
-        }
-        for (user, session, tool) in &write.new_grants {
-            tx.execute(
-                "INSERT INTO tool_grants (id, user_id, session_id, tool, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![
-                    crate::ids::prefixed_id("grant"),
-                    user.to_string(),
-                    session.as_ref().map(SessionId::as_str),
-                    tool,
-                    format_time(Utc::now()),
-                ],
-            )?;
-        }
+        apply_turn_write(&tx, write)?;
         tx.commit()?;
         Ok(())
+    }
+
+    fn write_turns(&self, writes: &[TurnWrite]) -> Vec<Result<(), StorageError>> {
+        let batch = || -> Result<Vec<Result<(), StorageError>>, StorageError> {
+            let (_writing, mut conn) = self.write_conn()?;
+            let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut results = Vec::with_capacity(writes.len());
+            for write in writes {
+                // Each write in its own savepoint: one that fails (a conflict) leaves no trace and
+                // fails alone.
+                let savepoint = tx.savepoint()?;
+                let result = apply_turn_write(&savepoint, write);
+                if result.is_ok() {
+                    savepoint.commit()?;
+                }
+                results.push(result);
+            }
+            tx.commit()?;
+            Ok(results)
+        };
+        match batch() {
+            Ok(results) => results,
+            // Nothing of the batch was committed: every write failed.
+            Err(err) => {
+                let reason = err.to_string();
+                (0..writes.len())
+                    .map(|_| Err(StorageError::Unavailable(reason.clone())))
+                    .collect()
+            }
+        }
     }
 
     fn get_approval(&self, user: UserId, request_id: &str) -> Result<Option<ApprovalRecord>, StorageError> {
@@ -641,4 +526,155 @@ impl ChatStore for SqliteStore {
         self.conn()?.query_row("SELECT 1", [], |_| Ok(()))?;
         Ok(())
     }
+}
+
+/// One turn write inside an open transaction (or savepoint): every row it adds or changes.
+fn apply_turn_write(tx: &rusqlite::Connection, write: &TurnWrite) -> Result<(), StorageError> {
+    if let Some(stream) = &write.new_stream {
+        tx.execute(
+            "INSERT INTO chat_streams (id, user_id, session_id, status, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                stream.id.as_str(),
+                stream.user_id.to_string(),
+                stream.session_id.as_str(),
+                stream.status.as_str(),
+                format_time(stream.created_at),
+            ],
+        )?;
+    }
+    if let Some(session_id) = &write.session_id
+        && !write.messages.is_empty()
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO chat_messages
+                 (id, session_id, role, content, tool_calls, tool_executions, tool_call_id, usage, created_at, status,
+                  approval_request)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        )?;
+        for message in &write.messages {
+            let usage = message.usage.map(|u| serde_json::to_string(&u)).transpose()?;
+            insert.execute(params![
+                message.id,
+                session_id.as_str(),
+                message.role.as_str(),
+                message.content,
+                optional_json(&message.tool_calls)?,
+                optional_json(&message.tool_executions)?,
+                message.tool_call_id,
+                usage,
+                format_time(message.timestamp),
+                message.status,
+                message
+                    .approval_request
+                    .as_ref()
+                    .map(serde_json::to_string)
+                    .transpose()?,
+            ])?;
+        }
+        for message in write.messages.iter().filter(|m| !m.attachments.is_empty()) {
+            let mut blob =
+                tx.prepare_cached("INSERT OR IGNORE INTO attachment_blobs (hash, content) VALUES (?1, ?2)")?;
+            let mut row = tx.prepare_cached(
+                "INSERT INTO chat_attachments (id, message_id, filename, mime_type, size, content_hash, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            for attachment in &message.attachments {
+                let hash = attachment.content_hash();
+                blob.execute(params![hash, attachment.content])?;
+                row.execute(params![
+                    attachment.id,
+                    message.id,
+                    attachment.filename,
+                    attachment.mime_type,
+                    attachment.size,
+                    hash,
+                    format_time(message.timestamp),
+                ])?;
+            }
+        }
+        tx.execute(
+            "UPDATE chat_sessions SET updated_at = ?1 WHERE id = ?2",
+            params![format_time(Utc::now()), session_id.as_str()],
+        )?;
+    }
+    if let Some(stream_id) = &write.stream_id {
+        if !write.events.is_empty() {
+            let mut insert = tx.prepare_cached(
+                "INSERT OR IGNORE INTO chat_stream_events (stream_id, seq, data) VALUES (?1, ?2, ?3)",
+            )?;
+            for event in &write.events {
+                let seq = i64::try_from(event.seq).unwrap_or(i64::MAX);
+                insert.execute(params![stream_id.as_str(), seq, event.data])?;
+            }
+        }
+        if let Some(status) = write.finish {
+            tx.execute(
+                "UPDATE chat_streams SET status = ?1, finished_at = ?2 WHERE id = ?3",
+                params![status.as_str(), format_time(Utc::now()), stream_id.as_str()],
+            )?;
+        }
+    }
+    if let Some(approval) = &write.new_approval {
+        tx.execute(
+            &format!(
+                "INSERT INTO tool_approvals ({APPROVAL_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+            ),
+            params![
+                approval.request_id,
+                approval.user_id.to_string(),
+                approval.session_id.as_str(),
+                approval.stream_id.as_str(),
+                serde_json::to_string(&approval.calls)?,
+                approval.status.as_str(),
+                format_time(approval.created_at),
+                format_time(approval.expires_at),
+                approval.decided_by,
+                approval.decided_at.map(format_time),
+            ],
+        )?;
+    }
+    if let Some(approval) = &write.settle_approval {
+        let changed = tx.execute(
+            "UPDATE tool_approvals SET calls = ?1, status = ?2, decided_by = ?3, decided_at = ?4
+                 WHERE request_id = ?5 AND user_id = ?6 AND status = 'pending'",
+            params![
+                serde_json::to_string(&approval.calls)?,
+                approval.status.as_str(),
+                approval.decided_by,
+                approval.decided_at.map(format_time),
+                approval.request_id,
+                approval.user_id.to_string(),
+            ],
+        )?;
+        if changed == 0 {
+            return Err(StorageError::Conflict(format!(
+                "approval {} was already decided",
+                approval.request_id
+            )));
+        }
+    }
+    if let Some(approval) = &write.call_outcomes {
+        tx.execute(
+            "UPDATE tool_approvals SET calls = ?1 WHERE request_id = ?2 AND user_id = ?3",
+            params![
+                serde_json::to_string(&approval.calls)?,
+                approval.request_id,
+                approval.user_id.to_string(),
+            ],
+        )?;
+    }
+    for (user, session, tool) in &write.new_grants {
+        tx.execute(
+            "INSERT INTO tool_grants (id, user_id, session_id, tool, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                crate::ids::prefixed_id("grant"),
+                user.to_string(),
+                session.as_ref().map(SessionId::as_str),
+                tool,
+                format_time(Utc::now()),
+            ],
+        )?;
+    }
+    Ok(())
 }

@@ -146,3 +146,45 @@ fn concurrent_writers_never_see_database_locked() {
     let all = store.list_messages(user(1), &session.id, None).unwrap().unwrap();
     assert_eq!(all.len(), 400);
 }
+
+#[test]
+fn a_batch_commits_each_write_whole_and_a_failing_one_alone() {
+    use crate::approval::{ApprovalRecord, ApprovalStatus};
+    let (_dir, store) = store();
+    let session = Session::new(user(1), "Chat".into(), TitleSource::Default);
+    store.create_session(&session).unwrap();
+    let says = |text: &str| TurnWrite {
+        messages: vec![ChatMessage::new(Role::User, text)],
+        session_id: Some(session.id.clone()),
+        ..TurnWrite::default()
+    };
+    // Settling a request that was never stored conflicts: its message must not be stored either.
+    let now = Utc::now();
+    let unknown = ApprovalRecord {
+        request_id: "approval_missing".into(),
+        user_id: user(1),
+        session_id: session.id.clone(),
+        stream_id: StreamId::generate(),
+        calls: Vec::new(),
+        status: ApprovalStatus::Approved,
+        created_at: now,
+        expires_at: now,
+        decided_by: None,
+        decided_at: None,
+    };
+    let conflicting = TurnWrite {
+        settle_approval: Some(unknown),
+        ..says("lost with its write")
+    };
+    let results = store.write_turns(&[says("first"), conflicting, says("third")]);
+    assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
+    assert!(matches!(results[1], Err(StorageError::Conflict(_))), "{results:?}");
+    let stored: Vec<String> = store
+        .list_messages(user(1), &session.id, None)
+        .unwrap()
+        .unwrap()
+        .into_iter()
+        .map(|m| m.content)
+        .collect();
+    assert_eq!(stored, ["first", "third"]);
+}
