@@ -3,7 +3,7 @@
 //! Every loop is bounded in count and time; the default run takes a few minutes on 2 cores.
 //!
 //! Run: `cargo bench --bench load -- [overhead] [ttft] [streams] [throughput] [tools] [soak
-//! [--soak-secs N]] [--quick]` (no scenario: all but `soak`). Prints a table per scenario, then one
+//! [--soak-secs N]] [scaling] [--quick]` (no scenario: all but `soak` and `scaling`). Prints a table per scenario, then one
 //! JSON line with every figure.
 //!
 //! - `overhead`: full turns (send → SSE → `done`, stored) with a 0 ms mock, at concurrency 1 and
@@ -14,6 +14,8 @@
 //! - `throughput`: turns per second with persistence at a 20 ms mock, rising concurrency until
 //!   errors or p99 > 1 s.
 //! - `tools`: one turn with N tool calls of 200 ms each, parallel against `max_concurrency = 1`.
+//! - `scaling`: a turn, `GET /sessions` and a page of messages against history length (10 →
+//!   10,000 messages) and database size (10,000 → 1,000,000 messages).
 //! - `soak`: sustained load (60 s by default) with tool rounds and resuming readers: turns/s and
 //!   p99 per 10 s, RSS, WAL size and open files over time, errors and turns lost.
 
@@ -23,6 +25,7 @@ use scenarios::{overhead, streams, throughput, tools, ttft};
 use serde_json::json;
 use stats::Report;
 
+mod scaling;
 mod scenarios;
 mod server;
 mod soak;
@@ -38,10 +41,10 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|a| a == "--quick");
     let all = ["overhead", "ttft", "streams", "throughput", "tools"];
-    // `soak` runs only when named: it holds the load for a minute or more.
+    // `soak` and `scaling` run only when named: they take minutes.
     let mut chosen: Vec<&str> = all
         .into_iter()
-        .chain(["soak"])
+        .chain(["soak", "scaling"])
         .filter(|s| args.iter().any(|a| a == s))
         .collect();
     if chosen.is_empty() {
@@ -70,6 +73,7 @@ fn main() {
                 "streams" => streams(quick, budget, &mut report).await,
                 "throughput" => throughput(quick, budget, &mut report).await,
                 "soak" => soak::soak(quick, soak_secs, &mut report).await,
+                "scaling" => scaling::scaling(quick, &mut report).await,
                 _ => tools(quick, &mut report).await,
             }
         }

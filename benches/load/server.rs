@@ -33,7 +33,12 @@ impl Server {
     /// Starts the binary with a 0-limit, allow-all config plus `extra` TOML and waits for `/ready`.
     #[expect(clippy::expect_used, reason = "a benchmark that cannot set up should stop loudly")]
     pub(crate) async fn start(mock_delay_ms: u64, extra: &str) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
+        Self::start_in(tempfile::tempdir().expect("temp dir"), mock_delay_ms, extra).await
+    }
+
+    /// Like `start`, on the database `load.db` already in `dir` (if any).
+    #[expect(clippy::expect_used, reason = "a benchmark that cannot set up should stop loudly")]
+    pub(crate) async fn start_in(dir: tempfile::TempDir, mock_delay_ms: u64, extra: &str) -> Self {
         let port = free_port();
         let config = format!(
             r#"
