@@ -108,6 +108,8 @@ fn spawn_checkpointer(
                 // Past the limit, TRUNCATE waits (briefly: readers here are short) for the
                 // readers to move on, copies the rest and empties the file.
                 if wal_bytes(&wal) > WAL_TRUNCATE_BYTES {
+                    // Copy what can be copied with writers running, so the gated part is short.
+                    let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
                     // Writers wait at the gate (not in SQLite's busy loop) while it runs.
                     let _writers = lock_unpoisoned(&writers);
                     let result = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get::<_, i64>(0));
