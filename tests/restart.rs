@@ -17,6 +17,14 @@ pub struct Binary {
     pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
+/// A test that fails part-way must not leave its server running.
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Binary {
     pub fn start(db: &std::path::Path) -> Self {
         Self::start_with(db, "")
