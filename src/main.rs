@@ -17,13 +17,17 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command.clone() {
-        Some(Command::McpDemo { test_tools, label }) => {
+        Some(Command::McpDemo {
+            test_tools,
+            label,
+            extra_tools,
+        }) => {
             // stdout carries JSON-RPC: logs go to stderr, warnings only.
             aichat::telemetry::init(&LogConfig {
                 level: "warn".into(),
                 json: false,
             });
-            let served = aichat::demo::mcp_server::serve_stdio(test_tools, label).await;
+            let served = aichat::demo::mcp_server::serve_stdio(test_tools, label, extra_tools).await;
             // Exit at once: the runtime's teardown waits on the blocking stdin reader, and a
             // server that lost its client (or its parent) has nothing left to finish.
             std::process::exit(i32::from(served.is_err()))

@@ -38,8 +38,8 @@ pub enum ToolOutcome {
 
 /// The tools a turn may use.
 pub trait ToolCatalog: Send + Sync + 'static {
-    /// The tools on offer, in a stable order.
-    fn tools(&self) -> Vec<ToolSpec>;
+    /// The tools on offer, in a stable order (shared: every model call carries them).
+    fn tools(&self) -> Arc<Vec<ToolSpec>>;
     /// Runs one call.
     fn call(&self, call: &ToolCall) -> BoxFuture<'static, ToolOutcome>;
 }

@@ -2,7 +2,8 @@
 //! prepared directly through the storage layer (history of one session: 10 → 10,000 messages;
 //! the whole database: 10,000 → 1,000,000 messages over many sessions and users), then the
 //! server runs on it: a full turn in the big session (0 ms mock), `GET /sessions` and
-//! `GET /sessions/{id}/messages` (one page), each 200 times at concurrency 1, p50 / p99 in µs.
+//! `GET /sessions/{id}/messages` (one page), each 200 times at concurrency 1, p50 / p99 in µs; and
+//! a turn with 10 → 1,000 more tools on offer.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -117,6 +118,34 @@ async fn measure(label: &str, sessions: usize, per_session: usize, rows: &mut Ve
     }));
 }
 
+/// A turn's cost with `n` more tools on offer (every model call carries the whole list).
+async fn measure_tools(n: usize, rows: &mut Vec<serde_json::Value>) {
+    let exe = env!("CARGO_BIN_EXE_aichat");
+    let extra = format!(
+        "[[mcp.servers]]\nname = \"demo\"\ncommand = \"{exe}\"\nargs = [\"mcp-demo\", \"--test-tools\", \"--extra-tools\", \"{n}\"]\n"
+    );
+    let server = Server::start(0, &extra).await;
+    let http = client(2);
+    server.wait_for_tools(&http).await;
+    let mut session = None;
+    let mut turns = Vec::new();
+    for _ in 0..REPEAT {
+        if let Ok(t) = turn(&http, &server.base, 1, session.as_deref(), "hello", Duration::MAX).await {
+            session = Some(t.session_id.clone());
+            turns.push(t.total);
+        }
+    }
+    let turn = Samples::new(turns);
+    say(&format!(
+        "{:<34} | {:>7.0} / {:>7.0} |",
+        format!("{n} more tools on offer"),
+        turn.pct(0.5),
+        turn.pct(0.99)
+    ));
+    rows.push(json!({"case": format!("{n} more tools"), "tools": n,
+        "turn_us": {"p50": turn.pct(0.5), "p99": turn.pct(0.99)}}));
+}
+
 pub(crate) async fn scaling(quick: bool, report: &mut Report) {
     say("\n== scaling: a turn and the reads against the size of the stored work (concurrency 1, µs)");
     say("case                               | turn p50 / p99    | sessions p50/p99 | messages p50/p99");
@@ -138,6 +167,10 @@ pub(crate) async fn scaling(quick: bool, report: &mut Report) {
             &mut rows,
         )
         .await;
+    }
+    let tools: &[usize] = if quick { &[10, 1_000] } else { &[10, 100, 1_000] };
+    for &n in tools {
+        measure_tools(n, &mut rows).await;
     }
     report.insert("scaling", json!(rows));
 }

@@ -255,7 +255,7 @@ pub(crate) async fn direct(mock: &MockProvider, message: &str) -> (Duration, Dur
     let started = Instant::now();
     let request = CompletionRequest {
         messages: vec![Arc::new(ChatMessage::new(Role::User, message))],
-        tools: Vec::new(),
+        tools: Default::default(),
         purpose: Purpose::Chat,
     };
     let mut events = mock.stream(request);

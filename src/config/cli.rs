@@ -64,6 +64,9 @@ pub enum Command {
         /// Prefix `echo` answers with `[LABEL] `.
         #[arg(long)]
         label: Option<String>,
+        /// With `--test-tools`: this many more echo tools, `extra_0` … (the scaling benchmark).
+        #[arg(long, default_value_t = 0)]
+        extra_tools: usize,
     },
     /// Act as an MCP client of the server at URL (for the MCP conformance suite; the scenario
     /// comes from `MCP_CONFORMANCE_SCENARIO`).

@@ -47,10 +47,11 @@ fn failure(result: impl Into<String>) -> CallToolResult {
 impl DemoServer {
     /// A server; `test_tools` adds the tools for tests; a `label` prefixes `echo` answers (so
     /// tests can tell two demo servers apart).
-    pub fn new(test_tools: bool, label: Option<String>) -> Self {
+    pub fn new(test_tools: bool, label: Option<String>, extra_tools: usize) -> Self {
         Self {
             test_tools,
             label,
+            added: Arc::new(Mutex::new((0..extra_tools).map(|i| format!("extra_{i}")).collect())),
             ..Self::default()
         }
     }
@@ -305,8 +306,8 @@ impl ServerHandler for DemoServer {
 }
 
 /// Serves the demo tools on stdin/stdout until the client goes away.
-pub async fn serve_stdio(test_tools: bool, label: Option<String>) -> anyhow::Result<()> {
-    let running = DemoServer::new(test_tools, label)
+pub async fn serve_stdio(test_tools: bool, label: Option<String>, extra_tools: usize) -> anyhow::Result<()> {
+    let running = DemoServer::new(test_tools, label, extra_tools)
         .serve(rmcp::transport::stdio())
         .await?;
     tokio::select! {

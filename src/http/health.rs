@@ -94,14 +94,14 @@ pub async fn list_tools(
     let tools = state
         .tools
         .tools()
-        .into_iter()
+        .iter()
         .map(|t| ToolDto {
-            name: t.name,
-            description: t.description,
-            input_schema: t.input_schema,
-            server: t.server,
-            tool: t.tool,
-            annotations: t.annotations,
+            name: t.name.clone(),
+            description: t.description.clone(),
+            input_schema: t.input_schema.clone(),
+            server: t.server.clone(),
+            tool: t.tool.clone(),
+            annotations: t.annotations.clone(),
         })
         .collect();
     Ok(HttpResponse::Ok().json(ToolsList {

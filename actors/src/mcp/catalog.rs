@@ -138,12 +138,20 @@ pub fn exposed_name(server: &str, tool: &str) -> String {
 #[derive(Default)]
 pub struct McpTools {
     servers: Vec<McpServer>,
+    /// The lists the specs were built from, and the specs.
+    cache: std::sync::Mutex<SpecCache>,
 }
+
+/// Each server's tool list (by pointer: a changed list is a new one) and the specs built from them.
+type SpecCache = (Vec<Arc<Vec<rmcp::model::Tool>>>, Arc<Vec<ToolSpec>>);
 
 impl McpTools {
     /// A catalog over running servers.
     pub fn new(servers: Vec<McpServer>) -> Self {
-        Self { servers }
+        Self {
+            servers,
+            cache: std::sync::Mutex::default(),
+        }
     }
 
     /// Status of every server.
@@ -157,25 +165,31 @@ impl McpTools {
     }
 
     fn route(&self, exposed: &str) -> Option<(&McpServer, String)> {
-        self.servers.iter().find_map(|server| {
-            server
-                .tools()
-                .iter()
-                .find(|tool| exposed_name(server.name(), &tool.name) == exposed)
-                .map(|tool| (server, tool.name.to_string()))
-        })
+        let specs = self.specs();
+        let spec = specs.iter().find(|spec| spec.name == exposed)?;
+        let server = self.servers.iter().find(|server| server.name() == spec.server)?;
+        Some((server, spec.tool.clone()))
     }
 }
 
-impl ToolCatalog for McpTools {
-    fn tools(&self) -> Vec<ToolSpec> {
+impl McpTools {
+    /// Every server's tools as the model sees them, sorted; rebuilt only when a server's list
+    /// changed (each model call asks for it).
+    fn specs(&self) -> Arc<Vec<ToolSpec>> {
+        let current: Vec<Arc<Vec<rmcp::model::Tool>>> = self.servers.iter().map(McpServer::tools).collect();
+        let mut cache = crate::sync::lock_unpoisoned(&self.cache);
+        let unchanged =
+            cache.0.len() == current.len() && cache.0.iter().zip(&current).all(|(was, is)| Arc::ptr_eq(was, is));
+        if unchanged {
+            return Arc::clone(&cache.1);
+        }
         let mut specs: Vec<ToolSpec> = self
             .servers
             .iter()
-            .flat_map(|server| {
+            .zip(&current)
+            .flat_map(|(server, tools)| {
                 let name = server.name().to_owned();
-                server
-                    .tools()
+                tools
                     .iter()
                     .map(|tool| ToolSpec {
                         name: exposed_name(&name, &tool.name),
@@ -189,7 +203,15 @@ impl ToolCatalog for McpTools {
             })
             .collect();
         specs.sort_by(|a, b| a.name.cmp(&b.name));
+        let specs = Arc::new(specs);
+        *cache = (current, Arc::clone(&specs));
         specs
+    }
+}
+
+impl ToolCatalog for McpTools {
+    fn tools(&self) -> Arc<Vec<ToolSpec>> {
+        self.specs()
     }
 
     fn call(&self, call: &ToolCall) -> BoxFuture<'static, ToolOutcome> {

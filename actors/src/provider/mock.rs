@@ -228,7 +228,7 @@ mod tests {
         provider
             .stream(CompletionRequest {
                 messages: messages.into_iter().map(Arc::new).collect(),
-                tools: Vec::new(),
+                tools: Default::default(),
                 purpose: Purpose::Chat,
             })
             .collect()

@@ -55,7 +55,7 @@ pub struct CompletionRequest {
     /// building a request copies pointers, not messages.
     pub messages: Vec<Arc<ChatMessage>>,
     /// The tools offered.
-    pub tools: Vec<ToolSpec>,
+    pub tools: Arc<Vec<ToolSpec>>,
     /// Why the model is called.
     pub purpose: Purpose,
 }

@@ -85,8 +85,8 @@ impl Gated {
 }
 
 impl ToolCatalog for Gated {
-    fn tools(&self) -> Vec<ToolSpec> {
-        vec![Self::spec("fast"), Self::spec("slow")]
+    fn tools(&self) -> Arc<Vec<ToolSpec>> {
+        Arc::new(vec![Self::spec("fast"), Self::spec("slow")])
     }
 
     fn call(&self, call: &ToolCall) -> BoxFuture<'static, ToolOutcome> {

@@ -26,7 +26,7 @@ impl SessionActor {
                     .cloned(),
             )
             .collect(),
-            tools: Vec::new(),
+            tools: Default::default(),
             purpose: Purpose::Title,
         };
         let first_user = self
