@@ -240,10 +240,18 @@ impl ApprovalRecord {
 /// The result of a call whose outcome is unknown: the server stopped, or the turn was cancelled,
 /// while it ran. The model and the person read that it may have acted and is not run again.
 pub fn outcome_unknown(call: &ToolCall, why: &str) -> ToolExecution {
+    ended_without_result(
+        call,
+        format!(
+            "the outcome is unknown: {why} while this call was running; it may or may not have acted, and it is \
+             not run again"
+        ),
+    )
+}
+
+/// The execution record of a call that has no result of its own: `error` says why.
+fn ended_without_result(call: &ToolCall, error: String) -> ToolExecution {
     let now = crate::model::now();
-    let error = format!(
-        "the outcome is unknown: {why} while this call was running; it may or may not have acted, and it is not run again"
-    );
     ToolExecution {
         id: call.id.clone(),
         tool_name: call.function.name.clone(),
@@ -303,18 +311,7 @@ impl ApprovalStatus {
 
 /// The result of a call that was not run.
 pub fn denied(call: &ToolCall, by: &str) -> ToolExecution {
-    let now = crate::model::now();
-    let error = format!("the tool call was denied by {by}");
-    ToolExecution {
-        id: call.id.clone(),
-        tool_name: call.function.name.clone(),
-        arguments: call.function.arguments.clone(),
-        result: format!("Error executing tool: {error}"),
-        error: Some(error),
-        start_time: now,
-        end_time: now,
-        duration_ms: 0,
-    }
+    ended_without_result(call, format!("the tool call was denied by {by}"))
 }
 
 /// An approval request and, once decided, its decision.
