@@ -49,8 +49,13 @@ pub enum StartError {
     #[error("cannot set up the model provider: {0}")]
     Provider(String),
     /// The listener could not be bound.
-    #[error("cannot listen: {0}")]
-    Listen(#[from] std::io::Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address asked for.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The OpenAPI document could not be rendered.
     #[error("cannot render the OpenAPI document: {0}")]
     OpenApi(#[from] serde_json::Error),
@@ -62,8 +67,14 @@ pub fn start(config: &Config, handle_signals: bool) -> Result<Running, StartErro
     let secs = Duration::from_secs;
     // The port first: a second instance started by mistake fails here, before it touches the
     // database (where it would mark the first one's running turns as interrupted) or starts actors.
-    let listener = TcpListener::bind((config.server.listen_address.as_str(), config.server.port))?;
-    let addr = listener.local_addr()?;
+    let wanted = format!("{}:{}", config.server.listen_address, config.server.port);
+    let cannot_listen = |source| StartError::Listen {
+        addr: wanted.clone(),
+        source,
+    };
+    let listener =
+        TcpListener::bind((config.server.listen_address.as_str(), config.server.port)).map_err(cannot_listen)?;
+    let addr = listener.local_addr().map_err(cannot_listen)?;
     let path = config.database.sqlite_path()?;
     let store = SqliteStore::open(&path, config.database.pool_size)?;
     let interrupted = actors::session::recovery::interrupt_running(&store)?;
@@ -189,7 +200,8 @@ pub fn start(config: &Config, handle_signals: bool) -> Result<Running, StartErro
     // Streams are many small writes: without TCP_NODELAY, Nagle holds the last one back until
     // the client's delayed ACK (40 ms).
     .tcp_nodelay(true)
-    .listen(listener)?;
+    .listen(listener)
+    .map_err(cannot_listen)?;
     let workers = if config.server.workers > 0 {
         config.server.workers
     } else {

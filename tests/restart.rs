@@ -165,7 +165,11 @@ async fn a_second_instance_on_a_taken_port_fails_without_touching_the_database()
         assert!(!run.status.success());
         String::from_utf8_lossy(&run.stderr).into_owned()
     };
-    assert!(another(&port).contains("cannot listen"));
+    let refused = another(&port);
+    assert!(
+        refused.contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{refused}"
+    );
     // On a free port it gets as far as the database, which is locked by the first.
     assert!(another("0").contains("in use by another aichat process"));
     let live = app.sse(1, &stream_id, None).await;

@@ -54,6 +54,9 @@ async fn api_key_mode_accepts_keys_and_refuses_the_user_header() {
             "{auth:?} {user:?}"
         );
         assert!(!body.to_string().contains(KEY));
+        // The 401 says what this mode expects: a key, not a user id.
+        let error = body["error"].as_str().unwrap();
+        assert!(error.contains("API key") && !error.contains("user ID"), "{error}");
     }
 }
 

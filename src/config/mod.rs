@@ -105,23 +105,37 @@ pub fn parse_file(path: &Path, text: &str) -> Result<Config, ConfigError> {
         key,
         message,
     };
-    let deserializer = toml::Deserializer::parse(text).map_err(|e| parse_error(String::new(), e.to_string()))?;
+    let deserializer =
+        toml::Deserializer::parse(text).map_err(|e| parse_error(String::new(), reason_and_place(&e.to_string())))?;
     serde_path_to_error::deserialize(deserializer).map_err(|err| {
         let mut key = err.path().to_string();
-        let message = err.inner().to_string();
-        let message = message.lines().next().unwrap_or_default().to_owned();
+        let message = reason_and_place(&err.inner().to_string());
         if let Some(field) = message
             .strip_prefix("unknown field `")
             .and_then(|m| m.split('`').next())
         {
             key = if key == "." || key.is_empty() {
                 field.to_owned()
+            } else if key == field || key.ends_with(&format!(".{field}")) {
+                key
             } else {
                 format!("{key}.{field}")
             };
         }
         parse_error(key, message)
     })
+}
+
+/// A TOML error as one line: what is wrong (its last line: "unknown field `prot`, expected one
+/// of …", "invalid type …"), then where ("line 2, column 1"), without the code frame between.
+fn reason_and_place(toml_error: &str) -> String {
+    let mut lines = toml_error.lines().map(str::trim).filter(|l| !l.is_empty());
+    let place = lines.next().unwrap_or_default();
+    let place = place.strip_prefix("TOML parse error at ").unwrap_or(place);
+    match toml_error.lines().map(str::trim).rfind(|l| !l.is_empty()) {
+        Some(reason) if reason != place && !reason.starts_with("TOML parse error") => format!("{reason} ({place})"),
+        _ => place.to_owned(),
+    }
 }
 
 impl Config {
@@ -140,6 +154,7 @@ impl Config {
         };
         config.apply_env(&env)?;
         config.apply_cli(cli);
+        config.resolve_llm_key(&env);
         config.finish(&env)?;
         Ok(config)
     }
@@ -219,10 +234,6 @@ impl Config {
         if let Some(json) = env("AICHAT_LOG_JSON") {
             self.log.json = parse_bool("AICHAT_LOG_JSON", &json)?;
         }
-        // AICHAT_API_KEY first, then the vendor's usual variable (the original read ANTHROPIC_API_KEY).
-        let vendor_key = ProviderKind::parse(&self.llm.provider)
-            .and_then(ProviderKind::key_variable)
-            .unwrap_or("AICHAT_API_KEY");
         if let Some(keys) = env("AICHAT_API_KEYS") {
             self.auth.api_keys.extend(
                 keys.split(',')
@@ -231,11 +242,20 @@ impl Config {
                     .map(str::to_owned),
             );
         }
+        Ok(())
+    }
+
+    /// The default provider's key: `AICHAT_API_KEY` first, then the vendor's usual variable (the
+    /// original read `ANTHROPIC_API_KEY`) — of the provider chosen after every layer (file,
+    /// environment, flags) is applied.
+    fn resolve_llm_key(&mut self, env: &dyn Fn(&str) -> Option<String>) {
+        let vendor_key = ProviderKind::parse(&self.llm.provider)
+            .and_then(ProviderKind::key_variable)
+            .unwrap_or("AICHAT_API_KEY");
         self.llm.api_key = ["AICHAT_API_KEY", vendor_key]
             .iter()
             .find_map(|name| env(name).filter(|k| !k.is_empty()))
             .map(Secret::new);
-        Ok(())
     }
 
     fn apply_cli(&mut self, cli: &Cli) {

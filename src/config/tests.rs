@@ -20,6 +20,12 @@ fn unknown_keys_are_refused_with_their_path() {
     let err = parse_file(Path::new("x.toml"), "[server]\nprot = 1\n").unwrap_err();
     let text = err.to_string();
     assert!(text.contains("`server.prot`"), "{text}");
+    // What is wrong and where, not only where.
+    assert!(
+        text.contains("unknown field `prot`, expected one of") && text.contains("`port`"),
+        "{text}"
+    );
+    assert!(text.contains("line 2, column 1"), "{text}");
     let err = parse_file(Path::new("x.toml"), "[sever]\n").unwrap_err();
     assert!(err.to_string().contains("`sever`"), "{err}");
 }
@@ -28,6 +34,15 @@ fn unknown_keys_are_refused_with_their_path() {
 fn bad_values_name_their_key() {
     let err = parse_file(Path::new("x.toml"), "[server]\nport = \"high\"\n").unwrap_err();
     assert!(err.to_string().contains("`server.port`"), "{err}");
+    assert!(
+        err.to_string().contains("invalid type: string \"high\", expected u16"),
+        "{err}"
+    );
+    let err = parse_file(Path::new("x.toml"), "[server]\nport = 70000\n").unwrap_err();
+    assert!(
+        err.to_string().contains("`server.port`") && err.to_string().contains("70000"),
+        "{err}"
+    );
     let cli = Cli {
         env_only: true,
         ..Cli::default()
@@ -105,4 +120,25 @@ fn database_urls_must_be_sqlite() {
     assert!(config.validate().unwrap_err().to_string().contains("database.url"));
     config.database.url = "sqlite:/tmp/a.db".into();
     assert_eq!(config.database.sqlite_path().unwrap(), PathBuf::from("/tmp/a.db"));
+}
+
+#[test]
+fn the_vendor_key_follows_the_provider_chosen_by_any_layer() {
+    let env = |k: &str| (k == "OPENAI_API_KEY").then(|| "sk-test".to_owned());
+    let by_flag = Cli {
+        env_only: true,
+        llm_provider: Some("openai".into()),
+        ..Cli::default()
+    };
+    let config = Config::load(&by_flag, env).expect("the flag's provider finds OPENAI_API_KEY");
+    assert_eq!(config.llm.api_key.as_ref().map(Secret::expose), Some("sk-test"));
+    let by_env = |k: &str| match k {
+        "AICHAT_LLM_PROVIDER" => Some("openai".to_owned()),
+        other => env(other),
+    };
+    let env_only = Cli {
+        env_only: true,
+        ..Cli::default()
+    };
+    assert!(Config::load(&env_only, by_env).is_ok());
 }

@@ -61,10 +61,15 @@ impl FromRequest for AuthUser {
     type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let user = req
-            .app_data::<web::Data<AppState>>()
-            .and_then(|state| state.auth.user(req));
-        ready(user.map(AuthUser).ok_or(ApiError::Unauthenticated))
+        let Some(state) = req.app_data::<web::Data<AppState>>() else {
+            return ready(Err(ApiError::Unauthenticated));
+        };
+        // The 401 speaks of what this mode expects: a user id header, or a key.
+        let refused = match state.auth {
+            Authenticator::ApiKeys(_) => ApiError::InvalidApiKey,
+            Authenticator::Header => ApiError::Unauthenticated,
+        };
+        ready(state.auth.user(req).map(AuthUser).ok_or(refused))
     }
 }
 

@@ -15,6 +15,9 @@ pub enum ApiError {
     /// `X-User-ID` missing or not a positive integer.
     #[error("Authentication required: missing or invalid user ID")]
     Unauthenticated,
+    /// API-key mode: no key, an unknown key, or a request that also names a user.
+    #[error("Authentication required: send `Authorization: Bearer <API key>` with a configured key")]
+    InvalidApiKey,
     /// The body is not valid JSON or has the wrong shape.
     #[error("Invalid request format: {0}")]
     InvalidJson(String),
@@ -128,7 +131,7 @@ impl ApiError {
     /// The stable snake_case code.
     pub fn code(&self) -> &str {
         match self {
-            ApiError::Unauthenticated => "unauthenticated",
+            ApiError::Unauthenticated | ApiError::InvalidApiKey => "unauthenticated",
             ApiError::InvalidJson(_) => "invalid_json",
             ApiError::MissingField(_) => "missing_field",
             ApiError::InvalidParameter { .. } => "invalid_parameter",
@@ -165,7 +168,7 @@ impl ApiError {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthenticated | ApiError::InvalidApiKey => StatusCode::UNAUTHORIZED,
             ApiError::InvalidJson(_)
             | ApiError::MissingField(_)
             | ApiError::InvalidParameter { .. }
@@ -326,6 +329,7 @@ mod tests {
         };
         let cases = [
             (ApiError::Unauthenticated, 401, "unauthenticated"),
+            (ApiError::InvalidApiKey, 401, "unauthenticated"),
             (ApiError::InvalidJson("x".into()), 400, "invalid_json"),
             (ApiError::MissingField("message"), 400, "missing_field"),
             (
