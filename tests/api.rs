@@ -167,6 +167,19 @@ async fn bad_input_gets_4xx_codes_and_changes_nothing() {
         (status, body["code"].as_str()),
         (StatusCode::BAD_REQUEST, Some("invalid_parameter"))
     );
+    // A page past 2^32 does not wrap to page 1; a bad approval state names its parameter.
+    for (path, name) in [
+        ("/sessions?page=4294967296", "`page`"),
+        ("/approvals?status=bogus", "`status`"),
+    ] {
+        let (status, body) = app.get(path, 1).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("invalid_parameter")),
+            "{path}"
+        );
+        assert!(body["error"].as_str().unwrap().contains(name), "{path}: {body}");
+    }
     let (status, body) = app.get("/sessions/no-such-session/messages", 1).await;
     assert_eq!(
         (status, body["code"].as_str()),

@@ -54,7 +54,8 @@ impl Default for ServerConfig {
             listen_address: "127.0.0.1".into(),
             port: 3001,
             workers: 0,
-            max_body_bytes: 1024 * 1024,
+            // The longest message (100,000 characters) as JSON, each escaped as `\uXXXX\uXXXX` at worst.
+            max_body_bytes: 2 * 1024 * 1024,
             max_message_chars: 100_000,
             sse_keepalive_secs: 15,
             stream_retention_secs: 600,
@@ -126,7 +127,7 @@ pub struct LlmConfig {
     /// Prepended to every conversation (empty = none).
     pub system_prompt: String,
     /// Sampling temperature.
-    pub temperature: f32,
+    pub temperature: f64,
     /// Output token limit (0 = the vendor's default; Anthropic needs one and gets 4096).
     pub max_tokens: u32,
     /// Retries of a model call that fails before its answer starts (connect errors, 429, 5xx).

@@ -33,7 +33,25 @@ pub struct DecisionRequest {
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Only requests in this state.
-    pub status: Option<ApprovalStatus>,
+    #[param(value_type = Option<ApprovalStatus>)]
+    pub status: Option<String>,
+}
+
+impl ListQuery {
+    /// The state asked for; a name that is none is refused, naming the parameter.
+    fn status(&self) -> Result<Option<ApprovalStatus>, ApiError> {
+        self.status
+            .as_deref()
+            .map(|s| {
+                ApprovalStatus::parse(s).ok_or_else(|| ApiError::InvalidParameter {
+                    name: "status",
+                    reason: format!(
+                        "{s:?} is not one of pending, approved, denied, partially_approved, expired, superseded"
+                    ),
+                })
+            })
+            .transpose()
+    }
 }
 
 /// Decides an approval request; the turn continues on a new stream, as `/send?streaming=true`
@@ -92,7 +110,7 @@ pub async fn list_approvals(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let now = actors::model::now();
-    let records = state.chat.approvals(user.0, query.status).await?;
+    let records = state.chat.approvals(user.0, query.status()?).await?;
     let approvals = records.iter().map(|r| view(r, now)).collect();
     Ok(HttpResponse::Ok().json(ApprovalsList { approvals }))
 }

@@ -165,8 +165,8 @@ impl From<Session> for SessionDto {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
-    /// The page, from 1 (a value below 1 means 1).
-    #[param(value_type = Option<i64>)]
+    /// The page, from 1 (a value below 1 means 1; above 4,294,967,295 is refused).
+    #[param(value_type = Option<i64>, maximum = 4_294_967_295_i64)]
     pub page: Option<String>,
     /// Rows per page, 1 to 100 (a value outside that range means the route's default).
     #[param(value_type = Option<i64>)]

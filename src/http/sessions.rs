@@ -27,10 +27,13 @@ fn page(query: &PageQuery, default_limit: u32) -> Result<(u32, u32), ApiError> {
             })
             .transpose()
     };
-    let page = number("page", &query.page)?
-        .filter(|p| *p >= 1)
-        .and_then(|p| u32::try_from(p).ok())
-        .unwrap_or(1);
+    let page = match number("page", &query.page)?.filter(|p| *p >= 1) {
+        None => 1,
+        Some(p) => u32::try_from(p).map_err(|_| ApiError::InvalidParameter {
+            name: "page",
+            reason: format!("at most {}", u32::MAX),
+        })?,
+    };
     let limit = number("limit", &query.limit)?
         .filter(|l| (1..=100).contains(l))
         .and_then(|l| u32::try_from(l).ok())

@@ -113,7 +113,7 @@ pub struct HttpProviderConfig {
     /// API key (never logged).
     pub api_key: Option<String>,
     /// Sampling temperature.
-    pub temperature: Option<f32>,
+    pub temperature: Option<f64>,
     /// Output token limit.
     pub max_tokens: Option<u32>,
     /// TCP connect timeout.
@@ -176,7 +176,7 @@ pub struct ProviderConfig {
     pub api_key_env: String,
     /// Sampling temperature.
     #[serde(default)]
-    pub temperature: Option<f32>,
+    pub temperature: Option<f64>,
     /// Output token limit (0 = vendor default).
     #[serde(default)]
     pub max_tokens: u32,

@@ -189,3 +189,42 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod sampling_tests {
+    use std::time::Duration;
+
+    use super::super::{CompletionRequest, Purpose};
+    use super::{HttpProviderConfig, Vendor};
+
+    /// `temperature = 0.7` reaches every vendor as 0.7, not as a widened `f32` (0.699999988…).
+    #[test]
+    fn sampling_parameters_reach_the_vendors_exactly_as_configured() {
+        let request = CompletionRequest {
+            messages: Vec::new(),
+            tools: Default::default(),
+            purpose: Purpose::Chat,
+        };
+        for vendor in [Vendor::OpenAi, Vendor::Anthropic, Vendor::Gemini, Vendor::Ollama] {
+            let config = HttpProviderConfig {
+                vendor,
+                base_url: "http://127.0.0.1:1".into(),
+                model: "m".into(),
+                api_key: None,
+                temperature: Some(0.7),
+                max_tokens: Some(100),
+                connect_timeout: Duration::from_secs(1),
+                max_retries: 0,
+                retry_base: Duration::from_millis(1),
+            };
+            let prepared = match vendor {
+                Vendor::OpenAi => super::super::openai::prepare(&config, &request),
+                Vendor::Anthropic => super::super::anthropic::prepare(&config, &request),
+                Vendor::Gemini => super::super::gemini::prepare(&config, &request),
+                Vendor::Ollama => super::super::ollama::prepare(&config, &request),
+            };
+            let body = prepared.body.to_string();
+            assert!(body.contains("\"temperature\":0.7"), "{vendor:?}: {body}");
+        }
+    }
+}
