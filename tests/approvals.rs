@@ -288,6 +288,12 @@ async fn expired_requests_count_as_denied() {
             .is_some_and(|a| a.len() == 1)
     })
     .await;
+    // Shown as expiry decided it, in the list and on its history row.
+    let (_, listed) = app.get("/approvals?status=expired", 1).await;
+    assert_eq!(listed["approvals"][0]["decided_by"], "expiry", "{listed}");
+    assert!(listed["approvals"][0]["decided_at"].is_string(), "{listed}");
+    let row = stored_with_role(&app, 1, &session, "tool_approval").await.remove(0);
+    assert_eq!(row["approval_request"]["status"], "expired", "{row}");
     let (status, body) = decide(&app, 1, &id, json!({"approved": true})).await;
     assert_eq!(
         (status, body["code"].as_str()),

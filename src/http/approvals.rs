@@ -84,6 +84,8 @@ pub async fn decide(
 }
 
 fn view(record: &ApprovalRecord, now: chrono::DateTime<chrono::Utc>) -> ApprovalDto {
+    // A request that expired without a decision is shown as expiry decided it, when it expired.
+    let expired = record.status == ApprovalStatus::Pending && record.effective_status(now) == ApprovalStatus::Expired;
     ApprovalDto {
         request_id: record.request_id.clone(),
         session_id: record.session_id.to_string(),
@@ -92,8 +94,16 @@ fn view(record: &ApprovalRecord, now: chrono::DateTime<chrono::Utc>) -> Approval
         tool_calls: record.calls.clone(),
         created_at: record.created_at,
         expires_at: record.expires_at,
-        decided_by: record.decided_by.clone(),
-        decided_at: record.decided_at,
+        decided_by: if expired {
+            Some("expiry".into())
+        } else {
+            record.decided_by.clone()
+        },
+        decided_at: if expired {
+            Some(record.expires_at)
+        } else {
+            record.decided_at
+        },
     }
 }
 

@@ -166,8 +166,9 @@ pub(super) const APPROVAL_COLUMNS: &str =
 
 pub(super) const SESSION_COLUMNS: &str = "id, user_id, title, title_source, created_at, updated_at";
 pub(super) const MESSAGE_COLUMNS: &str = "id, role, content, tool_calls, tool_executions, tool_call_id, usage, created_at, status, \
-     approval_request, (SELECT a.status FROM tool_approvals a \
-     WHERE a.request_id = json_extract(chat_messages.approval_request, '$.request_id'))";
+     approval_request, (SELECT CASE WHEN a.status = 'pending' \
+     AND a.expires_at <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now') THEN 'expired' ELSE a.status END \
+     FROM tool_approvals a WHERE a.request_id = json_extract(chat_messages.approval_request, '$.request_id'))";
 
 pub(super) fn optional_json<T: serde::Serialize>(value: &[T]) -> Result<Option<String>, StorageError> {
     if value.is_empty() {
