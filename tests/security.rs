@@ -297,3 +297,30 @@ async fn one_user_reads_a_bounded_number_of_streams_at_once() {
     })
     .await;
 }
+
+/// Clearing a session while its turn runs cancels the turn (as the document says: 200, no 409),
+/// ends its stream with `cancelled`, and counts it among the finished turns.
+#[actix_web::test]
+async fn clearing_a_running_turn_cancels_and_counts_it() {
+    let app = TestApp::spawn_with(|c| c.mock.chunk_delay_ms = 100).await;
+    let scrape = || async {
+        let metrics = app.client.get(format!("{}/metrics", app.base)).send().await.unwrap();
+        metrics.text().await.unwrap()
+    };
+    let cancelled = r#"aichat_turns_finished_total{outcome="cancelled"}"#;
+    let before = counter(&scrape().await, cancelled);
+    let (stream_id, session) = app.start_stream(1, "/mock words 100", None).await;
+    app.sse_events(1, &stream_id, None, 1).await;
+    let (status, _) = app
+        .request(
+            reqwest::Method::DELETE,
+            &format!("/sessions/{session}/messages"),
+            Some("1"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let events = app.sse(1, &stream_id, None).await;
+    assert_eq!(events.last().unwrap().data["code"], "cancelled", "{events:?}");
+    assert!(counter(&scrape().await, cancelled) >= before + 1.0);
+}

@@ -254,14 +254,14 @@ pub async fn cancel(
     }))
 }
 
-/// Clears a session's stored history and the model's context (the original's route).
+/// Clears a session's stored history and the model's context (the original's route). A turn
+/// running in the session is cancelled first (its stream ends with `error`, code `cancelled`).
 #[utoipa::path(
     tag = "sessions",
     params(ClearQuery),
     responses(
-        (status = 200, description = "Cleared", body = Confirmation),
+        (status = 200, description = "Cleared (a running turn was cancelled)", body = Confirmation),
         (status = 404, description = "`session_not_found`", body = ErrorBody),
-        (status = 409, description = "`turn_in_progress`", body = ErrorBody),
     )
 )]
 #[delete("/clear")]

@@ -198,14 +198,14 @@ pub async fn list_messages(
     Ok(HttpResponse::Ok().json(MessagesPage { messages, pagination }))
 }
 
-/// Clears a session's stored history and the model's context.
+/// Clears a session's stored history and the model's context. A turn running in the session is
+/// cancelled first (its stream ends with `error`, code `cancelled`).
 #[utoipa::path(
     tag = "sessions",
     params(("id" = String, Path, description = "The session")),
     responses(
-        (status = 200, description = "Cleared", body = Confirmation),
+        (status = 200, description = "Cleared (a running turn was cancelled)", body = Confirmation),
         (status = 404, description = "`session_not_found`", body = ErrorBody),
-        (status = 409, description = "`turn_in_progress`", body = ErrorBody),
     )
 )]
 #[delete("/sessions/{id}/messages")]

@@ -147,7 +147,8 @@ impl Actor for SessionActor {
             addr: ctx.address(),
         });
         if let Some(turn) = self.turn.take() {
-            // The turn's future is dropped with the actor: end its stream and record why.
+            // The turn's future is dropped with the actor: end its stream, count it, record why.
+            metrics::counter!("aichat_turns_finished_total", "outcome" => "cancelled").increment(1);
             let note = StreamMessage::error(
                 &self.id,
                 "cancelled",
