@@ -331,6 +331,14 @@ fn act(path: &str) -> String {
     format!(r#"/mock tools [{{"name":"demo__act_then_wait","arguments":{{"path":"{path}"}}}}]"#)
 }
 
+/// The binary's config for the crash tests: the demo server with its test tools, and `policy` as
+/// the approval default.
+fn demo_with_policy(policy: &str) -> String {
+    format!(
+        "[approval]\ndefault = \"{policy}\"\n[[mcp.servers]]\nname = \"demo\"\ncommand = \"@self\"\nargs = [\"mcp-demo\", \"--test-tools\"]\n"
+    )
+}
+
 fn acted_lines(path: &std::path::Path) -> usize {
     std::fs::read_to_string(path).map_or(0, |t| t.lines().count())
 }
@@ -343,8 +351,8 @@ async fn after_sigkill_an_approved_call_that_may_have_acted_never_runs_again() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("chat.db");
     let marker = dir.path().join("acted.txt");
-    let config = "[approval]\ndefault = \"ask\"\n[[mcp.servers]]\nname = \"demo\"\ncommand = \"@self\"\nargs = [\"mcp-demo\", \"--test-tools\"]\n";
-    let server = Binary::start_with(&db, config);
+    let config = demo_with_policy("ask");
+    let server = Binary::start_with(&db, &config);
     let app = TestApp::client_for(&server.base);
     app.wait_for_server("demo").await;
     let (session, events) = app.turn(1, &act(&marker.display().to_string()), None).await;
@@ -356,7 +364,7 @@ async fn after_sigkill_an_approved_call_that_may_have_acted_never_runs_again() {
     eventually("the tool to act", || async { acted_lines(&marker) == 1 }).await;
     server.kill();
 
-    let again = Binary::start_with(&db, config);
+    let again = Binary::start_with(&db, &config);
     let app = TestApp::client_for(&again.base);
     app.wait_for_server("demo").await;
     let (_, approvals) = app.get("/approvals", 1).await;
@@ -401,15 +409,15 @@ async fn after_sigkill_a_running_call_leaves_its_trace_in_history() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("chat.db");
     let marker = dir.path().join("acted.txt");
-    let config = "[approval]\ndefault = \"allow\"\n[[mcp.servers]]\nname = \"demo\"\ncommand = \"@self\"\nargs = [\"mcp-demo\", \"--test-tools\"]\n";
-    let server = Binary::start_with(&db, config);
+    let config = demo_with_policy("allow");
+    let server = Binary::start_with(&db, &config);
     let app = TestApp::client_for(&server.base);
     app.wait_for_server("demo").await;
     let (_, session) = app.start_stream(1, &act(&marker.display().to_string()), None).await;
     eventually("the tool to act", || async { acted_lines(&marker) == 1 }).await;
     server.kill();
 
-    let again = Binary::start_with(&db, config);
+    let again = Binary::start_with(&db, &config);
     let app = TestApp::client_for(&again.base);
     let (_, stored) = app.get(&format!("/sessions/{session}/messages"), 1).await;
     let messages = stored["messages"].as_array().unwrap();

@@ -116,19 +116,16 @@ fn counter(metrics: &str, name_and_labels: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The server's Prometheus text.
+async fn scrape(app: &TestApp) -> String {
+    let metrics = app.client.get(format!("{}/metrics", app.base)).send().await.unwrap();
+    metrics.text().await.unwrap()
+}
+
 #[actix_web::test]
 async fn metrics_move_and_requests_carry_ids() {
     let app = TestApp::spawn().await;
-    let scrape = || async {
-        app.client
-            .get(format!("{}/metrics", app.base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    };
+    let scrape = || scrape(&app);
     let before = scrape().await;
     let resp = app
         .client
@@ -303,10 +300,7 @@ async fn one_user_reads_a_bounded_number_of_streams_at_once() {
 #[actix_web::test]
 async fn clearing_a_running_turn_cancels_and_counts_it() {
     let app = TestApp::spawn_with(|c| c.mock.chunk_delay_ms = 100).await;
-    let scrape = || async {
-        let metrics = app.client.get(format!("{}/metrics", app.base)).send().await.unwrap();
-        metrics.text().await.unwrap()
-    };
+    let scrape = || scrape(&app);
     let cancelled = r#"aichat_turns_finished_total{outcome="cancelled"}"#;
     let before = counter(&scrape().await, cancelled);
     let (stream_id, session) = app.start_stream(1, "/mock words 100", None).await;

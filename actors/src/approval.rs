@@ -297,15 +297,13 @@ impl ApprovalStatus {
 
     /// The status a stored name stands for.
     pub fn parse(name: &str) -> Option<Self> {
-        Some(match name {
-            "pending" => ApprovalStatus::Pending,
-            "approved" => ApprovalStatus::Approved,
-            "denied" => ApprovalStatus::Denied,
-            "partially_approved" => ApprovalStatus::PartiallyApproved,
-            "expired" => ApprovalStatus::Expired,
-            "superseded" => ApprovalStatus::Superseded,
-            _ => return None,
-        })
+        Self::from_name(name).ok()
+    }
+
+    /// The status a name stands for, or serde's error naming the valid ones.
+    pub fn from_name(name: &str) -> Result<Self, serde::de::value::Error> {
+        use serde::de::IntoDeserializer;
+        Self::deserialize(name.into_deserializer())
     }
 }
 

@@ -168,6 +168,25 @@ pub(crate) struct Turn {
     pub(crate) contiguous: bool,
 }
 
+/// The complete SSE frames at the front of `pending` (taken out of it) that carry data: each
+/// one's `id:` (if any) and `data:`. `retry:` and keep-alive frames are dropped.
+pub(crate) fn take_frames(pending: &mut Vec<u8>) -> Vec<(Option<u64>, String)> {
+    let mut frames = Vec::new();
+    while let Some(end) = pending.windows(2).position(|w| w == b"\n\n") {
+        let frame: Vec<u8> = pending.drain(..end + 2).collect();
+        let frame = String::from_utf8_lossy(&frame);
+        let Some(data) = frame.lines().find_map(|l| l.strip_prefix("data: ")) else {
+            continue;
+        };
+        let id = frame
+            .lines()
+            .find_map(|l| l.strip_prefix("id: "))
+            .map(|id| id.trim().parse().unwrap_or(0));
+        frames.push((id, data.to_owned()));
+    }
+    frames
+}
+
 /// One streamed turn: `POST /send?streaming=true`, then read the SSE stream to its end.
 pub(crate) async fn turn(
     client: &reqwest::Client,
@@ -211,14 +230,8 @@ pub(crate) async fn turn(
     while let Some(chunk) = bytes.next().await {
         let chunk = chunk.map_err(|e| format!("stream body: {e}"))?;
         pending.extend_from_slice(&chunk);
-        while let Some(end) = pending.windows(2).position(|w| w == b"\n\n") {
-            let frame: Vec<u8> = pending.drain(..end + 2).collect();
-            let frame = String::from_utf8_lossy(&frame);
-            let Some(data) = frame.lines().find_map(|l| l.strip_prefix("data: ")) else {
-                continue; // retry: or keep-alive
-            };
-            if let Some(id) = frame.lines().find_map(|l| l.strip_prefix("id: ")) {
-                let id: u64 = id.trim().parse().unwrap_or(0);
+        for (id, data) in take_frames(&mut pending) {
+            if let Some(id) = id {
                 contiguous &= id == last_id + 1;
                 last_id = id;
             }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use crate::server::{Server, client, rss_kib, turn};
+use crate::server::{Server, client, rss_kib, take_frames, turn};
 use crate::stats::{Report, Samples};
 use crate::{REQUEST_TIMEOUT, say};
 
@@ -105,15 +105,8 @@ async fn read(
     let (mut pending, mut last) = (Vec::new(), after.unwrap_or(0));
     while let Some(chunk) = bytes.next().await {
         pending.extend_from_slice(&chunk.map_err(|e| format!("stream body: {e}"))?);
-        while let Some(end) = pending.windows(2).position(|w| w == b"\n\n") {
-            let frame: Vec<u8> = pending.drain(..end + 2).collect();
-            let frame = String::from_utf8_lossy(&frame);
-            let Some(data) = frame.lines().find_map(|l| l.strip_prefix("data: ")) else {
-                continue;
-            };
-            if let Some(id) = frame.lines().find_map(|l| l.strip_prefix("id: ")) {
-                last = id.trim().parse().unwrap_or(last);
-            }
+        for (id, data) in take_frames(&mut pending) {
+            last = id.unwrap_or(last);
             if data.contains(r#""type":"done""#) {
                 return Ok((last, true));
             }

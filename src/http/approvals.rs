@@ -43,11 +43,9 @@ impl ListQuery {
         self.status
             .as_deref()
             .map(|s| {
-                ApprovalStatus::parse(s).ok_or_else(|| ApiError::InvalidParameter {
+                ApprovalStatus::from_name(s).map_err(|err| ApiError::InvalidParameter {
                     name: "status",
-                    reason: format!(
-                        "{s:?} is not one of pending, approved, denied, partially_approved, expired, superseded"
-                    ),
+                    reason: err.to_string(),
                 })
             })
             .transpose()

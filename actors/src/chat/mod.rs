@@ -209,14 +209,11 @@ impl Chat {
         if buffer.is_finished() {
             return Err(SessionError::Finished);
         }
-        let (_, addr) = self
-            .registry
-            .send(Resolve {
-                user,
-                session_id: Some(buffer.session_id().clone()),
-            })
-            .timeout(self.timeout)
-            .await??;
+        let resolve = Resolve {
+            user,
+            session_id: Some(buffer.session_id().clone()),
+        };
+        let (_, addr) = self.ask("registry", &self.registry, resolve).await??;
         let stop = StopTurn {
             stream_id: Some(id.clone()),
             reason: StopReason::Cancelled,
@@ -286,14 +283,11 @@ impl Chat {
             ApprovalStatus::Expired => return Err(SessionError::ApprovalExpired),
             _ => return Err(SessionError::AlreadyDecided),
         }
-        let (_, addr) = self
-            .registry
-            .send(Resolve {
-                user,
-                session_id: Some(record.session_id.clone()),
-            })
-            .timeout(self.timeout)
-            .await??;
+        let resolve = Resolve {
+            user,
+            session_id: Some(record.session_id.clone()),
+        };
+        let (_, addr) = self.ask("registry", &self.registry, resolve).await??;
         self.ask(
             "session",
             &addr,

@@ -214,6 +214,14 @@ impl McpPool {
         self.view.send_replace(PoolView { tools, status });
     }
 
+    /// The connection a report is about, at the report's generation; `None` for a stale report
+    /// (an older generation than the pool already knows).
+    fn reported(&mut self, index: usize, generation: u64) -> Option<&mut Conn> {
+        let conn = self.conns.get_mut(index).filter(|conn| generation >= conn.generation)?;
+        conn.generation = generation;
+        Some(conn)
+    }
+
     /// The least busy ready connection: its index, peer and generation.
     fn pick(&self) -> Option<(usize, Peer<RoleClient>, u64)> {
         self.conns
@@ -395,13 +403,9 @@ impl Handler<ConnectionUp> for McpPool {
     type Result = ();
 
     fn handle(&mut self, msg: ConnectionUp, _: &mut Self::Context) {
-        let Some(conn) = self.conns.get_mut(msg.index) else {
+        let Some(conn) = self.reported(msg.index, msg.generation) else {
             return;
         };
-        if msg.generation < conn.generation {
-            return;
-        }
-        conn.generation = msg.generation;
         conn.state = ConnState::Ready;
         conn.peer = Some(msg.peer);
         conn.tools = Arc::new(msg.tools);
@@ -414,13 +418,9 @@ impl Handler<ConnectionDown> for McpPool {
     type Result = ();
 
     fn handle(&mut self, msg: ConnectionDown, _: &mut Self::Context) {
-        let Some(conn) = self.conns.get_mut(msg.index) else {
+        let Some(conn) = self.reported(msg.index, msg.generation) else {
             return;
         };
-        if msg.generation < conn.generation {
-            return;
-        }
-        conn.generation = msg.generation;
         conn.state = msg.state;
         conn.peer = None;
         if msg.reason.is_some() {

@@ -29,16 +29,11 @@ impl ProviderKind {
     /// The names a config may use, for error messages.
     pub const NAMES: &'static str = "mock, openai, gemini|google, claude|anthropic, ollama";
 
-    /// The kind a name stands for, aliases included.
+    /// The kind a name stands for, aliases included (the same names the config file takes).
     pub fn parse(name: &str) -> Option<Self> {
-        Some(match name {
-            "mock" => ProviderKind::Mock,
-            "openai" => ProviderKind::OpenAi,
-            "claude" | "anthropic" => ProviderKind::Anthropic,
-            "gemini" | "google" => ProviderKind::Gemini,
-            "ollama" => ProviderKind::Ollama,
-            _ => return None,
-        })
+        use serde::de::IntoDeserializer;
+        let name: serde::de::value::StrDeserializer<'_, serde::de::value::Error> = name.into_deserializer();
+        Self::deserialize(name).ok()
     }
 
     /// The HTTP vendor it speaks (`None` for the mock).
