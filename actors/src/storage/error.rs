@@ -6,6 +6,9 @@ pub enum StorageError {
     /// The database engine reported an error.
     #[error("database error: {0}")]
     Database(#[from] rusqlite::Error),
+    /// PostgreSQL reported an error (or the connection to it failed).
+    #[error("database error: {0}")]
+    Postgres(#[from] postgres::Error),
     /// No connection could be taken from the pool in time.
     #[error("database pool error: {0}")]
     Pool(#[from] r2d2::Error),

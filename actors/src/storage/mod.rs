@@ -5,7 +5,7 @@
 //! Callers hold a [`Storage`] handle and `ask` it typed messages, each with a timeout.
 
 mod error;
-mod schema;
+mod postgres;
 mod sqlite;
 mod writer;
 
@@ -20,8 +20,8 @@ use crate::ids::{SessionId, StreamId, UserId};
 use crate::model::{ChatMessage, Session, TitleSource};
 
 pub use error::StorageError;
-pub use schema::SCHEMA_VERSION;
-pub use sqlite::SqliteStore;
+pub use postgres::{PostgresOptions, PostgresStore};
+pub use sqlite::{SCHEMA_VERSION, SqliteStore};
 pub use writer::{TurnWriter, WriteTurn};
 
 /// A page of a listing.

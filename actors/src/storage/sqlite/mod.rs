@@ -4,6 +4,9 @@
 //! background thread, so no turn waits for the disk.
 
 mod rows;
+mod schema;
+
+pub use schema::SCHEMA_VERSION;
 #[cfg(test)]
 mod tests;
 
@@ -166,7 +169,7 @@ impl SqliteStore {
             let mut conn = rusqlite::Connection::open(path)?;
             conn.busy_timeout(BUSY_TIMEOUT)?;
             conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON;")?;
-            super::schema::migrate(&mut conn)?;
+            schema::migrate(&mut conn)?;
         }
         let manager = SqliteConnectionManager::file(path).with_init(|conn| {
             conn.busy_timeout(BUSY_TIMEOUT)?;

@@ -24,7 +24,7 @@ fn migration_is_idempotent_and_sets_the_version() {
         .unwrap()
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version as usize, super::super::SCHEMA_VERSION);
+    assert_eq!(version as usize, super::SCHEMA_VERSION);
 }
 
 #[test]

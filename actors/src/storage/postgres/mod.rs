@@ -1,0 +1,721 @@
+//! `PostgresStore`: the [`ChatStore`] on PostgreSQL (the original's engine) through an r2d2 pool
+//! of sync `postgres` clients, on the storage actor's threads like SQLite. Every write path that is
+//! one transaction on SQLite is one here; a deadlock or serialization failure is retried a few
+//! times; a lost connection is dropped by the pool and the operation fails as `Unavailable`
+//! (503 `storage_unavailable`) until the database answers again.
+//!
+//! Until several nodes share a database (leases), one server holds it: a session advisory lock
+//! taken at start-up plays the part of SQLite's lock file.
+
+mod rows;
+mod schema;
+
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use postgres::error::SqlState;
+use postgres::types::{Json, ToSql};
+use postgres::{Client, IsolationLevel, Transaction};
+use r2d2::{Pool, PooledConnection};
+use r2d2_postgres::PostgresConnectionManager;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use super::{ChatStore, Page, StorageError, StoredEvent, StreamRecord, TurnWrite};
+use crate::approval::{ApprovalRecord, Grant, Remember};
+use crate::ids::{SessionId, StreamId, UserId};
+use crate::model::{ChatMessage, Session, TitleSource};
+use rows::{
+    APPROVAL_COLUMNS, MESSAGE_COLUMNS, SESSION_COLUMNS, STREAM_COLUMNS, approval_from_row, jsonb_or_null,
+    message_from_row, parse_user, session_from_row, stream_from_row,
+};
+
+/// How long taking a connection may wait (the database is down or every connection is busy).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Longest any statement may run: a blocked query must not hold a storage thread for good.
+const STATEMENT_TIMEOUT: &str = "-c statement_timeout=30s -c idle_in_transaction_session_timeout=60s";
+
+/// How often a transaction that lost a deadlock or a serialization check is tried again.
+const RETRIES: usize = 3;
+
+/// The advisory lock key of the server that holds the database ("aichatsrv" folded).
+const INSTANCE_LOCK: i64 = 0x6169_6368_6174_7376;
+
+type Manager = PostgresConnectionManager<MakeRustlsConnect>;
+
+/// What a connection needs besides the URL.
+#[derive(Debug, Clone, Default)]
+pub struct PostgresOptions {
+    /// The password, when the URL has none (from `PGPASSWORD` or `database.password_env`).
+    pub password: Option<String>,
+    /// Connections in the pool.
+    pub pool_size: u32,
+}
+
+/// PostgreSQL behind an r2d2 pool.
+///
+/// Its methods block on the `postgres` client's own runtime, which tokio refuses inside an async
+/// task: call them from the storage actor's threads, `spawn_blocking` or a plain thread.
+pub struct PostgresStore {
+    /// `None` only while dropping.
+    open: Option<Connections>,
+}
+
+struct Connections {
+    pool: Pool<Manager>,
+    /// The connection that holds the instance lock for the life of the store.
+    _instance: Mutex<Client>,
+}
+
+/// Closing a client blocks on its runtime too: the last handle may be dropped anywhere (an actor
+/// on an async thread), so the connections are closed on a plain thread, waited for so the
+/// instance lock is free when the drop returns.
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        if let Some(open) = self.open.take() {
+            let _ = std::thread::spawn(move || drop(open)).join();
+        }
+    }
+}
+
+impl PostgresStore {
+    /// Connects, takes the instance lock, and migrates the database to the current schema.
+    pub fn open(url: &str, options: &PostgresOptions) -> Result<Self, StorageError> {
+        let mut config = postgres::Config::from_str(url)
+            .map_err(|err| StorageError::Unavailable(format!("bad PostgreSQL URL: {err}")))?;
+        if config.get_password().is_none()
+            && let Some(password) = &options.password
+        {
+            config.password(password);
+        }
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        if config.get_options().is_none() {
+            config.options(STATEMENT_TIMEOUT);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("aichat");
+        }
+        config.keepalives(true).keepalives_idle(Duration::from_secs(30));
+        let tls = tls_connector()?;
+        let mut instance = config.connect(tls.clone())?;
+        let held: bool = instance
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&INSTANCE_LOCK])?
+            .get(0);
+        if !held {
+            return Err(StorageError::InUse(describe(&config)));
+        }
+        schema::migrate(&mut instance)?;
+        let pool = Pool::builder()
+            .max_size(options.pool_size.max(1))
+            .connection_timeout(CONNECT_TIMEOUT)
+            .build(PostgresConnectionManager::new(config, tls))?;
+        Ok(Self {
+            open: Some(Connections {
+                pool,
+                _instance: Mutex::new(instance),
+            }),
+        })
+    }
+
+    fn conn(&self) -> Result<PooledConnection<Manager>, StorageError> {
+        let open = self
+            .open
+            .as_ref()
+            .ok_or_else(|| StorageError::Unavailable("the store is closed".into()))?;
+        Ok(open.pool.get()?)
+    }
+
+    /// Runs `work` in one transaction, again (up to `RETRIES` times) when it lost a deadlock
+    /// or a serialization check: each try starts from nothing, so a retry never applies twice.
+    fn in_transaction<T>(
+        &self,
+        isolation: IsolationLevel,
+        mut work: impl FnMut(&mut Transaction<'_>) -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
+        let mut conn = self.conn()?;
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let result = (|| -> Result<T, StorageError> {
+                let mut tx = conn.build_transaction().isolation_level(isolation).start()?;
+                let value = work(&mut tx)?;
+                tx.commit()?;
+                Ok(value)
+            })();
+            match result {
+                Err(err) if tries <= RETRIES && err.is_transient() => {
+                    tracing::debug!(error = %err, tries, "retrying a PostgreSQL transaction");
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// A write in one transaction.
+    fn write<T>(&self, work: impl FnMut(&mut Transaction<'_>) -> Result<T, StorageError>) -> Result<T, StorageError> {
+        self.in_transaction(IsolationLevel::ReadCommitted, work)
+    }
+
+    /// Reads that must agree with each other (one snapshot).
+    fn read<T>(&self, work: impl FnMut(&mut Transaction<'_>) -> Result<T, StorageError>) -> Result<T, StorageError> {
+        self.in_transaction(IsolationLevel::RepeatableRead, work)
+    }
+}
+
+/// Where the database is, for messages: never the password.
+fn describe(config: &postgres::Config) -> String {
+    let host = match config.get_hosts().first() {
+        Some(postgres::config::Host::Tcp(host)) => host.clone(),
+        Some(postgres::config::Host::Unix(path)) => path.display().to_string(),
+        None => "localhost".into(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let db = config.get_dbname().unwrap_or("");
+    format!("postgres://{host}:{port}/{db}")
+}
+
+/// TLS for `sslmode=prefer|require`, with the system's root certificates (not read at all for
+/// `sslmode=disable`, where no handshake happens).
+fn tls_connector() -> Result<MakeRustlsConnect, StorageError> {
+    let mut roots = rustls::RootCertStore::empty();
+    let found = rustls_native_certs::load_native_certs();
+    for cert in found.certs {
+        let _ = roots.add(cert);
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|err| StorageError::Unavailable(format!("TLS set-up failed: {err}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(MakeRustlsConnect::new(config))
+}
+
+fn user_text(user: UserId) -> String {
+    user.to_string()
+}
+
+fn seq_param(seq: u64) -> i64 {
+    i64::try_from(seq).unwrap_or(i64::MAX)
+}
+
+impl ChatStore for PostgresStore {
+    fn create_session(&self, session: &Session) -> Result<(), StorageError> {
+        self.conn()?.execute(
+            "INSERT INTO chat_sessions (id, user_id, title, title_source, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[
+                &session.id.as_str(),
+                &user_text(session.user_id),
+                &session.title,
+                &session.title_source.as_str(),
+                &session.created_at,
+                &session.updated_at,
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn get_session(&self, user: UserId, id: &SessionId) -> Result<Option<Session>, StorageError> {
+        self.conn()?
+            .query_opt(
+                &format!("SELECT {SESSION_COLUMNS} FROM chat_sessions WHERE id = $1 AND user_id = $2"),
+                &[&id.as_str(), &user_text(user)],
+            )?
+            .as_ref()
+            .map(session_from_row)
+            .transpose()
+    }
+
+    fn list_sessions(&self, user: UserId, page: Page) -> Result<(Vec<Session>, u64), StorageError> {
+        self.read(|tx| {
+            let rows = tx.query(
+                &format!(
+                    "SELECT {SESSION_COLUMNS} FROM chat_sessions WHERE user_id = $1
+                     ORDER BY updated_at DESC, id DESC LIMIT $2 OFFSET $3"
+                ),
+                &[&user_text(user), &i64::from(page.limit), &seq_param(page.offset)],
+            )?;
+            let sessions = rows.iter().map(session_from_row).collect::<Result<Vec<_>, _>>()?;
+            let total: i64 = tx
+                .query_one(
+                    "SELECT COUNT(*) FROM chat_sessions WHERE user_id = $1",
+                    &[&user_text(user)],
+                )?
+                .get(0);
+            Ok((sessions, u64::try_from(total).unwrap_or(0)))
+        })
+    }
+
+    fn set_title(&self, user: UserId, id: &SessionId, title: &str, source: TitleSource) -> Result<bool, StorageError> {
+        let mut conn = self.conn()?;
+        let changed = match source {
+            TitleSource::Generated => conn.execute(
+                "UPDATE chat_sessions SET title = $1, title_source = 'generated'
+                 WHERE id = $2 AND user_id = $3 AND title_source = 'default'",
+                &[&title, &id.as_str(), &user_text(user)],
+            )?,
+            TitleSource::User | TitleSource::Default => conn.execute(
+                "UPDATE chat_sessions SET title = $1, title_source = $2, updated_at = $3
+                 WHERE id = $4 AND user_id = $5",
+                &[
+                    &title,
+                    &source.as_str(),
+                    &crate::model::now(),
+                    &id.as_str(),
+                    &user_text(user),
+                ],
+            )?,
+        };
+        Ok(changed > 0)
+    }
+
+    fn delete_session(&self, user: UserId, id: &SessionId) -> Result<bool, StorageError> {
+        // Messages, attachments, streams, approvals and grants go with it (ON DELETE CASCADE).
+        let changed = self.conn()?.execute(
+            "DELETE FROM chat_sessions WHERE id = $1 AND user_id = $2",
+            &[&id.as_str(), &user_text(user)],
+        )?;
+        Ok(changed > 0)
+    }
+
+    fn list_messages(
+        &self,
+        user: UserId,
+        id: &SessionId,
+        page: Option<Page>,
+    ) -> Result<Option<Vec<ChatMessage>>, StorageError> {
+        self.read(|tx| {
+            let owned = tx.query_opt(
+                "SELECT 1 FROM chat_sessions WHERE id = $1 AND user_id = $2",
+                &[&id.as_str(), &user_text(user)],
+            )?;
+            if owned.is_none() {
+                return Ok(None);
+            }
+            // `LIMIT NULL` is no limit.
+            let limit: Option<i64> = page.map(|p| i64::from(p.limit));
+            let offset = page.map_or(0, |p| seq_param(p.offset));
+            let rows = tx.query(
+                &format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM chat_messages WHERE session_id = $1
+                     ORDER BY seq LIMIT $2 OFFSET $3"
+                ),
+                &[&id.as_str(), &limit, &offset],
+            )?;
+            let mut messages = rows.iter().map(message_from_row).collect::<Result<Vec<_>, _>>()?;
+            load_attachments(tx, &mut messages)?;
+            Ok(Some(messages))
+        })
+    }
+
+    fn clear_messages(&self, user: UserId, id: &SessionId) -> Result<bool, StorageError> {
+        self.write(|tx| {
+            let owned = tx.execute(
+                "UPDATE chat_sessions SET updated_at = $1 WHERE id = $2 AND user_id = $3",
+                &[&crate::model::now(), &id.as_str(), &user_text(user)],
+            )?;
+            if owned == 0 {
+                return Ok(false);
+            }
+            tx.execute("DELETE FROM chat_messages WHERE session_id = $1", &[&id.as_str()])?;
+            Ok(true)
+        })
+    }
+
+    fn write_turn(&self, write: &TurnWrite) -> Result<(), StorageError> {
+        self.write(|tx| apply_turn_write(tx, write))
+    }
+
+    fn write_turns(&self, writes: &[TurnWrite]) -> Vec<Result<(), StorageError>> {
+        let batch = self.write(|tx| {
+            let mut results = Vec::with_capacity(writes.len());
+            for write in writes {
+                // Each write in its own savepoint: one that fails (a conflict) leaves no trace and
+                // fails alone.
+                let mut savepoint = tx.transaction()?;
+                match apply_turn_write(&mut savepoint, write) {
+                    Ok(()) => {
+                        savepoint.commit()?;
+                        results.push(Ok(()));
+                    }
+                    // A transient failure aborts the whole transaction: the batch is tried again.
+                    Err(err) if err.is_transient() => return Err(err),
+                    Err(err) => {
+                        savepoint.rollback()?;
+                        results.push(Err(err));
+                    }
+                }
+            }
+            Ok(results)
+        });
+        match batch {
+            Ok(results) => results,
+            // Nothing of the batch was committed: every write failed.
+            Err(err) => {
+                let reason = err.to_string();
+                (0..writes.len())
+                    .map(|_| Err(StorageError::Unavailable(reason.clone())))
+                    .collect()
+            }
+        }
+    }
+
+    fn load_stream(
+        &self,
+        user: UserId,
+        id: &StreamId,
+        after_seq: u64,
+    ) -> Result<Option<(StreamRecord, Vec<StoredEvent>)>, StorageError> {
+        self.read(|tx| load_stream_in(tx, user, id, after_seq))
+    }
+
+    fn get_approval(&self, user: UserId, request_id: &str) -> Result<Option<ApprovalRecord>, StorageError> {
+        // The original UI names a request by its history row too: the `tool_approval` message's
+        // id, or `historical_<that id>`; both lead to the request the row records.
+        let id = request_id.strip_prefix("historical_").unwrap_or(request_id);
+        self.conn()?
+            .query_opt(
+                &format!(
+                    "SELECT {APPROVAL_COLUMNS} FROM tool_approvals
+                     WHERE user_id = $2 AND request_id = COALESCE(
+                         (SELECT m.approval_request->>'request_id' FROM chat_messages m
+                          WHERE m.id = $1 AND m.role = 'tool_approval'),
+                         $1)"
+                ),
+                &[&id, &user_text(user)],
+            )?
+            .as_ref()
+            .map(approval_from_row)
+            .transpose()
+    }
+
+    fn pending_approval(&self, user: UserId, session: &SessionId) -> Result<Option<ApprovalRecord>, StorageError> {
+        self.conn()?
+            .query_opt(
+                &format!(
+                    "SELECT {APPROVAL_COLUMNS} FROM tool_approvals
+                     WHERE session_id = $1 AND user_id = $2 AND status = 'pending'
+                     ORDER BY created_at DESC LIMIT 1"
+                ),
+                &[&session.as_str(), &user_text(user)],
+            )?
+            .as_ref()
+            .map(approval_from_row)
+            .transpose()
+    }
+
+    fn list_approvals(&self, user: UserId, status: Option<&str>) -> Result<Vec<ApprovalRecord>, StorageError> {
+        self.conn()?
+            .query(
+                &format!(
+                    "SELECT {APPROVAL_COLUMNS} FROM tool_approvals
+                     WHERE user_id = $1 AND ($2::TEXT IS NULL OR status = $2)
+                     ORDER BY created_at DESC LIMIT 500"
+                ),
+                &[&user_text(user), &status],
+            )?
+            .iter()
+            .map(approval_from_row)
+            .collect()
+    }
+
+    fn list_grants(&self, user: UserId) -> Result<Vec<Grant>, StorageError> {
+        self.conn()?
+            .query(
+                "SELECT id, tool, session_id, created_at FROM tool_grants WHERE user_id = $1 ORDER BY created_at, id",
+                &[&user_text(user)],
+            )?
+            .iter()
+            .map(|row| {
+                let session: Option<String> = row.try_get(2)?;
+                Ok(Grant {
+                    id: row.try_get(0)?,
+                    tool: row.try_get(1)?,
+                    scope: if session.is_some() {
+                        Remember::Session
+                    } else {
+                        Remember::User
+                    },
+                    session_id: session.map(SessionId::from_raw),
+                    created_at: row.try_get(3)?,
+                })
+            })
+            .collect()
+    }
+
+    fn delete_grant(&self, user: UserId, id: &str) -> Result<bool, StorageError> {
+        let changed = self.conn()?.execute(
+            "DELETE FROM tool_grants WHERE id = $1 AND user_id = $2",
+            &[&id, &user_text(user)],
+        )?;
+        Ok(changed > 0)
+    }
+
+    fn approvals_with_running_calls(&self) -> Result<Vec<ApprovalRecord>, StorageError> {
+        let records = self
+            .conn()?
+            .query(
+                &format!(
+                    "SELECT {APPROVAL_COLUMNS} FROM tool_approvals
+                     WHERE calls::TEXT LIKE '%\"running\"%'"
+                ),
+                &[],
+            )?
+            .iter()
+            .map(approval_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(records.into_iter().filter(ApprovalRecord::has_running).collect())
+    }
+
+    fn running_streams(&self) -> Result<Vec<(StreamRecord, Vec<StoredEvent>)>, StorageError> {
+        self.read(|tx| {
+            let running = tx.query("SELECT id, user_id FROM chat_streams WHERE status = 'running'", &[])?;
+            let mut streams = Vec::with_capacity(running.len());
+            for row in &running {
+                let user = parse_user(row.try_get(1)?)?;
+                let id = StreamId::from_raw(row.try_get::<_, String>(0)?);
+                if let Some(stream) = load_stream_in(tx, user, &id, 0)? {
+                    streams.push(stream);
+                }
+            }
+            Ok(streams)
+        })
+    }
+
+    fn ping(&self) -> Result<(), StorageError> {
+        self.conn()?.simple_query("SELECT 1")?;
+        Ok(())
+    }
+}
+
+/// A stream of `user` and its events after `after_seq`, inside a transaction.
+fn load_stream_in(
+    tx: &mut Transaction<'_>,
+    user: UserId,
+    id: &StreamId,
+    after_seq: u64,
+) -> Result<Option<(StreamRecord, Vec<StoredEvent>)>, StorageError> {
+    let Some(row) = tx.query_opt(
+        &format!("SELECT {STREAM_COLUMNS} FROM chat_streams WHERE id = $1 AND user_id = $2"),
+        &[&id.as_str(), &user_text(user)],
+    )?
+    else {
+        return Ok(None);
+    };
+    let record = stream_from_row(&row)?;
+    let events = tx
+        .query(
+            "SELECT seq, data FROM chat_stream_events WHERE stream_id = $1 AND seq > $2 ORDER BY seq",
+            &[&id.as_str(), &seq_param(after_seq)],
+        )?
+        .iter()
+        .map(|row| {
+            Ok(StoredEvent {
+                seq: u64::try_from(row.try_get::<_, i64>(0)?).unwrap_or(0),
+                data: row.try_get(1)?,
+            })
+        })
+        .collect::<Result<Vec<_>, StorageError>>()?;
+    Ok(Some((record, events)))
+}
+
+/// Fills in the attachments of `messages` with one query.
+fn load_attachments(tx: &mut Transaction<'_>, messages: &mut [ChatMessage]) -> Result<(), StorageError> {
+    if messages.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = messages.iter().map(|m| m.id.as_str()).collect();
+    let rows = tx.query(
+        "SELECT message_id, id, filename, mime_type, size, content FROM chat_attachments
+         WHERE message_id = ANY($1) ORDER BY seq",
+        &[&ids],
+    )?;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let index: std::collections::HashMap<String, usize> =
+        messages.iter().enumerate().map(|(i, m)| (m.id.clone(), i)).collect();
+    for row in &rows {
+        let message_id: &str = row.try_get(0)?;
+        if let Some(&i) = index.get(message_id) {
+            messages[i].attachments.push(crate::attachment::Attachment {
+                id: row.try_get(1)?,
+                filename: row.try_get(2)?,
+                mime_type: row.try_get(3)?,
+                size: row.try_get(4)?,
+                content: row.try_get(5)?,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// One turn write inside an open transaction (or savepoint): every row it adds or changes.
+fn apply_turn_write(tx: &mut Transaction<'_>, write: &TurnWrite) -> Result<(), StorageError> {
+    if let Some(stream) = &write.new_stream {
+        tx.execute(
+            "INSERT INTO chat_streams (id, user_id, session_id, status, created_at) VALUES ($1, $2, $3, $4, $5)",
+            &[
+                &stream.id.as_str(),
+                &user_text(stream.user_id),
+                &stream.session_id.as_str(),
+                &stream.status.as_str(),
+                &stream.created_at,
+            ],
+        )?;
+    }
+    if let Some(session_id) = &write.session_id
+        && !write.messages.is_empty()
+    {
+        insert_messages(tx, session_id, &write.messages)?;
+        tx.execute(
+            "UPDATE chat_sessions SET updated_at = $1 WHERE id = $2",
+            &[&Utc::now(), &session_id.as_str()],
+        )?;
+    }
+    if let Some(stream_id) = &write.stream_id {
+        if !write.events.is_empty() {
+            // All of them in one statement: a round trip per event would be most of the cost.
+            let seqs: Vec<i64> = write.events.iter().map(|e| seq_param(e.seq)).collect();
+            let data: Vec<&str> = write.events.iter().map(|e| e.data.as_str()).collect();
+            tx.execute(
+                "INSERT INTO chat_stream_events (stream_id, seq, data)
+                 SELECT $1, e.seq, e.data FROM UNNEST($2::BIGINT[], $3::TEXT[]) AS e(seq, data)
+                 ON CONFLICT DO NOTHING",
+                &[&stream_id.as_str(), &seqs, &data],
+            )?;
+        }
+        if let Some(status) = write.finish {
+            tx.execute(
+                "UPDATE chat_streams SET status = $1, finished_at = $2 WHERE id = $3",
+                &[&status.as_str(), &Utc::now(), &stream_id.as_str()],
+            )?;
+        }
+    }
+    if let Some(approval) = &write.new_approval {
+        tx.execute(
+            &format!(
+                "INSERT INTO tool_approvals ({APPROVAL_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+            ),
+            &[
+                &approval.request_id,
+                &user_text(approval.user_id),
+                &approval.session_id.as_str(),
+                &approval.stream_id.as_str(),
+                &Json(&approval.calls),
+                &approval.status.as_str(),
+                &approval.created_at,
+                &approval.expires_at,
+                &approval.decided_by,
+                &approval.decided_at,
+            ],
+        )?;
+    }
+    if let Some(approval) = &write.settle_approval {
+        let changed = tx.execute(
+            "UPDATE tool_approvals SET calls = $1, status = $2, decided_by = $3, decided_at = $4
+             WHERE request_id = $5 AND user_id = $6 AND status = 'pending'",
+            &[
+                &Json(&approval.calls),
+                &approval.status.as_str(),
+                &approval.decided_by,
+                &approval.decided_at,
+                &approval.request_id,
+                &user_text(approval.user_id),
+            ],
+        )?;
+        if changed == 0 {
+            return Err(StorageError::Conflict(format!(
+                "approval {} was already decided",
+                approval.request_id
+            )));
+        }
+    }
+    if let Some(approval) = &write.call_outcomes {
+        tx.execute(
+            "UPDATE tool_approvals SET calls = $1 WHERE request_id = $2 AND user_id = $3",
+            &[
+                &Json(&approval.calls),
+                &approval.request_id,
+                &user_text(approval.user_id),
+            ],
+        )?;
+    }
+    for (user, session, tool) in &write.new_grants {
+        tx.execute(
+            "INSERT INTO tool_grants (id, user_id, session_id, tool, created_at) VALUES ($1, $2, $3, $4, $5)",
+            &[
+                &crate::ids::prefixed_id("grant"),
+                &user_text(*user),
+                &session.as_ref().map(SessionId::as_str),
+                tool,
+                &Utc::now(),
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+/// A turn's messages and their attachments, in order.
+fn insert_messages(
+    tx: &mut Transaction<'_>,
+    session_id: &SessionId,
+    messages: &[ChatMessage],
+) -> Result<(), StorageError> {
+    let insert = tx.prepare(
+        "INSERT INTO chat_messages
+             (id, session_id, role, content, tool_calls, tool_executions, tool_call_id, usage, created_at, status,
+              approval_request)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    )?;
+    for message in messages {
+        let params: [&(dyn ToSql + Sync); 11] = [
+            &message.id,
+            &session_id.as_str(),
+            &message.role.as_str(),
+            &message.content,
+            &jsonb_or_null(&message.tool_calls),
+            &jsonb_or_null(&message.tool_executions),
+            &message.tool_call_id,
+            &message.usage.as_ref().map(Json),
+            &message.timestamp,
+            &message.status,
+            &message.approval_request.as_ref().map(Json),
+        ];
+        tx.execute(&insert, &params)?;
+        for attachment in &message.attachments {
+            tx.execute(
+                "INSERT INTO chat_attachments (id, message_id, filename, mime_type, size, content, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &[
+                    &attachment.id,
+                    &message.id,
+                    &attachment.filename,
+                    &attachment.mime_type,
+                    &attachment.size,
+                    &attachment.content,
+                    &message.timestamp,
+                ],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+impl StorageError {
+    /// Whether trying the same transaction again may succeed (it lost a deadlock or a
+    /// serialization check; nothing of it was applied).
+    fn is_transient(&self) -> bool {
+        match self {
+            StorageError::Postgres(err) => {
+                err.code() == Some(&SqlState::T_R_SERIALIZATION_FAILURE)
+                    || err.code() == Some(&SqlState::T_R_DEADLOCK_DETECTED)
+            }
+            _ => false,
+        }
+    }
+}

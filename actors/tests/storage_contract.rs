@@ -1,0 +1,913 @@
+//! The storage contract: one suite, run unchanged on both backends (a fresh SQLite file, a fresh
+//! PostgreSQL database on the test cluster `scripts/test-postgres.sh` starts), through the storage
+//! actor's messages: sessions, pagination, ordering, isolation between users, turn writes and
+//! their transactions, attachments, streams and replay, approvals and grants, restart.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actors::approval::{ApprovalRecord, ApprovalStatus, BatchCall, CallOutcome, CallState, Remember};
+use actors::attachment::Attachment;
+use actors::ids::{StreamId, UserId};
+use actors::model::{ApprovalRequestView, ChatMessage, Role, Session, TitleSource, ToolCall, ToolExecution, Usage};
+use actors::storage::{
+    ChatStore, ClearMessages, CreateSession, DeleteGrant, DeleteSession, GetApproval, GetSession, ListApprovals,
+    ListGrants, ListMessages, ListSessions, LoadStream, Page, PendingApproval, Ping, PostgresOptions, PostgresStore,
+    SetTitle, SqliteStore, Storage, StorageError, StoredEvent, StreamRecord, StreamStatus, TurnWrite,
+};
+use chrono::Duration as Span;
+
+/// Where a backend keeps its data; `open` may be called again after the last store is dropped.
+enum Backend {
+    Sqlite(tempfile::TempDir),
+    Postgres(String),
+}
+
+impl Backend {
+    fn sqlite() -> Self {
+        Backend::Sqlite(tempfile::tempdir().unwrap())
+    }
+
+    /// A fresh database on the test cluster.
+    fn postgres() -> Self {
+        let url = std::env::var("AICHAT_TEST_POSTGRES_URL").expect(
+            "AICHAT_TEST_POSTGRES_URL names the test cluster: run the tests with scripts/test.sh \
+             (it starts one with scripts/test-postgres.sh)",
+        );
+        let name = format!("contract_{}", uuid_like());
+        plain(|| {
+            let mut admin = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+            admin.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+        });
+        Backend::Postgres(with_database(&url, &name))
+    }
+
+    fn open(&self) -> Arc<dyn ChatStore> {
+        self.try_open().unwrap()
+    }
+
+    fn try_open(&self) -> Result<Arc<dyn ChatStore>, StorageError> {
+        plain(|| self.open_here())
+    }
+
+    fn open_here(&self) -> Result<Arc<dyn ChatStore>, StorageError> {
+        Ok(match self {
+            Backend::Sqlite(dir) => Arc::new(SqliteStore::open(&dir.path().join("chat.db"), 4)?),
+            Backend::Postgres(url) => Arc::new(PostgresStore::open(
+                url,
+                &PostgresOptions {
+                    password: None,
+                    pool_size: 4,
+                },
+            )?),
+        })
+    }
+}
+
+/// Runs blocking store calls on a plain thread: the PostgreSQL client blocks on its own runtime,
+/// which tokio refuses inside the test's async task.
+fn plain<T: Send>(work: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| s.spawn(work).join().unwrap())
+}
+
+fn uuid_like() -> String {
+    uuid::Uuid::now_v7().simple().to_string()
+}
+
+/// `url` with its database replaced by `name`.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let (server, _) = base.rsplit_once('/').unwrap();
+    format!("{server}/{name}?{query}")
+}
+
+fn storage(store: Arc<dyn ChatStore>) -> Storage {
+    Storage::start(store, 2, Duration::from_secs(30))
+}
+
+fn user(n: i64) -> UserId {
+    UserId::new(n).unwrap()
+}
+
+async fn new_session(storage: &Storage, owner: i64, title: &str) -> Session {
+    let session = Session::new(user(owner), title.into(), TitleSource::Default);
+    storage
+        .ask(CreateSession {
+            session: session.clone(),
+        })
+        .await
+        .unwrap();
+    session
+}
+
+fn says(session: &Session, texts: &[&str]) -> TurnWrite {
+    TurnWrite {
+        messages: texts.iter().map(|t| ChatMessage::new(Role::User, *t)).collect(),
+        session_id: Some(session.id.clone()),
+        ..TurnWrite::default()
+    }
+}
+
+async fn contents(storage: &Storage, owner: i64, session: &Session, page: Option<Page>) -> Vec<String> {
+    storage
+        .ask(ListMessages {
+            user: user(owner),
+            id: session.id.clone(),
+            page,
+        })
+        .await
+        .unwrap()
+        .unwrap()
+        .into_iter()
+        .map(|m| m.content)
+        .collect()
+}
+
+fn stream_of(session: &Session) -> StreamRecord {
+    StreamRecord {
+        id: StreamId::generate(),
+        user_id: session.user_id,
+        session_id: session.id.clone(),
+        status: StreamStatus::Running,
+        created_at: actors::model::now(),
+    }
+}
+
+fn event(seq: u64, data: &str) -> StoredEvent {
+    StoredEvent { seq, data: data.into() }
+}
+
+fn call(id: &str, name: &str) -> ToolCall {
+    ToolCall::function(id, name, r#"{"x":1}"#.into())
+}
+
+fn approval(session: &Session, stream: &StreamRecord, ids: &[&str]) -> ApprovalRecord {
+    let now = actors::model::now();
+    ApprovalRecord {
+        request_id: format!("approval_{}", uuid_like()),
+        user_id: session.user_id,
+        session_id: session.id.clone(),
+        stream_id: stream.id.clone(),
+        calls: ids
+            .iter()
+            .map(|id| BatchCall {
+                call: call(id, "demo__echo"),
+                state: CallState::Pending,
+                outcome: None,
+            })
+            .collect(),
+        status: ApprovalStatus::Pending,
+        created_at: now,
+        expires_at: now + Span::minutes(5),
+        decided_by: None,
+        decided_at: None,
+    }
+}
+
+// ---- the contract ----
+
+async fn sessions_list_newest_first_with_a_total_and_stay_with_their_owner(backend: Backend) {
+    let storage = storage(backend.open());
+    let mut made = Vec::new();
+    for i in 0..5 {
+        made.push(new_session(&storage, 1, &format!("s{i}")).await);
+    }
+    let theirs = new_session(&storage, 2, "theirs").await;
+    // Activity moves a session to the front.
+    storage.write(says(&made[1], &["hello"])).await.unwrap();
+    let (page, total) = storage
+        .ask(ListSessions {
+            user: user(1),
+            page: Page { limit: 2, offset: 0 },
+        })
+        .await
+        .unwrap();
+    assert_eq!(total, 5);
+    assert_eq!(page.len(), 2);
+    assert_eq!(
+        page[0].id, made[1].id,
+        "the session with the newest activity comes first"
+    );
+    let (rest, _) = storage
+        .ask(ListSessions {
+            user: user(1),
+            page: Page { limit: 10, offset: 2 },
+        })
+        .await
+        .unwrap();
+    assert_eq!(rest.len(), 3);
+    let (past_the_end, total) = storage
+        .ask(ListSessions {
+            user: user(1),
+            page: Page {
+                limit: 10,
+                offset: 1_000,
+            },
+        })
+        .await
+        .unwrap();
+    assert!(past_the_end.is_empty());
+    assert_eq!(total, 5);
+
+    // Another user sees, renames, clears and deletes nothing of user 1's, and the reverse.
+    let stored = storage
+        .ask(GetSession {
+            user: user(1),
+            id: made[0].id.clone(),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored, made[0], "a session reads back as it was written");
+    for id in [&made[0].id, &made[1].id] {
+        assert!(
+            storage
+                .ask(GetSession {
+                    user: user(2),
+                    id: id.clone()
+                })
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            storage
+                .ask(ListMessages {
+                    user: user(2),
+                    id: id.clone(),
+                    page: None
+                })
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            !storage
+                .ask(SetTitle {
+                    user: user(2),
+                    id: id.clone(),
+                    title: "x".into(),
+                    source: TitleSource::User
+                })
+                .await
+                .unwrap()
+        );
+        assert!(
+            !storage
+                .ask(ClearMessages {
+                    user: user(2),
+                    id: id.clone()
+                })
+                .await
+                .unwrap()
+        );
+        assert!(
+            !storage
+                .ask(DeleteSession {
+                    user: user(2),
+                    id: id.clone()
+                })
+                .await
+                .unwrap()
+        );
+    }
+    assert_eq!(contents(&storage, 1, &made[1], None).await, ["hello"]);
+    let (theirs_listed, total) = storage
+        .ask(ListSessions {
+            user: user(2),
+            page: Page { limit: 10, offset: 0 },
+        })
+        .await
+        .unwrap();
+    assert_eq!((theirs_listed.len(), total), (1, 1));
+    assert_eq!(theirs_listed[0].id, theirs.id);
+    storage.ask(Ping {}).await.unwrap();
+}
+
+async fn titles_set_by_the_person_are_never_replaced_by_generated_ones(backend: Backend) {
+    let storage = storage(backend.open());
+    let session = new_session(&storage, 1, "Chat").await;
+    let rename = |title: &str, source| SetTitle {
+        user: user(1),
+        id: session.id.clone(),
+        title: title.into(),
+        source,
+    };
+    assert!(storage.ask(rename("Generated", TitleSource::Generated)).await.unwrap());
+    assert!(
+        !storage.ask(rename("Again", TitleSource::Generated)).await.unwrap(),
+        "a generated title replaces only the default one"
+    );
+    assert!(storage.ask(rename("Mine", TitleSource::User)).await.unwrap());
+    assert!(!storage.ask(rename("Auto", TitleSource::Generated)).await.unwrap());
+    let long = "t".repeat(1_000);
+    assert!(storage.ask(rename(&long, TitleSource::User)).await.unwrap());
+    let stored = storage
+        .ask(GetSession {
+            user: user(1),
+            id: session.id.clone(),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.title, long);
+    assert_eq!(stored.title_source, TitleSource::User);
+}
+
+async fn messages_keep_their_order_fields_and_attachments_and_page(backend: Backend) {
+    let storage = storage(backend.open());
+    let session = new_session(&storage, 1, "Chat").await;
+    let mut asked = ChatMessage::new(Role::User, "look at these");
+    asked.attachments = vec![
+        Attachment {
+            id: "attachment_1".into(),
+            filename: "a.png".into(),
+            mime_type: "image/png".into(),
+            size: 3,
+            content: "AAAA".into(),
+        },
+        Attachment {
+            id: "attachment_2".into(),
+            filename: "b.txt".into(),
+            mime_type: "text/plain".into(),
+            size: 2,
+            content: "aGk=".into(),
+        },
+    ];
+    let mut answer = ChatMessage::new(Role::Assistant, "");
+    answer.tool_calls = vec![call("call_1", "demo__echo"), call("call_2", "demo__add")];
+    answer.usage = Some(Usage {
+        input_tokens: 12,
+        output_tokens: 34,
+    });
+    let now = actors::model::now();
+    let execution = ToolExecution {
+        id: "call_1".into(),
+        tool_name: "demo__echo".into(),
+        arguments: r#"{"x":1}"#.into(),
+        result: "ünïcödé ✓ and \"quotes\"".into(),
+        error: None,
+        start_time: now,
+        end_time: now,
+        duration_ms: 0,
+    };
+    let result = ChatMessage::tool_result(execution, "for the model".into());
+    let mut partial = ChatMessage::new(Role::Assistant, "half an ans");
+    partial.status = Some("cancelled".into());
+    let written = vec![asked, answer, result, partial];
+    storage
+        .write(TurnWrite {
+            messages: written.clone(),
+            session_id: Some(session.id.clone()),
+            ..TurnWrite::default()
+        })
+        .await
+        .unwrap();
+    storage.write(says(&session, &["5", "6", "7"])).await.unwrap();
+
+    let all = storage
+        .ask(ListMessages {
+            user: user(1),
+            id: session.id.clone(),
+            page: None,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(all.len(), 7);
+    assert_eq!(
+        all[..4],
+        written[..],
+        "every field and attachment reads back as written"
+    );
+    assert_eq!(
+        contents(&storage, 1, &session, Some(Page { limit: 2, offset: 3 })).await,
+        ["half an ans", "5"]
+    );
+    let page = storage
+        .ask(ListMessages {
+            user: user(1),
+            id: session.id.clone(),
+            page: Some(Page { limit: 1, offset: 0 }),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(page[0].attachments.len(), 2, "a page carries its messages' attachments");
+    assert!(
+        contents(&storage, 1, &session, Some(Page { limit: 5, offset: 100 }))
+            .await
+            .is_empty()
+    );
+
+    assert!(
+        storage
+            .ask(ClearMessages {
+                user: user(1),
+                id: session.id.clone()
+            })
+            .await
+            .unwrap()
+    );
+    assert!(contents(&storage, 1, &session, None).await.is_empty());
+    // The session stays and takes new messages after the cleared ones.
+    storage.write(says(&session, &["after"])).await.unwrap();
+    assert_eq!(contents(&storage, 1, &session, None).await, ["after"]);
+}
+
+async fn a_batch_commits_each_write_whole_and_a_failing_one_alone(backend: Backend) {
+    let store = backend.open();
+    let session = Session::new(user(1), "Chat".into(), TitleSource::Default);
+    plain(|| store.create_session(&session)).unwrap();
+    let stream = stream_of(&session);
+    // Settling a request that was never stored conflicts: its message must not be stored either.
+    let mut unknown = approval(&session, &stream, &["c1"]);
+    unknown.status = ApprovalStatus::Approved;
+    let conflicting = TurnWrite {
+        settle_approval: Some(unknown),
+        ..says(&session, &["lost with its write"])
+    };
+    let results = plain(|| store.write_turns(&[says(&session, &["first"]), conflicting, says(&session, &["third"])]));
+    assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
+    assert!(matches!(results[1], Err(StorageError::Conflict(_))), "{results:?}");
+    let storage = storage(store);
+    assert_eq!(contents(&storage, 1, &session, None).await, ["first", "third"]);
+}
+
+async fn a_failing_write_leaves_nothing_behind(backend: Backend) {
+    let storage = storage(backend.open());
+    let session = new_session(&storage, 1, "Chat").await;
+    let stream = stream_of(&session);
+    let mut unknown = approval(&session, &stream, &["c1"]);
+    unknown.status = ApprovalStatus::Denied;
+    // A new stream, messages, events and a conflicting settle, all in one write.
+    let err = storage
+        .write(TurnWrite {
+            new_stream: Some(stream.clone()),
+            stream_id: Some(stream.id.clone()),
+            events: vec![event(1, "{}")],
+            settle_approval: Some(unknown),
+            ..says(&session, &["never stored"])
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StorageError::Conflict(_)), "{err}");
+    assert!(contents(&storage, 1, &session, None).await.is_empty());
+    let loaded = storage
+        .ask(LoadStream {
+            user: user(1),
+            id: stream.id.clone(),
+            after_seq: 0,
+        })
+        .await
+        .unwrap();
+    assert!(loaded.is_none(), "the stream of a failed write was not created");
+}
+
+async fn stream_events_replay_in_order_after_any_id_for_their_owner_only(backend: Backend) {
+    let storage = storage(backend.open());
+    let session = new_session(&storage, 1, "Chat").await;
+    let stream = stream_of(&session);
+    storage
+        .write(TurnWrite {
+            new_stream: Some(stream.clone()),
+            stream_id: Some(stream.id.clone()),
+            events: (1..=3).map(|i| event(i, &format!(r#"{{"n":{i}}}"#))).collect(),
+            ..TurnWrite::default()
+        })
+        .await
+        .unwrap();
+    // Events stored twice (a retried write) are kept once; the log may have gaps.
+    storage
+        .write(TurnWrite {
+            stream_id: Some(stream.id.clone()),
+            events: vec![
+                event(3, r#"{"n":3}"#),
+                event(4, r#"{"n":4}"#),
+                event(132, r#"{"end":true}"#),
+            ],
+            finish: Some(StreamStatus::Done),
+            ..TurnWrite::default()
+        })
+        .await
+        .unwrap();
+    let load = |after_seq, owner| LoadStream {
+        user: user(owner),
+        id: stream.id.clone(),
+        after_seq,
+    };
+    let (record, events) = storage.ask(load(0, 1)).await.unwrap().unwrap();
+    assert_eq!(record.status, StreamStatus::Done);
+    assert_eq!(record.session_id, session.id);
+    assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3, 4, 132]);
+    assert_eq!(events[0].data, r#"{"n":1}"#, "an event replays byte for byte");
+    let (_, after) = storage.ask(load(3, 1)).await.unwrap().unwrap();
+    assert_eq!(after.iter().map(|e| e.seq).collect::<Vec<_>>(), [4, 132]);
+    let (_, none) = storage.ask(load(132, 1)).await.unwrap().unwrap();
+    assert!(none.is_empty());
+    assert!(
+        storage.ask(load(0, 2)).await.unwrap().is_none(),
+        "another user's stream is not found"
+    );
+}
+
+async fn approvals_settle_once_and_are_found_by_id_history_row_and_session(backend: Backend) {
+    let storage = storage(backend.open());
+    let session = new_session(&storage, 1, "Chat").await;
+    let other = new_session(&storage, 2, "Other").await;
+    let stream = stream_of(&session);
+    let request = approval(&session, &stream, &["c1", "c2"]);
+    let mut row = ChatMessage::new(Role::ToolApproval, "approve?");
+    row.approval_request = Some(ApprovalRequestView {
+        request_id: request.request_id.clone(),
+        tool_calls: request.calls.iter().map(|c| c.call.clone()).collect(),
+        status: None,
+        processed: None,
+    });
+    storage
+        .write(TurnWrite {
+            new_stream: Some(stream.clone()),
+            new_approval: Some(request.clone()),
+            messages: vec![row.clone()],
+            session_id: Some(session.id.clone()),
+            ..TurnWrite::default()
+        })
+        .await
+        .unwrap();
+    let get = |id: &str, owner| GetApproval {
+        user: user(owner),
+        request_id: id.into(),
+    };
+    for id in [
+        request.request_id.clone(),
+        row.id.clone(),
+        format!("historical_{}", row.id),
+    ] {
+        let found = storage.ask(get(&id, 1)).await.unwrap();
+        assert_eq!(found.as_ref(), Some(&request), "found by {id}");
+        assert!(storage.ask(get(&id, 2)).await.unwrap().is_none(), "not user 2's");
+    }
+    let pending = storage
+        .ask(PendingApproval {
+            user: user(1),
+            session: session.id.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(pending.as_ref(), Some(&request));
+    assert!(
+        storage
+            .ask(PendingApproval {
+                user: user(2),
+                session: other.id.clone()
+            })
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let messages = storage
+        .ask(ListMessages {
+            user: user(1),
+            id: session.id.clone(),
+            page: None,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    let view = messages[0].approval_request.as_ref().unwrap();
+    assert_eq!((view.status.as_deref(), view.processed), (Some("pending"), Some(false)));
+
+    // Decide: one approved and running, one denied.
+    let mut decided = request.clone();
+    decided.calls[0].state = CallState::Approved { by: "user:1".into() };
+    decided.calls[0].outcome = Some(CallOutcome::Running);
+    decided.calls[1].state = CallState::Denied { by: "user:1".into() };
+    decided.status = ApprovalStatus::PartiallyApproved;
+    decided.decided_by = Some("user:1".into());
+    decided.decided_at = Some(actors::model::now());
+    storage
+        .write(TurnWrite {
+            settle_approval: Some(decided.clone()),
+            new_grants: vec![
+                (user(1), Some(session.id.clone()), "demo__echo".into()),
+                (user(1), None, "demo__add".into()),
+            ],
+            ..TurnWrite::default()
+        })
+        .await
+        .unwrap();
+    let again = storage
+        .write(TurnWrite {
+            settle_approval: Some(decided.clone()),
+            ..TurnWrite::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(again, StorageError::Conflict(_)),
+        "a request is settled once: {again}"
+    );
+    assert_eq!(
+        storage.ask(get(&request.request_id, 1)).await.unwrap(),
+        Some(decided.clone())
+    );
+    let status = |s: Option<&str>| ListApprovals {
+        user: user(1),
+        status: s.map(str::to_owned),
+    };
+    assert!(storage.ask(status(Some("pending"))).await.unwrap().is_empty());
+    assert_eq!(storage.ask(status(Some("partially_approved"))).await.unwrap().len(), 1);
+    assert_eq!(storage.ask(status(None)).await.unwrap().len(), 1);
+    let messages = storage
+        .ask(ListMessages {
+            user: user(1),
+            id: session.id.clone(),
+            page: None,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    let view = messages[0].approval_request.as_ref().unwrap();
+    assert_eq!(
+        (view.status.as_deref(), view.processed),
+        (Some("partially_approved"), Some(true))
+    );
+
+    let mut done = decided.clone();
+    done.calls[0].outcome = Some(CallOutcome::Done);
+    storage
+        .write(TurnWrite {
+            call_outcomes: Some(done.clone()),
+            ..TurnWrite::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(storage.ask(get(&request.request_id, 1)).await.unwrap(), Some(done));
+
+    // Grants: listed for their owner, revoked only by them.
+    let grants = storage.ask(ListGrants { user: user(1) }).await.unwrap();
+    assert_eq!(grants.len(), 2);
+    assert!(
+        grants
+            .iter()
+            .any(|g| g.scope == Remember::Session && g.session_id.as_ref() == Some(&session.id))
+    );
+    assert!(
+        grants
+            .iter()
+            .any(|g| g.scope == Remember::User && g.session_id.is_none())
+    );
+    assert!(storage.ask(ListGrants { user: user(2) }).await.unwrap().is_empty());
+    let revoke = |owner| DeleteGrant {
+        user: user(owner),
+        id: grants[0].id.clone(),
+    };
+    assert!(!storage.ask(revoke(2)).await.unwrap());
+    assert!(storage.ask(revoke(1)).await.unwrap());
+    assert!(!storage.ask(revoke(1)).await.unwrap());
+    assert_eq!(storage.ask(ListGrants { user: user(1) }).await.unwrap().len(), 1);
+}
+
+async fn an_expired_pending_request_reads_expired_in_history(backend: Backend) {
+    let storage = storage(backend.open());
+    let session = new_session(&storage, 1, "Chat").await;
+    let stream = stream_of(&session);
+    let mut request = approval(&session, &stream, &["c1"]);
+    request.expires_at = request.created_at - Span::seconds(1);
+    let mut row = ChatMessage::new(Role::ToolApproval, "approve?");
+    row.approval_request = Some(ApprovalRequestView {
+        request_id: request.request_id.clone(),
+        tool_calls: vec![call("c1", "demo__echo")],
+        status: None,
+        processed: None,
+    });
+    storage
+        .write(TurnWrite {
+            new_stream: Some(stream),
+            new_approval: Some(request),
+            messages: vec![row],
+            session_id: Some(session.id.clone()),
+            ..TurnWrite::default()
+        })
+        .await
+        .unwrap();
+    let messages = storage
+        .ask(ListMessages {
+            user: user(1),
+            id: session.id.clone(),
+            page: None,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    let view = messages[0].approval_request.as_ref().unwrap();
+    assert_eq!((view.status.as_deref(), view.processed), (Some("expired"), Some(true)));
+}
+
+async fn deleting_a_session_takes_its_messages_streams_approvals_and_grants(backend: Backend) {
+    let store = backend.open();
+    let storage = storage(Arc::clone(&store));
+    let session = new_session(&storage, 1, "Chat").await;
+    let kept = new_session(&storage, 1, "Kept").await;
+    let stream = stream_of(&session);
+    let request = approval(&session, &stream, &["c1"]);
+    let mut asked = ChatMessage::new(Role::User, "file");
+    asked.attachments = vec![Attachment {
+        id: "attachment_x".into(),
+        filename: "x.txt".into(),
+        mime_type: "text/plain".into(),
+        size: 1,
+        content: "eA==".into(),
+    }];
+    storage
+        .write(TurnWrite {
+            new_stream: Some(stream.clone()),
+            stream_id: Some(stream.id.clone()),
+            events: vec![event(1, "{}")],
+            new_approval: Some(request.clone()),
+            new_grants: vec![
+                (user(1), Some(session.id.clone()), "demo__echo".into()),
+                (user(1), None, "demo__add".into()),
+            ],
+            messages: vec![asked],
+            session_id: Some(session.id.clone()),
+            ..TurnWrite::default()
+        })
+        .await
+        .unwrap();
+    storage.write(says(&kept, &["stays"])).await.unwrap();
+    assert!(
+        storage
+            .ask(DeleteSession {
+                user: user(1),
+                id: session.id.clone()
+            })
+            .await
+            .unwrap()
+    );
+    assert!(
+        !storage
+            .ask(DeleteSession {
+                user: user(1),
+                id: session.id.clone()
+            })
+            .await
+            .unwrap(),
+        "deleted once"
+    );
+    assert!(
+        storage
+            .ask(LoadStream {
+                user: user(1),
+                id: stream.id.clone(),
+                after_seq: 0
+            })
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        storage
+            .ask(GetApproval {
+                user: user(1),
+                request_id: request.request_id.clone()
+            })
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let grants = storage.ask(ListGrants { user: user(1) }).await.unwrap();
+    assert_eq!(grants.len(), 1, "the session's grant went with it, the user's stays");
+    assert_eq!(grants[0].tool, "demo__add");
+    assert_eq!(contents(&storage, 1, &kept, None).await, ["stays"]);
+    assert!(plain(|| store.running_streams()).unwrap().is_empty());
+}
+
+async fn concurrent_writers_and_readers_all_succeed(backend: Backend) {
+    let store = backend.open();
+    let session = Session::new(user(1), "Chat".into(), TitleSource::Default);
+    plain(|| store.create_session(&session)).unwrap();
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let store = Arc::clone(&store);
+            let session = session.clone();
+            std::thread::spawn(move || {
+                for i in 0..25 {
+                    store.write_turn(&says(&session, &[&format!("{t}-{i}")])).unwrap();
+                    store
+                        .list_messages(user(1), &session.id, Some(Page { limit: 5, offset: 0 }))
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let all = plain(|| store.list_messages(user(1), &session.id, None))
+        .unwrap()
+        .unwrap();
+    assert_eq!(all.len(), 200);
+    // Each writer's messages keep its order.
+    for t in 0..8 {
+        let mine: Vec<_> = all
+            .iter()
+            .filter(|m| m.content.starts_with(&format!("{t}-")))
+            .map(|m| m.content.clone())
+            .collect();
+        let expected: Vec<_> = (0..25).map(|i| format!("{t}-{i}")).collect();
+        assert_eq!(mine, expected);
+    }
+}
+
+async fn a_restart_keeps_everything_and_finds_the_turns_left_running(backend: Backend) {
+    let store = backend.open();
+    let session = Session::new(user(1), "Chat".into(), TitleSource::Default);
+    plain(|| store.create_session(&session)).unwrap();
+    let stream = stream_of(&session);
+    let mut request = approval(&session, &stream, &["c1"]);
+    request.calls[0].state = CallState::Approved { by: "policy".into() };
+    request.calls[0].outcome = Some(CallOutcome::Running);
+    request.status = ApprovalStatus::Approved;
+    let write = TurnWrite {
+        new_stream: Some(stream.clone()),
+        stream_id: Some(stream.id.clone()),
+        events: vec![event(1, r#"{"type":"message","content":"Hel"}"#)],
+        new_approval: Some(request.clone()),
+        ..says(&session, &["hello"])
+    };
+    plain(|| store.write_turn(&write)).unwrap();
+    // One server holds a database at a time.
+    assert!(
+        matches!(backend.try_open(), Err(StorageError::InUse(_))),
+        "a second store on the same database is refused"
+    );
+    drop(store);
+
+    let store = reopen(&backend).await;
+    let running = plain(|| store.running_streams()).unwrap();
+    assert_eq!(running.len(), 1);
+    assert_eq!(running[0].0.id, stream.id);
+    assert_eq!(running[0].1.len(), 1);
+    let left = plain(|| store.approvals_with_running_calls()).unwrap();
+    assert_eq!(left, vec![request]);
+    assert_eq!(
+        plain(|| actors::session::recovery::interrupt_running(store.as_ref())).unwrap(),
+        1
+    );
+    assert!(plain(|| store.running_streams()).unwrap().is_empty());
+    let storage = storage(store);
+    let (record, events) = storage
+        .ask(LoadStream {
+            user: user(1),
+            id: stream.id.clone(),
+            after_seq: 0,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.status, StreamStatus::Interrupted);
+    assert_eq!(
+        events.last().map(|e| e.seq),
+        Some(1 + actors::session::recovery::UNSEEN_GAP)
+    );
+    let stored = contents(&storage, 1, &session, None).await;
+    assert_eq!(stored[0], "hello");
+}
+
+/// Opens the backend again once the previous store let go of it (a PostgreSQL session ends a
+/// moment after its connection closes).
+async fn reopen(backend: &Backend) -> Arc<dyn ChatStore> {
+    for _ in 0..100 {
+        match backend.try_open() {
+            Err(StorageError::InUse(_)) => actix_rt::time::sleep(Duration::from_millis(50)).await,
+            other => return other.unwrap(),
+        }
+    }
+    panic!("the database stayed in use after its store was dropped");
+}
+
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[actix_rt::test] async fn $name() { super::$name(super::Backend::sqlite()).await })*
+        }
+        mod postgres {
+            $(#[actix_rt::test] async fn $name() { super::$name(super::Backend::postgres()).await })*
+        }
+    };
+}
+
+contract!(
+    sessions_list_newest_first_with_a_total_and_stay_with_their_owner,
+    titles_set_by_the_person_are_never_replaced_by_generated_ones,
+    messages_keep_their_order_fields_and_attachments_and_page,
+    a_batch_commits_each_write_whole_and_a_failing_one_alone,
+    a_failing_write_leaves_nothing_behind,
+    stream_events_replay_in_order_after_any_id_for_their_owner_only,
+    approvals_settle_once_and_are_found_by_id_history_row_and_session,
+    an_expired_pending_request_reads_expired_in_history,
+    deleting_a_session_takes_its_messages_streams_approvals_and_grants,
+    concurrent_writers_and_readers_all_succeed,
+    a_restart_keeps_everything_and_finds_the_turns_left_running,
+);
