@@ -14,11 +14,11 @@ use actors::provider::factory::provider_factory;
 use actors::provider::{ProviderHandle, Providers, Vendor};
 use actors::registry::SessionRegistry;
 use actors::session::{SessionDeps, SessionSettings};
-use actors::storage::{SqliteStore, Storage};
+use actors::storage::{ChatStore, PostgresOptions, PostgresStore, SqliteStore, Storage, StorageError};
 use actors::stream::StreamHub;
 use actors::tools::ToolCatalog;
 
-use crate::config::Config;
+use crate::config::{Config, DatabaseConfig, DatabaseTarget};
 use crate::http::auth::Authenticator;
 use crate::http::{self, AppState, Limits};
 
@@ -61,6 +61,38 @@ pub enum StartError {
     OpenApi(#[from] serde_json::Error),
 }
 
+/// Opens the configured database (migrating it) and marks the turns a previous process left
+/// running as interrupted. On a plain thread: the PostgreSQL client blocks on its own runtime,
+/// which tokio refuses on the server's.
+fn open_store(database: &DatabaseConfig) -> Result<Arc<dyn ChatStore>, StartError> {
+    let target = database.target()?;
+    let where_ = target.describe();
+    let open = || -> Result<Arc<dyn ChatStore>, StorageError> {
+        let store: Arc<dyn ChatStore> = match &target {
+            DatabaseTarget::Sqlite(path) => Arc::new(SqliteStore::open(path, database.pool_size)?),
+            DatabaseTarget::Postgres(_) => Arc::new(PostgresStore::open(
+                &database.url,
+                &PostgresOptions {
+                    password: database.password.as_ref().map(|p| p.expose().to_owned()),
+                    pool_size: database.pool_size,
+                },
+            )?),
+        };
+        let interrupted = actors::session::recovery::interrupt_running(store.as_ref())?;
+        if interrupted > 0 {
+            tracing::warn!(
+                interrupted,
+                "turns left running by the previous process were marked interrupted"
+            );
+        }
+        Ok(store)
+    };
+    let store = std::thread::scope(|scope| scope.spawn(open).join())
+        .map_err(|_| StorageError::Unavailable("opening the database panicked".into()))??;
+    tracing::info!(database = %where_, "storage ready");
+    Ok(store)
+}
+
 /// Starts everything; must run inside an actix System. `handle_signals = false` for tests.
 pub fn start(config: &Config, handle_signals: bool) -> Result<Running, StartError> {
     crate::install_crypto_provider();
@@ -75,20 +107,8 @@ pub fn start(config: &Config, handle_signals: bool) -> Result<Running, StartErro
     let listener =
         TcpListener::bind((config.server.listen_address.as_str(), config.server.port)).map_err(cannot_listen)?;
     let addr = listener.local_addr().map_err(cannot_listen)?;
-    let path = config.database.sqlite_path()?;
-    let store = SqliteStore::open(&path, config.database.pool_size)?;
-    let interrupted = actors::session::recovery::interrupt_running(&store)?;
-    if interrupted > 0 {
-        tracing::warn!(
-            interrupted,
-            "turns left running by the previous process were marked interrupted"
-        );
-    }
-    let storage = Storage::start(
-        Arc::new(store),
-        config.database.threads,
-        secs(config.server.actor_timeout_secs),
-    );
+    let store = open_store(&config.database)?;
+    let storage = Storage::start(store, config.database.threads, secs(config.server.actor_timeout_secs));
 
     let provider_arbiter = Arbiter::new();
     let mock_delay = Duration::from_millis(config.mock.chunk_delay_ms);

@@ -18,8 +18,8 @@ use serde::Deserialize;
 
 pub use cli::{Cli, Command};
 pub use sections::{
-    AttachmentsConfig, AuthConfig, DatabaseConfig, LimitsConfig, LlmConfig, LogConfig, McpConfig, MockConfig,
-    ServerConfig, SessionConfig,
+    AttachmentsConfig, AuthConfig, DatabaseConfig, DatabaseTarget, LimitsConfig, LlmConfig, LogConfig, McpConfig,
+    MockConfig, ServerConfig, SessionConfig,
 };
 
 /// A configuration problem, naming the key (or variable, or flag) at fault.
@@ -163,6 +163,7 @@ impl Config {
     /// must anyone who builds a `Config` by hand.
     pub fn finish(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         self.validate()?;
+        self.resolve_database_password(env);
         self.resolve_providers(env)?;
         let self_exe = std::env::current_exe()
             .map(|p| p.display().to_string())
@@ -206,7 +207,32 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        parse_file(path, &text)
+        let config = parse_file(path, &text)?;
+        if let Ok(DatabaseTarget::Postgres(url)) = config.database.target()
+            && url.has_password()
+        {
+            return Err(invalid(
+                "database.url",
+                format!(
+                    "in {}: a password does not belong in the config file; set it in the variable \
+                     database.password_env names (PGPASSWORD by default)",
+                    path.display()
+                ),
+            ));
+        }
+        Ok(config)
+    }
+
+    /// The PostgreSQL password from the variable `database.password_env` names, unless the URL
+    /// (from the environment or a flag) carries one.
+    fn resolve_database_password(&mut self, env: &dyn Fn(&str) -> Option<String>) {
+        let database = &mut self.database;
+        database.password = match database.target() {
+            Ok(DatabaseTarget::Postgres(url)) if !url.has_password() => {
+                env(&database.password_env).filter(|p| !p.is_empty()).map(Secret::new)
+            }
+            _ => None,
+        };
     }
 
     fn apply_env(&mut self, env: &impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {

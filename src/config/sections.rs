@@ -73,30 +73,77 @@ impl Default for ServerConfig {
 }
 
 /// `[database]`: where history lives.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
-    /// `sqlite:PATH`.
+    /// `sqlite:PATH` (the embedded default) or `postgres://user@host:port/database?sslmode=…`.
     pub url: String,
+    /// For PostgreSQL: the environment variable holding the password (default `PGPASSWORD`).
+    /// A password is never read from the file.
+    pub password_env: String,
     /// Connections in the pool.
     pub pool_size: u32,
     /// Storage actor threads.
     pub threads: usize,
+    /// The PostgreSQL password, from the environment (see `password_env`).
+    #[serde(skip)]
+    pub password: Option<Secret>,
 }
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
         Self {
             url: "sqlite:aichat.db".into(),
+            password_env: "PGPASSWORD".into(),
             pool_size: 4,
             threads: 2,
+            password: None,
+        }
+    }
+}
+
+/// The URL may carry a password (from the environment or a flag): never shown.
+impl std::fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let url = match self.target() {
+            Ok(target) => target.describe(),
+            Err(_) => "(invalid)".into(),
+        };
+        f.debug_struct("DatabaseConfig")
+            .field("url", &url)
+            .field("password_env", &self.password_env)
+            .field("pool_size", &self.pool_size)
+            .field("threads", &self.threads)
+            .field("password", &self.password)
+            .finish()
+    }
+}
+
+/// Where history lives, as `database.url` says.
+pub enum DatabaseTarget {
+    /// An SQLite file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL database.
+    Postgres(actors::storage::PostgresUrl),
+}
+
+impl DatabaseTarget {
+    /// For log lines: the file, or the server and database without user or password.
+    pub fn describe(&self) -> String {
+        match self {
+            DatabaseTarget::Sqlite(path) => format!("sqlite:{}", path.display()),
+            DatabaseTarget::Postgres(url) => url.describe(),
         }
     }
 }
 
 impl DatabaseConfig {
-    /// The SQLite file named by `url`.
-    pub fn sqlite_path(&self) -> Result<PathBuf, ConfigError> {
+    /// The database `url` names.
+    pub fn target(&self) -> Result<DatabaseTarget, ConfigError> {
+        if self.url.starts_with("postgres://") || self.url.starts_with("postgresql://") {
+            let url = actors::storage::PostgresUrl::parse(&self.url).map_err(|e| invalid("database.url", e))?;
+            return Ok(DatabaseTarget::Postgres(url));
+        }
         let path = self
             .url
             .strip_prefix("sqlite://")
@@ -104,13 +151,13 @@ impl DatabaseConfig {
             .ok_or_else(|| {
                 invalid(
                     "database.url",
-                    "must be `sqlite:PATH` (PostgreSQL is not supported yet)",
+                    "must be `sqlite:PATH` or `postgres://user@host:port/database`",
                 )
             })?;
         if path.is_empty() {
             return Err(invalid("database.url", "the SQLite path is empty"));
         }
-        Ok(PathBuf::from(path))
+        Ok(DatabaseTarget::Sqlite(PathBuf::from(path)))
     }
 }
 

@@ -114,12 +114,61 @@ fn public_addresses_need_authentication() {
 }
 
 #[test]
-fn database_urls_must_be_sqlite() {
+fn database_urls_are_sqlite_or_postgres_and_other_schemes_are_refused() {
     let mut config = Config::default();
-    config.database.url = "postgres://x".into();
-    assert!(config.validate().unwrap_err().to_string().contains("database.url"));
+    for bad in ["mysql://x/db", "postgres://host:notaport/db", "sqlite:"] {
+        config.database.url = bad.into();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("database.url"), "{bad}: {err}");
+    }
     config.database.url = "sqlite:/tmp/a.db".into();
-    assert_eq!(config.database.sqlite_path().unwrap(), PathBuf::from("/tmp/a.db"));
+    assert!(matches!(config.database.target().unwrap(), DatabaseTarget::Sqlite(p) if p == PathBuf::from("/tmp/a.db")));
+    for good in [
+        "postgres://u@db.example:5433/chat?sslmode=require",
+        "postgresql://u@localhost/chat",
+    ] {
+        config.database.url = good.into();
+        config.validate().unwrap();
+        assert!(matches!(config.database.target().unwrap(), DatabaseTarget::Postgres(_)));
+    }
+}
+
+#[test]
+fn the_postgres_password_comes_from_the_environment_never_from_the_file_nor_the_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.toml");
+    std::fs::write(&file, "[database]\nurl = \"postgres://u:hunter2@localhost/chat\"\n").unwrap();
+    let cli = Cli {
+        config: Some(file.clone()),
+        ..Cli::default()
+    };
+    let err = Config::load(&cli, |_| None).unwrap_err().to_string();
+    assert!(err.contains("database.url") && err.contains("PGPASSWORD"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+
+    std::fs::write(
+        &file,
+        "[database]\nurl = \"postgres://u@localhost/chat\"\npassword_env = \"CHAT_DB_PASSWORD\"\n",
+    )
+    .unwrap();
+    let env = |k: &str| (k == "CHAT_DB_PASSWORD").then(|| "s3cret".to_owned());
+    let config = Config::load(&cli, env).unwrap();
+    assert_eq!(config.database.password.as_ref().map(Secret::expose), Some("s3cret"));
+    let shown = format!("{:?}", config.database);
+    assert!(!shown.contains("s3cret"), "{shown}");
+
+    // A URL from a flag may carry the password; it is never shown.
+    let cli = Cli {
+        database_url: Some("postgres://u:hunter2@localhost/chat".into()),
+        ..Cli::default()
+    };
+    let config = Config::load(&cli, |_| None).unwrap();
+    assert!(config.database.password.is_none());
+    let shown = format!("{:?}", config.database);
+    assert!(
+        !shown.contains("hunter2") && shown.contains("postgres://localhost:5432/chat"),
+        "{shown}"
+    );
 }
 
 #[test]

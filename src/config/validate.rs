@@ -96,7 +96,7 @@ impl Config {
         if self.database.pool_size < self.database.threads as u32 {
             return Err(invalid("database.pool_size", "must be at least database.threads"));
         }
-        self.database.sqlite_path()?;
+        self.database.target()?;
         match ProviderKind::parse(&self.llm.provider) {
             Some(kind) if kind.needs_key() && self.llm.api_key.is_none() => {
                 return Err(invalid(

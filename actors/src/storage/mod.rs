@@ -20,7 +20,7 @@ use crate::ids::{SessionId, StreamId, UserId};
 use crate::model::{ChatMessage, Session, TitleSource};
 
 pub use error::StorageError;
-pub use postgres::{PostgresOptions, PostgresStore};
+pub use postgres::{PostgresOptions, PostgresStore, PostgresUrl};
 pub use sqlite::{SCHEMA_VERSION, SqliteStore};
 pub use writer::{TurnWriter, WriteTurn};
 

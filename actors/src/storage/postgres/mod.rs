@@ -80,11 +80,36 @@ impl Drop for PostgresStore {
     }
 }
 
+/// A `postgres://` (or `postgresql://`) URL, checked: where it leads and whether it carries a
+/// password, for the start-up checks and log lines (which never show the password).
+pub struct PostgresUrl(postgres::Config);
+
+impl PostgresUrl {
+    /// Parses a URL; the error says what is wrong with it.
+    pub fn parse(url: &str) -> Result<Self, String> {
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err("a PostgreSQL URL starts with postgres:// or postgresql://".into());
+        }
+        postgres::Config::from_str(url)
+            .map(Self)
+            .map_err(|err| format!("not a valid PostgreSQL URL: {err}"))
+    }
+
+    /// Whether the URL itself carries a password.
+    pub fn has_password(&self) -> bool {
+        self.0.get_password().is_some()
+    }
+
+    /// `postgres://host:port/database`, without user or password.
+    pub fn describe(&self) -> String {
+        describe(&self.0)
+    }
+}
+
 impl PostgresStore {
     /// Connects, takes the instance lock, and migrates the database to the current schema.
     pub fn open(url: &str, options: &PostgresOptions) -> Result<Self, StorageError> {
-        let mut config = postgres::Config::from_str(url)
-            .map_err(|err| StorageError::Unavailable(format!("bad PostgreSQL URL: {err}")))?;
+        let PostgresUrl(mut config) = PostgresUrl::parse(url).map_err(StorageError::Unavailable)?;
         if config.get_password().is_none()
             && let Some(password) = &options.password
         {
