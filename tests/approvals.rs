@@ -9,6 +9,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::common::{SseEvent, TestApp, eventually, executions, stored_with_role, text_of};
+use crate::common::database::{Backend, Database, on_both_backends};
 use crate::restart::Binary;
 
 fn demo() -> McpServerConfig {
@@ -307,22 +308,23 @@ async fn expired_requests_count_as_denied() {
     assert!(tool["content"].as_str().unwrap().contains("denied by expiry"));
 }
 
-#[actix_web::test]
-async fn pending_requests_and_user_grants_survive_a_restart() {
+on_both_backends!(pending_requests_and_user_grants_survive_a_restart);
+
+async fn pending_requests_and_user_grants_survive_a_restart(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("chat.db");
+    let db = Database::fresh(backend, dir.path());
     let config = format!(
         "[approval]\ndefault = \"ask\"\n[[mcp.servers]]\nname = \"demo\"\ncommand = \"{}\"\nargs = [\"mcp-demo\", \"--test-tools\"]\n",
         env!("CARGO_BIN_EXE_aichat")
     );
     let a = dir.path().join("a.txt").display().to_string();
-    let server = Binary::start_with(&db, &config);
+    let server = Binary::start_on(&db, &config, &[]);
     let app = TestApp::client_for(&server.base);
     app.wait_for_server("demo").await;
     let (session, id, _) = ask(&app, 1, &[touch(&a)], None).await;
     server.kill();
 
-    let server = Binary::start_with(&db, &config);
+    let server = Binary::start_on(&db, &config, &[]);
     let app = TestApp::client_for(&server.base);
     app.wait_for_server("demo").await;
     assert_eq!(
@@ -333,7 +335,7 @@ async fn pending_requests_and_user_grants_survive_a_restart() {
     assert_eq!(executions(&events)[0]["result"], json!(format!("touched {a}")));
     server.kill();
 
-    let server = Binary::start_with(&db, &config);
+    let server = Binary::start_on(&db, &config, &[]);
     let app = TestApp::client_for(&server.base);
     app.wait_for_server("demo").await;
     let b = dir.path().join("b.txt").display().to_string();

@@ -6,6 +6,7 @@ use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
 
 use crate::common::{TestApp, text_of};
+use crate::common::database::{Backend, Database, on_both_backends};
 use crate::restart::Binary;
 
 /// A 1×1 PNG.
@@ -233,11 +234,12 @@ async fn refused_uploads_store_nothing_and_say_why() {
     assert_eq!(count(&db, "attachment_blobs"), 0);
 }
 
-#[actix_web::test]
-async fn attachments_survive_a_restart() {
+on_both_backends!(attachments_survive_a_restart);
+
+async fn attachments_survive_a_restart(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("chat.db");
-    let first = Binary::start(&db);
+    let db = Database::fresh(backend, dir.path());
+    let first = Binary::start_on(&db, "", &[]);
     let app = TestApp::client_for(&first.base);
     let (status, reply) = send_files(
         &app,
@@ -250,7 +252,7 @@ async fn attachments_survive_a_restart() {
     assert_eq!(status, StatusCode::OK, "{reply}");
     let session = reply["session_id"].as_str().unwrap().to_owned();
     first.kill();
-    let second = Binary::start(&db);
+    let second = Binary::start_on(&db, "", &[]);
     let app = TestApp::client_for(&second.base);
     let (_, history) = app.get(&format!("/sessions/{session}/messages"), 1).await;
     assert_eq!(history["messages"][0]["attachments"][0]["content"], json!(base64(PDF)));

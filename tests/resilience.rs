@@ -7,6 +7,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::common::{SseEvent, TestApp, eventually, text_of};
+use crate::common::database::{Backend, Database, on_both_backends};
 use crate::restart::Binary;
 
 /// Reads at most `limit` events after `last_event_id`, then drops the connection.
@@ -175,12 +176,13 @@ async fn cancel_during_a_slow_tool_cancels_the_call_on_the_server() {
     assert_eq!(events.last().unwrap().data["type"], "done");
 }
 
-#[actix_web::test]
-async fn sigterm_drains_turns_in_flight_and_loses_nothing() {
+on_both_backends!(sigterm_drains_turns_in_flight_and_loses_nothing);
+
+async fn sigterm_drains_turns_in_flight_and_loses_nothing(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("chat.db");
+    let db = Database::fresh(backend, dir.path());
     let config = "[mock]\nchunk_delay_ms = 700\n[server]\nshutdown_grace_secs = 1\n";
-    let server = Binary::start_with(&db, config);
+    let server = Binary::start_on(&db, &config, &[]);
     let app = TestApp::client_for(&server.base);
     let (done_session, _) = app.turn(1, "/mock context", None).await;
     let (stream_id, session) = app.start_stream(1, "this answer takes five seconds", None).await;
@@ -203,7 +205,7 @@ async fn sigterm_drains_turns_in_flight_and_loses_nothing() {
     );
     assert!(server.wait_exit().await, "a clean exit");
 
-    let again = Binary::start_with(&db, config);
+    let again = Binary::start_on(&db, &config, &[]);
     let app = TestApp::client_for(&again.base);
     let (_, stored) = app.get(&format!("/sessions/{session}/messages"), 1).await;
     let messages = stored["messages"].as_array().unwrap();
@@ -222,12 +224,13 @@ async fn sigterm_drains_turns_in_flight_and_loses_nothing() {
     again.kill();
 }
 
-#[actix_web::test]
-async fn after_sigkill_the_interrupted_turn_is_marked_and_resumable() {
+on_both_backends!(after_sigkill_the_interrupted_turn_is_marked_and_resumable);
+
+async fn after_sigkill_the_interrupted_turn_is_marked_and_resumable(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("chat.db");
+    let db = Database::fresh(backend, dir.path());
     let config = "[mock]\nchunk_delay_ms = 250\n";
-    let server = Binary::start_with(&db, config);
+    let server = Binary::start_on(&db, &config, &[]);
     let app = TestApp::client_for(&server.base);
     let (first_session, _) = app.turn(1, "before the crash", None).await;
     let (stream_id, session) = app.start_stream(1, "cut me off", None).await;
@@ -235,7 +238,7 @@ async fn after_sigkill_the_interrupted_turn_is_marked_and_resumable() {
     // Five chunks took more than a second: the periodic flush has stored some of them.
     server.kill();
 
-    let again = Binary::start_with(&db, config);
+    let again = Binary::start_on(&db, &config, &[]);
     let app = TestApp::client_for(&again.base);
     assert_eq!(
         app.get(&format!("/sessions/{first_session}/messages"), 1).await.1["messages"]
@@ -343,16 +346,17 @@ fn acted_lines(path: &std::path::Path) -> usize {
     std::fs::read_to_string(path).map_or(0, |t| t.lines().count())
 }
 
+on_both_backends!(after_sigkill_an_approved_call_that_may_have_acted_never_runs_again);
+
 /// kill -9 while an approved tool runs: the decision and the call were stored before it ran, so
 /// after the restart the request is decided (a second approval is refused), the call's outcome is
 /// `unknown` in the request and in history, and the tool never runs again.
-#[actix_web::test]
-async fn after_sigkill_an_approved_call_that_may_have_acted_never_runs_again() {
+async fn after_sigkill_an_approved_call_that_may_have_acted_never_runs_again(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("chat.db");
+    let db = Database::fresh(backend, dir.path());
     let marker = dir.path().join("acted.txt");
     let config = demo_with_policy("ask");
-    let server = Binary::start_with(&db, &config);
+    let server = Binary::start_on(&db, &config, &[]);
     let app = TestApp::client_for(&server.base);
     app.wait_for_server("demo").await;
     let (session, events) = app.turn(1, &act(&marker.display().to_string()), None).await;
@@ -364,7 +368,7 @@ async fn after_sigkill_an_approved_call_that_may_have_acted_never_runs_again() {
     eventually("the tool to act", || async { acted_lines(&marker) == 1 }).await;
     server.kill();
 
-    let again = Binary::start_with(&db, &config);
+    let again = Binary::start_on(&db, &config, &[]);
     let app = TestApp::client_for(&again.base);
     app.wait_for_server("demo").await;
     let (_, approvals) = app.get("/approvals", 1).await;

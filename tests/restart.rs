@@ -8,6 +8,7 @@ use std::sync::mpsc;
 use reqwest::StatusCode;
 use serde_json::json;
 
+use crate::common::database::{Backend, Database, on_both_backends};
 use crate::common::{TIMEOUT, TestApp, text_of};
 
 pub struct Binary {
@@ -26,10 +27,6 @@ impl Drop for Binary {
 }
 
 impl Binary {
-    pub fn start(db: &std::path::Path) -> Self {
-        Self::start_with(db, "")
-    }
-
     /// Starts the binary with `config` (TOML text) as its config file, beside the database.
     pub fn start_with(db: &std::path::Path, config: &str) -> Self {
         Self::start_with_env(db, config, &[])
@@ -37,14 +34,19 @@ impl Binary {
 
     /// Like `start_with`, with extra environment variables.
     pub fn start_with_env(db: &std::path::Path, config: &str, env: &[(&str, &str)]) -> Self {
-        let config_path = db.with_extension("toml");
+        Self::start_on(&Database::sqlite_file(db), config, env)
+    }
+
+    /// Starts the binary on `db` (either backend) with `config` as its config file.
+    pub fn start_on(db: &Database, config: &str, env: &[(&str, &str)]) -> Self {
+        let config_path = db.config_path();
         std::fs::write(&config_path, config).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_aichat"))
             .arg("--config")
             .arg(&config_path)
             .args(["--port", "0", "--log-level", "info"])
             .arg("--database-url")
-            .arg(format!("sqlite:{}", db.display()))
+            .arg(db.url())
             .env("NO_COLOR", "1")
             .envs(env.iter().copied())
             .env_remove("RUST_LOG")
@@ -111,18 +113,19 @@ impl Binary {
     }
 }
 
-#[actix_web::test]
-async fn a_restart_keeps_sessions_messages_and_the_model_context() {
+on_both_backends!(a_restart_keeps_sessions_messages_and_the_model_context);
+
+async fn a_restart_keeps_sessions_messages_and_the_model_context(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("chat.db");
-    let first = Binary::start(&db);
+    let db = Database::fresh(backend, dir.path());
+    let first = Binary::start_on(&db, "", &[]);
     let app = TestApp::client_for(&first.base);
     let (session, _) = app.turn(3, "first question", None).await;
     app.turn(3, "second question", Some(&session)).await;
     let (_, before) = app.get(&format!("/sessions/{session}/messages"), 3).await;
     first.kill();
 
-    let second = Binary::start(&db);
+    let second = Binary::start_on(&db, "", &[]);
     let app = TestApp::client_for(&second.base);
     let (status, after) = app.get(&format!("/sessions/{session}/messages"), 3).await;
     assert_eq!(status, StatusCode::OK);

@@ -1,6 +1,8 @@
 //! `TestApp`: the real server in-process on 127.0.0.1:0 with a temporary SQLite file, and
 //! helpers that return `(StatusCode, Value)`; `sse()` reads a stream with a real SSE parser.
 
+pub mod database;
+
 use std::time::Duration;
 
 use aichat::config::Config;
