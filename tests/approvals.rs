@@ -8,8 +8,8 @@ use actors::mcp::McpServerConfig;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::common::{SseEvent, TestApp, eventually, executions, stored_with_role, text_of};
 use crate::common::database::{Backend, Database, on_both_backends};
+use crate::common::{SseEvent, TestApp, eventually, executions, stored_with_role, text_of};
 use crate::restart::Binary;
 
 fn demo() -> McpServerConfig {

@@ -5,8 +5,8 @@ use reqwest::StatusCode;
 use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
 
-use crate::common::{TestApp, text_of};
 use crate::common::database::{Backend, Database, on_both_backends};
+use crate::common::{TestApp, text_of};
 use crate::restart::Binary;
 
 /// A 1×1 PNG.

@@ -6,8 +6,8 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::common::{SseEvent, TestApp, eventually, text_of};
 use crate::common::database::{Backend, Database, on_both_backends};
+use crate::common::{SseEvent, TestApp, eventually, text_of};
 use crate::restart::Binary;
 
 /// Reads at most `limit` events after `last_event_id`, then drops the connection.
@@ -493,5 +493,55 @@ async fn repeated_storage_failures_are_not_logged_once_per_request() {
         .filter(|l| l.contains("storage failed"))
         .count();
     assert!((1..=2).contains(&lines), "{lines} lines for 30 failures");
+    server.kill();
+}
+
+/// PostgreSQL "stops" (its connections close, new ones fail) during a turn: the turn ends with
+/// `storage_unavailable`, the server keeps answering (503 with the stable code where storage is
+/// needed), and once the database is back it serves again by itself with nothing committed lost.
+#[actix_web::test]
+async fn a_stopped_postgres_fails_the_turn_and_the_server_recovers_by_itself() {
+    use crate::common::database::{cluster_url, fresh_postgres_database, host_port};
+    use crate::common::outage::Outage;
+    let dir = tempfile::tempdir().unwrap();
+    let direct = fresh_postgres_database();
+    let outage = Outage::relay_to(host_port(&cluster_url()));
+    let db = Database::at(direct.replace(host_port(&direct), &outage.addr), dir.path());
+    let server = Binary::start_on(&db, "[mock]\nchunk_delay_ms = 150\n", &[]);
+    let app = TestApp::client_for(&server.base);
+    let (before, _) = app.turn(1, "stored before the outage", None).await;
+    let (stream_id, _) = app
+        .start_stream(1, "a long question whose answer the database outage cuts short", None)
+        .await;
+    let seen = read_some(&app, 1, &stream_id, 0, 2).await;
+    outage.cut();
+
+    let rest = read_some(&app, 1, &stream_id, seen.last().unwrap().id.unwrap(), 1_000).await;
+    let last = &rest.last().unwrap().data;
+    assert_eq!(
+        (last["type"].as_str(), last["code"].as_str()),
+        (Some("error"), Some("storage_unavailable")),
+        "{last}"
+    );
+    let (status, body) = app.get("/sessions", 1).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("storage_unavailable"))
+    );
+    let (status, health) = app.request(reqwest::Method::GET, "/health", None, None).await;
+    assert_eq!(
+        (status, health["storage"].as_str()),
+        (StatusCode::OK, Some("unavailable"))
+    );
+
+    outage.restore();
+    eventually("the server to serve again", || async {
+        app.get("/sessions", 1).await.0 == StatusCode::OK
+    })
+    .await;
+    let (_, stored) = app.get(&format!("/sessions/{before}/messages"), 1).await;
+    assert_eq!(stored["messages"].as_array().unwrap().len(), 2, "{stored}");
+    let (_, events) = app.turn(1, "after the outage", Some(&before)).await;
+    assert_eq!(events.last().unwrap().data["type"], "done");
     server.kill();
 }

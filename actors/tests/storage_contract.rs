@@ -911,3 +911,98 @@ contract!(
     concurrent_writers_and_readers_all_succeed,
     a_restart_keeps_everything_and_finds_the_turns_left_running,
 );
+
+/// The original's database (its tables as its golang-migrate steps left them, with its rows) is
+/// migrated in place: its sessions, messages (in time order), tool calls and attachments read
+/// back, new turns are stored beside them, and its own migration table is left alone.
+#[actix_rt::test]
+async fn the_originals_postgres_database_is_migrated_in_place() {
+    let backend = Backend::postgres();
+    let Backend::Postgres(url) = &backend else {
+        unreachable!()
+    };
+    plain(|| {
+        let mut original = ::postgres::Client::connect(url, ::postgres::NoTls).unwrap();
+        original
+            .batch_execute(
+                r#"
+CREATE TABLE schema_migrations (version BIGINT NOT NULL PRIMARY KEY, dirty BOOLEAN NOT NULL);
+INSERT INTO schema_migrations VALUES (2, false);
+CREATE TABLE chat_sessions (
+    id VARCHAR(64) PRIMARY KEY, user_id VARCHAR(255) NOT NULL, title VARCHAR(255) NOT NULL DEFAULT '',
+    created_at TIMESTAMPTZ NOT NULL DEFAULT NOW(), updated_at TIMESTAMPTZ NOT NULL DEFAULT NOW());
+CREATE INDEX idx_chat_sessions_user_id ON chat_sessions(user_id);
+CREATE INDEX idx_chat_sessions_updated_at ON chat_sessions(updated_at DESC);
+CREATE TABLE chat_messages (
+    id VARCHAR(64) PRIMARY KEY,
+    session_id VARCHAR(64) NOT NULL REFERENCES chat_sessions(id) ON DELETE CASCADE,
+    role VARCHAR(50) NOT NULL, content TEXT NOT NULL, tool_calls JSONB, tool_executions JSONB,
+    approval_request JSONB, created_at TIMESTAMPTZ NOT NULL DEFAULT NOW());
+CREATE INDEX idx_chat_messages_session_id ON chat_messages(session_id);
+CREATE INDEX idx_chat_messages_created_at ON chat_messages(created_at);
+CREATE TABLE chat_attachments (
+    id VARCHAR(64) PRIMARY KEY,
+    message_id VARCHAR(64) NOT NULL REFERENCES chat_messages(id) ON DELETE CASCADE,
+    filename VARCHAR(255) NOT NULL, mime_type VARCHAR(100) NOT NULL, size BIGINT NOT NULL,
+    content TEXT NOT NULL, created_at TIMESTAMPTZ NOT NULL DEFAULT NOW());
+CREATE INDEX idx_chat_attachments_message_id ON chat_attachments(message_id);
+
+INSERT INTO chat_sessions (id, user_id, title, created_at, updated_at) VALUES
+    ('0b6f1f3e-8a43-4f57-9d0e-3c2f0b1f7a11', '1', 'Chat - Jan 2, 2026 at 3:04 PM',
+     '2026-01-02T15:04:00Z', '2026-01-02T15:05:00Z');
+-- Inserted out of time order: the original read them back by time.
+INSERT INTO chat_messages (id, session_id, role, content, tool_calls, created_at) VALUES
+    ('assistant_2', '0b6f1f3e-8a43-4f57-9d0e-3c2f0b1f7a11', 'assistant', 'Let me look.',
+     '[{"id":"call_1","type":"function","function":{"name":"get_time","arguments":"{}"}}]',
+     '2026-01-02T15:04:02Z'),
+    ('user_1', '0b6f1f3e-8a43-4f57-9d0e-3c2f0b1f7a11', 'user', 'What time is it?', NULL,
+     '2026-01-02T15:04:01Z');
+INSERT INTO chat_attachments (id, message_id, filename, mime_type, size, content) VALUES
+    ('att_1', 'user_1', 'note.txt', 'text/plain', 2, 'aGk=');
+"#,
+            )
+            .unwrap();
+    });
+    let storage = storage(backend.open());
+    let (sessions, total) = storage
+        .ask(ListSessions {
+            user: user(1),
+            page: Page { limit: 10, offset: 0 },
+        })
+        .await
+        .unwrap();
+    assert_eq!(total, 1);
+    let session = sessions[0].clone();
+    assert_eq!(session.title, "Chat - Jan 2, 2026 at 3:04 PM");
+    assert_eq!(session.title_source, TitleSource::Default);
+    let messages = storage
+        .ask(ListMessages {
+            user: user(1),
+            id: session.id.clone(),
+            page: None,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        messages.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
+        ["user_1", "assistant_2"]
+    );
+    assert_eq!(messages[0].attachments[0].content, "aGk=");
+    assert_eq!(messages[1].tool_calls[0].function.name, "get_time");
+
+    // New turns go after the original's rows.
+    storage.write(says(&session, &["and now?"])).await.unwrap();
+    assert_eq!(
+        contents(&storage, 1, &session, None).await,
+        ["What time is it?", "Let me look.", "and now?"]
+    );
+    let theirs: (i64, bool) = plain(|| {
+        let mut check = ::postgres::Client::connect(url, ::postgres::NoTls).unwrap();
+        let row = check
+            .query_one("SELECT version, dirty FROM schema_migrations", &[])
+            .unwrap();
+        (row.get(0), row.get(1))
+    });
+    assert_eq!(theirs, (2, false), "the original's migration table is left as it was");
+}

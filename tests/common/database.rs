@@ -30,6 +30,14 @@ impl Database {
         }
     }
 
+    /// The database at `url`, its config file in `dir`.
+    pub fn at(url: String, dir: &Path) -> Self {
+        Self {
+            url,
+            config_path: dir.join("chat.toml"),
+        }
+    }
+
     /// The SQLite file `path` (config file beside it, named after it).
     pub fn sqlite_file(path: &Path) -> Self {
         Self {
@@ -71,6 +79,12 @@ pub fn fresh_postgres_database() -> String {
         .unwrap();
     });
     with_database(&url, &name)
+}
+
+/// The `host:port` of a URL.
+pub fn host_port(url: &str) -> &str {
+    let after_at = url.rsplit_once('@').map_or(url, |(_, rest)| rest);
+    after_at.split('/').next().unwrap()
 }
 
 /// `url` with its database replaced by `name`.

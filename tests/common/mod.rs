@@ -2,6 +2,7 @@
 //! helpers that return `(StatusCode, Value)`; `sse()` reads a stream with a real SSE parser.
 
 pub mod database;
+pub mod outage;
 
 use std::time::Duration;
 

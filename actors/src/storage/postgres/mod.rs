@@ -31,8 +31,12 @@ use rows::{
     message_from_row, parse_user, session_from_row, stream_from_row,
 };
 
-/// How long taking a connection may wait (the database is down or every connection is busy).
+/// How long one connection attempt may take (a remote server, TLS).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long an operation waits for a connection from the pool before it fails as unavailable:
+/// with the database down, a request gets its 503 after this, not after a long hang.
+const POOL_WAIT: Duration = Duration::from_secs(2);
 
 /// Longest any statement may run: a blocked query must not hold a storage thread for good.
 const STATEMENT_TIMEOUT: &str = "-c statement_timeout=30s -c idle_in_transaction_session_timeout=60s";
@@ -136,7 +140,7 @@ impl PostgresStore {
         schema::migrate(&mut instance)?;
         let pool = Pool::builder()
             .max_size(options.pool_size.max(1))
-            .connection_timeout(CONNECT_TIMEOUT)
+            .connection_timeout(POOL_WAIT)
             .build(PostgresConnectionManager::new(config, tls))?;
         Ok(Self {
             open: Some(Connections {
