@@ -182,7 +182,7 @@ async fn sigterm_drains_turns_in_flight_and_loses_nothing(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let db = Database::fresh(backend, dir.path());
     let config = "[mock]\nchunk_delay_ms = 700\n[server]\nshutdown_grace_secs = 1\n";
-    let server = Binary::start_on(&db, &config, &[]);
+    let server = Binary::start_on(&db, config, &[]);
     let app = TestApp::client_for(&server.base);
     let (done_session, _) = app.turn(1, "/mock context", None).await;
     let (stream_id, session) = app.start_stream(1, "this answer takes five seconds", None).await;
@@ -205,7 +205,7 @@ async fn sigterm_drains_turns_in_flight_and_loses_nothing(backend: Backend) {
     );
     assert!(server.wait_exit().await, "a clean exit");
 
-    let again = Binary::start_on(&db, &config, &[]);
+    let again = Binary::start_on(&db, config, &[]);
     let app = TestApp::client_for(&again.base);
     let (_, stored) = app.get(&format!("/sessions/{session}/messages"), 1).await;
     let messages = stored["messages"].as_array().unwrap();
@@ -230,7 +230,7 @@ async fn after_sigkill_the_interrupted_turn_is_marked_and_resumable(backend: Bac
     let dir = tempfile::tempdir().unwrap();
     let db = Database::fresh(backend, dir.path());
     let config = "[mock]\nchunk_delay_ms = 250\n";
-    let server = Binary::start_on(&db, &config, &[]);
+    let server = Binary::start_on(&db, config, &[]);
     let app = TestApp::client_for(&server.base);
     let (first_session, _) = app.turn(1, "before the crash", None).await;
     let (stream_id, session) = app.start_stream(1, "cut me off", None).await;
@@ -238,7 +238,7 @@ async fn after_sigkill_the_interrupted_turn_is_marked_and_resumable(backend: Bac
     // Five chunks took more than a second: the periodic flush has stored some of them.
     server.kill();
 
-    let again = Binary::start_on(&db, &config, &[]);
+    let again = Binary::start_on(&db, config, &[]);
     let app = TestApp::client_for(&again.base);
     assert_eq!(
         app.get(&format!("/sessions/{first_session}/messages"), 1).await.1["messages"]

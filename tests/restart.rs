@@ -40,10 +40,10 @@ impl Binary {
     /// Starts the binary on `db` (either backend) with `config` as its config file.
     pub fn start_on(db: &Database, config: &str, env: &[(&str, &str)]) -> Self {
         let config_path = db.config_path();
-        std::fs::write(&config_path, config).unwrap();
+        std::fs::write(config_path, config).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_aichat"))
             .arg("--config")
-            .arg(&config_path)
+            .arg(config_path)
             .args(["--port", "0", "--log-level", "info"])
             .arg("--database-url")
             .arg(db.url())

@@ -3,6 +3,13 @@
 //! actor's messages: sessions, pagination, ordering, isolation between users, turn writes and
 //! their transactions, attachments, streams and replay, approvals and grants, restart.
 
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail loudly"
+)]
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,6 +36,10 @@ impl Backend {
     }
 
     /// A fresh database on the test cluster.
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the test script hands the cluster over in the environment"
+    )]
     fn postgres() -> Self {
         let url = std::env::var("AICHAT_TEST_POSTGRES_URL").expect(
             "AICHAT_TEST_POSTGRES_URL names the test cluster: run the tests with scripts/test.sh \

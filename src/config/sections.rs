@@ -124,7 +124,7 @@ pub enum DatabaseTarget {
     /// An SQLite file.
     Sqlite(PathBuf),
     /// A PostgreSQL database.
-    Postgres(actors::storage::PostgresUrl),
+    Postgres(Box<actors::storage::PostgresUrl>),
 }
 
 impl DatabaseTarget {
@@ -142,7 +142,7 @@ impl DatabaseConfig {
     pub fn target(&self) -> Result<DatabaseTarget, ConfigError> {
         if self.url.starts_with("postgres://") || self.url.starts_with("postgresql://") {
             let url = actors::storage::PostgresUrl::parse(&self.url).map_err(|e| invalid("database.url", e))?;
-            return Ok(DatabaseTarget::Postgres(url));
+            return Ok(DatabaseTarget::Postgres(Box::new(url)));
         }
         let path = self
             .url

@@ -122,7 +122,7 @@ fn database_urls_are_sqlite_or_postgres_and_other_schemes_are_refused() {
         assert!(err.contains("database.url"), "{bad}: {err}");
     }
     config.database.url = "sqlite:/tmp/a.db".into();
-    assert!(matches!(config.database.target().unwrap(), DatabaseTarget::Sqlite(p) if p == PathBuf::from("/tmp/a.db")));
+    assert!(matches!(config.database.target().unwrap(), DatabaseTarget::Sqlite(p) if p == Path::new("/tmp/a.db")));
     for good in [
         "postgres://u@db.example:5433/chat?sslmode=require",
         "postgresql://u@localhost/chat",

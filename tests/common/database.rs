@@ -58,6 +58,10 @@ impl Database {
 }
 
 /// The test cluster's URL.
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the test script hands the cluster over in the environment"
+)]
 pub fn cluster_url() -> String {
     std::env::var("AICHAT_TEST_POSTGRES_URL").expect(
         "AICHAT_TEST_POSTGRES_URL names the PostgreSQL test cluster: run the tests with scripts/test.sh \
