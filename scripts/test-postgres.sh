@@ -3,6 +3,8 @@
 # missing, creates a cluster in a temp dir as an unprivileged user, starts it on a free loopback
 # port and prints `export` lines (AICHAT_TEST_POSTGRES_URL, AICHAT_TEST_POSTGRES_DIR);
 # `stop DIR` stops it and removes the dir. Password authentication over TCP, like a real one.
+# `start --durable` keeps PostgreSQL's default durability (fsync, synchronous commit): for the
+# benchmarks; the tests run without it.
 set -euo pipefail
 
 as_root() {
@@ -41,10 +43,11 @@ start)
   "${run[@]}" "$bin/initdb" -D "$dir/data" -U aichat --pwfile="$dir/pw" \
     --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --no-locale >"$dir/initdb.log" 2>&1 ||
     { cat "$dir/initdb.log" >&2; exit 1; }
-  # A throwaway cluster: durability off for speed; room for every test's pool at once.
+  # A throwaway cluster: durability off for speed (unless --durable); room for every test's pool.
+  speed="-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+  [ "${2:-}" != "--durable" ] || speed=""
   "${run[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start \
-    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off \
-        -c synchronous_commit=off -c full_page_writes=off" >/dev/null ||
+    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=300 $speed" >/dev/null ||
     { cat "$dir/server.log" >&2; exit 1; }
   echo "export AICHAT_TEST_POSTGRES_URL='postgres://aichat:$password@127.0.0.1:$port/postgres?sslmode=disable'"
   echo "export AICHAT_TEST_POSTGRES_DIR='$dir'"

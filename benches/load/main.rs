@@ -3,7 +3,7 @@
 //! Every loop is bounded in count and time; the default run takes a few minutes on 2 cores.
 //!
 //! Run: `cargo bench --bench load -- [overhead] [ttft] [streams] [throughput] [tools] [soak
-//! [--soak-secs N]] [scaling] [--quick]` (no scenario: all but `soak` and `scaling`). Prints a table per scenario, then one
+//! [--soak-secs N]] [scaling] [--quick] [--database postgres://…]` (no scenario: all but `soak` and `scaling`). Prints a table per scenario, then one
 //! JSON line with every figure.
 //!
 //! - `overhead`: full turns (send → SSE → `done`, stored) with a 0 ms mock, at concurrency 1 and
@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use scenarios::{overhead, streams, throughput, tools, ttft};
 use serde_json::json;
+use server::Backend;
 use stats::Report;
 
 mod scaling;
@@ -55,6 +56,16 @@ fn main() {
         .position(|a| a == "--soak-secs")
         .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse().ok());
+    // `--database postgres://…`: overhead and throughput run on SQLite, then on a fresh database
+    // on that PostgreSQL server, side by side in one run.
+    let mut backends = vec![Backend::Sqlite];
+    if let Some(url) = args
+        .iter()
+        .position(|a| a == "--database")
+        .and_then(|i| args.get(i + 1))
+    {
+        backends.push(Backend::Postgres(url.clone()));
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -68,10 +79,18 @@ fn main() {
         let budget = Instant::now() + Duration::from_secs(if quick { 90 } else { 240 });
         for scenario in &chosen {
             match *scenario {
-                "overhead" => overhead(quick, &mut report).await,
+                "overhead" => {
+                    for backend in &backends {
+                        overhead(quick, backend, &mut report).await;
+                    }
+                }
                 "ttft" => ttft(quick, &mut report).await,
                 "streams" => streams(quick, budget, &mut report).await,
-                "throughput" => throughput(quick, budget, &mut report).await,
+                "throughput" => {
+                    for backend in &backends {
+                        throughput(quick, budget, backend, &mut report).await;
+                    }
+                }
                 "soak" => soak::soak(quick, soak_secs, &mut report).await,
                 "scaling" => scaling::scaling(quick, &mut report).await,
                 _ => tools(quick, &mut report).await,

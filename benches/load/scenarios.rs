@@ -13,7 +13,7 @@ use actors::provider::MockProvider;
 use serde_json::{Value, json};
 
 use crate::say;
-use crate::server::{Server, Turn, client, direct, rss_kib, turn};
+use crate::server::{Backend, Server, Turn, client, direct, rss_kib, turn};
 use crate::stats::{Report, Samples};
 
 // ---------------------------------------------------------------------------------------------
@@ -90,12 +90,23 @@ pub(crate) async fn drive_direct(concurrency: usize, count: usize, message: &'st
     all
 }
 
+/// A scenario's key in the report: its name on SQLite, another on PostgreSQL.
+fn scenario_key(on_sqlite: &'static str, on_postgres: &'static str, backend: &Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => on_sqlite,
+        Backend::Postgres(_) => on_postgres,
+    }
+}
+
 pub(crate) const OVERHEAD_MESSAGE: &str = "Hello, how is the database doing?";
 
-pub(crate) async fn overhead(quick: bool, report: &mut Report) {
-    let server = Server::start(0, "").await;
+pub(crate) async fn overhead(quick: bool, backend: &Backend, report: &mut Report) {
+    let server = Server::start_on(backend, 0, "").await;
     let mut rows = Vec::new();
-    say("\n== overhead: full turns (send → SSE → done, stored), 0 ms mock; µs");
+    say(&format!(
+        "\n== overhead on {}: full turns (send → SSE → done, stored), 0 ms mock; µs",
+        backend.name()
+    ));
     say(
         "concurrency | turns | errors | through p50 / p99 / p99.9 | direct p50 / p99 / p99.9 | added p50 / p99 / p99.9",
     );
@@ -143,7 +154,7 @@ pub(crate) async fn overhead(quick: bool, report: &mut Report) {
         }));
     }
     say("target: added p99 ≤ 1,000 µs at concurrency 1");
-    report.insert("overhead", json!(rows));
+    report.insert(scenario_key("overhead", "overhead_postgres", backend), json!(rows));
 }
 
 pub(crate) async fn ttft(quick: bool, report: &mut Report) {
@@ -317,11 +328,14 @@ pub(crate) async fn streams(quick: bool, budget: Instant, report: &mut Report) {
     drop(streams_opened);
 }
 
-pub(crate) async fn throughput(quick: bool, budget: Instant, report: &mut Report) {
-    let server = Server::start(0, "").await;
+pub(crate) async fn throughput(quick: bool, budget: Instant, backend: &Backend, report: &mut Report) {
+    let server = Server::start_on(backend, 0, "").await;
     let message: &'static str = "/mock slow 20";
     let step = Duration::from_secs(if quick { 3 } else { 6 });
-    say("\n== throughput: turns/s with persistence, each turn's mock takes 20 ms; rising concurrency");
+    say(&format!(
+        "\n== throughput on {}: turns/s with persistence, each turn's mock takes 20 ms; rising concurrency",
+        backend.name()
+    ));
     say("concurrency | turns | errors | turns/s | p50 ms | p99 ms");
     let mut rows = Vec::new();
     let mut best = 0.0f64;
@@ -355,7 +369,10 @@ pub(crate) async fn throughput(quick: bool, budget: Instant, report: &mut Report
     say(&format!(
         "best: {best:.0} turns/s with p99 < 1 s and no error (target ≥ 3,000)"
     ));
-    report.insert("throughput", json!({"steps": rows, "best_turns_per_s": best}));
+    report.insert(
+        scenario_key("throughput", "throughput_postgres", backend),
+        json!({"steps": rows, "best_turns_per_s": best}),
+    );
 }
 
 #[expect(clippy::expect_used, reason = "a benchmark that cannot run should stop loudly")]

@@ -29,24 +29,81 @@ pub(crate) fn free_port() -> u16 {
     listener.local_addr().expect("addr").port()
 }
 
+/// Which backend a scenario's server stores on.
+#[derive(Debug, Clone)]
+pub(crate) enum Backend {
+    /// A fresh SQLite file (the default).
+    Sqlite,
+    /// A fresh database on the PostgreSQL server at this URL (`--database postgres://…`).
+    Postgres(String),
+}
+
+impl Backend {
+    /// The name in the report.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    /// The `database.url` for a server whose files are in `dir`: the SQLite file there, or a
+    /// new database created on the PostgreSQL server.
+    #[expect(clippy::expect_used, reason = "a benchmark that cannot set up should stop loudly")]
+    fn fresh_url(&self, dir: &std::path::Path) -> String {
+        match self {
+            Backend::Sqlite => format!("sqlite:{}", dir.join("load.db").display()),
+            Backend::Postgres(url) => {
+                let name = format!("bench_{}", uuid::Uuid::now_v7().simple());
+                // On a plain thread: the sync client blocks on its own runtime.
+                std::thread::scope(|s| {
+                    s.spawn(|| {
+                        let mut admin = postgres::Client::connect(url, postgres::NoTls).expect("connect to PostgreSQL");
+                        admin
+                            .batch_execute(&format!("CREATE DATABASE {name}"))
+                            .expect("create the bench database");
+                    })
+                    .join()
+                    .expect("create the bench database");
+                });
+                let (base, query) = url.split_once('?').unwrap_or((url, ""));
+                let server = base.rsplit_once('/').map_or(base, |(server, _)| server);
+                format!("{server}/{name}?{query}")
+            }
+        }
+    }
+}
+
 impl Server {
     /// Starts the binary with a 0-limit, allow-all config plus `extra` TOML and waits for `/ready`.
-    #[expect(clippy::expect_used, reason = "a benchmark that cannot set up should stop loudly")]
     pub(crate) async fn start(mock_delay_ms: u64, extra: &str) -> Self {
-        Self::start_in(tempfile::tempdir().expect("temp dir"), mock_delay_ms, extra).await
+        Self::start_on(&Backend::Sqlite, mock_delay_ms, extra).await
+    }
+
+    /// Like `start`, on a fresh database of `backend`.
+    #[expect(clippy::expect_used, reason = "a benchmark that cannot set up should stop loudly")]
+    pub(crate) async fn start_on(backend: &Backend, mock_delay_ms: u64, extra: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = backend.fresh_url(dir.path());
+        Self::start_at(dir, &url, mock_delay_ms, extra).await
     }
 
     /// Like `start`, on the database `load.db` already in `dir` (if any).
-    #[expect(clippy::expect_used, reason = "a benchmark that cannot set up should stop loudly")]
     pub(crate) async fn start_in(dir: tempfile::TempDir, mock_delay_ms: u64, extra: &str) -> Self {
+        let url = Backend::Sqlite.fresh_url(dir.path());
+        Self::start_at(dir, &url, mock_delay_ms, extra).await
+    }
+
+    /// Starts the binary on the database at `url` (given in the environment: a PostgreSQL URL
+    /// may carry a password, which never goes in a config file).
+    #[expect(clippy::expect_used, reason = "a benchmark that cannot set up should stop loudly")]
+    async fn start_at(dir: tempfile::TempDir, url: &str, mock_delay_ms: u64, extra: &str) -> Self {
         let port = free_port();
         let config = format!(
             r#"
 [server]
 listen_address = "127.0.0.1"
 port = {port}
-[database]
-url = "sqlite:{db}"
 [mock]
 chunk_delay_ms = {mock_delay_ms}
 [limits]
@@ -57,14 +114,14 @@ default = "allow"
 [log]
 level = "warn"
 {extra}
-"#,
-            db = dir.path().join("load.db").display(),
+"#
         );
         let path = dir.path().join("config.toml");
         std::fs::write(&path, config).expect("config");
         let mut child = Command::new(env!("CARGO_BIN_EXE_aichat"))
             .arg("--config")
             .arg(&path)
+            .env("AICHAT_DATABASE_URL", url)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
