@@ -438,9 +438,19 @@ async fn a_batch_commits_each_write_whole_and_a_failing_one_alone(backend: Backe
         settle_approval: Some(unknown),
         ..says(&session, &["lost with its write"])
     };
-    let results = plain(|| store.write_turns(&[says(&session, &["first"]), conflicting, says(&session, &["third"])]));
+    let first = TurnWrite {
+        new_stream: Some(stream.clone()),
+        ..says(&session, &["first"])
+    };
+    // A stream id stored twice breaks a constraint: the database refuses it, alone.
+    let duplicate = TurnWrite {
+        new_stream: Some(stream.clone()),
+        ..says(&session, &["lost with the duplicate"])
+    };
+    let results = plain(|| store.write_turns(&[first, conflicting, says(&session, &["third"]), duplicate]));
     assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
     assert!(matches!(results[1], Err(StorageError::Conflict(_))), "{results:?}");
+    assert!(results[3].is_err(), "{results:?}");
     let storage = storage(store);
     assert_eq!(contents(&storage, 1, &session, None).await, ["first", "third"]);
 }

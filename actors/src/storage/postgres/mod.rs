@@ -7,6 +7,7 @@
 //! Until several nodes share a database (leases), one server holds it: a session advisory lock
 //! taken at start-up plays the part of SQLite's lock file.
 
+mod connection;
 mod rows;
 mod schema;
 
@@ -17,10 +18,12 @@ use std::time::Duration;
 use chrono::Utc;
 use postgres::error::SqlState;
 use postgres::types::{Json, ToSql};
-use postgres::{Client, IsolationLevel, Transaction};
+use postgres::{Client, IsolationLevel};
 use r2d2::{Pool, PooledConnection};
 use r2d2_postgres::PostgresConnectionManager;
 use tokio_postgres_rustls::MakeRustlsConnect;
+
+use connection::{CachingManager, Queries, Tx};
 
 use super::{ChatStore, Page, StorageError, StoredEvent, StreamRecord, TurnWrite};
 use crate::approval::{ApprovalRecord, Grant, Remember};
@@ -47,7 +50,6 @@ const RETRIES: usize = 3;
 /// The advisory lock key of the server that holds the database ("aichatsrv" folded).
 const INSTANCE_LOCK: i64 = 0x6169_6368_6174_7376;
 
-type Manager = PostgresConnectionManager<MakeRustlsConnect>;
 
 /// What a connection needs besides the URL.
 #[derive(Debug, Clone, Default)]
@@ -68,7 +70,7 @@ pub struct PostgresStore {
 }
 
 struct Connections {
-    pool: Pool<Manager>,
+    pool: Pool<CachingManager>,
     /// The connection that holds the instance lock for the life of the store.
     _instance: Mutex<Client>,
 }
@@ -141,7 +143,7 @@ impl PostgresStore {
         let pool = Pool::builder()
             .max_size(options.pool_size.max(1))
             .connection_timeout(POOL_WAIT)
-            .build(PostgresConnectionManager::new(config, tls))?;
+            .build(CachingManager(PostgresConnectionManager::new(config, tls)))?;
         Ok(Self {
             open: Some(Connections {
                 pool,
@@ -150,7 +152,7 @@ impl PostgresStore {
         })
     }
 
-    fn conn(&self) -> Result<PooledConnection<Manager>, StorageError> {
+    fn conn(&self) -> Result<PooledConnection<CachingManager>, StorageError> {
         let open = self
             .open
             .as_ref()
@@ -163,14 +165,14 @@ impl PostgresStore {
     fn in_transaction<T>(
         &self,
         isolation: IsolationLevel,
-        mut work: impl FnMut(&mut Transaction<'_>) -> Result<T, StorageError>,
+        mut work: impl FnMut(&mut Tx<'_>) -> Result<T, StorageError>,
     ) -> Result<T, StorageError> {
         let mut conn = self.conn()?;
         let mut tries = 0;
         loop {
             tries += 1;
             let result = (|| -> Result<T, StorageError> {
-                let mut tx = conn.build_transaction().isolation_level(isolation).start()?;
+                let mut tx = conn.begin(isolation)?;
                 let value = work(&mut tx)?;
                 tx.commit()?;
                 Ok(value)
@@ -185,12 +187,12 @@ impl PostgresStore {
     }
 
     /// A write in one transaction.
-    fn write<T>(&self, work: impl FnMut(&mut Transaction<'_>) -> Result<T, StorageError>) -> Result<T, StorageError> {
+    fn write<T>(&self, work: impl FnMut(&mut Tx<'_>) -> Result<T, StorageError>) -> Result<T, StorageError> {
         self.in_transaction(IsolationLevel::ReadCommitted, work)
     }
 
     /// Reads that must agree with each other (one snapshot).
-    fn read<T>(&self, work: impl FnMut(&mut Transaction<'_>) -> Result<T, StorageError>) -> Result<T, StorageError> {
+    fn read<T>(&self, work: impl FnMut(&mut Tx<'_>) -> Result<T, StorageError>) -> Result<T, StorageError> {
         self.in_transaction(IsolationLevel::RepeatableRead, work)
     }
 }
@@ -360,29 +362,15 @@ impl ChatStore for PostgresStore {
     }
 
     fn write_turns(&self, writes: &[TurnWrite]) -> Vec<Result<(), StorageError>> {
-        let batch = self.write(|tx| {
-            let mut results = Vec::with_capacity(writes.len());
-            for write in writes {
-                // Each write in its own savepoint: one that fails (a conflict) leaves no trace and
-                // fails alone.
-                let mut savepoint = tx.transaction()?;
-                match apply_turn_write(&mut savepoint, write) {
-                    Ok(()) => {
-                        savepoint.commit()?;
-                        results.push(Ok(()));
-                    }
-                    // A transient failure aborts the whole transaction: the batch is tried again.
-                    Err(err) if err.is_transient() => return Err(err),
-                    Err(err) => {
-                        savepoint.rollback()?;
-                        results.push(Err(err));
-                    }
-                }
-            }
-            Ok(results)
-        });
+        // One transaction for the batch, without a savepoint per write (two round trips each):
+        // a write fails before it changes anything when it conflicts, so a batch that fails on
+        // the database's word (not on a lost connection) is written again one write at a time,
+        // and only the writes that fail alone fail.
+        let batch = self.write(|tx| writes.iter().try_for_each(|write| apply_turn_write(tx, write)));
         match batch {
-            Ok(results) => results,
+            Ok(()) => writes.iter().map(|_| Ok(())).collect(),
+            Err(err) if writes.len() == 1 => vec![Err(err)],
+            Err(err) if err.is_refusal() => writes.iter().map(|write| self.write_turn(write)).collect(),
             // Nothing of the batch was committed: every write failed.
             Err(err) => {
                 let reason = err.to_string();
@@ -516,14 +504,13 @@ impl ChatStore for PostgresStore {
     }
 
     fn ping(&self) -> Result<(), StorageError> {
-        self.conn()?.simple_query("SELECT 1")?;
-        Ok(())
+        self.conn()?.simple_query("SELECT 1")
     }
 }
 
 /// A stream of `user` and its events after `after_seq`, inside a transaction.
 fn load_stream_in(
-    tx: &mut Transaction<'_>,
+    tx: &mut Tx<'_>,
     user: UserId,
     id: &StreamId,
     after_seq: u64,
@@ -553,7 +540,7 @@ fn load_stream_in(
 }
 
 /// Fills in the attachments of `messages` with one query.
-fn load_attachments(tx: &mut Transaction<'_>, messages: &mut [ChatMessage]) -> Result<(), StorageError> {
+fn load_attachments(tx: &mut Tx<'_>, messages: &mut [ChatMessage]) -> Result<(), StorageError> {
     if messages.is_empty() {
         return Ok(());
     }
@@ -583,8 +570,29 @@ fn load_attachments(tx: &mut Transaction<'_>, messages: &mut [ChatMessage]) -> R
     Ok(())
 }
 
-/// One turn write inside an open transaction (or savepoint): every row it adds or changes.
-fn apply_turn_write(tx: &mut Transaction<'_>, write: &TurnWrite) -> Result<(), StorageError> {
+/// One turn write inside an open transaction: every row it adds or changes.
+fn apply_turn_write(tx: &mut Tx<'_>, write: &TurnWrite) -> Result<(), StorageError> {
+    // First: a write that settles an approval someone else settled changes nothing at all.
+    if let Some(approval) = &write.settle_approval {
+        let changed = tx.execute(
+            "UPDATE tool_approvals SET calls = $1, status = $2, decided_by = $3, decided_at = $4
+             WHERE request_id = $5 AND user_id = $6 AND status = 'pending'",
+            &[
+                &Json(&approval.calls),
+                &approval.status.as_str(),
+                &approval.decided_by,
+                &approval.decided_at,
+                &approval.request_id,
+                &user_text(approval.user_id),
+            ],
+        )?;
+        if changed == 0 {
+            return Err(StorageError::Conflict(format!(
+                "approval {} was already decided",
+                approval.request_id
+            )));
+        }
+    }
     if let Some(stream) = &write.new_stream {
         tx.execute(
             "INSERT INTO chat_streams (id, user_id, session_id, status, created_at) VALUES ($1, $2, $3, $4, $5)",
@@ -644,26 +652,6 @@ fn apply_turn_write(tx: &mut Transaction<'_>, write: &TurnWrite) -> Result<(), S
             ],
         )?;
     }
-    if let Some(approval) = &write.settle_approval {
-        let changed = tx.execute(
-            "UPDATE tool_approvals SET calls = $1, status = $2, decided_by = $3, decided_at = $4
-             WHERE request_id = $5 AND user_id = $6 AND status = 'pending'",
-            &[
-                &Json(&approval.calls),
-                &approval.status.as_str(),
-                &approval.decided_by,
-                &approval.decided_at,
-                &approval.request_id,
-                &user_text(approval.user_id),
-            ],
-        )?;
-        if changed == 0 {
-            return Err(StorageError::Conflict(format!(
-                "approval {} was already decided",
-                approval.request_id
-            )));
-        }
-    }
     if let Some(approval) = &write.call_outcomes {
         tx.execute(
             "UPDATE tool_approvals SET calls = $1 WHERE request_id = $2 AND user_id = $3",
@@ -691,16 +679,14 @@ fn apply_turn_write(tx: &mut Transaction<'_>, write: &TurnWrite) -> Result<(), S
 
 /// A turn's messages and their attachments, in order.
 fn insert_messages(
-    tx: &mut Transaction<'_>,
+    tx: &mut Tx<'_>,
     session_id: &SessionId,
     messages: &[ChatMessage],
 ) -> Result<(), StorageError> {
-    let insert = tx.prepare(
-        "INSERT INTO chat_messages
+    const INSERT: &str = "INSERT INTO chat_messages
              (id, session_id, role, content, tool_calls, tool_executions, tool_call_id, usage, created_at, status,
               approval_request)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-    )?;
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
     for message in messages {
         let params: [&(dyn ToSql + Sync); 11] = [
             &message.id,
@@ -715,7 +701,7 @@ fn insert_messages(
             &message.status,
             &message.approval_request.as_ref().map(Json),
         ];
-        tx.execute(&insert, &params)?;
+        tx.execute(INSERT, &params)?;
         for attachment in &message.attachments {
             tx.execute(
                 "INSERT INTO chat_attachments (id, message_id, filename, mime_type, size, content, created_at)
@@ -736,6 +722,16 @@ fn insert_messages(
 }
 
 impl StorageError {
+    /// Whether the database refused the operation (a conflict, a constraint) rather than
+    /// failing to answer: the same work split up may partly succeed.
+    fn is_refusal(&self) -> bool {
+        match self {
+            StorageError::Conflict(_) => true,
+            StorageError::Postgres(err) => err.as_db_error().is_some(),
+            _ => false,
+        }
+    }
+
     /// Whether trying the same transaction again may succeed (it lost a deadlock or a
     /// serialization check; nothing of it was applied).
     fn is_transient(&self) -> bool {
