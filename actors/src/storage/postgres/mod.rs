@@ -50,7 +50,6 @@ const RETRIES: usize = 3;
 /// The advisory lock key of the server that holds the database ("aichatsrv" folded).
 const INSTANCE_LOCK: i64 = 0x6169_6368_6174_7376;
 
-
 /// What a connection needs besides the URL.
 #[derive(Debug, Clone, Default)]
 pub struct PostgresOptions {
@@ -678,11 +677,7 @@ fn apply_turn_write(tx: &mut Tx<'_>, write: &TurnWrite) -> Result<(), StorageErr
 }
 
 /// A turn's messages and their attachments, in order.
-fn insert_messages(
-    tx: &mut Tx<'_>,
-    session_id: &SessionId,
-    messages: &[ChatMessage],
-) -> Result<(), StorageError> {
+fn insert_messages(tx: &mut Tx<'_>, session_id: &SessionId, messages: &[ChatMessage]) -> Result<(), StorageError> {
     const INSERT: &str = "INSERT INTO chat_messages
              (id, session_id, role, content, tool_calls, tool_executions, tool_call_id, usage, created_at, status,
               approval_request)
