@@ -8,6 +8,7 @@ use std::time::Duration;
 use actix::{Arbiter, Supervisor};
 use actix_web::{App, HttpServer, web};
 use actors::Chat;
+use actors::cluster::ClusterActor;
 use actors::limits::{ReaderLimits, TurnLimits};
 use actors::mcp::{McpServer, McpTools};
 use actors::provider::factory::provider_factory;
@@ -18,7 +19,7 @@ use actors::storage::{ChatStore, PostgresOptions, PostgresStore, SqliteStore, St
 use actors::stream::StreamHub;
 use actors::tools::ToolCatalog;
 
-use crate::config::{Config, DatabaseConfig, DatabaseTarget};
+use crate::config::{ClusterConfig, Config, DatabaseConfig, DatabaseTarget};
 use crate::http::auth::Authenticator;
 use crate::http::{self, AppState, Limits};
 
@@ -64,33 +65,52 @@ pub enum StartError {
 /// Opens the configured database (migrating it) and marks the turns a previous process left
 /// running as interrupted. On a plain thread: the PostgreSQL client blocks on its own runtime,
 /// which tokio refuses on the server's.
-fn open_store(database: &DatabaseConfig) -> Result<Arc<dyn ChatStore>, StartError> {
+/// The store as opened: the trait object, and the PostgreSQL store itself (for its listener).
+struct Opened {
+    store: Arc<dyn ChatStore>,
+    postgres: Option<Arc<PostgresStore>>,
+}
+
+fn open_store(database: &DatabaseConfig, cluster: &ClusterConfig) -> Result<Opened, StartError> {
     let target = database.target()?;
     let where_ = target.describe();
-    let open = || -> Result<Arc<dyn ChatStore>, StorageError> {
-        let store: Arc<dyn ChatStore> = match &target {
-            DatabaseTarget::Sqlite(path) => Arc::new(SqliteStore::open(path, database.pool_size)?),
-            DatabaseTarget::Postgres(_) => Arc::new(PostgresStore::open(
-                &database.url,
-                &PostgresOptions {
+    let open = || -> Result<Opened, StorageError> {
+        let opened = match &target {
+            DatabaseTarget::Sqlite(path) => Opened {
+                store: Arc::new(SqliteStore::open(path, database.pool_size)?),
+                postgres: None,
+            },
+            DatabaseTarget::Postgres(_) => {
+                let mut options = PostgresOptions {
                     password: database.password.as_ref().map(|p| p.expose().to_owned()),
                     pool_size: database.pool_size,
-                },
-            )?),
+                    lease: Duration::from_secs(cluster.lease_secs),
+                    ..PostgresOptions::default()
+                };
+                if !cluster.node_id.is_empty() {
+                    options.node_id.clone_from(&cluster.node_id);
+                }
+                let store = Arc::new(PostgresStore::open(&database.url, &options)?);
+                tracing::info!(node_id = %store.node_id(), lease_secs = cluster.lease_secs, "cluster node");
+                Opened {
+                    store: store.clone(),
+                    postgres: Some(store),
+                }
+            }
         };
-        let interrupted = actors::session::recovery::interrupt_running(store.as_ref())?;
+        let interrupted = actors::session::recovery::interrupt_running(opened.store.as_ref())?;
         if interrupted > 0 {
             tracing::warn!(
                 interrupted,
                 "turns left running by the previous process were marked interrupted"
             );
         }
-        Ok(store)
+        Ok(opened)
     };
-    let store = std::thread::scope(|scope| scope.spawn(open).join())
+    let opened = std::thread::scope(|scope| scope.spawn(open).join())
         .map_err(|_| StorageError::Unavailable("opening the database panicked".into()))??;
     tracing::info!(database = %where_, "storage ready");
-    Ok(store)
+    Ok(opened)
 }
 
 /// Starts everything; must run inside an actix System. `handle_signals = false` for tests.
@@ -107,8 +127,12 @@ pub fn start(config: &Config, handle_signals: bool) -> Result<Running, StartErro
     let listener =
         TcpListener::bind((config.server.listen_address.as_str(), config.server.port)).map_err(cannot_listen)?;
     let addr = listener.local_addr().map_err(cannot_listen)?;
-    let store = open_store(&config.database)?;
-    let storage = Storage::start(store, config.database.threads, secs(config.server.actor_timeout_secs));
+    let opened = open_store(&config.database, &config.cluster)?;
+    let storage = Storage::start(
+        opened.store,
+        config.database.threads,
+        secs(config.server.actor_timeout_secs),
+    );
 
     let provider_arbiter = Arbiter::new();
     let mock_delay = Duration::from_millis(config.mock.chunk_delay_ms);
@@ -160,6 +184,18 @@ pub fn start(config: &Config, handle_signals: bool) -> Result<Running, StartErro
     });
     let timeout = secs(config.server.actor_timeout_secs);
     let registry = Supervisor::start(move |_| SessionRegistry::new(deps, timeout));
+    let node_id = match &opened.postgres {
+        Some(postgres) => {
+            // Several nodes may share the database: hear their notices, renew this node's
+            // leases, end the turns of nodes that died.
+            postgres.listen(actors::cluster::on_notice(Arc::clone(&hub), registry.clone()));
+            let (storage, hub, registry) = (storage.clone(), Arc::clone(&hub), registry.clone());
+            let lease = secs(config.cluster.lease_secs);
+            Supervisor::start(move |_| ClusterActor::new(storage, hub, registry, lease));
+            Some(postgres.node_id().to_owned())
+        }
+        None => None,
+    };
     let turns = TurnLimits::new(
         config.limits.max_concurrent_turns_per_user,
         config.limits.turns_per_minute_per_user,
@@ -185,6 +221,7 @@ pub fn start(config: &Config, handle_signals: bool) -> Result<Running, StartErro
         _ => Authenticator::Header,
     };
     let state = web::Data::new(AppState {
+        node_id,
         auth,
         chat: chat.clone(),
         tools,

@@ -75,6 +75,7 @@ pub mod approval;
 pub mod attachment;
 pub mod backlog;
 pub mod chat;
+pub mod cluster;
 pub mod ids;
 pub mod limits;
 pub mod mcp;

@@ -53,6 +53,17 @@ pub struct Evict {
     pub session_id: SessionId,
 }
 
+/// Stops the turn of `stream_id` if its session's actor runs here (a cancel asked on another
+/// node, through the database).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CancelHere {
+    /// The session.
+    pub session_id: SessionId,
+    /// The stream whose turn to stop.
+    pub stream_id: crate::ids::StreamId,
+}
+
 /// How many session actors are in memory.
 #[derive(Message)]
 #[rtype(result = "usize")]
@@ -252,16 +263,17 @@ impl Handler<Submit> for SessionRegistry {
                             .into_actor(act)
                             .then(move |sent, act, ctx| -> ResponseActFuture<Self, _> {
                                 match sent {
-                                    Ok(started) => Box::pin(fut::ready(started)),
-                                    // The actor stopped between lookup and forward (idle, crash): once more
+                                    // The actor stopped between lookup and forward (idle, crash), or its copy
+                                    // of the session was stale (another node ran a turn in it): once more
                                     // with a fresh one, loaded from storage.
-                                    Err(MailboxError::Closed) => {
+                                    Err(MailboxError::Closed) | Ok(Err(SessionError::Stale)) => {
                                         if act.sessions.get(&id).is_some_and(|live| live.addr == addr) {
                                             act.sessions.remove(&id);
                                         }
                                         let fresh = act.get_or_start(user, id, false, ctx);
                                         Box::pin(act.forward(&fresh, again).into_actor(act).map(|sent, _, _| sent?))
                                     }
+                                    Ok(started) => Box::pin(fut::ready(started)),
                                     Err(err) => Box::pin(fut::ready(Err(err.into()))),
                                 }
                             }),
@@ -296,6 +308,19 @@ impl Handler<Forget> for SessionRegistry {
             .is_some_and(|live| live.addr == msg.addr)
         {
             self.sessions.remove(&msg.session_id);
+        }
+    }
+}
+
+impl Handler<CancelHere> for SessionRegistry {
+    type Result = ();
+
+    fn handle(&mut self, msg: CancelHere, _: &mut Self::Context) {
+        if let Some(live) = self.sessions.get(&msg.session_id) {
+            live.addr.do_send(StopTurn {
+                stream_id: Some(msg.stream_id),
+                reason: StopReason::Cancelled,
+            });
         }
     }
 }

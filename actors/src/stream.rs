@@ -5,6 +5,10 @@
 //! each sees every event in order; a reader that connects late catches up from the buffer.
 //! Buffers of finished turns stay in memory for a retention time; after that, and after a
 //! restart, the same events come from storage.
+//!
+//! On a database several nodes share, a stream whose turn runs on another node is *followed*: its
+//! buffer is filled from storage whenever that node announces new events (and on a slow poll in
+//! case a notice was lost), so readers here get it live too.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -48,6 +52,15 @@ pub struct StreamBuffer {
     state: Mutex<BufferState>,
     version: watch::Sender<u64>,
     readers: std::sync::atomic::AtomicUsize,
+    /// Set when the turn runs on another node and this buffer follows it from storage.
+    remote: Option<Remote>,
+}
+
+/// What a followed buffer needs: a wake-up when the running node announces events, and when
+/// that announcement was made (for the lag figure).
+struct Remote {
+    wake: tokio::sync::Notify,
+    announced_at_micros: std::sync::atomic::AtomicI64,
 }
 
 fn lock(state: &Mutex<BufferState>) -> MutexGuard<'_, BufferState> {
@@ -65,7 +78,117 @@ impl StreamBuffer {
             state: Mutex::new(BufferState::default()),
             version: watch::channel(0).0,
             readers: std::sync::atomic::AtomicUsize::new(0),
+            remote: None,
         })
+    }
+
+    /// A buffer that follows a turn running on another node, holding the events stored so far.
+    pub fn following(record: &StreamRecord, events: Vec<StoredEvent>) -> Arc<Self> {
+        let buffer = Arc::new(Self {
+            id: record.id.clone(),
+            user_id: record.user_id,
+            session_id: record.session_id.clone(),
+            state: Mutex::new(BufferState::default()),
+            version: watch::channel(0).0,
+            readers: std::sync::atomic::AtomicUsize::new(0),
+            remote: Some(Remote {
+                wake: tokio::sync::Notify::new(),
+                announced_at_micros: std::sync::atomic::AtomicI64::new(0),
+            }),
+        });
+        buffer.append_stored(events);
+        buffer
+    }
+
+    /// Whether this buffer follows a turn running on another node.
+    pub fn is_followed(&self) -> bool {
+        self.remote.is_some()
+    }
+
+    /// Wakes the follower of this buffer: the running node announced events (at `at_micros`).
+    pub fn announce(&self, at_micros: i64) {
+        if let Some(remote) = &self.remote {
+            remote
+                .announced_at_micros
+                .store(at_micros, std::sync::atomic::Ordering::Relaxed);
+            remote.wake.notify_one();
+        }
+    }
+
+    /// Waits until the running node announces events, at most `limit`.
+    pub async fn announced(&self, limit: Duration) {
+        if let Some(remote) = &self.remote {
+            let _ = tokio::time::timeout(limit, remote.wake.notified()).await;
+        }
+    }
+
+    /// When the last announcement this buffer got was made (Unix µs; 0 if none).
+    pub fn announced_at_micros(&self) -> i64 {
+        self.remote
+            .as_ref()
+            .map_or(0, |r| r.announced_at_micros.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Appends stored events past the last one held (in order; a terminal one ends the stream)
+    /// and wakes the readers. Returns how many were new.
+    pub fn append_stored(&self, events: Vec<StoredEvent>) -> usize {
+        let (added, last) = {
+            let mut state = lock(&self.state);
+            if state.finished_at.is_some() {
+                return 0;
+            }
+            let mut added = 0;
+            for event in events {
+                let after = state.events.last().map_or(0, |e| e.seq);
+                if event.seq <= after {
+                    continue;
+                }
+                let terminal = is_terminal_json(&event.data);
+                state.bytes += event.data.len() + EVENT_OVERHEAD;
+                state.events.push(Arc::new(StreamEvent {
+                    seq: event.seq,
+                    data: event.data.into(),
+                    terminal,
+                }));
+                added += 1;
+                if terminal {
+                    state.finished_at = Some(Instant::now());
+                    break;
+                }
+            }
+            (added, state.events.last().map_or(0, |e| e.seq))
+        };
+        if added > 0 {
+            self.version.send_replace(last);
+        }
+        added
+    }
+
+    /// Ends a followed stream whose turn stopped without a terminal event as a stream rebuilt from
+    /// storage ends ([`Self::from_stored`]): with an `interrupted` error numbered above any id seen.
+    pub fn end_interrupted(&self) {
+        let seq = {
+            let mut state = lock(&self.state);
+            if state.finished_at.is_some() {
+                return;
+            }
+            let last = state.events.last().map_or(0, |e| e.seq);
+            let note = crate::session::recovery::interrupted_note(&self.session_id);
+            let seq = crate::session::recovery::terminal_seq(last);
+            state.events.push(Arc::new(StreamEvent {
+                seq,
+                data: serde_json::to_string(&note).unwrap_or_default().into(),
+                terminal: true,
+            }));
+            state.finished_at = Some(Instant::now());
+            seq
+        };
+        self.version.send_replace(seq);
+    }
+
+    /// The sequence number of the last event held (0 when none).
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq_and_terminal().0
     }
 
     /// A finished buffer rebuilt from storage. A stream left without a terminal event (the server
@@ -272,6 +395,42 @@ impl StreamHub {
         self.map().insert(buffer.id().clone(), buffer);
     }
 
+    /// Registers a buffer unless one with its id is there already; returns the one registered and
+    /// whether it is `buffer`.
+    pub fn insert_if_absent(&self, buffer: Arc<StreamBuffer>) -> (Arc<StreamBuffer>, bool) {
+        let mut map = self.map();
+        match map.get(buffer.id()) {
+            Some(existing) => (Arc::clone(existing), false),
+            None => {
+                map.insert(buffer.id().clone(), Arc::clone(&buffer));
+                (buffer, true)
+            }
+        }
+    }
+
+    /// Wakes the follower of a stream another node runs (it announced events at `at_micros`).
+    pub fn announce(&self, id: &StreamId, at_micros: i64) {
+        if let Some(buffer) = self.get(id) {
+            buffer.announce(at_micros);
+        }
+    }
+
+    /// Wakes every follower (notices may have been missed).
+    pub fn announce_all(&self) {
+        for buffer in self.map().values() {
+            buffer.announce(0);
+        }
+    }
+
+    /// The streams whose turn runs on this node now.
+    pub fn running_here(&self) -> Vec<StreamId> {
+        self.map()
+            .values()
+            .filter(|b| !b.is_followed() && !b.is_finished())
+            .map(|b| b.id().clone())
+            .collect()
+    }
+
     /// A buffer by id, whoever owns it (callers check the owner).
     pub fn get(&self, id: &StreamId) -> Option<Arc<StreamBuffer>> {
         self.map().get(id).cloned()
@@ -316,17 +475,28 @@ impl StreamHub {
         before - map.len()
     }
 
-    /// Streams of this user whose turn is still running.
+    /// Streams of this user whose turn is still running on this node.
     pub fn running_for(&self, user: UserId) -> usize {
         self.map()
             .values()
-            .filter(|b| b.user_id() == user && !b.is_finished())
+            .filter(|b| b.user_id() == user && !b.is_followed() && !b.is_finished())
             .count()
     }
 
-    /// Streams whose turn is still running.
+    /// Streams whose turn is still running on this node.
     pub fn running(&self) -> usize {
-        self.map().values().filter(|b| !b.is_finished()).count()
+        self.map()
+            .values()
+            .filter(|b| !b.is_followed() && !b.is_finished())
+            .count()
+    }
+
+    /// Streams of other nodes' turns followed here, still running.
+    pub fn followed(&self) -> usize {
+        self.map()
+            .values()
+            .filter(|b| b.is_followed() && !b.is_finished())
+            .count()
     }
 
     /// Streams in memory.

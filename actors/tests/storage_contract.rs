@@ -18,7 +18,7 @@ use actors::attachment::Attachment;
 use actors::ids::{StreamId, UserId};
 use actors::model::{ApprovalRequestView, ChatMessage, Role, Session, TitleSource, ToolCall, ToolExecution, Usage};
 use actors::storage::{
-    ChatStore, ClearMessages, CreateSession, DeleteGrant, DeleteSession, GetApproval, GetSession, ListApprovals,
+    ChatStore, ClearMessages, CreateSession, DeleteGrant, DeleteSession, Fence, GetApproval, GetSession, ListApprovals,
     ListGrants, ListMessages, ListSessions, LoadStream, Page, PendingApproval, Ping, PostgresOptions, PostgresStore,
     SetTitle, SqliteStore, Storage, StorageError, StoredEvent, StreamRecord, StreamStatus, TurnWrite,
 };
@@ -69,6 +69,7 @@ impl Backend {
                 &PostgresOptions {
                     password: None,
                     pool_size: 4,
+                    ..PostgresOptions::default()
                 },
             )?),
         })
@@ -858,11 +859,16 @@ async fn a_restart_keeps_everything_and_finds_the_turns_left_running(backend: Ba
         ..says(&session, &["hello"])
     };
     plain(|| store.write_turn(&write)).unwrap();
-    // One server holds a database at a time.
-    assert!(
-        matches!(backend.try_open(), Err(StorageError::InUse(_))),
-        "a second store on the same database is refused"
-    );
+    if store.is_shared() {
+        // Several nodes share a PostgreSQL database.
+        assert!(backend.try_open().is_ok(), "a second node opens the same database");
+    } else {
+        // One server holds a SQLite file at a time.
+        assert!(
+            matches!(backend.try_open(), Err(StorageError::InUse(_))),
+            "a second store on the same database is refused"
+        );
+    }
     drop(store);
 
     let store = reopen(&backend).await;
@@ -906,6 +912,131 @@ async fn reopen(backend: &Backend) -> Arc<dyn ChatStore> {
         }
     }
     panic!("the database stayed in use after its store was dropped");
+}
+
+/// Two nodes on one PostgreSQL database: a turn's first write takes its session's lease (a second
+/// turn anywhere is `Busy`, a node whose copy of the session is older than the lease is `Stale`),
+/// its last write gives it back; a node that stops renewing loses its turn to another node, which
+/// ends it as crash recovery does, and the first node's late writes are refused (fenced); a node
+/// that renews keeps its turn; a cancel asked on any node reaches the renewing node.
+#[actix_rt::test]
+async fn postgres_leases_fence_turns_and_lapsed_ones_are_taken_over() {
+    let Backend::Postgres(url) = Backend::postgres() else {
+        unreachable!()
+    };
+    let node = |id: &str| -> Arc<dyn ChatStore> {
+        let options = PostgresOptions {
+            password: None,
+            pool_size: 2,
+            node_id: id.into(),
+            lease: Duration::from_secs(3),
+        };
+        plain(|| Arc::new(PostgresStore::open(&url, &options).unwrap()))
+    };
+    let (a, b) = (node("a"), node("b"));
+    let session = Session::new(user(1), "Chat".into(), TitleSource::Default);
+    plain(|| a.create_session(&session)).unwrap();
+    let fence = |token, claim| Fence {
+        session_id: session.id.clone(),
+        token,
+        claim,
+    };
+    let begin = |stream: &StreamRecord, token| TurnWrite {
+        new_stream: Some(stream.clone()),
+        stream_id: Some(stream.id.clone()),
+        fence: Some(fence(token, true)),
+        ..says(&session, &["hi"])
+    };
+    let step = |stream: &StreamRecord, token, seq, finish| TurnWrite {
+        stream_id: Some(stream.id.clone()),
+        events: vec![event(seq, r#"{"type":"message","content":"x"}"#)],
+        finish,
+        fence: Some(fence(token, false)),
+        ..TurnWrite::default()
+    };
+    assert_eq!(plain(|| b.lease_token(&session.id)).unwrap(), 0);
+
+    let first = stream_of(&session);
+    plain(|| a.write_turn(&begin(&first, 1))).unwrap();
+    let second = stream_of(&session);
+    assert!(matches!(
+        plain(|| b.write_turn(&begin(&second, 1))),
+        Err(StorageError::Busy)
+    ));
+    assert!(matches!(
+        plain(|| b.write_turn(&begin(&second, 2))),
+        Err(StorageError::Busy)
+    ));
+    plain(|| a.write_turn(&step(&first, 1, 1, None))).unwrap();
+    plain(|| a.write_turn(&step(&first, 1, 2, Some(StreamStatus::Done)))).unwrap();
+    // B read the session before A's turn: its copy is stale, nothing of its write is stored.
+    assert!(matches!(
+        plain(|| b.write_turn(&begin(&second, 1))),
+        Err(StorageError::Stale(_))
+    ));
+    assert_eq!(plain(|| b.lease_token(&session.id)).unwrap(), 1);
+    plain(|| b.write_turn(&begin(&second, 2))).unwrap();
+    let storage_a = storage(Arc::clone(&a));
+    assert_eq!(contents(&storage_a, 1, &session, None).await, vec!["hi", "hi"]);
+
+    // B dies mid-turn (no renewal): once its lease lapses, A ends the turn like crash recovery.
+    assert!(
+        plain(|| a.claim_orphaned_turns(false)).unwrap().is_empty(),
+        "a live lease is not taken"
+    );
+    actix_rt::time::sleep(Duration::from_millis(3300)).await;
+    let ended = plain(|| actors::session::recovery::interrupt_orphans(a.as_ref(), false)).unwrap();
+    assert_eq!(ended, vec![second.id.clone()]);
+    assert!(matches!(
+        plain(|| b.write_turn(&step(&second, 2, 1, None))),
+        Err(StorageError::Stale(_))
+    ));
+    let (record, events) = storage_a
+        .ask(LoadStream {
+            user: user(1),
+            id: second.id.clone(),
+            after_seq: 0,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.status, StreamStatus::Interrupted);
+    assert!(events.last().unwrap().data.contains("\"code\":\"interrupted\""));
+
+    // A renews its turn's lease: B never takes it, and B's cancel request reaches A.
+    let token = plain(|| a.lease_token(&session.id)).unwrap();
+    let third = stream_of(&session);
+    plain(|| a.write_turn(&begin(&third, token + 1))).unwrap();
+    for _ in 0..2 {
+        actix_rt::time::sleep(Duration::from_millis(2000)).await;
+        assert!(
+            plain(|| a.renew_leases(std::slice::from_ref(&third.id)))
+                .unwrap()
+                .is_empty()
+        );
+    }
+    assert!(
+        plain(|| b.claim_orphaned_turns(false)).unwrap().is_empty(),
+        "a renewed lease is kept"
+    );
+    assert!(
+        !plain(|| b.request_cancel(user(2), &third.id)).unwrap(),
+        "only the owner cancels"
+    );
+    assert!(plain(|| b.request_cancel(user(1), &third.id)).unwrap());
+    assert_eq!(
+        plain(|| a.renew_leases(std::slice::from_ref(&third.id))).unwrap(),
+        vec![third.id.clone()]
+    );
+    plain(|| a.write_turn(&step(&third, token + 1, 1, Some(StreamStatus::Cancelled)))).unwrap();
+    assert!(
+        !plain(|| b.request_cancel(user(1), &third.id)).unwrap(),
+        "an ended turn is not flagged"
+    );
+    plain(move || {
+        drop(a);
+        drop(b);
+    });
 }
 
 macro_rules! contract {

@@ -27,6 +27,9 @@ pub struct Cli {
     /// `sqlite:PATH`.
     #[arg(long)]
     pub database_url: Option<String>,
+    /// This node's id among several on one PostgreSQL database.
+    #[arg(long)]
+    pub node_id: Option<String>,
     /// Default provider.
     #[arg(long)]
     pub llm_provider: Option<String>,

@@ -18,8 +18,8 @@ use serde::Deserialize;
 
 pub use cli::{Cli, Command};
 pub use sections::{
-    AttachmentsConfig, AuthConfig, DatabaseConfig, DatabaseTarget, LimitsConfig, LlmConfig, LogConfig, McpConfig,
-    MockConfig, ServerConfig, SessionConfig,
+    AttachmentsConfig, AuthConfig, ClusterConfig, DatabaseConfig, DatabaseTarget, LimitsConfig, LlmConfig, LogConfig,
+    McpConfig, MockConfig, ServerConfig, SessionConfig,
 };
 
 /// A configuration problem, naming the key (or variable, or flag) at fault.
@@ -88,6 +88,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// `[attachments]`.
     pub attachments: AttachmentsConfig,
+    /// `[cluster]`.
+    pub cluster: ClusterConfig,
 }
 
 fn parse_bool(key: &str, raw: &str) -> Result<bool, ConfigError> {
@@ -242,7 +244,8 @@ impl Config {
                 .parse()
                 .map_err(|_| invalid("AICHAT_PORT", format!("expected a port number, got {port:?}")))?;
         }
-        let strings: [(&str, &mut String); 8] = [
+        let strings: [(&str, &mut String); 9] = [
+            ("AICHAT_NODE_ID", &mut self.cluster.node_id),
             ("AICHAT_LISTEN_ADDRESS", &mut self.server.listen_address),
             ("AICHAT_DATABASE_URL", &mut self.database.url),
             ("AICHAT_LLM_PROVIDER", &mut self.llm.provider),
@@ -285,7 +288,8 @@ impl Config {
     }
 
     fn apply_cli(&mut self, cli: &Cli) {
-        let overrides: [(&Option<String>, &mut String); 8] = [
+        let overrides: [(&Option<String>, &mut String); 9] = [
+            (&cli.node_id, &mut self.cluster.node_id),
             (&cli.listen_address, &mut self.server.listen_address),
             (&cli.database_url, &mut self.database.url),
             (&cli.llm_provider, &mut self.llm.provider),

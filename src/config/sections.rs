@@ -236,6 +236,28 @@ impl Default for AuthConfig {
     }
 }
 
+/// `[cluster]`: this node among several on one PostgreSQL database (ignored on SQLite, which is
+/// single-node).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// This node's id in the leases it holds; empty: generated at start (and logged). Give each
+    /// node a stable id to have its own turns recovered at once when it restarts.
+    pub node_id: String,
+    /// How long a node's hold on a running turn lasts unless renewed (every third of it); a dead
+    /// node's turns are ended by another node after this.
+    pub lease_secs: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            node_id: String::new(),
+            lease_secs: 10,
+        }
+    }
+}
+
 /// `[limits]`: per-user limits on turns.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -93,6 +93,15 @@ impl Config {
                 return Err(invalid(key, "must be greater than 0"));
             }
         }
+        if !(2..=600).contains(&self.cluster.lease_secs) {
+            return Err(invalid("cluster.lease_secs", "must be between 2 and 600"));
+        }
+        if self.cluster.node_id.len() > 64 || self.cluster.node_id.chars().any(|c| c.is_control() || c == ':') {
+            return Err(invalid(
+                "cluster.node_id",
+                "at most 64 characters, no control characters or ':'",
+            ));
+        }
         if self.database.pool_size < self.database.threads as u32 {
             return Err(invalid("database.pool_size", "must be at least database.threads"));
         }

@@ -324,6 +324,20 @@ pub struct Health {
     pub session_actors: Option<usize>,
     /// Each MCP server's state.
     pub mcp_servers: Vec<McpServerState>,
+    /// This node among several on one PostgreSQL database; absent on SQLite (single-node).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<NodeState>,
+}
+
+/// This node's place in a cluster, as `/health` shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NodeState {
+    /// Its id in the leases it holds.
+    pub id: String,
+    /// Turns running on it now (it holds their sessions' leases).
+    pub turns_running: usize,
+    /// Streams of other nodes' turns it follows for readers here.
+    pub streams_followed: usize,
 }
 
 /// An MCP server's name and state, as `/health` shows it.

@@ -6,7 +6,7 @@ use actix_web::{HttpResponse, get, web};
 
 use super::AppState;
 use super::auth::AuthUser;
-use super::dto::{Health, McpServerState, Ready, ServersList, ToolDto, ToolsList, ToolsQuery, flag};
+use super::dto::{Health, McpServerState, NodeState, Ready, ServersList, ToolDto, ToolsList, ToolsQuery, flag};
 use super::error::ApiError;
 
 async fn storage_ok(state: &AppState) -> bool {
@@ -40,6 +40,11 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
                 state: s.state,
             })
             .collect(),
+        node: state.node_id.as_ref().map(|id| NodeState {
+            id: id.clone(),
+            turns_running: state.chat.hub().running(),
+            streams_followed: state.chat.hub().followed(),
+        }),
     })
 }
 

@@ -63,6 +63,8 @@ pub struct AppState {
     pub limits: Limits,
     /// How requests authenticate.
     pub auth: auth::Authenticator,
+    /// This node's id when several may share the database (PostgreSQL).
+    pub node_id: Option<String>,
 }
 
 fn json_error(err: JsonPayloadError, limit: usize) -> actix_web::Error {

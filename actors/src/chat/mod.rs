@@ -4,6 +4,7 @@
 //! in the actors behind it. Each method sends the actor messages of one operation, with timeouts.
 
 mod disconnect;
+mod follow;
 mod in_band;
 mod records;
 
@@ -22,10 +23,16 @@ use crate::limits::{ReaderLimits, ReaderPermit, TurnLimits};
 use crate::provider::Providers;
 use crate::registry::{CountSessions, Evict, InterruptAll, Resolve, SessionRegistry, Submit};
 use crate::session::{Decide, SessionError, StartTurn, StopReason, StopTurn, TurnStarted};
-use crate::storage::{ClearMessages, DeleteSession, GetApproval, GetSession, LoadStream, Storage};
+use crate::storage::{
+    ClearMessages, DeleteSession, GetApproval, GetSession, LoadStream, RequestCancel, Storage, StreamStatus,
+};
 use crate::stream::{StreamBuffer, StreamHub};
 
 pub use disconnect::DisconnectGuard;
+
+/// How often a decision is tried when the session is busy ending the turn that asked (on another
+/// node) or this node's copy of it is stale.
+const DECIDE_TRIES: u32 = 40;
 
 /// A message a person sends: text (or an in-band `[APPROVE_TOOLS:<id>]` / `[DENY_TOOLS:<id>]`),
 /// the session it continues, the provider it names, and its files.
@@ -154,8 +161,8 @@ impl Chat {
             .map_err(SessionError::TurnFailed)
     }
 
-    /// The stream's buffer, from memory or rebuilt from storage; `StreamNotFound` for another
-    /// user's.
+    /// The stream's buffer, from memory or rebuilt from storage (followed live when its turn runs
+    /// on another node); `StreamNotFound` for another user's.
     pub async fn open_stream(&self, user: UserId, id: &StreamId) -> Result<Arc<StreamBuffer>, SessionError> {
         if let Some(buffer) = self.hub.get(id) {
             return if buffer.user_id() == user {
@@ -173,6 +180,18 @@ impl Chat {
             })
             .await?
             .ok_or(SessionError::StreamNotFound)?;
+        if self.storage.is_shared() && stored.0.status == StreamStatus::Running {
+            let (buffer, new) = self.hub.insert_if_absent(StreamBuffer::following(&stored.0, stored.1));
+            if new {
+                let follower = follow::follow(self.storage.clone(), Arc::clone(&self.hub), Arc::clone(&buffer), user);
+                actix_rt::spawn(follower);
+            }
+            return if buffer.user_id() == user {
+                Ok(buffer)
+            } else {
+                Err(SessionError::StreamNotFound)
+            };
+        }
         Ok(StreamBuffer::from_stored(&stored.0, stored.1))
     }
 
@@ -208,6 +227,11 @@ impl Chat {
         let buffer = self.open_stream(user, id).await?;
         if buffer.is_finished() {
             return Err(SessionError::Finished);
+        }
+        if buffer.is_followed() {
+            // The turn runs on another node: ask it through the database.
+            let flagged = self.storage.ask(RequestCancel { user, id: id.clone() }).await?;
+            return if flagged { Ok(()) } else { Err(SessionError::Finished) };
         }
         let resolve = Resolve {
             user,
@@ -283,19 +307,30 @@ impl Chat {
             ApprovalStatus::Expired => return Err(SessionError::ApprovalExpired),
             _ => return Err(SessionError::AlreadyDecided),
         }
-        let resolve = Resolve {
-            user,
-            session_id: Some(record.session_id.clone()),
-        };
-        let (_, addr) = self.ask("registry", &self.registry, resolve).await??;
-        self.ask(
-            "session",
-            &addr,
-            Decide {
-                request_id: record.request_id,
-                decision,
-            },
-        )
-        .await?
+        // The turn that asked may still be ending on another node (its lease not yet given
+        // back), and this node's copy of the session may be stale: a few tries, briefly apart.
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let resolve = Resolve {
+                user,
+                session_id: Some(record.session_id.clone()),
+            };
+            let (_, addr) = self.ask("registry", &self.registry, resolve).await??;
+            let decide = Decide {
+                request_id: record.request_id.clone(),
+                decision: decision.clone(),
+            };
+            match self.ask("session", &addr, decide).await? {
+                Err(SessionError::Stale) if tries < DECIDE_TRIES => {
+                    let session_id = record.session_id.clone();
+                    self.ask("registry", &self.registry, Evict { user, session_id }).await?;
+                }
+                Err(SessionError::Busy) if tries < DECIDE_TRIES && self.storage.is_shared() => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                other => return other,
+            }
+        }
     }
 }

@@ -24,6 +24,10 @@ pub enum SessionError {
     /// The session already runs a turn; one turn at a time per session.
     #[error("a turn is already running in this session")]
     Busy,
+    /// The session actor's copy of the session is stale (another node ran a turn in it since it
+    /// was read); a fresh actor reads it again. Never reaches a client.
+    #[error("the session changed on another node")]
+    Stale,
     /// The stream's turn has already ended.
     #[error("the turn of this stream has already ended")]
     Finished,

@@ -22,7 +22,9 @@ use futures::FutureExt;
 use crate::approval::{ApprovalRecord, ApprovalStatus, Remember};
 use crate::ids::{SessionId, StreamId, UserId};
 use crate::model::{ChatMessage, Role, StreamMessage};
-use crate::storage::{ListMessages, NewGrant, PendingApproval, StreamRecord, StreamStatus, TurnWrite};
+use crate::storage::{
+    Fence, LeaseToken, ListMessages, NewGrant, PendingApproval, StorageError, StreamRecord, StreamStatus, TurnWrite,
+};
 use crate::stream::StreamBuffer;
 use crate::tools::keep_head_and_tail;
 
@@ -42,6 +44,8 @@ struct RunningTurn {
     stream: Arc<StreamBuffer>,
     handle: Option<SpawnHandle>,
     stop: tokio::sync::watch::Sender<Option<StopReason>>,
+    /// The lease this turn holds (on a shared store).
+    fence: Option<Fence>,
 }
 
 /// The session actor.
@@ -60,6 +64,9 @@ pub struct SessionActor {
     /// waits on it.
     turns_ended: tokio::sync::watch::Sender<u64>,
     last_active: Instant,
+    /// The session's lease token as of the history this actor holds (a shared store): the next
+    /// turn claims the one after it, and finds out so when another node ran a turn meanwhile.
+    lease_token: u64,
 }
 
 impl SessionActor {
@@ -76,6 +83,7 @@ impl SessionActor {
             pending: None,
             turns_ended: tokio::sync::watch::channel(0).0,
             last_active: Instant::now(),
+            lease_token: 0,
         }
     }
 
@@ -91,18 +99,29 @@ impl SessionActor {
             user: self.user,
             session: self.id.clone(),
         };
+        let token = LeaseToken {
+            session_id: self.id.clone(),
+        };
         // `wait`: no message is handled before the context is rebuilt from storage.
         ctx.wait(
             async move {
+                // The token first: a turn another node stores after this read makes the next
+                // claim stale (and this copy is read again), never silently missed.
+                let token = if storage.is_shared() {
+                    storage.ask(token).await?
+                } else {
+                    0
+                };
                 let history = storage.ask(load).await?;
                 let pending = storage.ask(pending).await?;
-                Ok::<_, crate::storage::StorageError>(history.map(|h| (h, pending)))
+                Ok::<_, StorageError>(history.map(|h| (h, pending, token)))
             }
             .into_actor(self)
             .map(|loaded, act, ctx| match loaded {
-                Ok(Some((history, pending))) => {
+                Ok(Some((history, pending, token))) => {
                     act.history = history.into_iter().map(Arc::new).collect();
                     act.pending = pending;
+                    act.lease_token = token;
                     act.load = Load::Ready;
                 }
                 Ok(None) => {
@@ -160,6 +179,7 @@ impl Actor for SessionActor {
                     stream_id: Some(turn.stream.id().clone()),
                     events: vec![event],
                     finish: Some(StreamStatus::Failed),
+                    fence: turn.fence.clone(),
                     ..TurnWrite::default()
                 };
                 actix_rt::spawn(async move {
@@ -193,10 +213,17 @@ impl SessionActor {
         let stream_id = StreamId::generate();
         let buffer = StreamBuffer::new(stream_id.clone(), self.user, self.id.clone());
         let (stop, stop_rx) = tokio::sync::watch::channel(None);
+        let claim = self.deps.storage.is_shared().then(|| Fence {
+            session_id: self.id.clone(),
+            token: self.lease_token + 1,
+            claim: true,
+        });
+        let held = claim.clone().map(|fence| Fence { claim: false, ..fence });
         self.turn = Some(RunningTurn {
             stream: Arc::clone(&buffer),
             handle: None,
             stop,
+            fence: held.clone(),
         });
         // The session's pending approval (if any) is settled by this turn.
         let pending_before = self.pending.take();
@@ -213,6 +240,7 @@ impl SessionActor {
             stream_id: Some(stream_id.clone()),
             settle_approval: settle,
             new_grants: grants,
+            fence: claim,
             ..TurnWrite::default()
         };
         let storage = self.deps.storage.clone();
@@ -223,9 +251,20 @@ impl SessionActor {
                     // Nothing was stored: the request is still pending.
                     act.pending = pending_before;
                     return Err(match err {
-                        crate::storage::StorageError::Conflict(_) => SessionError::AlreadyDecided,
+                        StorageError::Conflict(_) => SessionError::AlreadyDecided,
+                        StorageError::Busy => SessionError::Busy,
+                        StorageError::Stale(reason) => {
+                            // Another node changed the session since this copy was read: the
+                            // caller asks a fresh actor, which reads it again.
+                            tracing::debug!(session_id = %act.id, %reason, "session copy is stale");
+                            ctx.stop();
+                            SessionError::Stale
+                        }
                         other => SessionError::Storage(other),
                     });
+                }
+                if let Some(fence) = &held {
+                    act.lease_token = fence.token;
                 }
                 act.deps.hub.insert(Arc::clone(&buffer));
                 let first_exchange = act.history.is_empty();
@@ -238,7 +277,8 @@ impl SessionActor {
                     stop_rx,
                     start,
                     provider,
-                );
+                )
+                .fenced(held);
                 let work = AssertUnwindSafe(turn.run()).catch_unwind();
                 let handle = ctx.spawn(work.into_actor(act).map(move |outcome, act, ctx| {
                     act.turn = None;

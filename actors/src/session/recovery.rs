@@ -129,16 +129,41 @@ pub fn unanswered_results(history: &[ChatMessage], approvals: &[ApprovalRecord])
 /// calls it was running get an unknown outcome (in their approval and in history), then the rest
 /// as [`interrupted_write`] says. Returns how many turns.
 pub fn interrupt_running(store: &dyn ChatStore) -> Result<u64, StorageError> {
+    let ended = interrupt_orphans(store, true)?;
+    Ok(u64::try_from(ended.len()).unwrap_or(u64::MAX))
+}
+
+/// Ends the turns [`ChatStore::claim_orphaned_turns`] hands this node (a previous process's at
+/// start-up; on a shared store, also those of nodes whose lease lapsed), as [`interrupt_running`]
+/// says, each write under the lease claimed for it. Returns their streams.
+pub fn interrupt_orphans(store: &dyn ChatStore, at_start: bool) -> Result<Vec<crate::ids::StreamId>, StorageError> {
+    let orphans = store.claim_orphaned_turns(at_start)?;
+    if orphans.is_empty() && store.is_shared() {
+        return Ok(Vec::new());
+    }
     for mut record in store.approvals_with_running_calls()? {
+        // On a shared store, only the calls of turns claimed here: the others run on live nodes.
+        let fence = orphans
+            .iter()
+            .find(|(stream, _, _)| stream.session_id == record.session_id)
+            .map(|(_, _, fence)| fence.clone());
+        let Some(fence) = fence.or_else(|| (!store.is_shared()).then_some(None)) else {
+            continue;
+        };
         record.finish_running(|_| CallOutcome::Unknown);
         let write = TurnWrite {
             call_outcomes: Some(record),
+            fence,
             ..TurnWrite::default()
         };
-        store.write_turn(&write)?;
+        match store.write_turn(&write) {
+            // Another node ended that turn first.
+            Ok(()) | Err(StorageError::Stale(_)) => {}
+            Err(err) => return Err(err),
+        }
     }
-    let running = store.running_streams()?;
-    for (record, events) in &running {
+    let mut ended = Vec::with_capacity(orphans.len());
+    for (record, events, fence) in orphans {
         let (user, session) = (record.user_id, &record.session_id);
         let history = store.list_messages(user, session, None)?.unwrap_or_default();
         let approvals: Vec<ApprovalRecord> = store
@@ -147,7 +172,14 @@ pub fn interrupt_running(store: &dyn ChatStore) -> Result<u64, StorageError> {
             .filter(|a| a.session_id == *session)
             .collect();
         let results = unanswered_results(&history, &approvals);
-        store.write_turn(&interrupted_write(session, &record.id, events, results))?;
+        let mut write = interrupted_write(session, &record.id, &events, results);
+        write.fence = fence;
+        match store.write_turn(&write) {
+            Ok(()) => ended.push(record.id),
+            // Another node ended it first.
+            Err(StorageError::Stale(_)) => {}
+            Err(err) => return Err(err),
+        }
     }
-    Ok(u64::try_from(running.len()).unwrap_or(u64::MAX))
+    Ok(ended)
 }

@@ -15,7 +15,7 @@ use crate::approval::{ApprovalRecord, ApprovalStatus, BatchCall, CallOutcome, Ca
 use crate::ids::{SessionId, StreamId};
 use crate::model::{ApprovalRequestView, ChatMessage, Role, StreamMessage, ToolCall, ToolExecution};
 use crate::provider::{CompletionRequest, ProviderError, ProviderEvent, Purpose};
-use crate::storage::{ListGrants, StoredEvent, StreamStatus, TurnWrite};
+use crate::storage::{Fence, ListGrants, StoredEvent, StreamStatus, TurnWrite};
 use crate::stream::StreamBuffer;
 use crate::tools::{execute_all, keep_head_and_tail};
 
@@ -115,6 +115,8 @@ pub(crate) struct Turn {
     provider: Option<String>,
     /// Time spent waiting on providers and tools (the rest is the server's own overhead).
     waited: Duration,
+    /// The session lease every write of the turn carries (a shared store).
+    fence: Option<Fence>,
 }
 
 type EventReceiver = tokio::sync::mpsc::Receiver<Result<ProviderEvent, ProviderError>>;
@@ -160,7 +162,14 @@ impl Turn {
             start: Some(start),
             provider,
             waited: Duration::ZERO,
+            fence: None,
         }
+    }
+
+    /// The turn's writes carry `fence` (its session's lease on a shared store).
+    pub(crate) fn fenced(mut self, fence: Option<Fence>) -> Self {
+        self.fence = fence;
+        self
     }
 
     fn emit(&mut self, message: &StreamMessage) {
@@ -208,6 +217,7 @@ impl Turn {
             settle_approval: None,
             new_grants: Vec::new(),
             call_outcomes: self.outcomes.take(),
+            fence: self.fence.clone(),
         };
         self.deps.storage.write(write).await?;
         self.saved_messages.extend(messages);

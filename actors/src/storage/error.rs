@@ -21,6 +21,13 @@ pub enum StorageError {
     /// The row changed under us (e.g. an approval already decided).
     #[error("conflict: {0}")]
     Conflict(String),
+    /// Another turn holds the session's lease (on this node or another).
+    #[error("a turn is already running in this session")]
+    Busy,
+    /// The write's lease token is not the session's any more: another node took the session over
+    /// (or ran a turn in it since this node read it).
+    #[error("the session's lease moved on: {0}")]
+    Stale(String),
     /// The schema migration at start-up failed.
     #[error("schema migration failed: {0}")]
     Migration(String),

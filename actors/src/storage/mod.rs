@@ -119,6 +119,49 @@ pub struct TurnWrite {
     pub new_grants: Vec<NewGrant>,
     /// A decided approval whose calls' outcomes changed: its calls are replaced.
     pub call_outcomes: Option<ApprovalRecord>,
+    /// The session lease this write holds or takes, on a store several nodes share (ignored by
+    /// a single-node store): a write whose token is no longer the lease's changes nothing.
+    pub fence: Option<Fence>,
+}
+
+/// A turn's hold on its session, on a store several nodes share. Each turn takes the session's
+/// lease with its first write (the token goes up by one), every later write of the turn carries
+/// the token, and its last write (the one with `finish`) gives the lease back. A node whose lease
+/// was taken over (it was presumed dead) can no longer write: its token is stale.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    /// The session.
+    pub session_id: SessionId,
+    /// The lease's token this write holds, or with `claim`, the one it takes.
+    pub token: u64,
+    /// Take the lease: `Busy` when another turn holds it, `Stale` when `token` is not the next
+    /// one (another node ran a turn since this node read the session: its copy is stale).
+    pub claim: bool,
+}
+
+/// A turn a process left running that this node now ends: its stream, the events it stored, and
+/// the lease claimed for the writes that end it (none on a single-node store).
+pub type OrphanTurn = (StreamRecord, Vec<StoredEvent>, Option<Fence>);
+
+/// What another node said through the database (PostgreSQL `NOTIFY`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// A stream's events up to `seq` are committed; `at_micros`: when (Unix µs, the writer's clock).
+    Events {
+        /// The stream.
+        stream_id: StreamId,
+        /// Its last committed event.
+        seq: u64,
+        /// When the write was made.
+        at_micros: i64,
+    },
+    /// Someone asked to cancel this stream's turn.
+    Cancel {
+        /// The stream.
+        stream_id: StreamId,
+    },
+    /// The listening connection was lost and is back: notices may have been missed.
+    Reconnected,
 }
 
 /// A grant to store: the user, the session for session-scoped grants, and the tool.
@@ -177,6 +220,32 @@ pub trait ChatStore: Send + Sync + 'static {
     fn running_streams(&self) -> Result<Vec<(StreamRecord, Vec<StoredEvent>)>, StorageError>;
     /// A cheap liveness probe.
     fn ping(&self) -> Result<(), StorageError>;
+
+    /// Whether several nodes may share this store (then turns carry a [`Fence`]).
+    fn is_shared(&self) -> bool {
+        false
+    }
+    /// The session's lease token (0 when it never had one): a session actor reads it with the
+    /// history, and its next turn claims the token after it.
+    fn lease_token(&self, _session: &SessionId) -> Result<u64, StorageError> {
+        Ok(0)
+    }
+    /// Turns left running by a process that is gone, each claimed for this node to end. On one
+    /// node (`at_start`): every running stream. On a shared store: the streams whose lease has
+    /// lapsed, and at start-up those of this node's id (a restart of the same node).
+    fn claim_orphaned_turns(&self, _at_start: bool) -> Result<Vec<OrphanTurn>, StorageError> {
+        Ok(self.running_streams()?.into_iter().map(|(r, e)| (r, e, None)).collect())
+    }
+    /// Extends this node's leases of the turns in `running` (the rest lapse); returns those of
+    /// them someone asked to cancel.
+    fn renew_leases(&self, _running: &[StreamId]) -> Result<Vec<StreamId>, StorageError> {
+        Ok(Vec::new())
+    }
+    /// Asks the node that runs this stream's turn to cancel it; `false` when the stream is not
+    /// the user's or not running.
+    fn request_cancel(&self, _user: UserId, _id: &StreamId) -> Result<bool, StorageError> {
+        Ok(false)
+    }
 }
 
 macro_rules! storage_messages {
@@ -237,6 +306,14 @@ storage_messages! {
     DeleteGrant { user: UserId, id: String } -> bool = |s, m| s.delete_grant(m.user, &m.id);
     /// Probes the database.
     Ping {} -> () = |s, _m| s.ping();
+    /// Reads a session's lease token.
+    LeaseToken { session_id: SessionId } -> u64 = |s, m| s.lease_token(&m.session_id);
+    /// Renews this node's leases (see [`ChatStore::renew_leases`]).
+    RenewLeases { running: Vec<StreamId> } -> Vec<StreamId> = |s, m| s.renew_leases(&m.running);
+    /// Ends the turns of nodes whose lease lapsed, as crash recovery does; returns their streams.
+    InterruptOrphans {} -> Vec<StreamId> = |s, _m| crate::session::recovery::interrupt_orphans(s, false);
+    /// Flags a stream for cancel by whichever node runs it.
+    RequestCancel { user: UserId, id: StreamId } -> bool = |s, m| s.request_cancel(m.user, &m.id);
 }
 
 /// The storage actor: one instance per `SyncArbiter` thread, all sharing one backend.
@@ -254,17 +331,29 @@ pub struct Storage {
     addr: Addr<StorageActor>,
     writer: Addr<TurnWriter>,
     timeout: Duration,
+    shared: bool,
 }
 
 impl Storage {
     /// Starts `threads` storage actors on a `SyncArbiter` over the given backend, and the turn
     /// writer (group commit) on the current arbiter.
     pub fn start(store: Arc<dyn ChatStore>, threads: usize, timeout: Duration) -> Self {
+        let shared = store.is_shared();
         let writer = TurnWriter::new(Arc::clone(&store)).start();
         let addr = SyncArbiter::start(threads.max(1), move || StorageActor {
             store: Arc::clone(&store),
         });
-        Self { addr, writer, timeout }
+        Self {
+            addr,
+            writer,
+            timeout,
+            shared,
+        }
+    }
+
+    /// Whether several nodes may share the store (turns then carry a lease [`Fence`]).
+    pub fn is_shared(&self) -> bool {
+        self.shared
     }
 
     /// Stores one step of a turn; replies once it is committed (with the other writes queued at

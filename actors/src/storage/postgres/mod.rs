@@ -4,28 +4,30 @@
 //! times; a lost connection is dropped by the pool and the operation fails as `Unavailable`
 //! (503 `storage_unavailable`) until the database answers again.
 //!
-//! Until several nodes share a database (leases), one server holds it: a session advisory lock
-//! taken at start-up plays the part of SQLite's lock file.
+//! Several nodes may share one database: each turn holds its session's lease (`session_leases`,
+//! a fencing token every write of the turn carries), events are announced with `NOTIFY`, and a
+//! node ends the turns of a node whose leases lapsed.
 
 mod connection;
+mod listen;
 mod rows;
 mod schema;
 
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use postgres::IsolationLevel;
 use postgres::error::SqlState;
 use postgres::types::{Json, ToSql};
-use postgres::{Client, IsolationLevel};
 use r2d2::{Pool, PooledConnection};
 use r2d2_postgres::PostgresConnectionManager;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use connection::{CachingManager, Queries, Tx};
 
-use super::{ChatStore, Page, StorageError, StoredEvent, StreamRecord, TurnWrite};
+use super::{ChatStore, Fence, OrphanTurn, Page, StorageError, StoredEvent, StreamRecord, TurnWrite};
 use crate::approval::{ApprovalRecord, Grant, Remember};
 use crate::ids::{SessionId, StreamId, UserId};
 use crate::model::{ChatMessage, Session, TitleSource};
@@ -47,16 +49,34 @@ const STATEMENT_TIMEOUT: &str = "-c statement_timeout=30s -c idle_in_transaction
 /// How often a transaction that lost a deadlock or a serialization check is tried again.
 const RETRIES: usize = 3;
 
-/// The advisory lock key of the server that holds the database ("aichatsrv" folded).
-const INSTANCE_LOCK: i64 = 0x6169_6368_6174_7376;
+/// The channel that carries "events committed" notices (`stream_id:seq:unix_micros`).
+const EVENTS_CHANNEL: &str = "aichat_events";
+
+/// The channel that carries cancel requests (the stream id).
+const CANCEL_CHANNEL: &str = "aichat_cancel";
 
 /// What a connection needs besides the URL.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct PostgresOptions {
     /// The password, when the URL has none (from `PGPASSWORD` or `database.password_env`).
     pub password: Option<String>,
     /// Connections in the pool.
     pub pool_size: u32,
+    /// This node's id in the leases it holds.
+    pub node_id: String,
+    /// How long a lease lasts unless renewed (a dead node's turns are taken over after it).
+    pub lease: Duration,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        Self {
+            password: None,
+            pool_size: 4,
+            node_id: format!("node-{}", uuid::Uuid::new_v4().simple()),
+            lease: Duration::from_secs(10),
+        }
+    }
 }
 
 /// PostgreSQL behind an r2d2 pool.
@@ -66,17 +86,20 @@ pub struct PostgresOptions {
 pub struct PostgresStore {
     /// `None` only while dropping.
     open: Option<Connections>,
+    /// Where to connect (the listener opens its own connection).
+    config: postgres::Config,
+    tls: MakeRustlsConnect,
+    node_id: String,
+    /// The lease length, in seconds, as PostgreSQL takes an interval.
+    lease_secs: f64,
 }
 
 struct Connections {
     pool: Pool<CachingManager>,
-    /// The connection that holds the instance lock for the life of the store.
-    _instance: Mutex<Client>,
 }
 
 /// Closing a client blocks on its runtime too: the last handle may be dropped anywhere (an actor
-/// on an async thread), so the connections are closed on a plain thread, waited for so the
-/// instance lock is free when the drop returns.
+/// on an async thread), so the connections are closed on a plain thread, waited for.
 impl Drop for PostgresStore {
     fn drop(&mut self) {
         if let Some(open) = self.open.take() {
@@ -112,7 +135,7 @@ impl PostgresUrl {
 }
 
 impl PostgresStore {
-    /// Connects, takes the instance lock, and migrates the database to the current schema.
+    /// Connects and migrates the database to the current schema.
     pub fn open(url: &str, options: &PostgresOptions) -> Result<Self, StorageError> {
         let PostgresUrl(mut config) = PostgresUrl::parse(url).map_err(StorageError::Unavailable)?;
         if config.get_password().is_none()
@@ -131,24 +154,34 @@ impl PostgresStore {
         }
         config.keepalives(true).keepalives_idle(Duration::from_secs(30));
         let tls = tls_connector()?;
-        let mut instance = config.connect(tls.clone())?;
-        let held: bool = instance
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&INSTANCE_LOCK])?
-            .get(0);
-        if !held {
-            return Err(StorageError::InUse(describe(&config)));
-        }
-        schema::migrate(&mut instance)?;
+        let mut first = config.connect(tls.clone())?;
+        schema::migrate(&mut first)?;
+        drop(first);
         let pool = Pool::builder()
             .max_size(options.pool_size.max(1))
             .connection_timeout(POOL_WAIT)
-            .build(CachingManager(PostgresConnectionManager::new(config, tls)))?;
+            .build(CachingManager(PostgresConnectionManager::new(
+                config.clone(),
+                tls.clone(),
+            )))?;
         Ok(Self {
-            open: Some(Connections {
-                pool,
-                _instance: Mutex::new(instance),
-            }),
+            open: Some(Connections { pool }),
+            config,
+            tls,
+            node_id: options.node_id.clone(),
+            lease_secs: options.lease.as_secs_f64().max(1.0),
         })
+    }
+
+    /// This node's id in the leases.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// Starts the thread that listens for other nodes' notices (on its own connection, opened
+    /// again with a back-off when lost) and hands each to `on_notice`.
+    pub fn listen(&self, on_notice: impl Fn(super::Notice) + Send + 'static) {
+        listen::spawn(self.config.clone(), self.tls.clone(), on_notice);
     }
 
     fn conn(&self) -> Result<PooledConnection<CachingManager>, StorageError> {
@@ -357,7 +390,10 @@ impl ChatStore for PostgresStore {
     }
 
     fn write_turn(&self, write: &TurnWrite) -> Result<(), StorageError> {
-        self.write(|tx| apply_turn_write(tx, write))
+        self.write(|tx| {
+            apply_turn_write(tx, write, self)?;
+            announce_events(tx, std::slice::from_ref(write))
+        })
     }
 
     fn write_turns(&self, writes: &[TurnWrite]) -> Vec<Result<(), StorageError>> {
@@ -365,7 +401,10 @@ impl ChatStore for PostgresStore {
         // a write fails before it changes anything when it conflicts, so a batch that fails on
         // the database's word (not on a lost connection) is written again one write at a time,
         // and only the writes that fail alone fail.
-        let batch = self.write(|tx| writes.iter().try_for_each(|write| apply_turn_write(tx, write)));
+        let batch = self.write(|tx| {
+            writes.iter().try_for_each(|write| apply_turn_write(tx, write, self))?;
+            announce_events(tx, writes)
+        });
         match batch {
             Ok(()) => writes.iter().map(|_| Ok(())).collect(),
             Err(err) if writes.len() == 1 => vec![Err(err)],
@@ -505,6 +544,193 @@ impl ChatStore for PostgresStore {
     fn ping(&self) -> Result<(), StorageError> {
         self.conn()?.simple_query("SELECT 1")
     }
+
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    fn lease_token(&self, session: &SessionId) -> Result<u64, StorageError> {
+        let token: Option<i64> = self
+            .conn()?
+            .query_opt(
+                "SELECT token FROM session_leases WHERE session_id = $1",
+                &[&session.as_str()],
+            )?
+            .map(|row| row.try_get(0))
+            .transpose()?;
+        Ok(token.map_or(0, |t| u64::try_from(t).unwrap_or(0)))
+    }
+
+    fn claim_orphaned_turns(&self, at_start: bool) -> Result<Vec<OrphanTurn>, StorageError> {
+        self.write(|tx| {
+            // Running streams whose session lease lapsed or points elsewhere (or, at start-up,
+            // is this node's own from before a restart); rows another node is claiming are skipped.
+            let rows = tx.query(
+                "SELECT s.id, s.user_id, s.session_id FROM chat_streams s
+                 LEFT JOIN session_leases l ON l.session_id = s.session_id
+                 WHERE s.status = 'running'
+                   AND (l.session_id IS NULL OR l.stream_id IS DISTINCT FROM s.id
+                        OR l.expires_at < NOW() OR ($2 AND l.node_id = $1))
+                 ORDER BY s.created_at
+                 FOR UPDATE OF s SKIP LOCKED",
+                &[&self.node_id, &at_start],
+            )?;
+            let mut orphans = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let id = StreamId::from_raw(row.try_get::<_, String>(0)?);
+                let user = parse_user(row.try_get(1)?)?;
+                let session = SessionId::from_raw(row.try_get::<_, String>(2)?);
+                let token = claim_lease(tx, self, &session, &id, None)?
+                    .ok_or_else(|| StorageError::Stale(format!("session {session} was claimed meanwhile")))?;
+                if let Some((record, events)) = load_stream_in(tx, user, &id, 0)? {
+                    let fence = Fence {
+                        session_id: session,
+                        token,
+                        claim: false,
+                    };
+                    orphans.push((record, events, Some(fence)));
+                }
+            }
+            if !at_start && !orphans.is_empty() {
+                metrics::counter!("aichat_lease_takeovers_total").increment(orphans.len() as u64);
+            }
+            Ok(orphans)
+        })
+    }
+
+    fn renew_leases(&self, running: &[StreamId]) -> Result<Vec<StreamId>, StorageError> {
+        let ids: Vec<&str> = running.iter().map(StreamId::as_str).collect();
+        let rows = self.conn()?.query(
+            "UPDATE session_leases l SET expires_at = NOW() + make_interval(secs => $3)
+             FROM chat_streams s
+             WHERE l.node_id = $1 AND l.stream_id = ANY($2) AND s.id = l.stream_id
+             RETURNING s.id, s.cancel_requested",
+            &[&self.node_id, &ids, &self.lease_secs],
+        )?;
+        let mut cancel = Vec::new();
+        for row in &rows {
+            if row.try_get::<_, bool>(1)? {
+                cancel.push(StreamId::from_raw(row.try_get::<_, String>(0)?));
+            }
+        }
+        Ok(cancel)
+    }
+
+    fn request_cancel(&self, user: UserId, id: &StreamId) -> Result<bool, StorageError> {
+        self.write(|tx| {
+            let flagged = tx.execute(
+                "UPDATE chat_streams SET cancel_requested = TRUE
+                 WHERE id = $1 AND user_id = $2 AND status = 'running'",
+                &[&id.as_str(), &user_text(user)],
+            )?;
+            if flagged > 0 {
+                tx.execute("SELECT pg_notify($1, $2)", &[&CANCEL_CHANNEL, &id.as_str()])?;
+            }
+            Ok(flagged > 0)
+        })
+    }
+}
+
+/// Takes (or with `expect`, checks it takes) the session's lease for `stream`: the token goes up
+/// by one. `None` when another turn holds it and `expect` is set (a new turn); without `expect`
+/// (taking over an orphan) it is taken whoever held it.
+fn claim_lease(
+    tx: &mut Tx<'_>,
+    store: &PostgresStore,
+    session: &SessionId,
+    stream: &StreamId,
+    expect: Option<u64>,
+) -> Result<Option<u64>, StorageError> {
+    let row = tx.query_opt(
+        "INSERT INTO session_leases (session_id, node_id, token, stream_id, expires_at)
+         VALUES ($1, $2, 1, $3, NOW() + make_interval(secs => $4))
+         ON CONFLICT (session_id) DO UPDATE SET
+             node_id = EXCLUDED.node_id, token = session_leases.token + 1,
+             stream_id = EXCLUDED.stream_id, expires_at = EXCLUDED.expires_at
+         WHERE session_leases.stream_id IS NULL OR NOT $5
+         RETURNING token",
+        &[
+            &session.as_str(),
+            &store.node_id,
+            &stream.as_str(),
+            &store.lease_secs,
+            &expect.is_some(),
+        ],
+    )?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let token = u64::try_from(row.try_get::<_, i64>(0)?).unwrap_or(0);
+    match expect {
+        Some(expected) if expected != token => Err(StorageError::Stale(format!(
+            "session {session}: lease token {token}, this node expected {expected}"
+        ))),
+        _ => Ok(Some(token)),
+    }
+}
+
+/// Checks a write's fence before it changes anything: takes the lease for a turn's first write,
+/// gives it back with its last (`finish`), checks the token for the others.
+fn check_fence(tx: &mut Tx<'_>, store: &PostgresStore, fence: &Fence, write: &TurnWrite) -> Result<(), StorageError> {
+    let token = i64::try_from(fence.token).unwrap_or(i64::MAX);
+    let session = fence.session_id.as_str();
+    if fence.claim {
+        let stream = write
+            .new_stream
+            .as_ref()
+            .map(|s| &s.id)
+            .or(write.stream_id.as_ref())
+            .ok_or_else(|| StorageError::Corrupt("a lease claim without a stream".into()))?;
+        return match claim_lease(tx, store, &fence.session_id, stream, Some(fence.token))? {
+            Some(_) => Ok(()),
+            None => Err(StorageError::Busy),
+        };
+    }
+    let held = if write.finish.is_some() {
+        tx.execute(
+            "UPDATE session_leases SET stream_id = NULL WHERE session_id = $1 AND token = $2",
+            &[&session, &token],
+        )? > 0
+    } else {
+        tx.query_opt(
+            "SELECT 1 FROM session_leases WHERE session_id = $1 AND token = $2 FOR SHARE",
+            &[&session, &token],
+        )?
+        .is_some()
+    };
+    if held {
+        Ok(())
+    } else {
+        Err(StorageError::Stale(format!(
+            "session {session}: lease token {} was taken over",
+            fence.token
+        )))
+    }
+}
+
+/// Tells listening nodes which streams got events in this transaction (delivered at commit):
+/// one notice per stream with its last sequence number, never the text.
+fn announce_events(tx: &mut Tx<'_>, writes: &[TurnWrite]) -> Result<(), StorageError> {
+    let at = Utc::now().timestamp_micros();
+    let mut last: Vec<(&str, u64)> = Vec::new();
+    for write in writes {
+        let (Some(stream), Some(event)) = (&write.stream_id, write.events.last()) else {
+            continue;
+        };
+        match last.iter_mut().find(|(id, _)| *id == stream.as_str()) {
+            Some(entry) => entry.1 = entry.1.max(event.seq),
+            None => last.push((stream.as_str(), event.seq)),
+        }
+    }
+    if last.is_empty() {
+        return Ok(());
+    }
+    let payloads: Vec<String> = last.iter().map(|(id, seq)| format!("{id}:{seq}:{at}")).collect();
+    tx.execute(
+        "SELECT pg_notify($1, p) FROM UNNEST($2::TEXT[]) AS p",
+        &[&EVENTS_CHANNEL, &payloads],
+    )?;
+    Ok(())
 }
 
 /// A stream of `user` and its events after `after_seq`, inside a transaction.
@@ -570,7 +796,7 @@ fn load_attachments(tx: &mut Tx<'_>, messages: &mut [ChatMessage]) -> Result<(),
 }
 
 /// One turn write inside an open transaction: every row it adds or changes.
-fn apply_turn_write(tx: &mut Tx<'_>, write: &TurnWrite) -> Result<(), StorageError> {
+fn apply_turn_write(tx: &mut Tx<'_>, write: &TurnWrite, store: &PostgresStore) -> Result<(), StorageError> {
     // First: a write that settles an approval someone else settled changes nothing at all.
     if let Some(approval) = &write.settle_approval {
         let changed = tx.execute(
@@ -591,6 +817,9 @@ fn apply_turn_write(tx: &mut Tx<'_>, write: &TurnWrite) -> Result<(), StorageErr
                 approval.request_id
             )));
         }
+    }
+    if let Some(fence) = &write.fence {
+        check_fence(tx, store, fence, write)?;
     }
     if let Some(stream) = &write.new_stream {
         tx.execute(
@@ -721,7 +950,7 @@ impl StorageError {
     /// failing to answer: the same work split up may partly succeed.
     fn is_refusal(&self) -> bool {
         match self {
-            StorageError::Conflict(_) => true,
+            StorageError::Conflict(_) | StorageError::Busy | StorageError::Stale(_) => true,
             StorageError::Postgres(err) => err.as_db_error().is_some(),
             _ => false,
         }

@@ -10,7 +10,8 @@ use postgres::Client;
 use crate::storage::StorageError;
 
 /// Migration `i` moves the schema from version `i` to `i + 1`. Append only; never edit.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE IF NOT EXISTS chat_sessions (
     id         TEXT PRIMARY KEY,
     user_id    TEXT NOT NULL,
@@ -107,7 +108,20 @@ CREATE TABLE tool_grants (
     created_at TIMESTAMPTZ NOT NULL
 );
 CREATE INDEX idx_tool_grants_user ON tool_grants(user_id);
-"#];
+"#,
+    r#"
+-- Several nodes: which node runs each session's turn, until when, under which fencing token.
+CREATE TABLE session_leases (
+    session_id TEXT PRIMARY KEY REFERENCES chat_sessions(id) ON DELETE CASCADE,
+    node_id    TEXT NOT NULL,
+    token      BIGINT NOT NULL,
+    stream_id  TEXT,
+    expires_at TIMESTAMPTZ NOT NULL
+);
+CREATE INDEX idx_session_leases_node ON session_leases(node_id) WHERE stream_id IS NOT NULL;
+ALTER TABLE chat_streams ADD COLUMN cancel_requested BOOLEAN NOT NULL DEFAULT FALSE;
+"#,
+];
 
 /// The schema version this build expects.
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
