@@ -48,6 +48,9 @@ impl Binary {
             .arg("--database-url")
             .arg(db.url())
             .env("NO_COLOR", "1")
+            // A restart in these tests is the same node coming back (on PostgreSQL it then ends
+            // its own interrupted turns at once); cluster tests name each node.
+            .env("AICHAT_NODE_ID", "test-node")
             .envs(env.iter().copied())
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())

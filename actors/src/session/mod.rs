@@ -419,6 +419,9 @@ impl SessionActor {
     /// Applies a decision to the pending request and starts the continuation turn.
     fn decide(&mut self, msg: Decide) -> ResponseActFuture<Self, Result<TurnStarted, SessionError>> {
         let Some(mut record) = self.pending.clone().filter(|p| p.request_id == msg.request_id) else {
+            if self.deps.storage.is_shared() {
+                return self.stale_or(SessionError::AlreadyDecided);
+            }
             return Box::pin(fut::ready(Err(SessionError::AlreadyDecided)));
         };
         let now = crate::model::now();
@@ -451,6 +454,29 @@ impl SessionActor {
                 record: Box::new(record),
             },
             None,
+        )
+    }
+}
+
+impl SessionActor {
+    /// On a shared store: `Stale` (and the actor stops) when another node ran a turn in the
+    /// session since this copy was read, so the caller asks a fresh one; else `otherwise`.
+    fn stale_or(&mut self, otherwise: SessionError) -> ResponseActFuture<Self, Result<TurnStarted, SessionError>> {
+        let (storage, known) = (self.deps.storage.clone(), self.lease_token);
+        let ask = LeaseToken {
+            session_id: self.id.clone(),
+        };
+        Box::pin(
+            async move { storage.ask(ask).await }
+                .into_actor(self)
+                .map(move |token, act, ctx| match token {
+                    Ok(token) if token != known && act.turn.is_none() => {
+                        ctx.stop();
+                        Err(SessionError::Stale)
+                    }
+                    Ok(_) => Err(otherwise),
+                    Err(err) => Err(err.into()),
+                }),
         )
     }
 }

@@ -797,7 +797,12 @@ fn load_attachments(tx: &mut Tx<'_>, messages: &mut [ChatMessage]) -> Result<(),
 
 /// One turn write inside an open transaction: every row it adds or changes.
 fn apply_turn_write(tx: &mut Tx<'_>, write: &TurnWrite, store: &PostgresStore) -> Result<(), StorageError> {
-    // First: a write that settles an approval someone else settled changes nothing at all.
+    // First the lease: a node whose copy of the session is stale learns so before anything else
+    // (it reads the session again and may find the approval it would settle already decided).
+    if let Some(fence) = &write.fence {
+        check_fence(tx, store, fence, write)?;
+    }
+    // Then: a write that settles an approval someone else settled changes nothing at all.
     if let Some(approval) = &write.settle_approval {
         let changed = tx.execute(
             "UPDATE tool_approvals SET calls = $1, status = $2, decided_by = $3, decided_at = $4
@@ -817,9 +822,6 @@ fn apply_turn_write(tx: &mut Tx<'_>, write: &TurnWrite, store: &PostgresStore) -
                 approval.request_id
             )));
         }
-    }
-    if let Some(fence) = &write.fence {
-        check_fence(tx, store, fence, write)?;
     }
     if let Some(stream) = &write.new_stream {
         tx.execute(
