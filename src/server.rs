@@ -128,6 +128,7 @@ pub fn start(config: &Config, handle_signals: bool) -> Result<Running, StartErro
         TcpListener::bind((config.server.listen_address.as_str(), config.server.port)).map_err(cannot_listen)?;
     let addr = listener.local_addr().map_err(cannot_listen)?;
     let opened = open_store(&config.database, &config.cluster)?;
+    let opened_shared = opened.postgres.is_some();
     let storage = Storage::start(
         opened.store,
         config.database.threads,
@@ -180,6 +181,8 @@ pub fn start(config: &Config, handle_signals: bool) -> Result<Running, StartErro
             max_tool_output_chars: config.mcp.max_tool_output_chars,
             max_stored_tool_output_chars: config.mcp.max_stored_tool_output_chars,
             approval: config.approval.clone(),
+            // On a database several nodes share, readers elsewhere see events once stored.
+            flush_every: Duration::from_millis(if opened_shared { config.cluster.flush_ms } else { 500 }),
         },
     });
     let timeout = secs(config.server.actor_timeout_secs);

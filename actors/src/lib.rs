@@ -20,13 +20,18 @@
 //!                     │                             └─WriteTurn─────────▶ TurnWriter (main arbiter): group
 //!                     │                                                   commit, one transaction per batch
 //!                     └────── records ───────────────────────────────────▶ StorageActor × database.threads
-//!                                                                        (SyncArbiter, r2d2 SQLite)
+//!                                                                        (SyncArbiter, r2d2 SQLite or
+//!                                                                         PostgreSQL)
+//!  On PostgreSQL (several nodes may share it):
+//!  ClusterActor (main arbiter, supervised) ──RenewLeases, InterruptOrphans──▶ StorageActor
+//!  LISTEN thread ──events announced──▶ StreamHub (wakes followed streams)
+//!                ──cancel asked─────▶ SessionRegistry (CancelHere ▶ StopTurn)
 //! ```
 //!
 //! Threads: the HTTP workers; the main arbiter (registry, session actors, their turns, the turn
 //! writer); one arbiter for the provider actors; one for the MCP pools and connections; the
 //! storage `SyncArbiter`'s threads (reads and record changes) and a blocking-pool thread for each
-//! turn-write batch; SQLite's WAL checkpointer.
+//! turn-write batch; SQLite's WAL checkpointer, or on PostgreSQL the `LISTEN` thread.
 //!
 //! Supervision: the registry, the provider actors, the MCP pools and connections restart when
 //! they stop (a provider stream that panics is caught and stops its actor, which comes back with a
@@ -67,6 +72,34 @@
 //! (`ApprovalRecord::decide`) and starts the continuation turn: its first write settles the
 //! request and stores any "always allow" grant; approved calls are scattered as in step 4, denied
 //! ones get a denial result. A new message instead of a decision supersedes the request.
+//!
+//! # Several nodes
+//!
+//! On PostgreSQL any number of nodes may serve the same sessions behind a plain load balancer;
+//! they share nothing but the database. Four mechanisms, all in tables and `NOTIFY`:
+//!
+//! - **Leases.** A turn's first write takes its session's row in `session_leases` (node, expiry,
+//!   a fencing token that goes up by one per turn) in the same transaction as the stream row; if
+//!   another turn holds it the send gets 409 `turn_in_progress`, wherever it runs. Every later
+//!   write of the turn carries the token and is refused if it is no longer the session's; the
+//!   last write gives the lease back. A session actor knows the token of the history it holds:
+//!   when another node ran a turn since, its claim is refused as stale, and the registry asks a
+//!   fresh actor, which reads the session again. No node ever answers from a stale context.
+//! - **Renewal and takeover.** The `ClusterActor` renews this node's leases of running turns
+//!   every third of `cluster.lease_secs`. A node that dies stops renewing; once its leases lapse,
+//!   any node's `ClusterActor` claims those turns (`FOR UPDATE SKIP LOCKED`, the token goes up,
+//!   so the dead node could not write even if it came back) and ends them exactly as crash
+//!   recovery does: partial answer kept as `interrupted`, stream ended with an `interrupted` error.
+//! - **Followed streams.** `GET /stream/{id}` on a node that does not run the turn builds a
+//!   buffer from the stored events and follows it: every committed batch of events sends
+//!   `NOTIFY aichat_events` (stream id, last sequence number, time; never the text), the node's
+//!   `LISTEN` thread wakes the follower, which reads the new rows. A slow poll covers a lost
+//!   notice; a reconnect of the listener wakes every follower. Events are stored at least every
+//!   `cluster.flush_ms`, so remote readers trail by about that much; ids and bytes are the same
+//!   on every node, so `Last-Event-ID` works anywhere.
+//! - **Cancel anywhere.** `POST /stream/{id}/cancel` on another node sets `cancel_requested` on the
+//!   stream and sends `NOTIFY aichat_cancel`; the owner stops the turn (or finds the flag at its
+//!   next renewal if the notice was lost).
 
 #![warn(missing_docs)]
 

@@ -3,8 +3,9 @@
 //! Every loop is bounded in count and time; the default run takes a few minutes on 2 cores.
 //!
 //! Run: `cargo bench --bench load -- [overhead] [ttft] [streams] [throughput] [tools] [soak
-//! [--soak-secs N]] [scaling] [--quick] [--database postgres://…]` (no scenario: all but `soak` and `scaling`). Prints a table per scenario, then one
-//! JSON line with every figure.
+//! [--soak-secs N]] [scaling] [cluster] [--quick] [--database postgres://…]` (no scenario: all but
+//! `soak`, `scaling` and `cluster`). Prints a table per scenario, then one JSON line with every
+//! figure.
 //!
 //! - `overhead`: full turns (send → SSE → `done`, stored) with a 0 ms mock, at concurrency 1 and
 //!   64, against the same requests straight to the mock provider (in-process, no HTTP).
@@ -16,6 +17,8 @@
 //! - `tools`: one turn with N tool calls of 200 ms each, parallel against `max_concurrency = 1`.
 //! - `scaling`: a turn, `GET /sessions` and a page of messages against history length (10 →
 //!   10,000 messages) and database size (10,000 → 1,000,000 messages).
+//! - `cluster` (with `--database`): two nodes on one PostgreSQL database; the lag from a turn's
+//!   events reaching a reader on its own node to reaching a reader on the other node.
 //! - `soak`: sustained load (60 s by default) with tool rounds and resuming readers: turns/s and
 //!   p99 per 10 s, RSS, WAL size and open files over time, errors and turns lost.
 
@@ -26,6 +29,7 @@ use serde_json::json;
 use server::Backend;
 use stats::Report;
 
+mod cluster;
 mod scaling;
 mod scenarios;
 mod server;
@@ -42,10 +46,10 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|a| a == "--quick");
     let all = ["overhead", "ttft", "streams", "throughput", "tools"];
-    // `soak` and `scaling` run only when named: they take minutes.
+    // `soak`, `scaling` and `cluster` run only when named: they take minutes or a PostgreSQL.
     let mut chosen: Vec<&str> = all
         .into_iter()
-        .chain(["soak", "scaling"])
+        .chain(["soak", "scaling", "cluster"])
         .filter(|s| args.iter().any(|a| a == s))
         .collect();
     if chosen.is_empty() {
@@ -93,6 +97,10 @@ fn main() {
                 }
                 "soak" => soak::soak(quick, soak_secs, &mut report).await,
                 "scaling" => scaling::scaling(quick, &mut report).await,
+                "cluster" => {
+                    let postgres = backends.last().unwrap_or(&Backend::Sqlite);
+                    cluster::cluster(quick, postgres, &mut report).await;
+                }
                 _ => tools(quick, &mut report).await,
             }
         }

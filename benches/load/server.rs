@@ -88,6 +88,17 @@ impl Server {
         Self::start_at(dir, &url, mock_delay_ms, extra).await
     }
 
+    /// Two nodes on one fresh PostgreSQL database (`node_id` bench-a and bench-b).
+    #[expect(clippy::expect_used, reason = "a benchmark that cannot set up should stop loudly")]
+    pub(crate) async fn pair_on(backend: &Backend, mock_delay_ms: u64) -> (Self, Self) {
+        let first = tempfile::tempdir().expect("temp dir");
+        let second = tempfile::tempdir().expect("temp dir");
+        let url = backend.fresh_url(first.path());
+        let a = Self::start_at(first, &url, mock_delay_ms, "[cluster]\nnode_id = \"bench-a\"\n").await;
+        let b = Self::start_at(second, &url, mock_delay_ms, "[cluster]\nnode_id = \"bench-b\"\n").await;
+        (a, b)
+    }
+
     /// Like `start`, on the database `load.db` already in `dir` (if any).
     pub(crate) async fn start_in(dir: tempfile::TempDir, mock_delay_ms: u64, extra: &str) -> Self {
         let url = Backend::Sqlite.fresh_url(dir.path());

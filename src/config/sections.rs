@@ -247,6 +247,9 @@ pub struct ClusterConfig {
     /// How long a node's hold on a running turn lasts unless renewed (every third of it); a dead
     /// node's turns are ended by another node after this.
     pub lease_secs: u64,
+    /// A running turn stores its streamed events at least this often (milliseconds), so that
+    /// readers on other nodes get them soon (on SQLite: every 500 ms).
+    pub flush_ms: u64,
 }
 
 impl Default for ClusterConfig {
@@ -254,6 +257,7 @@ impl Default for ClusterConfig {
         Self {
             node_id: String::new(),
             lease_secs: 10,
+            flush_ms: 100,
         }
     }
 }

@@ -93,6 +93,9 @@ impl Config {
                 return Err(invalid(key, "must be greater than 0"));
             }
         }
+        if !(10..=5000).contains(&self.cluster.flush_ms) {
+            return Err(invalid("cluster.flush_ms", "must be between 10 and 5000"));
+        }
         if !(2..=600).contains(&self.cluster.lease_secs) {
             return Err(invalid("cluster.lease_secs", "must be between 2 and 600"));
         }

@@ -143,6 +143,7 @@ fn harness_with(approval: ApprovalConfig, max_live_sessions: usize) -> Harness {
             max_tool_output_chars: 10_000,
             max_stored_tool_output_chars: 10_000,
             approval,
+            flush_every: Duration::from_millis(500),
         },
     });
     let registry = SessionRegistry::new(deps, WAIT).start();

@@ -19,9 +19,8 @@ use crate::storage::{Fence, ListGrants, StoredEvent, StreamStatus, TurnWrite};
 use crate::stream::StreamBuffer;
 use crate::tools::{execute_all, keep_head_and_tail};
 
-/// Streamed events are stored at least this often, so a crash loses little.
-const FLUSH_EVERY: Duration = Duration::from_millis(500);
-/// ... or after this many unsaved events.
+/// Streamed events are stored at least every `SessionSettings::flush_every`, so a crash loses
+/// little (and readers on other nodes see them soon), or after this many unsaved events.
 const FLUSH_EVENTS: usize = 64;
 // A crash loses at most the unsaved events (and one note); recovery numbers its terminal event
 // above them all.
@@ -362,7 +361,9 @@ impl Turn {
                     ProviderEvent::Text(delta) => {
                         self.emit(&StreamMessage::text(&self.session_id, delta.clone()));
                         self.partial.push_str(&delta);
-                        if self.unsaved_events.len() >= FLUSH_EVENTS || self.last_flush.elapsed() >= FLUSH_EVERY {
+                        if self.unsaved_events.len() >= FLUSH_EVENTS
+                            || self.last_flush.elapsed() >= settings.flush_every
+                        {
                             self.save(None, None).await?;
                         }
                     }
