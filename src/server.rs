@@ -19,7 +19,7 @@ use actors::storage::{ChatStore, PostgresOptions, PostgresStore, SqliteStore, St
 use actors::stream::StreamHub;
 use actors::tools::ToolCatalog;
 
-use crate::config::{ClusterConfig, Config, DatabaseConfig, DatabaseTarget};
+use crate::config::{Config, DatabaseTarget};
 use crate::http::auth::Authenticator;
 use crate::http::{self, AppState, Limits};
 
@@ -71,7 +71,8 @@ struct Opened {
     postgres: Option<Arc<PostgresStore>>,
 }
 
-fn open_store(database: &DatabaseConfig, cluster: &ClusterConfig) -> Result<Opened, StartError> {
+fn open_store(config: &Config) -> Result<Opened, StartError> {
+    let (database, cluster) = (&config.database, &config.cluster);
     let target = database.target()?;
     let where_ = target.describe();
     let open = || -> Result<Opened, StorageError> {
@@ -85,6 +86,10 @@ fn open_store(database: &DatabaseConfig, cluster: &ClusterConfig) -> Result<Open
                     password: database.password.as_ref().map(|p| p.expose().to_owned()),
                     pool_size: database.pool_size,
                     lease: Duration::from_secs(cluster.lease_secs),
+                    // Counted in the database, across every node.
+                    max_running_per_user: u32::try_from(config.limits.max_concurrent_turns_per_user)
+                        .unwrap_or(u32::MAX),
+                    turns_per_minute_per_user: config.limits.turns_per_minute_per_user,
                     ..PostgresOptions::default()
                 };
                 if !cluster.node_id.is_empty() {
@@ -127,7 +132,7 @@ pub fn start(config: &Config, handle_signals: bool) -> Result<Running, StartErro
     let listener =
         TcpListener::bind((config.server.listen_address.as_str(), config.server.port)).map_err(cannot_listen)?;
     let addr = listener.local_addr().map_err(cannot_listen)?;
-    let opened = open_store(&config.database, &config.cluster)?;
+    let opened = open_store(config)?;
     let opened_shared = opened.postgres.is_some();
     let storage = Storage::start(
         opened.store,
@@ -199,6 +204,8 @@ pub fn start(config: &Config, handle_signals: bool) -> Result<Running, StartErro
         }
         None => None,
     };
+    // Counted here first (this node's turns: cheap, and a refusal here is always right); on
+    // PostgreSQL the database then counts every node's in the turn's first write.
     let turns = TurnLimits::new(
         config.limits.max_concurrent_turns_per_user,
         config.limits.turns_per_minute_per_user,

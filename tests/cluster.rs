@@ -2,7 +2,8 @@
 //! node is read live on the others and cancelled from another; two nodes racing on one session
 //! give one turn and one 409; an approval asked on one node is decided on another; a node killed
 //! mid-turn loses it to the others, whose readers get every event after their `Last-Event-ID`
-//! and the terminal `interrupted` event, byte-exact; the session then continues anywhere.
+//! and the terminal `interrupted` event, byte-exact; the session then continues anywhere. A
+//! user's cap on running turns counts every node.
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -11,10 +12,11 @@ use crate::common::database::{Backend, Database};
 use crate::common::{SseEvent, TestApp, executions, text_of};
 use crate::restart::Binary;
 
-/// Short leases so a dead node's turns are taken over within seconds.
+/// Short leases so a dead node's turns are taken over within seconds; one turn at a time per user.
 fn config() -> String {
     format!(
-        "[mock]\nchunk_delay_ms = 100\n[cluster]\nlease_secs = 2\n[approval]\ndefault = \"ask\"\n\
+        "[mock]\nchunk_delay_ms = 100\n[cluster]\nlease_secs = 2\n[limits]\nmax_concurrent_turns_per_user = 1\n\
+         [approval]\ndefault = \"ask\"\n\
          [[mcp.servers]]\nname = \"demo\"\ncommand = \"{}\"\nargs = [\"mcp-demo\", \"--test-tools\"]\n",
         env!("CARGO_BIN_EXE_aichat")
     )
@@ -126,6 +128,15 @@ async fn three_nodes_share_sessions_streams_approvals_and_a_dead_nodes_turns() {
     assert_eq!(ids(&seen), [1, 2, 3, 4, 5]);
     assert_eq!(frames(&on_c_live), frames(&seen[..3]));
     assert!(!seen.iter().any(is_terminal));
+    // The user's cap counts the turn running on A from B too.
+    let (status, body) = on_b
+        .post("/send?streaming=true", 1, json!({"message": "elsewhere"}))
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, Some("too_many_turns")),
+        "{body}"
+    );
     a.kill();
     let last_seen = seen.last().unwrap().id.unwrap();
     let rest = on_b.sse(1, &stream, Some(last_seen)).await;

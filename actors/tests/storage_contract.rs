@@ -930,6 +930,7 @@ async fn postgres_leases_fence_turns_and_lapsed_ones_are_taken_over() {
             pool_size: 2,
             node_id: id.into(),
             lease: Duration::from_secs(3),
+            ..PostgresOptions::default()
         };
         plain(|| Arc::new(PostgresStore::open(&url, &options).unwrap()))
     };
@@ -940,6 +941,7 @@ async fn postgres_leases_fence_turns_and_lapsed_ones_are_taken_over() {
         session_id: session.id.clone(),
         token,
         claim,
+        admit: claim,
     };
     let begin = |stream: &StreamRecord, token| TurnWrite {
         new_stream: Some(stream.clone()),
@@ -1033,6 +1035,95 @@ async fn postgres_leases_fence_turns_and_lapsed_ones_are_taken_over() {
         !plain(|| b.request_cancel(user(1), &third.id)).unwrap(),
         "an ended turn is not flagged"
     );
+    plain(move || {
+        drop(a);
+        drop(b);
+    });
+}
+
+/// Per-user limits on PostgreSQL are counted in the database, so they hold across nodes: with
+/// one turn at once and two a minute, a second turn of the user on another node is refused while
+/// the first runs, and a third in the minute is refused with the wait; a decision's continuation
+/// is not counted; another user is not affected.
+#[actix_rt::test]
+async fn postgres_turn_limits_count_across_nodes() {
+    let Backend::Postgres(url) = Backend::postgres() else {
+        unreachable!()
+    };
+    let node = |id: &str| -> Arc<dyn ChatStore> {
+        let options = PostgresOptions {
+            password: None,
+            pool_size: 2,
+            node_id: id.into(),
+            max_running_per_user: 1,
+            turns_per_minute_per_user: 2,
+            ..PostgresOptions::default()
+        };
+        plain(|| Arc::new(PostgresStore::open(&url, &options).unwrap()))
+    };
+    let (a, b) = (node("a"), node("b"));
+    let start = |store: &Arc<dyn ChatStore>, owner: i64, admit: bool| {
+        let session = Session::new(user(owner), "Chat".into(), TitleSource::Default);
+        plain(|| store.create_session(&session)).unwrap();
+        let stream = stream_of(&session);
+        let write = TurnWrite {
+            new_stream: Some(stream.clone()),
+            stream_id: Some(stream.id.clone()),
+            fence: Some(Fence {
+                session_id: session.id.clone(),
+                token: 1,
+                claim: true,
+                admit,
+            }),
+            ..says(&session, &["hi"])
+        };
+        (plain(|| store.write_turn(&write)), session, stream)
+    };
+    let (first, session, stream) = start(&a, 1, true);
+    first.unwrap();
+    let (second, _, _) = start(&b, 1, true);
+    assert!(
+        matches!(second, Err(StorageError::Limited { reason, .. }) if reason.contains("at once")),
+        "{second:?}"
+    );
+    let (other_user, _, _) = start(&b, 2, true);
+    other_user.unwrap();
+    let end = TurnWrite {
+        stream_id: Some(stream.id.clone()),
+        finish: Some(StreamStatus::Done),
+        fence: Some(Fence {
+            session_id: session.id.clone(),
+            token: 1,
+            claim: false,
+            admit: false,
+        }),
+        ..TurnWrite::default()
+    };
+    plain(|| a.write_turn(&end)).unwrap();
+    let (third, session, stream) = start(&b, 1, true);
+    third.unwrap();
+    let end = TurnWrite {
+        stream_id: Some(stream.id.clone()),
+        finish: Some(StreamStatus::Done),
+        fence: Some(Fence {
+            session_id: session.id.clone(),
+            token: 1,
+            claim: false,
+            admit: false,
+        }),
+        ..TurnWrite::default()
+    };
+    plain(|| b.write_turn(&end)).unwrap();
+    let (fourth, _, _) = start(&a, 1, true);
+    match fourth {
+        Err(StorageError::Limited { reason, retry_after }) => {
+            assert!(reason.contains("minute"), "{reason}");
+            assert!((1..=30).contains(&retry_after), "{retry_after}");
+        }
+        other => panic!("a third turn in the minute was not refused: {other:?}"),
+    }
+    let (continuation, _, _) = start(&a, 1, false);
+    continuation.unwrap();
     plain(move || {
         drop(a);
         drop(b);

@@ -217,8 +217,13 @@ impl SessionActor {
             session_id: self.id.clone(),
             token: self.lease_token + 1,
             claim: true,
+            admit: matches!(start, turn::TurnStart::Message),
         });
-        let held = claim.clone().map(|fence| Fence { claim: false, ..fence });
+        let held = claim.clone().map(|fence| Fence {
+            claim: false,
+            admit: false,
+            ..fence
+        });
         self.turn = Some(RunningTurn {
             stream: Arc::clone(&buffer),
             handle: None,
@@ -253,6 +258,9 @@ impl SessionActor {
                     return Err(match err {
                         StorageError::Conflict(_) => SessionError::AlreadyDecided,
                         StorageError::Busy => SessionError::Busy,
+                        StorageError::Limited { reason, retry_after } => {
+                            SessionError::TooManyTurns { reason, retry_after }
+                        }
                         StorageError::Stale(reason) => {
                             // Another node changed the session since this copy was read: the
                             // caller asks a fresh actor, which reads it again.

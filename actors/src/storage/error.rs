@@ -28,6 +28,14 @@ pub enum StorageError {
     /// (or ran a turn in it since this node read it).
     #[error("the session's lease moved on: {0}")]
     Stale(String),
+    /// The user's turn allowance (counted across every node) is used up.
+    #[error("{reason}")]
+    Limited {
+        /// Which limit.
+        reason: &'static str,
+        /// Seconds until a turn may start.
+        retry_after: u64,
+    },
     /// The schema migration at start-up failed.
     #[error("schema migration failed: {0}")]
     Migration(String),

@@ -137,6 +137,9 @@ pub struct Fence {
     /// Take the lease: `Busy` when another turn holds it, `Stale` when `token` is not the next
     /// one (another node ran a turn since this node read the session: its copy is stale).
     pub claim: bool,
+    /// With `claim`: count the turn against the user's limits on every node (a person's message;
+    /// not the continuation after a decision). `Limited` when they are used up.
+    pub admit: bool,
 }
 
 /// A turn a process left running that this node now ends: its stream, the events it stored, and

@@ -66,6 +66,10 @@ pub struct PostgresOptions {
     pub node_id: String,
     /// How long a lease lasts unless renewed (a dead node's turns are taken over after it).
     pub lease: Duration,
+    /// Turns one user may have running at once on all nodes together (0: no cap).
+    pub max_running_per_user: u32,
+    /// Turns one user may start per minute on all nodes together (0: no limit).
+    pub turns_per_minute_per_user: u32,
 }
 
 impl Default for PostgresOptions {
@@ -75,6 +79,8 @@ impl Default for PostgresOptions {
             pool_size: 4,
             node_id: format!("node-{}", uuid::Uuid::new_v4().simple()),
             lease: Duration::from_secs(10),
+            max_running_per_user: 0,
+            turns_per_minute_per_user: 0,
         }
     }
 }
@@ -92,6 +98,9 @@ pub struct PostgresStore {
     node_id: String,
     /// The lease length, in seconds, as PostgreSQL takes an interval.
     lease_secs: f64,
+    /// Per-user limits, counted across nodes (0: off).
+    max_running_per_user: u32,
+    turns_per_minute_per_user: u32,
 }
 
 struct Connections {
@@ -170,6 +179,8 @@ impl PostgresStore {
             tls,
             node_id: options.node_id.clone(),
             lease_secs: options.lease.as_secs_f64().max(1.0),
+            max_running_per_user: options.max_running_per_user,
+            turns_per_minute_per_user: options.turns_per_minute_per_user,
         })
     }
 
@@ -587,6 +598,7 @@ impl ChatStore for PostgresStore {
                         session_id: session,
                         token,
                         claim: false,
+                        admit: false,
                     };
                     orphans.push((record, events, Some(fence)));
                 }
@@ -681,10 +693,13 @@ fn check_fence(tx: &mut Tx<'_>, store: &PostgresStore, fence: &Fence, write: &Tu
             .map(|s| &s.id)
             .or(write.stream_id.as_ref())
             .ok_or_else(|| StorageError::Corrupt("a lease claim without a stream".into()))?;
-        return match claim_lease(tx, store, &fence.session_id, stream, Some(fence.token))? {
-            Some(_) => Ok(()),
-            None => Err(StorageError::Busy),
-        };
+        if claim_lease(tx, store, &fence.session_id, stream, Some(fence.token))?.is_none() {
+            return Err(StorageError::Busy);
+        }
+        if let Some(new) = write.new_stream.as_ref().filter(|_| fence.admit) {
+            admit_user(tx, store, new.user_id)?;
+        }
+        return Ok(());
     }
     let held = if write.finish.is_some() {
         tx.execute(
@@ -706,6 +721,58 @@ fn check_fence(tx: &mut Tx<'_>, store: &PostgresStore, fence: &Fence, write: &Tu
             fence.token
         )))
     }
+}
+
+/// Counts a new turn against the user's limits on every node together: turns running at once
+/// (the running streams) and turns per minute (a token bucket row). Users are serialised by a
+/// transaction-scoped advisory lock, so two nodes admitting at once cannot both take the last place.
+fn admit_user(tx: &mut Tx<'_>, store: &PostgresStore, user: UserId) -> Result<(), StorageError> {
+    let (max_running, per_minute) = (store.max_running_per_user, store.turns_per_minute_per_user);
+    if max_running == 0 && per_minute == 0 {
+        return Ok(());
+    }
+    let user = user_text(user);
+    tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&user])?;
+    if max_running > 0 {
+        let running: i64 = tx
+            .query_one(
+                "SELECT COUNT(*) FROM chat_streams WHERE user_id = $1 AND status = 'running'",
+                &[&user],
+            )?
+            .try_get(0)?;
+        if running >= i64::from(max_running) {
+            return Err(StorageError::Limited {
+                reason: "too many turns running at once",
+                retry_after: 1,
+            });
+        }
+    }
+    if per_minute > 0 {
+        let capacity = f64::from(per_minute);
+        let rate = capacity / 60.0;
+        let tokens: f64 = tx
+            .query_one(
+                "INSERT INTO user_turn_buckets AS b (user_id, tokens, refilled_at) VALUES ($1, $2, NOW())
+                 ON CONFLICT (user_id) DO UPDATE SET
+                     tokens = LEAST($2, b.tokens + EXTRACT(EPOCH FROM NOW() - b.refilled_at)::FLOAT8 * $3),
+                     refilled_at = NOW()
+                 RETURNING tokens",
+                &[&user, &capacity, &rate],
+            )?
+            .try_get(0)?;
+        if tokens < 1.0 {
+            let wait = ((1.0 - tokens) / rate).ceil().max(1.0);
+            return Err(StorageError::Limited {
+                reason: "too many turns this minute",
+                retry_after: wait as u64,
+            });
+        }
+        tx.execute(
+            "UPDATE user_turn_buckets SET tokens = tokens - 1 WHERE user_id = $1",
+            &[&user],
+        )?;
+    }
+    Ok(())
 }
 
 /// Tells listening nodes which streams got events in this transaction (delivered at commit):
@@ -952,7 +1019,9 @@ impl StorageError {
     /// failing to answer: the same work split up may partly succeed.
     fn is_refusal(&self) -> bool {
         match self {
-            StorageError::Conflict(_) | StorageError::Busy | StorageError::Stale(_) => true,
+            StorageError::Conflict(_) | StorageError::Busy | StorageError::Stale(_) | StorageError::Limited { .. } => {
+                true
+            }
             StorageError::Postgres(err) => err.as_db_error().is_some(),
             _ => false,
         }

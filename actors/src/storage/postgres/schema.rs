@@ -120,6 +120,13 @@ CREATE TABLE session_leases (
 );
 CREATE INDEX idx_session_leases_node ON session_leases(node_id) WHERE stream_id IS NOT NULL;
 ALTER TABLE chat_streams ADD COLUMN cancel_requested BOOLEAN NOT NULL DEFAULT FALSE;
+CREATE INDEX idx_chat_streams_user_running ON chat_streams(user_id) WHERE status = 'running';
+-- Each user's turns-per-minute allowance, shared by every node (a token bucket).
+CREATE TABLE user_turn_buckets (
+    user_id     TEXT PRIMARY KEY,
+    tokens      DOUBLE PRECISION NOT NULL,
+    refilled_at TIMESTAMPTZ NOT NULL
+);
 "#,
 ];
 
