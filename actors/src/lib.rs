@@ -73,7 +73,7 @@
 //! request and stores any "always allow" grant; approved calls are scattered as in step 4, denied
 //! ones get a denial result. A new message instead of a decision supersedes the request.
 //!
-//! # Several nodes
+//! # How nodes share one database
 //!
 //! On PostgreSQL any number of nodes may serve the same sessions behind a plain load balancer;
 //! they share nothing but the database. Four mechanisms, all in tables and `NOTIFY`:
