@@ -2,8 +2,9 @@
 //! node is read live on the others and cancelled from another; two nodes racing on one session
 //! give one turn and one 409; an approval asked on one node is decided on another; a node killed
 //! mid-turn loses it to the others, whose readers get every event after their `Last-Event-ID`
-//! and the terminal `interrupted` event, byte-exact; the session then continues anywhere. A
-//! user's cap on running turns counts every node.
+//! and the terminal `interrupted` event, byte-exact; the session then continues anywhere, and a
+//! node never answers from a copy of a session another node changed. A user's cap on running
+//! turns counts every node.
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -161,6 +162,15 @@ async fn three_nodes_share_sessions_streams_approvals_and_a_dead_nodes_turns() {
     let (same, events) = on_c.turn(1, "/mock context", Some(&session)).await;
     assert_eq!(same, session);
     assert_eq!(text_of(&events), format!("Messages in context: {}", context + 1));
+    // Cleared on B: C's copy of the session is stale and never used.
+    let (status, body) = on_b.delete(&format!("/sessions/{session}/messages"), 1).await;
+    assert!(status.is_success(), "{status} {body}");
+    let (_, events) = on_c.turn(1, "/mock context", Some(&session)).await;
+    assert_eq!(
+        text_of(&events),
+        "Messages in context: 1",
+        "C read the cleared session again"
+    );
     let mut takeovers = 0.0;
     for base in [&b.base, &c.base] {
         let text = reqwest::get(format!("{base}/metrics"))

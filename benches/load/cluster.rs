@@ -79,18 +79,28 @@ pub(crate) async fn cluster(quick: bool, backend: &Backend, report: &mut Report)
         say("\n== cluster: needs --database postgres://… (SQLite is single-node)");
         return;
     }
-    let (a, b) = Server::pair_on(backend, 20).await;
     let (clients, per_client) = if quick { (4, 4) } else { (16, 12) };
     say(&format!(
         "\n== cluster: 2 nodes on one PostgreSQL; turns on A (40 chunks, 20 ms apart) read on A and on B; \
          {clients} at once"
     ));
+    say("flush_ms | turns | events | errors | remote-reader lag p50 / p99 / p99.9 (ms) | wall s");
+    let mut rows = Vec::new();
+    for flush_ms in [100, 25] {
+        let (a, b) = Server::pair_on(backend, 20, flush_ms).await;
+        rows.push(step(clients, per_client, flush_ms, &a.base, &b.base).await);
+    }
+    report.insert("cluster", json!(rows));
+}
+
+/// One configuration: `clients` clients run `per_client` turns each on A, read on A and B.
+async fn step(clients: usize, per_client: usize, flush_ms: u64, a: &str, b: &str) -> Value {
     let client = client(clients * 2);
     let deadline = Instant::now() + Duration::from_secs(120);
     let started = Instant::now();
     let tasks: Vec<_> = (0..clients)
         .map(|_| {
-            let (client, a, b) = (client.clone(), a.base.clone(), b.base.clone());
+            let (client, a, b) = (client.clone(), a.to_owned(), b.to_owned());
             tokio::spawn(async move {
                 let mut lags = Vec::new();
                 let mut errors = Vec::new();
@@ -120,21 +130,17 @@ pub(crate) async fn cluster(quick: bool, backend: &Backend, report: &mut Report)
     let events = lags.len();
     let lag = Samples::new(lags);
     let [p50, p99, p999] = [0.5, 0.99, 0.999].map(|p| lag.pct(p) / 1000.0);
-    say("turns | events | errors | remote-reader lag p50 / p99 / p99.9 (ms) | wall s");
+    let turns = (clients * per_client).saturating_sub(errors.len());
     say(&format!(
-        "{:>5} | {events:>6} | {:>6} | {p50:>6.1} / {p99:>6.1} / {p999:>6.1} | {:.1}",
-        clients * per_client - errors.len(),
+        "{flush_ms:>8} | {turns:>5} | {events:>6} | {:>6} | {p50:>6.1} / {p99:>6.1} / {p999:>6.1} | {:.1}",
         errors.len(),
         started.elapsed().as_secs_f64()
     ));
     if let Some(e) = errors.first() {
         say(&format!("  first error: {e}"));
     }
-    report.insert(
-        "cluster",
-        json!({
-            "turns": clients * per_client - errors.len(), "events": events, "errors": errors.len(),
-            "lag_ms": {"p50": p50, "p99": p99, "p999": p999},
-        }),
-    );
+    json!({
+        "flush_ms": flush_ms, "turns": turns, "events": events, "errors": errors.len(),
+        "lag_ms": {"p50": p50, "p99": p99, "p999": p999},
+    })
 }

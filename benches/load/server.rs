@@ -90,12 +90,13 @@ impl Server {
 
     /// Two nodes on one fresh PostgreSQL database (`node_id` bench-a and bench-b).
     #[expect(clippy::expect_used, reason = "a benchmark that cannot set up should stop loudly")]
-    pub(crate) async fn pair_on(backend: &Backend, mock_delay_ms: u64) -> (Self, Self) {
+    pub(crate) async fn pair_on(backend: &Backend, mock_delay_ms: u64, flush_ms: u64) -> (Self, Self) {
         let first = tempfile::tempdir().expect("temp dir");
         let second = tempfile::tempdir().expect("temp dir");
         let url = backend.fresh_url(first.path());
-        let a = Self::start_at(first, &url, mock_delay_ms, "[cluster]\nnode_id = \"bench-a\"\n").await;
-        let b = Self::start_at(second, &url, mock_delay_ms, "[cluster]\nnode_id = \"bench-b\"\n").await;
+        let node = |id: &str| format!("[cluster]\nnode_id = \"{id}\"\nflush_ms = {flush_ms}\n");
+        let a = Self::start_at(first, &url, mock_delay_ms, &node("bench-a")).await;
+        let b = Self::start_at(second, &url, mock_delay_ms, &node("bench-b")).await;
         (a, b)
     }
 

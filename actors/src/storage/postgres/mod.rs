@@ -396,6 +396,14 @@ impl ChatStore for PostgresStore {
                 return Ok(false);
             }
             tx.execute("DELETE FROM chat_messages WHERE session_id = $1", &[&id.as_str()])?;
+            // Every node's copy of the session is now stale: its next turn reads it again (and a
+            // turn running elsewhere can write no more).
+            tx.execute(
+                "INSERT INTO session_leases (session_id, node_id, token, stream_id, expires_at)
+                 VALUES ($1, $2, 1, NULL, NOW())
+                 ON CONFLICT (session_id) DO UPDATE SET token = session_leases.token + 1",
+                &[&id.as_str(), &self.node_id],
+            )?;
             Ok(true)
         })
     }
