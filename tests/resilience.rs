@@ -543,5 +543,18 @@ async fn a_stopped_postgres_fails_the_turn_and_the_server_recovers_by_itself() {
     assert_eq!(stored["messages"].as_array().unwrap().len(), 2, "{stored}");
     let (_, events) = app.turn(1, "after the outage", Some(&before)).await;
     assert_eq!(events.last().unwrap().data["type"], "done");
+    // The LISTEN connection (other nodes' notices) came back by itself too.
+    eventually("the listener to reconnect", || async {
+        let metrics = reqwest::get(format!("{}/metrics", server.base))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        metrics
+            .lines()
+            .any(|l| l.starts_with("aichat_notify_reconnects_total") && !l.ends_with(" 0"))
+    })
+    .await;
     server.kill();
 }

@@ -15,6 +15,9 @@ use crate::storage::Notice;
 /// How long one wait for notices lasts before the connection is checked.
 const WAIT: Duration = Duration::from_secs(5);
 
+/// The first pause after a lost connection.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+
 /// Longest pause between two connection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -33,17 +36,16 @@ pub(super) fn spawn(config: postgres::Config, tls: MakeRustlsConnect, on_notice:
     reason = "the listener's own plain thread: sleeping there blocks no arbiter"
 )]
 fn listen_forever(config: &postgres::Config, tls: &MakeRustlsConnect, on_notice: &dyn Fn(Notice)) {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = FIRST_BACKOFF;
     let mut connected_before = false;
     loop {
-        match listen_once(config, tls, on_notice, connected_before) {
-            Ok(()) => {}
-            Err(err) => tracing::warn!(error = %err, "the PostgreSQL listener lost its connection; reconnecting"),
+        let mut listened = false;
+        let Err(err) = listen_once(config, tls, on_notice, connected_before, &mut listened);
+        if listened {
+            connected_before = true;
+            backoff = FIRST_BACKOFF;
         }
-        if connected_before {
-            metrics::counter!("aichat_notify_reconnects_total").increment(1);
-        }
-        connected_before = true;
+        tracing::warn!(error = %err, "the PostgreSQL listener has no connection; reconnecting");
         std::thread::sleep(backoff);
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
@@ -54,11 +56,15 @@ fn listen_once(
     config: &postgres::Config,
     tls: &MakeRustlsConnect,
     on_notice: &dyn Fn(Notice),
-    reconnected: bool,
-) -> Result<(), postgres::Error> {
+    connected_before: bool,
+    listened: &mut bool,
+) -> Result<std::convert::Infallible, postgres::Error> {
     let mut client = config.connect(tls.clone())?;
     client.batch_execute(&format!("LISTEN {EVENTS_CHANNEL}; LISTEN {CANCEL_CHANNEL};"))?;
-    if reconnected {
+    *listened = true;
+    if connected_before {
+        metrics::counter!("aichat_notify_reconnects_total").increment(1);
+        tracing::info!("the PostgreSQL listener is back");
         on_notice(Notice::Reconnected);
     }
     loop {
