@@ -5,6 +5,7 @@
 //! - [`config`]: defaults < `config.toml` < `AICHAT_*` env < CLI flags, validated at start-up.
 //! - [`http`]: the route table under `/v1/chat`, handlers, wire types, and `ApiError`.
 //! - [`server`]: starts storage, providers, the session registry and the HTTP server.
+//! - [`startup`]: the start-up block of the log.
 //! - [`telemetry`]: `tracing` output.
 //! - [`demo`]: the demo MCP server (`aichat mcp-demo`) and client (`aichat mcp-client`).
 
@@ -12,6 +13,7 @@ pub mod config;
 pub mod demo;
 pub mod http;
 pub mod server;
+pub mod startup;
 pub mod telemetry;
 
 /// Installs the process-wide TLS crypto provider (ring) that every HTTP client (reqwest, rmcp)

@@ -23,20 +23,26 @@ async fn main() -> anyhow::Result<()> {
             extra_tools,
         }) => {
             // stdout carries JSON-RPC: logs go to stderr, warnings only.
-            aichat::telemetry::init(&LogConfig {
-                level: "warn".into(),
-                json: false,
-            });
+            aichat::telemetry::init(
+                &LogConfig {
+                    level: "warn".into(),
+                    json: false,
+                },
+                colours(),
+            );
             let served = aichat::demo::mcp_server::serve_stdio(test_tools, label, extra_tools).await;
             // Exit at once: the runtime's teardown waits on the blocking stdin reader, and a
             // server that lost its client (or its parent) has nothing left to finish.
             std::process::exit(i32::from(served.is_err()))
         }
         Some(Command::McpClient { url }) => {
-            aichat::telemetry::init(&LogConfig {
-                level: "info".into(),
-                json: false,
-            });
+            aichat::telemetry::init(
+                &LogConfig {
+                    level: "info".into(),
+                    json: false,
+                },
+                colours(),
+            );
             aichat::install_crypto_provider();
             let scenario = environment("MCP_CONFORMANCE_SCENARIO").unwrap_or_default();
             aichat::demo::mcp_client::run(&url, &scenario).await
@@ -47,10 +53,10 @@ async fn main() -> anyhow::Result<()> {
 
 async fn serve(cli: &Cli) -> anyhow::Result<()> {
     let config = Config::load(cli, environment)?;
-    aichat::telemetry::init(&config.log);
+    aichat::telemetry::init(&config.log, colours());
     raise_open_files_limit(config.server.max_connections);
     let running = aichat::server::start(&config, false)?;
-    tracing::info!(addr = %running.addr, provider = %config.llm.provider, "listening on http://{}", running.addr);
+    tracing::info!("{}", aichat::startup::block(&config, &running));
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
     let (chat, handle) = (running.chat.clone(), running.handle.clone());
     actix_web::rt::spawn(async move {
@@ -101,6 +107,12 @@ async fn shutdown_signal() -> &'static str {
             "SIGINT"
         }
     }
+}
+
+/// Whether log lines get colours: only on a terminal, and never with `NO_COLOR` set.
+fn colours() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && environment("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// The process's one door to its environment: everything else gets values passed in.

@@ -35,6 +35,8 @@ pub struct Running {
     pub arbiters: Vec<Arbiter>,
     /// The chat service (for draining at shutdown).
     pub chat: Chat,
+    /// This node's id when several may share the database (PostgreSQL).
+    pub node_id: Option<String>,
 }
 
 /// Start-up failures.
@@ -231,7 +233,7 @@ pub fn start(config: &Config, handle_signals: bool) -> Result<Running, StartErro
         _ => Authenticator::Header,
     };
     let state = web::Data::new(AppState {
-        node_id,
+        node_id: node_id.clone(),
         auth,
         chat: chat.clone(),
         tools,
@@ -252,8 +254,15 @@ pub fn start(config: &Config, handle_signals: bool) -> Result<Running, StartErro
     let routes = http::configure(state)?;
     crate::telemetry::metrics();
     let origins = config.server.cors_origins.clone();
+    let allowed = web::Data::new(http::origin::AllowedOrigins(Arc::new(origins.clone())));
     let mut server = HttpServer::new(move || {
         App::new()
+            .app_data(allowed.clone())
+            // With configured origins, a state-changing request from any other site is refused.
+            .wrap(actix_web::middleware::Condition::new(
+                !origins.is_empty(),
+                actix_web::middleware::from_fn(http::origin::refuse_foreign_origins),
+            ))
             // Without configured origins no CORS layer runs at all: browsers then allow only
             // same-origin calls (a CORS layer would refuse the Origin header of those too).
             .wrap(actix_web::middleware::Condition::new(
@@ -288,5 +297,6 @@ pub fn start(config: &Config, handle_signals: bool) -> Result<Running, StartErro
         handle,
         arbiters: vec![provider_arbiter, mcp_arbiter],
         chat,
+        node_id,
     })
 }

@@ -1,14 +1,19 @@
 //! Logging: `tracing` to stderr, text or JSON lines; `RUST_LOG` overrides the configured level.
+//! Colours only on a terminal (and never with `NO_COLOR`). The MCP library's own lines are off
+//! unless `RUST_LOG` names them: they repeat, as `Debug` dumps, what our connection lines say with
+//! the cause chain.
 
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogConfig;
 
-/// Installs the global subscriber (once; later calls are ignored).
-pub fn init(config: &LogConfig) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.level));
+/// Installs the global subscriber (once; later calls are ignored). `ansi`: colour the text.
+pub fn init(config: &LogConfig, ansi: bool) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("{},rmcp=off", config.level)));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     let _ = if config.json {
         builder.json().try_init()

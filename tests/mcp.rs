@@ -545,3 +545,31 @@ async fn a_hung_server_is_found_by_its_health_ping_and_replaced() {
     })
     .await;
 }
+
+/// `aichat mcp-client` against an address where nothing listens gives up on its own, with a
+/// non-zero exit and the cause (not the MCP library's `Debug` dumps, not colours in a pipe).
+#[actix_web::test]
+async fn the_mcp_client_gives_up_with_the_cause() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_aichat"))
+        .args(["mcp-client", &format!("http://127.0.0.1:{port}/mcp")])
+        .env_remove("NO_COLOR")
+        .env_remove("RUST_LOG")
+        .env("RUST_BACKTRACE", "0")
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(std::time::Duration::from_secs(60), run)
+        .await
+        .expect("the client gives up within a minute")
+        .unwrap();
+    assert!(!output.status.success());
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(log.contains("could not connect"), "{log}");
+    assert!(log.contains("Connection refused"), "the root cause is named: {log}");
+    assert!(!log.contains("rmcp::"), "no type names or library dumps: {log}");
+    assert!(!log.contains('\u{1b}'), "no colours in a pipe: {log}");
+}

@@ -681,3 +681,87 @@ async fn attachments_reach_every_vendor_in_its_own_format() {
         }
     }
 }
+
+/// A provider's failure, as the operator and the person see it (the real binary, its log read):
+/// the log names the provider, model, base URL and the cause (the vendor's message, or the chain
+/// down to "Connection refused") with the key removed; the person gets the stable code, the
+/// provider's name and a short reason; no key anywhere. The start-up block says what runs.
+#[actix_web::test]
+async fn provider_failures_are_explained_to_the_operator_and_named_to_the_person() {
+    let (upstream, base) = Upstream::start();
+    upstream.push(Reply::status(
+        401,
+        &format!(r#"{{"error":{{"message":"Incorrect API key provided: {KEY}.","type":"invalid_request_error"}}}}"#),
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[llm]\nprovider = \"openai\"\nmodel = \"gpt-test\"\nbase_url = \"{base}/v1\"\nmax_retries = 0\n\
+         [[providers]]\nname = \"backup\"\nkind = \"ollama\"\nbase_url = \"http://127.0.0.1:1\"\nmodel = \"tiny\"\n\
+         max_retries = 0\n"
+    );
+    let server =
+        crate::restart::Binary::start_with_env(&dir.path().join("chat.db"), &config, &[("AICHAT_API_KEY", KEY)]);
+    let app = TestApp::client_for(&server.base);
+
+    let (status, body) = app.post("/send", 1, json!({"message": "hi"})).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::BAD_GATEWAY, Some("auth_failed")),
+        "{body}"
+    );
+    let said = body["error"].as_str().unwrap();
+    assert!(said.contains("openai"), "the person reads which provider: {said}");
+    let (status, body) = app
+        .post("/send", 1, json!({"message": "hi", "provider": "backup"}))
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::BAD_GATEWAY, Some("upstream_unreachable")),
+        "{body}"
+    );
+    let said = body["error"].as_str().unwrap();
+    assert!(said.contains("backup") && said.contains("connection refused"), "{said}");
+
+    let log = crate::common::eventually_log(&server.log, "the second provider failure", |log| {
+        log.contains("provider=backup")
+    })
+    .await;
+    let openai = log
+        .lines()
+        .find(|l| l.contains("provider=openai") && l.contains("WARN"))
+        .unwrap();
+    for part in [
+        "model=gpt-test",
+        &format!("base_url={base}/v1"),
+        "HTTP 401",
+        "Incorrect API key provided: [redacted]",
+    ] {
+        assert!(openai.contains(part), "{part:?} missing from: {openai}");
+    }
+    let backup = log.lines().find(|l| l.contains("provider=backup")).unwrap();
+    assert!(
+        backup.contains("Connection refused"),
+        "the cause chain reaches the root: {backup}"
+    );
+    assert!(!log.contains(KEY), "the key reached the log");
+    assert!(!log.contains('\u{1b}'), "no colours when the log is not a terminal");
+
+    let start = log.find("listening on http://").map(|at| &log[at..]).unwrap();
+    for part in [
+        "chat.toml (named by --config",
+        "chat.db",
+        "openai (openai, gpt-test, default); backup (ollama, tiny)",
+    ] {
+        assert!(
+            start.contains(part),
+            "{part:?} missing from the start-up block:\n{start}"
+        );
+    }
+    for label in ["config", "database", "providers", "MCP"] {
+        assert!(
+            start.lines().any(|l| l.trim_start().starts_with(label)),
+            "no {label} line in the start-up block:\n{start}"
+        );
+    }
+    server.kill();
+}

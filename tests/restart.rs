@@ -47,7 +47,8 @@ impl Binary {
             .args(["--port", "0", "--log-level", "info"])
             .arg("--database-url")
             .arg(db.url())
-            .env("NO_COLOR", "1")
+            // Not a terminal: the log has no colours without being told (a test checks).
+            .env_remove("NO_COLOR")
             // A restart in these tests is the same node coming back (on PostgreSQL it then ends
             // its own interrupted turns at once); cluster tests name each node.
             .env("AICHAT_NODE_ID", "test-node")

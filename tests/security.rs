@@ -213,8 +213,42 @@ async fn cors_allows_only_the_configured_origins() {
     };
     let ok = preflight("https://pmm.example").await.unwrap();
     assert_eq!(ok.headers()["access-control-allow-origin"], "https://pmm.example");
+    assert!(
+        ok.headers()["access-control-allow-methods"]
+            .to_str()
+            .unwrap()
+            .contains("POST")
+    );
     let refused = preflight("https://evil.example").await.unwrap();
     assert!(refused.headers().get("access-control-allow-origin").is_none());
+    // A state-changing request from another site is refused before it runs (CSRF); the listed
+    // origin, the server's own and programs without an Origin header are served.
+    let create = |origin: Option<String>| {
+        let mut req = app
+            .client
+            .post(app.url("/sessions"))
+            .header("X-User-ID", "7")
+            .json(&serde_json::json!({"title": "t"}));
+        if let Some(origin) = origin {
+            req = req.header("Origin", origin);
+        }
+        req.send()
+    };
+    let forged = create(Some("https://evil.example".into())).await.unwrap();
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    let body: serde_json::Value = forged.json().await.unwrap();
+    assert_eq!(body["code"], "origin_not_allowed", "{body}");
+    assert_eq!(
+        app.get("/sessions", 7).await.1["pagination"]["total"],
+        0,
+        "nothing was created"
+    );
+    let own = app.base.trim_end_matches('/').to_owned();
+    for origin in [Some("https://pmm.example".to_owned()), Some(own), None] {
+        let resp = create(origin.clone()).await.unwrap();
+        assert!(resp.status().is_success(), "{origin:?}: {}", resp.status());
+    }
+    assert_eq!(app.get("/sessions", 7).await.1["pagination"]["total"], 3);
     // Without configured origins, same-origin requests (which carry Origin too) still work.
     let plain = TestApp::spawn().await;
     let resp = plain

@@ -107,6 +107,7 @@ pub mod answer;
 pub mod approval;
 pub mod attachment;
 pub mod backlog;
+pub mod cause;
 pub mod chat;
 pub mod cluster;
 pub mod ids;

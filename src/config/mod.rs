@@ -90,6 +90,38 @@ pub struct Config {
     pub attachments: AttachmentsConfig,
     /// `[cluster]`.
     pub cluster: ClusterConfig,
+    /// Where the file layer came from (for the start-up lines).
+    #[serde(skip)]
+    pub source: ConfigSource,
+}
+
+/// Which configuration file was read, and why.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// No file: the built-in defaults (`env_only`: as `--env-only` asked).
+    #[default]
+    Defaults,
+    /// `--env-only` / `AICHAT_ENV_ONLY`: no file was read.
+    EnvOnly,
+    /// The file `--config` or `AICHAT_CONFIG` named.
+    Named(PathBuf),
+    /// `config.toml` found in the working directory (no `--config` given).
+    WorkingDirectory,
+}
+
+impl std::fmt::Display for ConfigSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfigSource::Defaults => {
+                f.write_str("built-in defaults (no --config given and no config.toml in the working directory)")
+            }
+            ConfigSource::EnvOnly => f.write_str("built-in defaults and the environment (--env-only)"),
+            ConfigSource::Named(path) => write!(f, "{} (named by --config or AICHAT_CONFIG)", path.display()),
+            ConfigSource::WorkingDirectory => {
+                f.write_str("config.toml in the working directory (read because no --config was given)")
+            }
+        }
+    }
 }
 
 fn parse_bool(key: &str, raw: &str) -> Result<bool, ConfigError> {
@@ -144,16 +176,19 @@ impl Config {
     /// Loads the configuration from flags, the environment (through `env`) and the file.
     pub fn load(cli: &Cli, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let explicit = cli.config.clone().or_else(|| env("AICHAT_CONFIG").map(PathBuf::from));
-        let mut config = if cli.env_only || parse_bool("AICHAT_ENV_ONLY", &env("AICHAT_ENV_ONLY").unwrap_or_default())?
-        {
-            Config::default()
+        let env_only = cli.env_only || parse_bool("AICHAT_ENV_ONLY", &env("AICHAT_ENV_ONLY").unwrap_or_default())?;
+        let (mut config, source) = if env_only {
+            (Config::default(), ConfigSource::EnvOnly)
         } else {
             match explicit {
-                Some(path) => Self::read(&path)?,
-                None if Path::new("config.toml").exists() => Self::read(Path::new("config.toml"))?,
-                None => Config::default(),
+                Some(path) => (Self::read(&path)?, ConfigSource::Named(path)),
+                None if Path::new("config.toml").exists() => {
+                    (Self::read(Path::new("config.toml"))?, ConfigSource::WorkingDirectory)
+                }
+                None => (Config::default(), ConfigSource::Defaults),
             }
         };
+        config.source = source;
         config.apply_env(&env)?;
         config.apply_cli(cli);
         config.resolve_llm_key(&env);

@@ -113,6 +113,9 @@ pub enum ApiError {
     /// The request body did not arrive in time.
     #[error("The request body did not arrive in time")]
     RequestTimeout,
+    /// A state-changing request from a web page of another origin (cross-site request forgery).
+    #[error("Requests from the origin {0} are not allowed (server.cors_origins)")]
+    OriginNotAllowed(String),
     /// The model provider failed (non-streaming send).
     #[error("Failed to process message: {0}")]
     Provider(TurnFailure),
@@ -152,6 +155,7 @@ impl ApiError {
             ApiError::TooManyTurns { .. } => "too_many_turns",
             ApiError::TooManyStreams(_) => "too_many_streams",
             ApiError::RequestTimeout => "request_timeout",
+            ApiError::OriginNotAllowed(_) => "origin_not_allowed",
             ApiError::ApprovalNotFound => "approval_not_found",
             ApiError::ApprovalDecided => "approval_decided",
             ApiError::ApprovalExpired => "approval_expired",
@@ -182,6 +186,7 @@ impl ResponseError for ApiError {
             ApiError::AttachmentUnreadable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooManyTurns { .. } | ApiError::TooManyStreams(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::OriginNotAllowed(_) => StatusCode::FORBIDDEN,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::SessionNotFound | ApiError::StreamNotFound | ApiError::RouteNotFound => StatusCode::NOT_FOUND,
             ApiError::TurnInProgress
@@ -360,6 +365,11 @@ mod tests {
             ),
             (ApiError::TooManyStreams(64), 429, "too_many_streams"),
             (ApiError::RequestTimeout, 408, "request_timeout"),
+            (
+                ApiError::OriginNotAllowed("https://x".into()),
+                403,
+                "origin_not_allowed",
+            ),
             (ApiError::ApprovalNotFound, 404, "approval_not_found"),
             (ApiError::ApprovalDecided, 409, "approval_decided"),
             (ApiError::ApprovalExpired, 409, "approval_expired"),

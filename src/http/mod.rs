@@ -11,6 +11,7 @@ pub mod error;
 pub mod health;
 pub mod observe;
 pub mod openapi;
+pub mod origin;
 pub mod sessions;
 
 use std::sync::Arc;

@@ -258,6 +258,26 @@ pub fn text_of(events: &[SseEvent]) -> String {
         .collect()
 }
 
+/// Waits until the lines a binary logged say what `done` looks for; returns them joined.
+pub async fn eventually_log(
+    log: &std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    what: &str,
+    done: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let text = log.lock().unwrap().join("\n");
+        if done(&text) {
+            return text;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Waits until `check` holds, polling; fails after `TIMEOUT`.
 pub async fn eventually<F, Fut>(what: &str, mut check: F)
 where

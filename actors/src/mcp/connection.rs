@@ -299,7 +299,7 @@ async fn establish(spec: &ServerSpec, notifications: Notifications) -> Result<(R
             notifications
                 .serve(transport)
                 .await
-                .map_err(|e| format!("handshake failed: {e}"))?
+                .map_err(|e| format!("handshake failed: {}", handshake_failure(&e)))?
         }
         Transport::StreamableHttp { url, headers } => {
             let client = reqwest::Client::builder()
@@ -319,7 +319,7 @@ async fn establish(spec: &ServerSpec, notifications: Notifications) -> Result<(R
             notifications
                 .serve(transport)
                 .await
-                .map_err(|e| format!("handshake failed: {e}"))?
+                .map_err(|e| format!("handshake failed: {}", handshake_failure(&e)))?
         }
     };
     let tools = running
@@ -412,6 +412,22 @@ impl Handler<Refresh> for McpConnection {
             }
         })
     }
+}
+
+/// Why a handshake failed, down to the root cause (`… tcp connect error: Connection refused`):
+/// rmcp's transport errors say their cause in their text but do not chain it, so the HTTP
+/// client's error is taken out and its own chain followed.
+fn handshake_failure(err: &rmcp::service::ClientInitializeError) -> String {
+    use rmcp::transport::streamable_http_client::StreamableHttpError;
+    if let rmcp::service::ClientInitializeError::TransportError { error, context } = err {
+        if let Some(StreamableHttpError::Client(inner)) =
+            error.error.downcast_ref::<StreamableHttpError<reqwest::Error>>()
+        {
+            return format!("{context}: {}", crate::cause::chain(inner));
+        }
+        return format!("{context}: {}", crate::cause::chain(error));
+    }
+    crate::cause::chain(err)
 }
 
 #[cfg(test)]

@@ -99,6 +99,8 @@ impl Vendor {
 /// One HTTP provider's settings.
 #[derive(Clone)]
 pub struct HttpProviderConfig {
+    /// The provider's name (for log lines).
+    pub name: String,
     /// Which wire format.
     pub vendor: Vendor,
     /// API root (the SDK convention: OpenAI `…/v1`, the others the API root).

@@ -26,9 +26,10 @@ pub enum ProviderError {
     /// No answer in time (connect, first token, or the gap between chunks).
     #[error("the model provider did not answer in time ({0})")]
     Timeout(String),
-    /// The vendor could not be reached.
-    #[error("the model provider could not be reached")]
-    Network,
+    /// The vendor could not be reached; why, in a few words (`connection refused`, `DNS lookup
+    /// failed`, `TLS failed`, ...).
+    #[error("the model provider could not be reached ({0})")]
+    Network(String),
     /// The vendor's answer did not follow its format (truncated, malformed).
     #[error("the model provider sent a malformed answer: {0}")]
     Protocol(String),
@@ -55,7 +56,7 @@ impl ProviderError {
             ProviderError::ContextLengthExceeded => "context_length_exceeded",
             ProviderError::Upstream { .. } => "upstream_error",
             ProviderError::Timeout(_) => "timeout",
-            ProviderError::Network => "upstream_unreachable",
+            ProviderError::Network(_) => "upstream_unreachable",
             ProviderError::Protocol(_) => "upstream_protocol_error",
             ProviderError::InvalidRequest(_) => "invalid_provider_request",
             ProviderError::Crashed | ProviderError::Fatal(_) => "provider_crashed",

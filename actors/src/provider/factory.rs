@@ -31,6 +31,7 @@ pub fn provider_factory(provider: &ProviderConfig, mock_delay: Duration) -> Resu
         }));
     };
     let settings = HttpProviderConfig {
+        name: provider.name.clone(),
         vendor,
         base_url: if provider.base_url.is_empty() {
             vendor.default_base_url().to_owned()

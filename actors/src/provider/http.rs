@@ -207,6 +207,7 @@ mod sampling_tests {
         };
         for vendor in [Vendor::OpenAi, Vendor::Anthropic, Vendor::Gemini, Vendor::Ollama] {
             let config = HttpProviderConfig {
+                name: "p".into(),
                 vendor,
                 base_url: "http://127.0.0.1:1".into(),
                 model: "m".into(),

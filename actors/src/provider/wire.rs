@@ -123,29 +123,102 @@ fn retry_after(response: &reqwest::Response) -> Option<Duration> {
 }
 
 /// Maps an error response; the body is read for the context-length case only, never echoed.
-async fn error_of(response: reqwest::Response) -> ProviderError {
+/// The error of a vendor's error answer, and for the log: its status and the vendor's message.
+async fn error_of(response: reqwest::Response) -> (ProviderError, String) {
     let status = response.status().as_u16();
     let retry = retry_after(&response);
     let body = tokio::time::timeout(Duration::from_secs(5), response.text())
         .await
         .ok()
-        .and_then(Result::ok);
-    let body = body.unwrap_or_default().to_ascii_lowercase();
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    let detail = format!("HTTP {status}: {}", vendor_message(&body));
+    let lower = body.to_ascii_lowercase();
     let too_long = [
         "context_length_exceeded",
         "prompt is too long",
         "maximum context length",
         "too many tokens",
     ];
-    if status == 400 && too_long.iter().any(|needle| body.contains(needle)) {
-        return ProviderError::ContextLengthExceeded;
+    if status == 400 && too_long.iter().any(|needle| lower.contains(needle)) {
+        return (ProviderError::ContextLengthExceeded, detail);
     }
-    ProviderError::from_status(status, retry)
+    (ProviderError::from_status(status, retry), detail)
+}
+
+/// The message of a vendor's error body (`error.message`, `message`, `error` as text), else the
+/// start of the body; at most 300 characters.
+fn vendor_message(body: &str) -> String {
+    let parsed: Option<serde_json::Value> = serde_json::from_str(body).ok();
+    let message = parsed.as_ref().and_then(|v| {
+        v.pointer("/error/message")
+            .or_else(|| v.get("message"))
+            .or_else(|| v.get("error"))
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned)
+    });
+    let text = message.unwrap_or_else(|| body.trim().to_owned());
+    text.chars().take(300).collect()
+}
+
+/// `text` without the provider's key or anything shaped like an API key.
+pub(crate) fn without_secrets(text: &str, key: Option<&str>) -> String {
+    let mut text = match key.filter(|k| k.len() >= 4) {
+        Some(key) => text.replace(key, "[redacted]"),
+        None => text.to_owned(),
+    };
+    for prefix in ["sk-", "sk_", "AIza", "xai-", "Bearer "] {
+        let mut from = 0;
+        while let Some(found) = text[from..].find(prefix) {
+            let at = from + found;
+            let token = at + prefix.len();
+            let end = text[token..]
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+                .map_or(text.len(), |i| token + i);
+            if end - token >= 6 {
+                text.replace_range(at..end, "[redacted]");
+                from = at + "[redacted]".len();
+            } else {
+                from = token;
+            }
+        }
+    }
+    text
+}
+
+/// A few words on why a request did not reach the vendor, for the person.
+fn unreachable_reason(err: &reqwest::Error) -> String {
+    let chain = crate::cause::chain(err).to_ascii_lowercase();
+    let reason = if chain.contains("dns") || chain.contains("lookup address") || chain.contains("name or service") {
+        "DNS lookup failed"
+    } else if chain.contains("connection refused") {
+        "connection refused"
+    } else if chain.contains("certificate") || chain.contains("tls") || chain.contains("handshake") {
+        "TLS failed"
+    } else if chain.contains("reset") || chain.contains("broken pipe") {
+        "connection reset"
+    } else {
+        "network error"
+    };
+    reason.to_owned()
+}
+
+/// Where a provider is, for log lines: its base URL without credentials or query.
+fn shown_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) => {
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+            parsed.set_query(None);
+            parsed.to_string()
+        }
+        Err(_) => "(invalid URL)".into(),
+    }
 }
 
 fn retryable(err: &ProviderError) -> bool {
     match err {
-        ProviderError::RateLimited { .. } | ProviderError::Network => true,
+        ProviderError::RateLimited { .. } | ProviderError::Network(_) => true,
         ProviderError::Upstream { status } => *status >= 500,
         _ => false,
     }
@@ -163,13 +236,26 @@ pub async fn send(
         for (name, value) in &prepared.headers {
             request = request.header(*name, value);
         }
-        let err = match request.send().await {
+        let (err, detail) = match request.send().await {
             Ok(response) if response.status().is_success() => return Ok(response),
             Ok(response) => error_of(response).await,
-            Err(err) if err.is_timeout() => ProviderError::Timeout("connect".into()),
-            Err(_) => ProviderError::Network,
+            Err(err) if err.is_timeout() => (ProviderError::Timeout("connect".into()), crate::cause::chain(&err)),
+            Err(err) => (
+                ProviderError::Network(unreachable_reason(&err)),
+                crate::cause::chain(&err),
+            ),
         };
         if attempt >= config.max_retries || !retryable(&err) {
+            tracing::warn!(
+                provider = %config.name,
+                vendor = ?config.vendor,
+                model = %config.model,
+                base_url = %shown_url(&config.base_url),
+                code = err.code(),
+                attempts = attempt + 1,
+                cause = %without_secrets(&detail, config.api_key.as_deref()),
+                "the model provider failed"
+            );
             return Err(err);
         }
         attempt += 1;
@@ -183,5 +269,40 @@ pub async fn send(
         };
         tracing::info!(attempt, code = err.code(), ?wait, "retrying the model provider");
         tokio::time::sleep(wait).await;
+    }
+}
+
+#[cfg(test)]
+mod diagnosis_tests {
+    use super::*;
+
+    #[test]
+    fn keys_never_reach_a_log_line() {
+        let said = "Incorrect API key provided: sk-test-secret-key-123. Also AIzaSyA1234567 and sk-ab";
+        let shown = without_secrets(said, Some("sk-test-secret-key-123"));
+        assert_eq!(
+            shown,
+            "Incorrect API key provided: [redacted]. Also [redacted] and sk-ab"
+        );
+        assert_eq!(without_secrets("Bearer abcdefgh1234 x", None), "[redacted] x");
+    }
+
+    #[test]
+    fn vendor_messages_are_read_from_their_error_bodies() {
+        assert_eq!(
+            vendor_message(r#"{"error":{"message":"bad key","type":"x"}}"#),
+            "bad key"
+        );
+        assert_eq!(vendor_message(r#"{"error":"model not found"}"#), "model not found");
+        assert_eq!(vendor_message("  <html>gateway</html> "), "<html>gateway</html>");
+        assert_eq!(vendor_message(&"x".repeat(1000)).len(), 300);
+    }
+
+    #[test]
+    fn base_urls_are_shown_without_credentials() {
+        assert_eq!(
+            shown_url("https://user:pw@api.example.com/v1?key=abc"),
+            "https://api.example.com/v1"
+        );
     }
 }

@@ -47,8 +47,9 @@ impl StopReason {
 /// Why a turn failed.
 #[derive(Debug, thiserror::Error)]
 enum TurnError {
-    #[error(transparent)]
-    Provider(#[from] ProviderError),
+    /// A provider failed: the person reads which one and why, in a few words.
+    #[error("{provider}: {source}")]
+    Provider { provider: String, source: ProviderError },
     #[error("storage failed: {0}")]
     Storage(#[from] crate::storage::StorageError),
     #[error("the turn was cancelled")]
@@ -60,7 +61,7 @@ enum TurnError {
 impl TurnError {
     fn code(&self) -> &'static str {
         match self {
-            TurnError::Provider(err) => err.code(),
+            TurnError::Provider { source, .. } => source.code(),
             TurnError::Storage(_) => crate::storage::StorageError::CODE,
             TurnError::Cancelled => StopReason::Cancelled.code(),
             TurnError::Interrupted => StopReason::Interrupted.code(),
@@ -250,7 +251,7 @@ impl Turn {
                 let status = match err {
                     TurnError::Cancelled => StreamStatus::Cancelled,
                     TurnError::Interrupted => StreamStatus::Interrupted,
-                    TurnError::Provider(_) | TurnError::Storage(_) => StreamStatus::Failed,
+                    TurnError::Provider { .. } | TurnError::Storage(_) => StreamStatus::Failed,
                 };
                 (
                     StreamMessage::error(&self.session_id, err.code(), err.to_string()),
@@ -269,7 +270,7 @@ impl Turn {
                     .extend(super::recovery::partial_answer(partial, status));
             }
             // A failed round keeps nothing of its partial answer in the context.
-            Err(TurnError::Provider(_) | TurnError::Storage(_)) => self.unsaved_messages.clear(),
+            Err(TurnError::Provider { .. } | TurnError::Storage(_)) => self.unsaved_messages.clear(),
         }
         // Store the answer and the terminal event before readers see the terminal event, so a
         // client that reads history right after `done` finds the answer there.
@@ -334,7 +335,11 @@ impl Turn {
         }
         loop {
             // Dropping `events` (on return) aborts the provider's upstream request.
-            let (mut events, first_event) = self.open_stream(&mut stop).await?;
+            let (mut events, first_event, answering) = self.open_stream(&mut stop).await?;
+            let failed = |source| TurnError::Provider {
+                provider: answering.clone(),
+                source,
+            };
             let mut pending = Some(first_event);
             self.partial.clear();
             let mut calls = Vec::new();
@@ -351,9 +356,9 @@ impl Turn {
                         };
                         self.waited += waiting.elapsed();
                         match next {
-                            Err(_) => return Err(ProviderError::Timeout("gap between chunks".into()).into()),
-                            Ok(None) => return Err(ProviderError::Unavailable.into()),
-                            Ok(Some(event)) => event?,
+                            Err(_) => return Err(failed(ProviderError::Timeout("gap between chunks".into()))),
+                            Ok(None) => return Err(failed(ProviderError::Unavailable)),
+                            Ok(Some(event)) => event.map_err(failed)?,
                         }
                     }
                 };
@@ -406,11 +411,14 @@ impl Turn {
     async fn open_stream(
         &mut self,
         stop: &mut watch::Receiver<Option<StopReason>>,
-    ) -> Result<(EventReceiver, ProviderEvent), TurnError> {
+    ) -> Result<(EventReceiver, ProviderEvent, String), TurnError> {
         let deps = Arc::clone(&self.deps);
         let chain = deps.providers.chain(self.provider.as_deref());
         let request = self.request();
-        let mut last = ProviderError::Unavailable;
+        let mut last = TurnError::Provider {
+            provider: "no provider".into(),
+            source: ProviderError::Unavailable,
+        };
         for (i, provider) in chain.iter().enumerate() {
             let waiting = Instant::now();
             let mut events = provider.stream(request.clone());
@@ -425,7 +433,7 @@ impl Turn {
                     deps.providers.report(provider.name(), true);
                     metrics::histogram!("aichat_time_to_first_token_seconds", "provider" => provider.name().to_owned())
                         .record(waiting.elapsed().as_secs_f64());
-                    return Ok((events, event));
+                    return Ok((events, event, provider.name().to_owned()));
                 }
                 Ok(Some(Err(err))) => err,
                 Ok(None) => ProviderError::Unavailable,
@@ -444,12 +452,18 @@ impl Turn {
                     code = err.code(),
                     "provider failed before its first token; trying the next"
                 );
-                last = err;
+                last = TurnError::Provider {
+                    provider: provider.name().to_owned(),
+                    source: err,
+                };
                 continue;
             }
-            return Err(err.into());
+            return Err(TurnError::Provider {
+                provider: provider.name().to_owned(),
+                source: err,
+            });
         }
-        Err(last.into())
+        Err(last)
     }
 
     /// Applies the policy and the user's grants to each call of a batch.
