@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests run against, pinned, under target/test-servers: the third-party MCP
-# servers and schemathesis (the API fuzzer)
-# (idempotent; a second run does nothing). Needs python3 (venv + pip) and node/npm.
+# servers and schemathesis (the API fuzzer); and Debian's chromium + chromium-driver for the chat
+# page's browser tests (a test tool's own browser download does not work on these machines)
+# (idempotent; a second run does nothing). Needs python3 (venv + pip), node/npm and apt.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 dir="$root/target/test-servers"
@@ -29,4 +30,10 @@ if [ ! -f "$dir/npm/node_modules/@modelcontextprotocol/server-everything/package
     "@modelcontextprotocol/server-everything@$EVERYTHING_VERSION" \
     "@modelcontextprotocol/conformance@$CONFORMANCE_VERSION"
 fi
-echo "test MCP servers ready in $dir"
+if ! command -v chromedriver >/dev/null 2>&1 || ! command -v chromium >/dev/null 2>&1; then
+  echo "installing chromium and chromium-driver (Debian)"
+  as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq chromium chromium-driver >/dev/null
+fi
+echo "test MCP servers ready in $dir; $(chromium --version 2>/dev/null || echo 'no chromium')"

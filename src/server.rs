@@ -255,6 +255,7 @@ pub fn start(config: &Config, handle_signals: bool) -> Result<Running, StartErro
     crate::telemetry::metrics();
     let origins = config.server.cors_origins.clone();
     let allowed = web::Data::new(http::origin::AllowedOrigins(Arc::new(origins.clone())));
+    let ui = config.server.ui;
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(allowed.clone())
@@ -271,6 +272,11 @@ pub fn start(config: &Config, handle_signals: bool) -> Result<Running, StartErro
             ))
             .wrap(actix_web::middleware::from_fn(http::observe::request_context))
             .configure(routes.clone())
+            .configure(|cfg| {
+                if ui {
+                    http::ui::configure(cfg);
+                }
+            })
     })
     .shutdown_timeout(30)
     // Streams are many small writes: without TCP_NODELAY, Nagle holds the last one back until

@@ -13,8 +13,13 @@ use crate::server::Running;
 /// The block's text (several lines; the first says `listening on http://ADDR`).
 pub fn block(config: &Config, running: &Running) -> String {
     let addr = running.addr;
+    let open = if config.server.ui {
+        format!("open http://{addr}/ in a browser to chat")
+    } else {
+        format!("the chat page is off (server.ui); http://{addr}/v1/chat/health answers")
+    };
     let mut text = format!(
-        "aichat {} listening on http://{addr} (open http://{addr}/v1/chat/health to check it)",
+        "aichat {} listening on http://{addr} ({open})",
         env!("CARGO_PKG_VERSION")
     );
     let line = |text: &mut String, label: &str, value: &str| {

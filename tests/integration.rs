@@ -8,6 +8,7 @@ mod common;
 mod api;
 mod approvals;
 mod attachments;
+mod browser;
 mod cluster;
 mod mcp;
 mod openapi;

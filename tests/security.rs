@@ -10,7 +10,7 @@ use crate::common::{TestApp, eventually};
 
 const KEY: &str = "ak_live_0123456789abcdef";
 
-fn hash_entry(key: &str, user: i64) -> String {
+pub(crate) fn hash_entry(key: &str, user: i64) -> String {
     let hex: String = Sha256::digest(key.as_bytes())
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -351,4 +351,41 @@ async fn clearing_a_running_turn_cancels_and_counts_it() {
     let events = app.sse(1, &stream_id, None).await;
     assert_eq!(events.last().unwrap().data["code"], "cancelled", "{events:?}");
     assert!(counter(&scrape().await, cancelled) >= before + 1.0);
+}
+
+/// The chat page is served with a strict Content-Security-Policy (no inline script, nothing from
+/// elsewhere), its modules as JavaScript; an unknown asset is 404; `server.ui = false` turns it off.
+#[actix_web::test]
+async fn the_chat_page_is_served_with_a_strict_policy_and_can_be_turned_off() {
+    let app = TestApp::spawn().await;
+    let page = app.client.get(format!("{}/", app.base)).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(
+        page.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let policy = page.headers()["content-security-policy"].to_str().unwrap().to_owned();
+    assert!(
+        policy.contains("script-src 'self'") && policy.contains("object-src 'none'"),
+        "{policy}"
+    );
+    assert!(!policy.contains("unsafe-inline"), "{policy}");
+    let html = page.text().await.unwrap();
+    assert!(html.contains(r#"<script type="module" src="/ui/app.js">"#));
+    let module = app.client.get(format!("{}/ui/app.js", app.base)).send().await.unwrap();
+    assert_eq!(module.status(), StatusCode::OK);
+    assert!(
+        module.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/javascript")
+    );
+    let missing = app.client.get(format!("{}/ui/nope.js", app.base)).send().await.unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+
+    let off = TestApp::spawn_with(|c| c.server.ui = false).await;
+    let page = off.client.get(format!("{}/", off.base)).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::NOT_FOUND);
 }

@@ -40,6 +40,8 @@ pub struct ServerConfig {
     /// Browser origins allowed to call the API cross-origin (exact, e.g. `https://pmm.example`);
     /// empty = none (same-origin only).
     pub cors_origins: Vec<String>,
+    /// Serve the chat page at `/`.
+    pub ui: bool,
     /// Seconds a request body may take to arrive (then 408 and the connection closes).
     pub body_timeout_secs: u64,
     /// Open connections at most, over all workers (more wait to be accepted).
@@ -65,6 +67,7 @@ impl Default for ServerConfig {
             shutdown_grace_secs: 30,
             cancel_on_disconnect_secs: 0,
             cors_origins: Vec::new(),
+            ui: true,
             body_timeout_secs: 10,
             max_connections: 10_000,
             max_streams_per_user: 64,

@@ -13,6 +13,7 @@ pub mod observe;
 pub mod openapi;
 pub mod origin;
 pub mod sessions;
+pub mod ui;
 
 use std::sync::Arc;
 use std::time::Duration;

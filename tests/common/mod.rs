@@ -1,6 +1,7 @@
 //! `TestApp`: the real server in-process on 127.0.0.1:0 with a temporary SQLite file, and
 //! helpers that return `(StatusCode, Value)`; `sse()` reads a stream with a real SSE parser.
 
+pub mod browser;
 pub mod database;
 pub mod outage;
 

@@ -9,6 +9,7 @@
 //! | `/mock error <status>` | fails as the vendor would with that HTTP status |
 //! | `/mock slow <ms>` | the normal answer, first token after `<ms>` |
 //! | `/mock words <n>` | `w1 w2 … w<n>`, one chunk per word (paced by the chunk delay) |
+//! | `/mock say <text>` | `<text>` verbatim (newlines kept), in chunks of a few characters |
 //! | `/mock context` | `Messages in context: <n>` (messages given, system prompt excluded) |
 //! | `/mock attachments` | `Attachments in context: <name (type, size bytes)>, …` (every file in the context) |
 //! | (a message with files) | the normal answer, then ` Attachments: <name (type, size bytes)>, …` |
@@ -201,6 +202,14 @@ impl ChatProvider for MockProvider {
                     vec![format!("Attachments in context: {}", describe(&all))],
                     Duration::ZERO,
                 )
+            }
+            "say" => {
+                // The text after `say` as sent, line breaks included, in chunks of 8 characters.
+                let text = message.strip_prefix("/mock").unwrap_or("").trim_start();
+                let text = text.strip_prefix("say").unwrap_or("").trim_start_matches([' ', '\t']);
+                let chars: Vec<char> = text.chars().collect();
+                let pieces = chars.chunks(8).map(|c| c.iter().collect()).collect();
+                self.chunks(pieces, Duration::ZERO)
             }
             "context" => self.chunks(
                 vec![format!("Messages in context: {}", conversation.len())],
