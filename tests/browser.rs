@@ -1,7 +1,8 @@
 //! The chat page in a real headless Chromium against a real server: streaming and Markdown,
 //! markup in a model answer or a tool result never running, tool cards in call order,
 //! approve and deny from the page, Stop, a reload mid-answer that continues without duplicated
-//! text, rename and delete, attachments, errors in words. One browser for all of them.
+//! text, rename and delete, attachments, errors in words, the status view, a 360 px wide window,
+//! API-key sign-in. One browser for all of them.
 
 use actors::approval::{ApprovalRule, Policy};
 use actors::mcp::McpServerConfig;
@@ -267,6 +268,35 @@ async fn the_chat_page_in_a_real_browser() {
     );
     assert_eq!(browser.js(pwned, vec![]).await, json!(false));
     browser.screenshot("8-sessions").await;
+
+    // Status: providers and MCP servers with their tools.
+    browser.click_on("#open-status").await;
+    browser
+        .until(
+            "the status view",
+            "const t = document.querySelector('#status-body').textContent; return /demo: ready/.test(t) && /echo/.test(t) && /mock: \\w+/.test(t);",
+        )
+        .await;
+    browser.screenshot("8b-status").await;
+    browser.click_on("#close-status").await;
+
+    // 360 px wide: nothing sticks out sideways; the chats open from the menu button.
+    browser.resize(360, 740).await;
+    browser
+        .until(
+            "the narrow layout",
+            "return document.documentElement.scrollWidth <= window.innerWidth && getComputedStyle(document.querySelector('#menu')).display !== 'none';",
+        )
+        .await;
+    browser.click_on("#menu").await;
+    browser
+        .until(
+            "the chats panel",
+            "return document.body.classList.contains('sidebar-open');",
+        )
+        .await;
+    browser.screenshot("8c-narrow").await;
+    browser.resize(1100, 900).await;
 
     // 9. API-key mode: the page asks for a key, refuses a wrong one in words, works with the right one.
     let keyed = TestApp::spawn_with(|c| {

@@ -105,6 +105,16 @@ impl Browser {
             .await;
     }
 
+    /// Resizes the window.
+    pub async fn resize(&self, width: u32, height: u32) {
+        self.command(
+            reqwest::Method::POST,
+            "/window/rect",
+            Some(json!({ "width": width, "height": height })),
+        )
+        .await;
+    }
+
     /// Reloads the page.
     pub async fn reload(&self) {
         self.command(reqwest::Method::POST, "/refresh", Some(json!({}))).await;
