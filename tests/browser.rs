@@ -292,7 +292,7 @@ async fn the_chat_page_in_a_real_browser() {
     browser
         .until(
             "the chats panel",
-            "return document.body.classList.contains('sidebar-open');",
+            "return document.body.classList.contains('sidebar-open') && document.querySelector('nav').getBoundingClientRect().left >= 0;",
         )
         .await;
     browser.screenshot("8c-narrow").await;
