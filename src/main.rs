@@ -54,6 +54,9 @@ async fn main() -> anyhow::Result<()> {
 async fn serve(cli: &Cli) -> anyhow::Result<()> {
     let config = Config::load(cli, environment)?;
     aichat::telemetry::init(&config.log, colours());
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
     raise_open_files_limit(config.server.max_connections);
     let running = aichat::server::start(&config, false)?;
     tracing::info!("{}", aichat::startup::block(&config, &running));

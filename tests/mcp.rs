@@ -405,10 +405,37 @@ async fn progress_notifications_extend_the_call_deadline() {
     wait_ready(&app, &["demo"]).await;
     // Six steps 400 ms apart: 2.4 s in all, more than the 1 s timeout, but never 1 s without news.
     let calls = json!([{"name": "demo__progress", "arguments": {"steps": 6, "interval_ms": 400}}]);
-    let (_, events) = app.turn(1, &script(calls), None).await;
+    let (stream_id, _) = app.start_stream(1, &script(calls), None).await;
+    let events = app.sse(1, &stream_id, None).await;
     let done = executions(&events);
     assert_eq!(done[0]["result"], "done after 6 steps", "{done:?}");
     assert!(done[0]["duration_ms"].as_i64().unwrap() >= 2000);
+
+    // The person sees the progress: under its own SSE event name (an EventSource's `onmessage`,
+    // all the original's UI reads, never gets it), in order, with the call it is about.
+    let progress: Vec<&crate::common::SseEvent> = events.iter().filter(|e| e.data["type"] == "tool_progress").collect();
+    assert!(progress.len() >= 3, "{events:?}");
+    assert!(progress.iter().all(|e| e.event.as_deref() == Some("tool_progress")));
+    assert!(
+        events
+            .iter()
+            .filter(|e| e.event.as_deref() == Some("message"))
+            .all(|e| e.data["type"] != "tool_progress")
+    );
+    let steps: Vec<f64> = progress.iter().map(|e| e.data["progress"].as_f64().unwrap()).collect();
+    assert!(steps.windows(2).all(|w| w[0] < w[1]), "{steps:?}");
+    let first = &progress[0].data;
+    assert_eq!(first["tool_name"], "demo__progress");
+    assert_eq!(first["total"], 6.0);
+    assert_eq!(first["tool_call_id"], done[0]["id"]);
+    assert!(first["content"].as_str().unwrap().starts_with("step "));
+    // Stored like every event: a replay has the same progress events.
+    let replay = app.sse(1, &stream_id, None).await;
+    let again: Vec<&crate::common::SseEvent> = replay
+        .iter()
+        .filter(|e| e.event.as_deref() == Some("tool_progress"))
+        .collect();
+    assert_eq!(again.len(), progress.len());
 }
 
 #[actix_web::test]
@@ -572,4 +599,22 @@ async fn the_mcp_client_gives_up_with_the_cause() {
     assert!(log.contains("Connection refused"), "the root cause is named: {log}");
     assert!(!log.contains("rmcp::"), "no type names or library dumps: {log}");
     assert!(!log.contains('\u{1b}'), "no colours in a pipe: {log}");
+}
+
+/// A servers file (PMM's `mcpServers` JSON) that is not there is a warning, not a reason to stay
+/// down: the original went on without it, and so does the server.
+#[actix_web::test]
+async fn a_missing_servers_file_is_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-mcp.json");
+    let config = format!("[mcp]\nservers_file = \"{}\"\n", missing.display());
+    let server = crate::restart::Binary::start_with(&dir.path().join("chat.db"), &config);
+    let app = TestApp::client_for(&server.base);
+    assert_eq!(app.get("/sessions", 1).await.0, reqwest::StatusCode::OK);
+    let log = crate::common::eventually_log(&server.log, "the warning", |log| {
+        log.contains("WARN") && log.contains("no-such-mcp.json does not exist")
+    })
+    .await;
+    assert!(log.contains("listening on http://"), "{log}");
+    server.kill();
 }

@@ -89,7 +89,8 @@ impl Answer {
                     processed: Some(false),
                 });
             }
-            StreamMessageType::Done | StreamMessageType::ToolCall => {}
+            // Progress is for people watching a stream; a whole answer has the results.
+            StreamMessageType::Done | StreamMessageType::ToolCall | StreamMessageType::ToolProgress => {}
         }
         Ok(())
     }

@@ -276,6 +276,10 @@ pub enum StreamMessageType {
     Error,
     /// The turn ended (terminal).
     Done,
+    /// A running tool said how far it got (`notifications/progress`). Sent under its own SSE
+    /// event name, `tool_progress`, which clients of the original (reading `message` events only)
+    /// never see.
+    ToolProgress,
 }
 
 /// One event of a stream, as the SSE `data:` JSON (the original's `StreamMessage`, plus `code`).
@@ -307,6 +311,18 @@ pub struct StreamMessage {
     /// The approval request id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// `tool_progress`: the call it is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    /// `tool_progress`: the tool's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_name: Option<String>,
+    /// `tool_progress`: progress so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<f64>,
+    /// `tool_progress`: the total, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total: Option<f64>,
 }
 
 impl StreamMessage {
@@ -321,6 +337,10 @@ impl StreamMessage {
             tool_calls: Vec::new(),
             tool_executions: Vec::new(),
             request_id: None,
+            tool_call_id: None,
+            tool_name: None,
+            progress: None,
+            total: None,
         }
     }
 
@@ -353,6 +373,34 @@ impl StreamMessage {
             content: Some(format!("Executed {} tool(s) ({status})", executions.len())),
             tool_executions: executions,
             ..Self::empty(StreamMessageType::ToolExecution, session_id)
+        }
+    }
+
+    /// What a running tool said of its progress (`content`: its message, if any).
+    pub fn tool_progress(
+        session_id: &SessionId,
+        call: &ToolCall,
+        progress: f64,
+        total: Option<f64>,
+        message: Option<String>,
+    ) -> Self {
+        Self {
+            content: message,
+            tool_call_id: Some(call.id.clone()),
+            tool_name: Some(call.function.name.clone()),
+            progress: Some(progress),
+            total,
+            ..Self::empty(StreamMessageType::ToolProgress, session_id)
+        }
+    }
+
+    /// The SSE `event:` name of a stored event's JSON: `tool_progress` for progress, else
+    /// `message` (all the original's clients read).
+    pub fn sse_event_name(data: &str) -> &'static str {
+        if data.starts_with(r#"{"type":"tool_progress""#) {
+            "tool_progress"
+        } else {
+            "message"
         }
     }
 

@@ -40,9 +40,11 @@ pub enum ToolOutcome {
 pub trait ToolCatalog: Send + Sync + 'static {
     /// The tools on offer, in a stable order (shared: every model call carries them).
     fn tools(&self) -> Arc<Vec<ToolSpec>>;
-    /// Runs one call.
-    fn call(&self, call: &ToolCall) -> BoxFuture<'static, ToolOutcome>;
+    /// Runs one call; what its server says of its progress goes to `progress`.
+    fn call(&self, call: &ToolCall, progress: Option<ProgressSink>) -> BoxFuture<'static, ToolOutcome>;
 }
+
+pub use crate::mcp::progress::{ProgressNote, ProgressSink};
 
 /// What is kept of a long tool result (for the model, and for storage beyond its own bound): the
 /// head and the tail, with a notice of how much was left out in between.
@@ -60,10 +62,18 @@ pub fn keep_head_and_tail(text: &str, max_chars: usize) -> String {
     )
 }
 
-/// Runs every call at once and returns their executions in call order.
-pub async fn execute_all(catalog: &Arc<dyn ToolCatalog>, calls: &[ToolCall]) -> Vec<ToolExecution> {
-    join_all(calls.iter().map(|call| {
-        let pending = catalog.call(call);
+/// Runs every call at once and returns their executions in call order; progress notices go to
+/// `progress` with the index of their call.
+pub async fn execute_all(
+    catalog: &Arc<dyn ToolCatalog>,
+    calls: &[ToolCall],
+    progress: Option<Arc<dyn Fn(usize, ProgressNote) + Send + Sync>>,
+) -> Vec<ToolExecution> {
+    join_all(calls.iter().enumerate().map(|(i, call)| {
+        let sink = progress
+            .clone()
+            .map(|progress| -> ProgressSink { Arc::new(move |note| progress(i, note)) });
+        let pending = catalog.call(call, sink);
         let call = call.clone();
         async move {
             let start_time = crate::model::now();
@@ -110,7 +120,7 @@ mod tests {
             ToolCall::function("c1", "a", "{}".into()),
             ToolCall::function("c2", "b", "{}".into()),
         ];
-        let results = execute_all(&catalog, &calls).await;
+        let results = execute_all(&catalog, &calls, None).await;
         assert_eq!(results.len(), 2);
         assert_eq!(results[0].id, "c1");
         assert_eq!(results[1].error.as_deref(), Some("unknown tool: b"));

@@ -93,6 +93,10 @@ pub struct Config {
     /// Where the file layer came from (for the start-up lines).
     #[serde(skip)]
     pub source: ConfigSource,
+    /// What loading found worth a warning but not worth refusing to start (logged once the log
+    /// is set up).
+    #[serde(skip)]
+    pub warnings: Vec<String>,
 }
 
 /// Which configuration file was read, and why.
@@ -213,15 +217,23 @@ impl Config {
             .map(|(i, s)| (format!("mcp.servers[{i}]"), s.clone()))
             .collect();
         if !self.mcp.servers_file.is_empty() {
-            let path = &self.mcp.servers_file;
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| invalid("mcp.servers_file", format!("cannot read {path}: {e}")))?;
-            let servers = parse_servers_json(&text).map_err(|e| invalid("mcp.servers_file", format!("{path}: {e}")))?;
-            entries.extend(
-                servers
-                    .into_iter()
-                    .map(|s| (format!("{path}: mcpServers.{}", s.name), s)),
-            );
+            let path = self.mcp.servers_file.clone();
+            match std::fs::read_to_string(&path) {
+                // As the original: a servers file that is not there means no servers from it.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => self.warnings.push(format!(
+                    "mcp.servers_file: {path} does not exist; starting without the MCP servers it would list"
+                )),
+                Err(e) => return Err(invalid("mcp.servers_file", format!("cannot read {path}: {e}"))),
+                Ok(text) => {
+                    let servers =
+                        parse_servers_json(&text).map_err(|e| invalid("mcp.servers_file", format!("{path}: {e}")))?;
+                    entries.extend(
+                        servers
+                            .into_iter()
+                            .map(|s| (format!("{path}: mcpServers.{}", s.name), s)),
+                    );
+                }
+            }
         }
         let mut resolved: Vec<ServerSpec> = Vec::new();
         for (key, entry) in entries {

@@ -33,7 +33,7 @@ pub async fn run(url: &str, scenario: &str) -> anyhow::Result<()> {
     };
     if let Some((tool, arguments)) = call {
         let arguments = arguments.as_object().cloned().unwrap_or_default();
-        match server.clone().call(tool.to_owned(), arguments).await {
+        match server.clone().call(tool.to_owned(), arguments, None).await {
             ToolOutcome::Success(text) => tracing::info!(tool, %text, "tool answered"),
             ToolOutcome::Failure(err) => anyhow::bail!("{tool} failed: {err}"),
         }

@@ -220,6 +220,7 @@ impl DemoServer {
                     if let Some(token) = &token {
                         let mut note = ProgressNotificationParam::new(token.clone(), step as f64);
                         note.total = Some(steps as f64);
+                        note.message = Some(format!("step {step} of {steps}"));
                         let _ = context.peer.notify_progress(note).await;
                     }
                 }

@@ -132,11 +132,9 @@ pub fn sse_events(
     })
     .flat_map(|batch| {
         stream::iter(batch.into_iter().map(|event| {
-            sse::Event::Data(
-                sse::Data::new(event.data.to_string())
-                    .event("message")
-                    .id(event.seq.to_string()),
-            )
+            // Progress travels under its own event name; everything else as the original did.
+            let name = actors::model::StreamMessage::sse_event_name(&event.data);
+            sse::Event::Data(sse::Data::new(event.data.to_string()).event(name).id(event.seq.to_string()))
         }))
     })
 }

@@ -327,7 +327,7 @@ class TurnView {
       $("#messages").append(line);
     }
     const total = data.total ? ` of ${data.total}` : "";
-    line.textContent = `${data.tool_name || "tool"}: ${data.progress ?? ""}${total} ${data.message || ""}`.trim();
+    line.textContent = `${data.tool_name || "tool"}: ${data.progress ?? ""}${total} ${data.content || ""}`.trim();
   }
 }
 

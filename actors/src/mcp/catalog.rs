@@ -68,11 +68,13 @@ impl McpServer {
         &self,
         tool: String,
         arguments: serde_json::Map<String, serde_json::Value>,
+        progress: Option<super::progress::ProgressSink>,
     ) -> BoxFuture<'static, ToolOutcome> {
         let (alive, caller) = oneshot::channel::<()>();
         let request = self.pool.send(CallTool {
             tool,
             arguments,
+            progress,
             caller,
             queued: Queued::enter("mcp_pool"),
         });
@@ -214,7 +216,11 @@ impl ToolCatalog for McpTools {
         self.specs()
     }
 
-    fn call(&self, call: &ToolCall) -> BoxFuture<'static, ToolOutcome> {
+    fn call(
+        &self,
+        call: &ToolCall,
+        progress: Option<super::progress::ProgressSink>,
+    ) -> BoxFuture<'static, ToolOutcome> {
         let name = call.function.name.clone();
         let arguments = match serde_json::from_str::<serde_json::Value>(&call.function.arguments) {
             Ok(serde_json::Value::Object(map)) => map,
@@ -225,7 +231,7 @@ impl ToolCatalog for McpTools {
             }
         };
         match self.route(&name) {
-            Some((server, tool)) => server.call(tool, arguments),
+            Some((server, tool)) => server.call(tool, arguments, progress),
             None => {
                 // A tool of a server that is down is not listed; say why instead of "unknown".
                 let down = self

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use rmcp::model::{
-    ClientCapabilities, ClientConfig, ClientRequest, Implementation, PingRequest, ProtocolVersion, Tool,
+    ClientCapabilities, ClientConfig, ClientRequest, Implementation, PingRequest, ProgressNotificationParam,
+    ProtocolVersion, Tool,
 };
 use rmcp::service::{NotificationContext, RunningService};
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
@@ -76,6 +77,8 @@ struct Notifications {
     addr: Addr<McpConnection>,
     generation: u64,
     server: String,
+    /// The connection's place in its pool (progress tokens are numbered per connection).
+    index: usize,
 }
 
 impl ClientHandler for Notifications {
@@ -83,6 +86,16 @@ impl ClientHandler for Notifications {
         self.addr.do_send(ToolsChanged {
             generation: self.generation,
         });
+    }
+
+    async fn on_progress(&self, params: ProgressNotificationParam, _context: NotificationContext<RoleClient>) {
+        let note = super::progress::ProgressNote {
+            progress: params.progress,
+            total: params.total,
+            message: params.message,
+        };
+        let connection = (self.server.as_str(), self.index, self.generation);
+        super::progress::deliver(connection, &params.progress_token, note);
     }
 
     fn get_info(&self) -> ClientConfig {
@@ -173,6 +186,7 @@ impl McpConnection {
             addr: ctx.address(),
             generation,
             server: self.spec.name.clone(),
+            index: self.index,
         };
         let spec = Arc::clone(&self.spec);
         let timeout = spec.connect_timeout;

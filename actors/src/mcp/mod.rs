@@ -9,6 +9,7 @@ mod catalog;
 mod config;
 mod connection;
 mod pool;
+pub mod progress;
 
 pub use catalog::{McpServer, McpTools, exposed_name};
 pub use config::{McpServerConfig, ServerSpec, Transport, parse_servers_json};

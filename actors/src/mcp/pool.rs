@@ -39,6 +39,8 @@ pub struct CallTool {
     pub tool: String,
     /// Its arguments.
     pub arguments: serde_json::Map<String, serde_json::Value>,
+    /// Where the server's progress notices for this call go.
+    pub progress: Option<super::progress::ProgressSink>,
     /// Resolves when the caller is gone.
     pub caller: oneshot::Receiver<()>,
     /// Counts the message in the backlog until the pool has taken it.
@@ -252,6 +254,7 @@ impl McpPool {
         &mut self,
         tool: String,
         arguments: serde_json::Map<String, serde_json::Value>,
+        progress: Option<super::progress::ProgressSink>,
         mut caller: oneshot::Receiver<()>,
     ) -> ResponseActFuture<Self, ToolOutcome> {
         let Some((index, peer, generation)) = self.pick() else {
@@ -267,11 +270,14 @@ impl McpPool {
         let options = PeerRequestOptions::with_timeout(timeout)
             .reset_timeout_on_progress()
             .with_max_total_timeout(timeout.saturating_mul(10));
+        let server = self.spec.name.clone();
         let call = async move {
             let handle = match peer.send_cancellable_request(request, options).await {
                 Ok(handle) => handle,
                 Err(err) => return Some(Err(err)),
             };
+            let connection = (server.as_str(), index, generation);
+            let _progress = progress.map(|sink| super::progress::register(connection, &handle.progress_token, sink));
             let mut guard = CancelOnDrop {
                 peer: Some(peer.clone()),
                 id: Some(handle.id.clone()),
@@ -369,13 +375,14 @@ impl Handler<CallTool> for McpPool {
         let CallTool {
             tool,
             arguments,
+            progress,
             mut caller,
             queued,
         } = msg;
         drop(queued);
         if self.in_use < self.spec.max_concurrency {
             self.in_use += 1;
-            return self.run(tool, arguments, caller);
+            return self.run(tool, arguments, progress, caller);
         }
         // Wait for a permit (handed over by a finishing call), at most the call timeout.
         let (permit, granted) = oneshot::channel();
@@ -390,7 +397,7 @@ impl Handler<CallTool> for McpPool {
         };
         Box::pin(wait.into_actor(self).then(move |(admitted, caller), act, _| {
             if admitted {
-                act.run(tool, arguments, caller)
+                act.run(tool, arguments, progress, caller)
             } else {
                 let busy = format!("MCP server `{}` is busy", act.spec.name);
                 Box::pin(fut::ready(ToolOutcome::Failure(busy)))

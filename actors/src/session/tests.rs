@@ -89,7 +89,7 @@ impl ToolCatalog for Gated {
         Arc::new(vec![Self::spec("fast"), Self::spec("slow")])
     }
 
-    fn call(&self, call: &ToolCall) -> BoxFuture<'static, ToolOutcome> {
+    fn call(&self, call: &ToolCall, _progress: Option<crate::tools::ProgressSink>) -> BoxFuture<'static, ToolOutcome> {
         self.calls.lock().unwrap().push(call.function.name.clone());
         let (gate, fast_done) = (Arc::clone(&self.gate), Arc::clone(&self.fast_done));
         let name = call.function.name.clone();

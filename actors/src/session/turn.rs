@@ -17,7 +17,10 @@ use crate::model::{ApprovalRequestView, ChatMessage, Role, StreamMessage, ToolCa
 use crate::provider::{CompletionRequest, ProviderError, ProviderEvent, Purpose};
 use crate::storage::{Fence, ListGrants, StoredEvent, StreamStatus, TurnWrite};
 use crate::stream::StreamBuffer;
-use crate::tools::{execute_all, keep_head_and_tail};
+use crate::tools::{ProgressNote, execute_all, keep_head_and_tail};
+
+/// A tool call's progress reaches readers at most this often.
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 
 /// Streamed events are stored at least every `SessionSettings::flush_every`, so a crash loses
 /// little (and readers on other nodes see them soon), or after this many unsaved events.
@@ -545,7 +548,15 @@ impl Turn {
         }
         // Dropping the calls (on stop) sends `notifications/cancelled` to their servers.
         let waiting = Instant::now();
-        let ran = tokio::select! {
+        // Progress notices of the calls, each call's at most every PROGRESS_EVERY.
+        let (progress_tx, mut progress_rx) = tokio::sync::mpsc::unbounded_channel();
+        let sink: Arc<dyn Fn(usize, ProgressNote) + Send + Sync> = Arc::new(move |i, note| {
+            let _ = progress_tx.send((i, note));
+        });
+        let mut calls = std::pin::pin!(execute_all(&deps.tools, &runnable, Some(sink)));
+        let mut last_progress: Vec<Option<Instant>> = vec![None; runnable.len()];
+        let ran = loop {
+            tokio::select! {
             biased;
             reason = Self::stopped(stop) => {
                 // Every call gets its result in history: the ones sent may have acted.
@@ -564,7 +575,16 @@ impl Turn {
                 }
                 return Err(TurnError::stopped(reason));
             }
-            executions = execute_all(&deps.tools, &runnable) => executions,
+            executions = &mut calls => break executions,
+            Some((i, note)) = progress_rx.recv() => {
+                let due = last_progress.get(i).is_some_and(|last| last.is_none_or(|t| t.elapsed() >= PROGRESS_EVERY));
+                if let (true, Some(call)) = (due, runnable.get(i)) {
+                    last_progress[i] = Some(Instant::now());
+                    let event = StreamMessage::tool_progress(&self.session_id, call, note.progress, note.total, note.message);
+                    self.emit(&event);
+                }
+            }
+            }
         };
         if let Some(mut record) = self.running.take() {
             let failed = |call: &ToolCall| ran.iter().any(|e| e.id == call.id && e.error.is_some());
