@@ -11,6 +11,8 @@ mkdir -p "$dir"
 TIME_VERSION="2026.10.19"
 SCHEMATHESIS_VERSION="4.32.5"
 EVERYTHING_VERSION="2026.8.31"
+# The official TypeScript SDK: its SSEServerTransport serves the legacy-transport test server.
+SDK_VERSION="1.32.2"
 # 0.1.13 is the newest release that runs on Node 20 (0.1.16 needs Node 22).
 CONFORMANCE_VERSION="0.1.13"
 
@@ -23,12 +25,14 @@ if ! "$dir/venv/bin/python" -c "import mcp_server_time" 2>/dev/null ||
 fi
 
 if [ ! -f "$dir/npm/node_modules/@modelcontextprotocol/server-everything/package.json" ] ||
-   [ ! -f "$dir/npm/node_modules/@modelcontextprotocol/conformance/package.json" ]; then
+   [ ! -f "$dir/npm/node_modules/@modelcontextprotocol/conformance/package.json" ] ||
+   ! grep -q "\"version\": \"$SDK_VERSION\"" "$dir/npm/node_modules/@modelcontextprotocol/sdk/package.json" 2>/dev/null; then
   echo "installing @modelcontextprotocol/server-everything@$EVERYTHING_VERSION and conformance@$CONFORMANCE_VERSION (npm)"
   mkdir -p "$dir/npm"
   npm install --prefix "$dir/npm" --no-audit --no-fund --loglevel=error \
     "@modelcontextprotocol/server-everything@$EVERYTHING_VERSION" \
-    "@modelcontextprotocol/conformance@$CONFORMANCE_VERSION"
+    "@modelcontextprotocol/conformance@$CONFORMANCE_VERSION" \
+    "@modelcontextprotocol/sdk@$SDK_VERSION" "zod@3.25.76"
 fi
 if ! command -v chromedriver >/dev/null 2>&1 || ! command -v chromium >/dev/null 2>&1; then
   echo "installing chromium and chromium-driver (Debian)"

@@ -67,7 +67,7 @@ pub fn block(config: &Config, running: &Running) -> String {
             }
             Transport::StreamableHttp { url, .. } => {
                 let shown = url.split('?').next().unwrap_or(url);
-                format!("{} (streamable HTTP: {shown})", s.name)
+                format!("{} ({}: {shown})", s.name, s.transport.kind())
             }
         })
         .collect();

@@ -12,7 +12,8 @@ use serde::Deserialize;
 pub struct McpServerConfig {
     /// Unique name; tools are exposed as `<name>__<tool>`.
     pub name: String,
-    /// `stdio` or `streamable_http`; inferred from `command` / `url` when absent.
+    /// `stdio`, `streamable_http`, `sse` (the legacy HTTP+SSE transport) or `http` (streamable
+    /// HTTP, falling back to legacy SSE); inferred from `command` / `url` (as `http`) when absent.
     #[serde(default)]
     pub transport: Option<String>,
     /// Program to start (stdio). `@self` is this executable.
@@ -177,13 +178,27 @@ pub enum Transport {
         /// Working directory.
         cwd: Option<String>,
     },
-    /// Streamable HTTP.
+    /// An HTTP server: streamable HTTP, or the legacy HTTP+SSE transport (see `mode`).
     StreamableHttp {
         /// The endpoint.
         url: String,
         /// Headers sent with every request (may hold secrets).
         headers: BTreeMap<String, String>,
+        /// Which HTTP transport to speak.
+        mode: HttpMode,
     },
+}
+
+/// Which HTTP transport a `url` server speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpMode {
+    /// Streamable HTTP first; the legacy HTTP+SSE transport when the first POST gets 400, 404 or
+    /// 405 (the specification's backwards-compatibility rule). The default for a `url`.
+    Auto,
+    /// Streamable HTTP only (`transport = "streamable_http"`).
+    Streamable,
+    /// The legacy HTTP+SSE transport only (`transport = "sse"`).
+    LegacySse,
 }
 
 impl std::fmt::Debug for Transport {
@@ -191,10 +206,10 @@ impl std::fmt::Debug for Transport {
         match self {
             Transport::Stdio { command, args, .. } => write!(f, "stdio({command} {args:?})"),
             // Header values may be tokens: never print them.
-            Transport::StreamableHttp { url, headers } => {
+            Transport::StreamableHttp { url, headers, mode } => {
                 write!(
                     f,
-                    "streamable_http({url}, headers: {:?})",
+                    "{mode:?} http({url}, headers: {:?})",
                     headers.keys().collect::<Vec<_>>()
                 )
             }
@@ -203,10 +218,14 @@ impl std::fmt::Debug for Transport {
 }
 
 impl Transport {
-    /// `stdio` or `streamable_http`.
+    /// `stdio`, `streamable_http` or `sse`.
     pub fn kind(&self) -> &'static str {
         match self {
             Transport::Stdio { .. } => "stdio",
+            Transport::StreamableHttp {
+                mode: HttpMode::LegacySse,
+                ..
+            } => "sse",
             Transport::StreamableHttp { .. } => "streamable_http",
         }
     }
@@ -249,7 +268,7 @@ impl McpServerConfig {
         }
         let kind = match (&self.transport, &self.command, &self.url) {
             (Some(kind), _, _) => kind.as_str(),
-            (None, _, Some(_)) => "streamable_http",
+            (None, _, Some(_)) => "http",
             (None, Some(_), None) => "stdio",
             (None, None, None) => return Err("needs `command` (stdio) or `url` (streamable_http)".into()),
         };
@@ -272,7 +291,12 @@ impl McpServerConfig {
                     cwd: self.cwd.clone(),
                 }
             }
-            "streamable_http" | "http" => {
+            "streamable_http" | "http" | "sse" => {
+                let mode = match kind {
+                    "sse" => HttpMode::LegacySse,
+                    "streamable_http" => HttpMode::Streamable,
+                    _ => HttpMode::Auto,
+                };
                 let url = self
                     .url
                     .clone()
@@ -283,9 +307,13 @@ impl McpServerConfig {
                     let token = env(var).ok_or_else(|| format!("environment variable {var} is not set"))?;
                     headers.insert("Authorization".into(), format!("Bearer {token}"));
                 }
-                Transport::StreamableHttp { url, headers }
+                Transport::StreamableHttp { url, headers, mode }
             }
-            other => return Err(format!("unknown transport {other:?} (stdio or streamable_http)")),
+            other => {
+                return Err(format!(
+                    "unknown transport {other:?} (stdio, streamable_http, sse or http)"
+                ));
+            }
         };
         if self.pool_size == 0
             || self.max_concurrency == 0

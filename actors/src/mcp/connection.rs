@@ -20,7 +20,7 @@ use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{ClientHandler, Peer, RoleClient, ServiceExt};
 use tokio::io::AsyncBufReadExt;
 
-use super::config::{ServerSpec, Transport};
+use super::config::{HttpMode, ServerSpec, Transport};
 use super::pool::{ConnectionDown, ConnectionUp, ToolsListed};
 
 /// Where a connection stands.
@@ -77,8 +77,9 @@ struct Notifications {
     addr: Addr<McpConnection>,
     generation: u64,
     server: String,
-    /// The connection's place in its pool (progress tokens are numbered per connection).
-    index: usize,
+    /// This connection's name among all connections of the process (progress tokens are
+    /// numbered per connection).
+    link: u64,
 }
 
 impl ClientHandler for Notifications {
@@ -94,8 +95,7 @@ impl ClientHandler for Notifications {
             total: params.total,
             message: params.message,
         };
-        let connection = (self.server.as_str(), self.index, self.generation);
-        super::progress::deliver(connection, &params.progress_token, note);
+        super::progress::deliver(self.link, &params.progress_token, note);
     }
 
     fn get_info(&self) -> ClientConfig {
@@ -182,11 +182,12 @@ impl McpConnection {
             self.state = ConnState::Reconnecting;
         }
         self.report_down(None);
+        let link = super::progress::new_link();
         let notifications = Notifications {
             addr: ctx.address(),
             generation,
             server: self.spec.name.clone(),
-            index: self.index,
+            link,
         };
         let spec = Arc::clone(&self.spec);
         let timeout = spec.connect_timeout;
@@ -209,6 +210,7 @@ impl McpConnection {
                     act.pool_up.do_send(ConnectionUp {
                         index: act.index,
                         generation,
+                        link,
                         peer: running.peer().clone(),
                         tools,
                     });
@@ -315,7 +317,7 @@ async fn establish(spec: &ServerSpec, notifications: Notifications) -> Result<(R
                 .await
                 .map_err(|e| format!("handshake failed: {}", handshake_failure(&e)))?
         }
-        Transport::StreamableHttp { url, headers } => {
+        Transport::StreamableHttp { url, headers, mode } => {
             let client = reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(5))
                 .build()
@@ -328,12 +330,31 @@ async fn establish(spec: &ServerSpec, notifications: Notifications) -> Result<(R
                     .map_err(|_| format!("invalid value for header {name}"))?;
                 custom.insert(name, value);
             }
-            let config = StreamableHttpClientTransportConfig::with_uri(url.as_str()).custom_headers(custom);
-            let transport = StreamableHttpClientTransport::with_client(client, config);
-            notifications
-                .serve(transport)
-                .await
-                .map_err(|e| format!("handshake failed: {}", handshake_failure(&e)))?
+            let legacy = |notifications: Notifications| {
+                let (client, url, headers) = (client.clone(), url.clone(), headers.clone());
+                async move {
+                    let transport = super::legacy_sse::connect(&client, &url, &headers, spec.connect_timeout).await?;
+                    notifications
+                        .serve(transport)
+                        .await
+                        .map_err(|e| format!("handshake failed (legacy SSE): {}", handshake_failure(&e)))
+                }
+            };
+            if *mode == HttpMode::LegacySse {
+                legacy(notifications).await?
+            } else {
+                let config = StreamableHttpClientTransportConfig::with_uri(url.as_str()).custom_headers(custom);
+                let transport = StreamableHttpClientTransport::with_client(client.clone(), config);
+                match notifications.clone().serve(transport).await {
+                    Ok(running) => running,
+                    // A server of the 2024-11-05 era refuses the POST: speak its transport.
+                    Err(err) if *mode == HttpMode::Auto && refused_as_legacy(&err) => {
+                        tracing::info!(server = %spec.name, "streamable HTTP refused; using the legacy HTTP+SSE transport");
+                        legacy(notifications).await?
+                    }
+                    Err(err) => return Err(format!("handshake failed: {}", handshake_failure(&err))),
+                }
+            }
         }
     };
     let tools = running
@@ -425,6 +446,22 @@ impl Handler<Refresh> for McpConnection {
                     .await;
             }
         })
+    }
+}
+
+/// Whether a streamable-HTTP handshake was refused the way a legacy HTTP+SSE server refuses it:
+/// the first POST answered 400, 404 or 405.
+fn refused_as_legacy(err: &rmcp::service::ClientInitializeError) -> bool {
+    use rmcp::transport::streamable_http_client::StreamableHttpError;
+    let rmcp::service::ClientInitializeError::TransportError { error, .. } = err else {
+        return false;
+    };
+    match error.error.downcast_ref::<StreamableHttpError<reqwest::Error>>() {
+        Some(StreamableHttpError::UnexpectedServerResponse(text)) => {
+            ["HTTP 400", "HTTP 404", "HTTP 405"].iter().any(|s| text.starts_with(s))
+        }
+        Some(StreamableHttpError::HttpStatus(status)) => matches!(status.status, 400 | 404 | 405),
+        _ => false,
     }
 }
 

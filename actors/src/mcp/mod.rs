@@ -8,10 +8,11 @@
 mod catalog;
 mod config;
 mod connection;
+mod legacy_sse;
 mod pool;
 pub mod progress;
 
 pub use catalog::{McpServer, McpTools, exposed_name};
-pub use config::{McpServerConfig, ServerSpec, Transport, parse_servers_json};
+pub use config::{HttpMode, McpServerConfig, ServerSpec, Transport, parse_servers_json};
 pub use connection::{ConnState, McpConnection};
 pub use pool::{CallTool, McpPool, PoolView, ServerStatus};

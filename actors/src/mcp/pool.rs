@@ -55,6 +55,8 @@ pub struct ConnectionUp {
     pub index: usize,
     /// Its generation (bumped on every new connection).
     pub generation: u64,
+    /// Its name among all connections of the process (for its calls' progress).
+    pub link: u64,
     /// Where calls go.
     pub peer: Peer<RoleClient>,
     /// The server's tools.
@@ -140,6 +142,8 @@ struct Conn {
     tools: Arc<Vec<Tool>>,
     last_error: Option<String>,
     generation: u64,
+    /// The connection's process-wide name (see [`ConnectionUp::link`]).
+    link: u64,
     in_flight: usize,
 }
 
@@ -178,6 +182,7 @@ impl McpPool {
                         tools: Arc::new(Vec::new()),
                         last_error: None,
                         generation: 0,
+                        link: 0,
                         in_flight: 0,
                     }
                 })
@@ -225,14 +230,14 @@ impl McpPool {
     }
 
     /// The least busy ready connection: its index, peer and generation.
-    fn pick(&self) -> Option<(usize, Peer<RoleClient>, u64)> {
+    fn pick(&self) -> Option<(usize, Peer<RoleClient>, u64, u64)> {
         self.conns
             .iter()
             .enumerate()
             .filter(|(_, c)| c.state == ConnState::Ready)
-            .filter_map(|(i, c)| Some((c.in_flight, i, c.peer.clone()?, c.generation)))
-            .min_by_key(|(busy, i, _, _)| (*busy, *i))
-            .map(|(_, i, peer, generation)| (i, peer, generation))
+            .filter_map(|(i, c)| Some((c.in_flight, i, c.peer.clone()?, c.generation, c.link)))
+            .min_by_key(|(busy, i, _, _, _)| (*busy, *i))
+            .map(|(_, i, peer, generation, link)| (i, peer, generation, link))
     }
 
     /// Hands the permit of a finished call to the oldest waiting call, or returns it.
@@ -257,7 +262,7 @@ impl McpPool {
         progress: Option<super::progress::ProgressSink>,
         mut caller: oneshot::Receiver<()>,
     ) -> ResponseActFuture<Self, ToolOutcome> {
-        let Some((index, peer, generation)) = self.pick() else {
+        let Some((index, peer, generation, link)) = self.pick() else {
             self.release();
             return Box::pin(fut::ready(ToolOutcome::Failure(self.describe_unavailable())));
         };
@@ -270,14 +275,12 @@ impl McpPool {
         let options = PeerRequestOptions::with_timeout(timeout)
             .reset_timeout_on_progress()
             .with_max_total_timeout(timeout.saturating_mul(10));
-        let server = self.spec.name.clone();
         let call = async move {
             let handle = match peer.send_cancellable_request(request, options).await {
                 Ok(handle) => handle,
                 Err(err) => return Some(Err(err)),
             };
-            let connection = (server.as_str(), index, generation);
-            let _progress = progress.map(|sink| super::progress::register(connection, &handle.progress_token, sink));
+            let _progress = progress.map(|sink| super::progress::register(link, &handle.progress_token, sink));
             let mut guard = CancelOnDrop {
                 peer: Some(peer.clone()),
                 id: Some(handle.id.clone()),
@@ -415,6 +418,7 @@ impl Handler<ConnectionUp> for McpPool {
         };
         conn.state = ConnState::Ready;
         conn.peer = Some(msg.peer);
+        conn.link = msg.link;
         conn.tools = Arc::new(msg.tools);
         conn.last_error = None;
         self.publish();

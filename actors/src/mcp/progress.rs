@@ -1,6 +1,6 @@
 //! Progress of tool calls in flight. A call that wants its server's `notifications/progress`
-//! registers a sink under its connection and the request's progress token (rmcp numbers them per
-//! connection); the connection's notification handler hands each notice to the sink of its token.
+//! registers a sink under its connection's process-wide link number and the request's progress
+//! token (rmcp numbers them per connection); the connection's notification handler hands each notice to the sink of its token.
 //! The registration ends with the call. A notice that arrives before its call registered (the
 //! first moments after the request is sent) is dropped: progress is information, not data.
 
@@ -23,17 +23,20 @@ pub struct ProgressNote {
 /// Where a call's progress goes.
 pub type ProgressSink = Arc<dyn Fn(ProgressNote) + Send + Sync>;
 
-/// A connection (server name, its place in the pool, its generation) and a token.
-type Key = (String, usize, u64, String);
+/// A connection's link number and a token.
+type Key = (u64, String);
 
-/// A connection: server name, its place in the pool, its generation.
-pub type Connection<'a> = (&'a str, usize, u64);
+static LINKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// A fresh link number for a new connection (unique in the process, whatever server or pool).
+pub fn new_link() -> u64 {
+    LINKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
 
 static ROUTES: LazyLock<Mutex<HashMap<Key, ProgressSink>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
 
-fn key((server, index, generation): Connection<'_>, token: &ProgressToken) -> Key {
-    let token = serde_json::to_string(&token.0).unwrap_or_default();
-    (server.to_owned(), index, generation, token)
+fn key(link: u64, token: &ProgressToken) -> Key {
+    (link, serde_json::to_string(&token.0).unwrap_or_default())
 }
 
 /// Registered while alive.
@@ -46,17 +49,15 @@ impl Drop for Registration {
 }
 
 /// Sends the progress of the request `token` on this connection to `sink` until dropped.
-pub fn register(connection: Connection<'_>, token: &ProgressToken, sink: ProgressSink) -> Registration {
-    let key = key(connection, token);
+pub fn register(link: u64, token: &ProgressToken, sink: ProgressSink) -> Registration {
+    let key = key(link, token);
     crate::sync::lock_unpoisoned(&ROUTES).insert(key.clone(), sink);
     Registration(key)
 }
 
 /// Hands a notice to its call's sink, if the call still listens.
-pub fn deliver(connection: Connection<'_>, token: &ProgressToken, note: ProgressNote) {
-    let sink = crate::sync::lock_unpoisoned(&ROUTES)
-        .get(&key(connection, token))
-        .cloned();
+pub fn deliver(link: u64, token: &ProgressToken, note: ProgressNote) {
+    let sink = crate::sync::lock_unpoisoned(&ROUTES).get(&key(link, token)).cloned();
     if let Some(sink) = sink {
         sink(note);
     }

@@ -4,6 +4,7 @@
 
 mod error;
 mod messages;
+mod pacer;
 pub mod recovery;
 mod settings;
 #[cfg(test)]

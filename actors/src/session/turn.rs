@@ -175,6 +175,14 @@ impl Turn {
         self
     }
 
+    /// A progress notice of call `i` of `calls`, as a `tool_progress` event.
+    fn emit_progress(&mut self, calls: &[ToolCall], i: usize, note: ProgressNote) {
+        if let Some(call) = calls.get(i) {
+            let event = StreamMessage::tool_progress(&self.session_id, call, note.progress, note.total, note.message);
+            self.emit(&event);
+        }
+    }
+
     fn emit(&mut self, message: &StreamMessage) {
         if let Some(event) = self.buffer.push(message) {
             self.unsaved_events.push(event);
@@ -554,8 +562,9 @@ impl Turn {
             let _ = progress_tx.send((i, note));
         });
         let mut calls = std::pin::pin!(execute_all(&deps.tools, &runnable, Some(sink)));
-        let mut last_progress: Vec<Option<Instant>> = vec![None; runnable.len()];
+        let mut pacer = super::pacer::ProgressPacer::new(runnable.len(), PROGRESS_EVERY);
         let ran = loop {
+            let wake = pacer.next_due();
             tokio::select! {
             biased;
             reason = Self::stopped(stop) => {
@@ -575,13 +584,25 @@ impl Turn {
                 }
                 return Err(TurnError::stopped(reason));
             }
-            executions = &mut calls => break executions,
+            executions = &mut calls => {
+                // Notices already here (not those the server's handler has yet to pass on: progress
+                // is for watching, the results follow).
+                while let Ok((i, note)) = progress_rx.try_recv() {
+                    pacer.keep(i, note);
+                }
+                for (i, note) in pacer.drain() {
+                    self.emit_progress(&runnable, i, note);
+                }
+                break executions;
+            }
             Some((i, note)) = progress_rx.recv() => {
-                let due = last_progress.get(i).is_some_and(|last| last.is_none_or(|t| t.elapsed() >= PROGRESS_EVERY));
-                if let (true, Some(call)) = (due, runnable.get(i)) {
-                    last_progress[i] = Some(Instant::now());
-                    let event = StreamMessage::tool_progress(&self.session_id, call, note.progress, note.total, note.message);
-                    self.emit(&event);
+                if let Some(note) = pacer.offer(i, note, Instant::now()) {
+                    self.emit_progress(&runnable, i, note);
+                }
+            }
+            () = tokio::time::sleep_until(tokio::time::Instant::from_std(wake.unwrap_or_else(Instant::now))), if wake.is_some() => {
+                for (i, note) in pacer.due(Instant::now()) {
+                    self.emit_progress(&runnable, i, note);
                 }
             }
             }
