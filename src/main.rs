@@ -60,6 +60,7 @@ async fn serve(cli: &Cli) -> anyhow::Result<()> {
     raise_open_files_limit(config.server.max_connections);
     let running = aichat::server::start(&config, false)?;
     tracing::info!("{}", aichat::startup::block(&config, &running));
+    watch_hangups(cli.clone(), config.clone());
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
     let (chat, handle) = (running.chat.clone(), running.handle.clone());
     actix_web::rt::spawn(async move {
@@ -96,6 +97,39 @@ fn raise_open_files_limit(max_connections: usize) {
         Ok(limit) => tracing::debug!(limit, "open-files limit"),
         Err(err) => tracing::warn!(error = %err, "cannot raise the open-files limit"),
     }
+}
+
+/// SIGHUP no longer stops the server (it did, without a drain): the configuration is read and
+/// checked again, and the log says whether it is valid and which sections differ from the
+/// running ones. Applying them still takes a restart (live reload is not built yet).
+fn watch_hangups(cli: aichat::config::Cli, running: Config) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot watch SIGHUP");
+        return;
+    };
+    actix_web::rt::spawn(async move {
+        while hangups.recv().await.is_some() {
+            match Config::load(&cli, environment) {
+                Err(err) => tracing::warn!(
+                    error = %err,
+                    "SIGHUP: the configuration does not load; the running one stays"
+                ),
+                Ok(new) => {
+                    let changed = aichat::config::changed_sections(&running, &new);
+                    if changed.is_empty() {
+                        tracing::info!("SIGHUP: the configuration is valid and unchanged");
+                    } else {
+                        tracing::warn!(
+                            sections = %changed.join(", "),
+                            "SIGHUP: the configuration is valid; these sections differ from the running ones and \
+                             take effect at the next restart (live reload is not built yet)"
+                        );
+                    }
+                }
+            }
+        }
+    });
 }
 
 async fn shutdown_signal() -> &'static str {

@@ -232,7 +232,20 @@ pub fn start(config: &Config, handle_signals: bool) -> Result<Running, StartErro
         ),
         _ => Authenticator::Header,
     };
+    let provider_list = config
+        .provider_configs()
+        .iter()
+        .enumerate()
+        .map(|(i, p)| http::dto::ProviderDto {
+            name: p.name.clone(),
+            vendor: p.vendor_name(),
+            model: p.model_name(),
+            default: i == 0,
+            status: "ok".into(),
+        })
+        .collect();
     let state = web::Data::new(AppState {
+        provider_list,
         node_id: node_id.clone(),
         auth,
         chat: chat.clone(),

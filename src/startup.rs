@@ -5,7 +5,6 @@
 use std::fmt::Write;
 
 use actors::mcp::Transport;
-use actors::provider::factory::default_model;
 
 use crate::config::Config;
 use crate::server::Running;
@@ -43,14 +42,8 @@ pub fn block(config: &Config, running: &Running) -> String {
         .iter()
         .enumerate()
         .map(|(i, p)| {
-            let model = match (p.kind.vendor(), p.model.is_empty()) {
-                (Some(vendor), true) => default_model(vendor).to_owned(),
-                (None, true) => "mock-model".to_owned(),
-                (_, false) => p.model.clone(),
-            };
             let default = if i == 0 { ", default" } else { "" };
-            let kind = format!("{:?}", p.kind).to_ascii_lowercase();
-            format!("{} ({kind}, {model}{default})", p.name)
+            format!("{} ({}, {}{default})", p.name, p.vendor_name(), p.model_name())
         })
         .collect();
     line(&mut text, "providers", &providers.join("; "));

@@ -418,3 +418,30 @@ async fn hostile_input_on_every_route_never_gets_a_5xx() {
     assert_eq!(status, StatusCode::OK);
     assert!(kept["title"].as_str().unwrap().len() < 200);
 }
+
+/// `GET /providers`: what a client may put in a message's `provider`, the default first, with
+/// vendor, model and health; no key, no URL.
+#[actix_web::test]
+async fn the_providers_a_person_may_pick_are_listed() {
+    let app = TestApp::spawn_with(|c| {
+        c.providers = vec![
+            toml::from_str(
+                r#"name = "backup"
+kind = "ollama"
+base_url = "http://127.0.0.1:1""#,
+            )
+            .unwrap(),
+        ];
+    })
+    .await;
+    let (status, body) = app.get("/providers", 1).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["providers"],
+        serde_json::json!([
+            {"name": "mock", "vendor": "mock", "model": "mock-model", "default": true, "status": "ok"},
+            {"name": "backup", "vendor": "ollama", "model": "llama3.1:8b", "default": false, "status": "ok"},
+        ])
+    );
+    assert_eq!(app.get("/providers", 0).await.0, StatusCode::UNAUTHORIZED);
+}

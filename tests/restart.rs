@@ -229,3 +229,43 @@ async fn the_demo_mcp_server_dies_with_a_killed_server() {
     server.kill();
     crate::common::eventually("the demo server to exit", || async { !running(children[0]) }).await;
 }
+
+/// SIGHUP used to stop the server without a drain. Now it re-reads the configuration: valid and
+/// unchanged, valid with changes (named by section), or invalid (the reason) — and the server
+/// keeps serving through all three.
+#[actix_web::test]
+async fn sighup_checks_the_configuration_and_never_stops_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::sqlite_file(&dir.path().join("chat.db"));
+    let server = Binary::start_on(&db, "[limits]\nturns_per_minute_per_user = 60\n", &[]);
+    let app = TestApp::client_for(&server.base);
+    let hangup = || {
+        let status = Command::new("kill")
+            .arg("-HUP")
+            .arg(server.pid().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    hangup();
+    crate::common::eventually_log(&server.log, "the unchanged check", |log| {
+        log.contains("SIGHUP: the configuration is valid and unchanged")
+    })
+    .await;
+    std::fs::write(db.config_path(), "[limits]\nturns_per_minute_per_user = 5\n").unwrap();
+    hangup();
+    crate::common::eventually_log(&server.log, "the changed sections", |log| {
+        log.lines()
+            .any(|l| l.contains("SIGHUP: the configuration is valid") && l.contains("sections=limits"))
+    })
+    .await;
+    std::fs::write(db.config_path(), "[limits]\nturns_per_minute = 5\n").unwrap();
+    hangup();
+    crate::common::eventually_log(&server.log, "the refusal", |log| {
+        log.lines()
+            .any(|l| l.contains("does not load") && l.contains("turns_per_minute"))
+    })
+    .await;
+    assert_eq!(app.get("/sessions", 1).await.0, StatusCode::OK, "still serving");
+    server.kill();
+}

@@ -176,6 +176,56 @@ fn reason_and_place(toml_error: &str) -> String {
     }
 }
 
+/// The sections of `new` that differ from `running` (`server`, `llm`, `providers`, …), compared
+/// as they print (secrets print redacted, so a changed key shows as its section changing only
+/// when something else in it changed too).
+pub fn changed_sections(running: &Config, new: &Config) -> Vec<&'static str> {
+    let pairs: [(&'static str, String, String); 13] = [
+        ("server", format!("{:?}", running.server), format!("{:?}", new.server)),
+        (
+            "database",
+            format!("{:?}", running.database),
+            format!("{:?}", new.database),
+        ),
+        ("llm", format!("{:?}", running.llm), format!("{:?}", new.llm)),
+        ("mock", format!("{:?}", running.mock), format!("{:?}", new.mock)),
+        (
+            "session",
+            format!("{:?}", running.session),
+            format!("{:?}", new.session),
+        ),
+        ("mcp", format!("{:?}", running.mcp), format!("{:?}", new.mcp)),
+        ("log", format!("{:?}", running.log), format!("{:?}", new.log)),
+        (
+            "approval",
+            format!("{:?}", running.approval),
+            format!("{:?}", new.approval),
+        ),
+        (
+            "providers",
+            format!("{:?}", running.providers),
+            format!("{:?}", new.providers),
+        ),
+        ("auth", format!("{:?}", running.auth), format!("{:?}", new.auth)),
+        ("limits", format!("{:?}", running.limits), format!("{:?}", new.limits)),
+        (
+            "attachments",
+            format!("{:?}", running.attachments),
+            format!("{:?}", new.attachments),
+        ),
+        (
+            "cluster",
+            format!("{:?}", running.cluster),
+            format!("{:?}", new.cluster),
+        ),
+    ];
+    pairs
+        .into_iter()
+        .filter(|(_, a, b)| a != b)
+        .map(|(name, _, _)| name)
+        .collect()
+}
+
 impl Config {
     /// Loads the configuration from flags, the environment (through `env`) and the file.
     pub fn load(cli: &Cli, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {

@@ -392,6 +392,28 @@ pub struct ToolsList {
     pub force_refresh: Option<bool>,
 }
 
+/// A provider a person may name in a message (`provider`), as `GET /providers` lists it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ProviderDto {
+    /// Its name.
+    pub name: String,
+    /// `mock`, `openai`, `anthropic`, `gemini` or `ollama`.
+    pub vendor: String,
+    /// The model it answers with.
+    pub model: String,
+    /// Whether it answers when a message names none.
+    pub default: bool,
+    /// `ok`, or `unhealthy` while its circuit breaker is open.
+    pub status: String,
+}
+
+/// `GET /providers` reply.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProvidersList {
+    /// The providers, the default first.
+    pub providers: Vec<ProviderDto>,
+}
+
 /// `GET /mcp/servers` reply.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ServersList {

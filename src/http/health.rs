@@ -6,7 +6,10 @@ use actix_web::{HttpResponse, get, web};
 
 use super::AppState;
 use super::auth::AuthUser;
-use super::dto::{Health, McpServerState, NodeState, Ready, ServersList, ToolDto, ToolsList, ToolsQuery, flag};
+use super::dto::{
+    Health, McpServerState, NodeState, ProviderDto, ProvidersList, Ready, ServersList, ToolDto, ToolsList, ToolsQuery,
+    flag,
+};
 use super::error::ApiError;
 
 async fn storage_ok(state: &AppState) -> bool {
@@ -113,6 +116,28 @@ pub async fn list_tools(
         tools,
         force_refresh: refresh.then_some(true),
     }))
+}
+
+/// The providers a message may name (`provider`), with vendor, model and health.
+#[utoipa::path(
+    tag = "chat",
+    responses((status = 200, description = "The providers, the default first", body = ProvidersList))
+)]
+#[get("/providers")]
+pub async fn list_providers(_user: AuthUser, state: web::Data<AppState>) -> HttpResponse {
+    let breakers = state.providers.status();
+    let providers = state
+        .provider_list
+        .iter()
+        .map(|p| ProviderDto {
+            status: breakers
+                .iter()
+                .find(|h| h.name == p.name)
+                .map_or_else(|| "ok".to_owned(), |h| h.status.to_owned()),
+            ..p.clone()
+        })
+        .collect();
+    HttpResponse::Ok().json(ProvidersList { providers })
 }
 
 /// Each MCP server's transport, state, tools, calls in flight and last error.

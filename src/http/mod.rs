@@ -67,6 +67,8 @@ pub struct AppState {
     pub auth: auth::Authenticator,
     /// This node's id when several may share the database (PostgreSQL).
     pub node_id: Option<String>,
+    /// The configured providers (name, vendor, model), the default first.
+    pub provider_list: Vec<dto::ProviderDto>,
 }
 
 fn json_error(err: JsonPayloadError, limit: usize) -> actix_web::Error {
@@ -124,6 +126,7 @@ pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
             .service(chat::clear)
             .service(health::list_tools)
             .service(health::list_servers)
+            .service(health::list_providers)
             .service(approvals::list_approvals)
             .service(approvals::list_grants)
             .service(approvals::revoke_grant)

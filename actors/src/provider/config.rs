@@ -188,6 +188,22 @@ pub struct ProviderConfig {
     pub api_key: Option<Secret>,
 }
 
+impl ProviderConfig {
+    /// The model it answers with: the configured one, else its vendor's default.
+    pub fn model_name(&self) -> String {
+        match (self.kind.vendor(), self.model.is_empty()) {
+            (_, false) => self.model.clone(),
+            (Some(vendor), true) => super::factory::default_model(vendor).to_owned(),
+            (None, true) => "mock-model".to_owned(),
+        }
+    }
+
+    /// The kind's canonical name (`mock`, `openai`, `anthropic`, `gemini`, `ollama`).
+    pub fn vendor_name(&self) -> String {
+        format!("{:?}", self.kind).to_ascii_lowercase()
+    }
+}
+
 fn two() -> u32 {
     2
 }
