@@ -81,6 +81,15 @@ async fn the_chat_page_in_a_real_browser() {
             policy: Policy::Allow,
         }];
         c.limits.turns_per_minute_per_user = 1000;
+        c.providers = vec![
+            toml::from_str(
+                r#"name = "offline"
+kind = "ollama"
+base_url = "http://127.0.0.1:1"
+max_retries = 0"#,
+            )
+            .unwrap(),
+        ];
     })
     .await;
     app.wait_for_server("demo").await;
@@ -229,6 +238,30 @@ async fn the_chat_page_in_a_real_browser() {
         .await;
     ended_after(&browser, before).await;
 
+    // The provider picker: a message sent to a provider that is down says which and why.
+    browser
+        .until(
+            "the provider picker",
+            "const s = document.querySelector('#provider'); return !s.hidden && s.options.length === 2;",
+        )
+        .await;
+    browser
+        .js(
+            "const s = document.querySelector('#provider'); s.value = 'offline';",
+            vec![],
+        )
+        .await;
+    let before = say(&browser, "hello offline").await;
+    browser
+        .until(
+            "the provider's failure in words",
+            "return [...document.querySelectorAll('.turn-error')].some(e => /offline: .*connection refused/.test(e.textContent));",
+        )
+        .await;
+    ended_after(&browser, before).await;
+    browser
+        .js("document.querySelector('#provider').value = '';", vec![])
+        .await;
     browser.screenshot("7-errors").await;
 
     // 8. Rename and delete from the sidebar.

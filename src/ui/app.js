@@ -416,15 +416,18 @@ async function send() {
   notice("");
   const before = state.session ? (await call("GET", `/sessions/${encodeURIComponent(state.session)}/messages?limit=100`)).messages.length : 0;
   let reply;
+  const provider = $("#provider").value;
   if (state.files.length) {
     const form = new FormData();
     form.append("message", text);
     if (state.session) form.append("session_id", state.session);
+    if (provider) form.append("provider", provider);
     state.files.forEach((file, i) => form.append(`file${i}`, file, file.name));
     reply = await call("POST", "/send-with-files?streaming=true", form);
   } else {
     const body = { message: text };
     if (state.session) body.session_id = state.session;
+    if (provider) body.provider = provider;
     reply = await call("POST", "/send?streaming=true", body);
   }
   const files = state.files.map((f) => f.name);
@@ -524,8 +527,21 @@ function saveAuth(event) {
 // ------------------------------------------------------------------------------------------
 // Wiring
 
+/** The provider picker: shown when there is more than one; empty value = the default. */
+async function loadProviders() {
+  const { providers } = await call("GET", "/providers");
+  const select = $("#provider");
+  select.replaceChildren(
+    ...providers.map((p) =>
+      el("option", { value: p.default ? "" : p.name, text: `${p.name} (${p.model})${p.status === "ok" ? "" : " — unavailable"}` }),
+    ),
+  );
+  select.hidden = providers.length < 2;
+}
+
 async function start() {
   await loadSessions();
+  loadProviders().catch(() => {});
   const saved = sessionStorage.getItem("aichat.live");
   const live = saved ? JSON.parse(saved) : null;
   if (live) await openSession(live.session, live);
