@@ -1079,6 +1079,18 @@ async fn postgres_turn_limits_count_across_nodes() {
         };
         (plain(|| store.write_turn(&write)), session, stream)
     };
+    // The last write of a turn: it gives the lease back.
+    let end = |session: &Session, stream: &StreamRecord| TurnWrite {
+        stream_id: Some(stream.id.clone()),
+        finish: Some(StreamStatus::Done),
+        fence: Some(Fence {
+            session_id: session.id.clone(),
+            token: 1,
+            claim: false,
+            admit: false,
+        }),
+        ..TurnWrite::default()
+    };
     let (first, session, stream) = start(&a, 1, true);
     first.unwrap();
     let (second, _, _) = start(&b, 1, true);
@@ -1088,32 +1100,10 @@ async fn postgres_turn_limits_count_across_nodes() {
     );
     let (other_user, _, _) = start(&b, 2, true);
     other_user.unwrap();
-    let end = TurnWrite {
-        stream_id: Some(stream.id.clone()),
-        finish: Some(StreamStatus::Done),
-        fence: Some(Fence {
-            session_id: session.id.clone(),
-            token: 1,
-            claim: false,
-            admit: false,
-        }),
-        ..TurnWrite::default()
-    };
-    plain(|| a.write_turn(&end)).unwrap();
+    plain(|| a.write_turn(&end(&session, &stream))).unwrap();
     let (third, session, stream) = start(&b, 1, true);
     third.unwrap();
-    let end = TurnWrite {
-        stream_id: Some(stream.id.clone()),
-        finish: Some(StreamStatus::Done),
-        fence: Some(Fence {
-            session_id: session.id.clone(),
-            token: 1,
-            claim: false,
-            admit: false,
-        }),
-        ..TurnWrite::default()
-    };
-    plain(|| b.write_turn(&end)).unwrap();
+    plain(|| b.write_turn(&end(&session, &stream))).unwrap();
     let (fourth, _, _) = start(&a, 1, true);
     match fourth {
         Err(StorageError::Limited { reason, retry_after }) => {

@@ -180,48 +180,25 @@ fn reason_and_place(toml_error: &str) -> String {
 /// as they print (secrets print redacted, so a changed key shows as its section changing only
 /// when something else in it changed too).
 pub fn changed_sections(running: &Config, new: &Config) -> Vec<&'static str> {
-    let pairs: [(&'static str, String, String); 13] = [
-        ("server", format!("{:?}", running.server), format!("{:?}", new.server)),
-        (
-            "database",
-            format!("{:?}", running.database),
-            format!("{:?}", new.database),
-        ),
-        ("llm", format!("{:?}", running.llm), format!("{:?}", new.llm)),
-        ("mock", format!("{:?}", running.mock), format!("{:?}", new.mock)),
-        (
-            "session",
-            format!("{:?}", running.session),
-            format!("{:?}", new.session),
-        ),
-        ("mcp", format!("{:?}", running.mcp), format!("{:?}", new.mcp)),
-        ("log", format!("{:?}", running.log), format!("{:?}", new.log)),
-        (
-            "approval",
-            format!("{:?}", running.approval),
-            format!("{:?}", new.approval),
-        ),
-        (
-            "providers",
-            format!("{:?}", running.providers),
-            format!("{:?}", new.providers),
-        ),
-        ("auth", format!("{:?}", running.auth), format!("{:?}", new.auth)),
-        ("limits", format!("{:?}", running.limits), format!("{:?}", new.limits)),
-        (
-            "attachments",
-            format!("{:?}", running.attachments),
-            format!("{:?}", new.attachments),
-        ),
-        (
-            "cluster",
-            format!("{:?}", running.cluster),
-            format!("{:?}", new.cluster),
-        ),
+    use std::fmt::Debug;
+    let sections: [(&'static str, &dyn Debug, &dyn Debug); 13] = [
+        ("server", &running.server, &new.server),
+        ("database", &running.database, &new.database),
+        ("llm", &running.llm, &new.llm),
+        ("mock", &running.mock, &new.mock),
+        ("session", &running.session, &new.session),
+        ("mcp", &running.mcp, &new.mcp),
+        ("log", &running.log, &new.log),
+        ("approval", &running.approval, &new.approval),
+        ("providers", &running.providers, &new.providers),
+        ("auth", &running.auth, &new.auth),
+        ("limits", &running.limits, &new.limits),
+        ("attachments", &running.attachments, &new.attachments),
+        ("cluster", &running.cluster, &new.cluster),
     ];
-    pairs
+    sections
         .into_iter()
-        .filter(|(_, a, b)| a != b)
+        .filter(|(_, running, new)| format!("{running:?}") != format!("{new:?}"))
         .map(|(name, _, _)| name)
         .collect()
 }
