@@ -175,6 +175,15 @@ max_retries = 0"#,
     let decided = texts(&browser, ".approval .decided").await;
     assert!(decided.iter().any(|d| d.contains("approved")), "{decided:?}");
     assert!(decided.iter().any(|d| d.contains("denied")), "{decided:?}");
+    // Opened again from the sidebar, the history's cards say who decided.
+    browser.click_on("#sessions li.current .session-title").await;
+    browser
+        .until(
+            "the deciders in the history",
+            "const d = [...document.querySelectorAll('.approval .decided')].map(e => e.textContent); \
+             return d.some(t => t === 'Decision: approved by user 1') && d.some(t => t === 'Decision: denied by user 1');",
+        )
+        .await;
     browser.screenshot("3-approvals").await;
 
     // 4. Reload mid-answer: the answer continues where it was, without duplicated text.

@@ -125,6 +125,7 @@ async function openSession(id, live = null) {
   log.replaceChildren();
   const shown = live ? history.messages.slice(0, live.before) : history.messages;
   renderHistory(shown);
+  annotateDecisions().catch(() => {});
   if (live) {
     // A turn that was being read when the page reloaded: its events so far, then the rest
     // after the last one (Last-Event-ID).
@@ -155,6 +156,20 @@ function renderHistory(messages) {
       const status = m.approval_request.status || "pending";
       const decide = status === "pending" ? (reply) => continueAfterDecision(reply).catch(failed) : null;
       log.append(approvalCard(m.approval_request, status, decide));
+    }
+  }
+}
+
+/** Says on each decided approval card of the history who decided it (from `GET /approvals`). */
+async function annotateDecisions() {
+  const cards = [...document.querySelectorAll(".approval[data-request]")].filter((c) => c.querySelector(".decided"));
+  if (!cards.length) return;
+  const { approvals } = await call("GET", "/approvals");
+  for (const card of cards) {
+    const record = approvals.find((a) => a.request_id === card.dataset.request);
+    if (record?.decided_by) {
+      const who = record.decided_by.startsWith("user:") ? `user ${record.decided_by.slice(5)}` : record.decided_by;
+      card.querySelector(".decided").textContent = `Decision: ${record.status.replace("_", " ")} by ${who}`;
     }
   }
 }
