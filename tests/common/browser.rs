@@ -2,6 +2,7 @@
 //! protocol is JSON over HTTP, so a few calls over reqwest are the whole client. One browser per
 //! test run (the browser test runs its scenarios in one session); killed on drop.
 
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -18,9 +19,15 @@ pub struct Browser {
     _profile: tempfile::TempDir,
 }
 
+/// chromedriver runs in a process group of its own, which the browser it starts joins: killing
+/// the group ends them all (killing chromedriver alone left a Chromium behind per run).
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = self.driver.kill();
+        // `pkill -g` names the group plainly (a negative pid after `kill -KILL` can be read as
+        // something else).
+        let _ = Command::new("pkill")
+            .args(["-KILL", "-g", &self.driver.id().to_string()])
+            .status();
         let _ = self.driver.wait();
     }
 }
@@ -39,6 +46,7 @@ impl Browser {
             .port();
         let driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
