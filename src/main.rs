@@ -60,7 +60,12 @@ async fn serve(cli: &Cli) -> anyhow::Result<()> {
     raise_open_files_limit(config.server.max_connections);
     let running = aichat::server::start(&config, false)?;
     tracing::info!("{}", aichat::startup::block(&config, &running));
-    watch_hangups(cli.clone(), config.clone());
+    watch_hangups(
+        cli.clone(),
+        config.clone(),
+        running.chat.clone(),
+        running.approval.clone(),
+    );
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
     let (chat, handle) = (running.chat.clone(), running.handle.clone());
     actix_web::rt::spawn(async move {
@@ -99,10 +104,16 @@ fn raise_open_files_limit(max_connections: usize) {
     }
 }
 
-/// SIGHUP no longer stops the server (it did, without a drain): the configuration is read and
-/// checked again, and the log says whether it is valid and which sections differ from the
-/// running ones. Applying them still takes a restart (live reload is not built yet).
-fn watch_hangups(cli: aichat::config::Cli, running: Config) {
+/// SIGHUP reloads the configuration: it is read and checked again; an invalid one is refused as a
+/// whole (the running one stays); a valid one applies what can change live — per-user turn limits
+/// and the approval policy, for new turns — and the log names the sections that differ but take
+/// a restart (providers, MCP servers, storage, listening, …). SIGHUP never stops the server.
+fn watch_hangups(
+    cli: aichat::config::Cli,
+    mut running: Config,
+    chat: actors::Chat,
+    approval: actors::sync::Shared<actors::approval::ApprovalConfig>,
+) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hangups) = signal(SignalKind::hangup()) else {
         tracing::warn!("cannot watch SIGHUP");
@@ -119,13 +130,26 @@ fn watch_hangups(cli: aichat::config::Cli, running: Config) {
                     let changed = aichat::config::changed_sections(&running, &new);
                     if changed.is_empty() {
                         tracing::info!("SIGHUP: the configuration is valid and unchanged");
-                    } else {
-                        tracing::warn!(
-                            sections = %changed.join(", "),
-                            "SIGHUP: the configuration is valid; these sections differ from the running ones and \
-                             take effect at the next restart (live reload is not built yet)"
-                        );
+                        continue;
                     }
+                    let (live, later): (Vec<&str>, Vec<&str>) =
+                        changed.iter().partition(|s| matches!(**s, "limits" | "approval"));
+                    if live.contains(&"limits") {
+                        chat.set_turn_limits(
+                            new.limits.max_concurrent_turns_per_user,
+                            new.limits.turns_per_minute_per_user,
+                        );
+                        running.limits = new.limits.clone();
+                    }
+                    if live.contains(&"approval") {
+                        approval.set(new.approval.clone());
+                        running.approval = new.approval.clone();
+                    }
+                    tracing::warn!(
+                        applied = %live.join(", "),
+                        needs_restart = %later.join(", "),
+                        "SIGHUP: the configuration is valid; applied to new turns what can change live"
+                    );
                 }
             }
         }

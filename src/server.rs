@@ -37,6 +37,8 @@ pub struct Running {
     pub chat: Chat,
     /// This node's id when several may share the database (PostgreSQL).
     pub node_id: Option<String>,
+    /// The approval policy new turns use (a reload replaces it).
+    pub approval: actors::sync::Shared<actors::approval::ApprovalConfig>,
 }
 
 /// Start-up failures.
@@ -172,6 +174,7 @@ pub fn start(config: &Config, handle_signals: bool) -> Result<Running, StartErro
         config.server.stream_retention_bytes,
     ));
     let system_prompt = Some(config.llm.system_prompt.trim().to_owned()).filter(|p| !p.is_empty());
+    let approval = actors::sync::Shared::new(config.approval.clone());
     let deps = Arc::new(SessionDeps {
         storage: storage.clone(),
         providers: Arc::clone(&providers),
@@ -187,7 +190,7 @@ pub fn start(config: &Config, handle_signals: bool) -> Result<Running, StartErro
             title_timeout: secs(config.session.title_timeout_secs),
             max_tool_output_chars: config.mcp.max_tool_output_chars,
             max_stored_tool_output_chars: config.mcp.max_stored_tool_output_chars,
-            approval: config.approval.clone(),
+            approval: approval.clone(),
             // On a database several nodes share, readers elsewhere see events once stored.
             flush_every: Duration::from_millis(if opened_shared { config.cluster.flush_ms } else { 500 }),
         },
@@ -317,5 +320,6 @@ pub fn start(config: &Config, handle_signals: bool) -> Result<Running, StartErro
         arbiters: vec![provider_arbiter, mcp_arbiter],
         chat,
         node_id,
+        approval,
     })
 }

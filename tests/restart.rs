@@ -230,19 +230,22 @@ async fn the_demo_mcp_server_dies_with_a_killed_server() {
     crate::common::eventually("the demo server to exit", || async { !running(children[0]) }).await;
 }
 
-/// SIGHUP used to stop the server without a drain. Now it re-reads the configuration: valid and
-/// unchanged, valid with changes (named by section), or invalid (the reason) — and the server
-/// keeps serving through all three.
+/// SIGHUP used to stop the server without a drain. Now it reloads the configuration: valid and
+/// unchanged; valid with changes — turn limits and the approval policy apply to new turns at once,
+/// other sections are named as needing a restart; or invalid (refused with the reason, the running
+/// one stays) — and the server keeps serving through all of it.
 #[actix_web::test]
-async fn sighup_checks_the_configuration_and_never_stops_the_server() {
+async fn sighup_reloads_what_can_change_live_and_never_stops_the_server() {
     let dir = tempfile::tempdir().unwrap();
     let db = Database::sqlite_file(&dir.path().join("chat.db"));
-    let server = Binary::start_on(&db, "[limits]\nturns_per_minute_per_user = 60\n", &[]);
+    let demo = "[[mcp.servers]]\nname = \"demo\"\ncommand = \"@self\"\nargs = [\"mcp-demo\"]\n";
+    let before = format!("[limits]\nturns_per_minute_per_user = 60\n[approval]\ndefault = \"allow\"\n{demo}");
+    let server = Binary::start_on(&db, &before, &[]);
     let app = TestApp::client_for(&server.base);
+    app.wait_for_server("demo").await;
     let hangup = || {
         let status = Command::new("kill")
-            .arg("-HUP")
-            .arg(server.pid().to_string())
+            .args(["-s", "HUP", &server.pid().to_string()])
             .status()
             .unwrap();
         assert!(status.success());
@@ -252,13 +255,33 @@ async fn sighup_checks_the_configuration_and_never_stops_the_server() {
         log.contains("SIGHUP: the configuration is valid and unchanged")
     })
     .await;
-    std::fs::write(db.config_path(), "[limits]\nturns_per_minute_per_user = 5\n").unwrap();
+
+    let after = format!(
+        "[limits]\nturns_per_minute_per_user = 1\n[approval]\ndefault = \"deny\"\n[session]\nmax_tool_rounds = 3\n{demo}"
+    );
+    std::fs::write(db.config_path(), after).unwrap();
     hangup();
-    crate::common::eventually_log(&server.log, "the changed sections", |log| {
-        log.lines()
-            .any(|l| l.contains("SIGHUP: the configuration is valid") && l.contains("sections=limits"))
+    crate::common::eventually_log(&server.log, "the reload", |log| {
+        log.lines().any(|l| {
+            l.contains("SIGHUP: the configuration is valid")
+                && l.contains("applied=approval, limits")
+                && l.contains("needs_restart=session")
+        })
     })
     .await;
+    // The new policy: a tool call is denied without asking.
+    let call = r#"/mock tools [{"name":"demo__echo","arguments":{"text":"hi"}}]"#;
+    let (_, events) = app.turn(1, call, None).await;
+    let done = crate::common::executions(&events);
+    assert!(done[0]["error"].as_str().unwrap_or("").contains("denied"), "{done:?}");
+    // The new limit: one turn a minute, already taken.
+    let (status, body) = app.post("/send", 1, json!({"message": "again"})).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, Some("too_many_turns")),
+        "{body}"
+    );
+
     std::fs::write(db.config_path(), "[limits]\nturns_per_minute = 5\n").unwrap();
     hangup();
     crate::common::eventually_log(&server.log, "the refusal", |log| {
@@ -266,6 +289,6 @@ async fn sighup_checks_the_configuration_and_never_stops_the_server() {
             .any(|l| l.contains("does not load") && l.contains("turns_per_minute"))
     })
     .await;
-    assert_eq!(app.get("/sessions", 1).await.0, StatusCode::OK, "still serving");
+    assert_eq!(app.get("/sessions", 2).await.0, StatusCode::OK, "still serving");
     server.kill();
 }

@@ -2,6 +2,7 @@
 //! minute (a token bucket per user), and SSE streams read at once. All answer 429.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -16,8 +17,8 @@ struct Bucket {
 
 /// The limits and the per-user buckets.
 pub struct TurnLimits {
-    max_running: usize,
-    per_minute: u32,
+    max_running: AtomicUsize,
+    per_minute: AtomicU32,
     buckets: Mutex<HashMap<UserId, Bucket>>,
 }
 
@@ -25,25 +26,33 @@ impl TurnLimits {
     /// Limits; 0 disables one.
     pub fn new(max_running: usize, per_minute: u32) -> Self {
         Self {
-            max_running,
-            per_minute,
+            max_running: AtomicUsize::new(max_running),
+            per_minute: AtomicU32::new(per_minute),
             buckets: Mutex::new(HashMap::new()),
         }
     }
 
+    /// New limits (a reload); turns already running are not affected.
+    pub fn set(&self, max_running: usize, per_minute: u32) {
+        self.max_running.store(max_running, Ordering::Relaxed);
+        self.per_minute.store(per_minute, Ordering::Relaxed);
+    }
+
     /// Takes one turn from the user's allowance, or says how long to wait.
     pub fn admit(&self, user: UserId, hub: &StreamHub) -> Result<(), SessionError> {
-        if self.max_running > 0 && hub.running_for(user) >= self.max_running {
+        let max_running = self.max_running.load(Ordering::Relaxed);
+        if max_running > 0 && hub.running_for(user) >= max_running {
             return Err(SessionError::TooManyTurns {
                 reason: "too many turns running at once",
                 retry_after: 1,
             });
         }
-        if self.per_minute == 0 {
+        let per_minute = self.per_minute.load(Ordering::Relaxed);
+        if per_minute == 0 {
             return Ok(());
         }
-        let rate = f64::from(self.per_minute) / 60.0;
-        let capacity = f64::from(self.per_minute);
+        let rate = f64::from(per_minute) / 60.0;
+        let capacity = f64::from(per_minute);
         let mut buckets = crate::sync::lock_unpoisoned(&self.buckets);
         let now = Instant::now();
         let bucket = buckets.entry(user).or_insert(Bucket {

@@ -97,6 +97,11 @@ impl Chat {
         addr.send(msg).timeout(self.timeout).await
     }
 
+    /// New per-user turn limits (a configuration reload); running turns are not affected.
+    pub fn set_turn_limits(&self, max_running: usize, per_minute: u32) {
+        self.limits.set(max_running, per_minute);
+    }
+
     /// The stream hub.
     pub fn hub(&self) -> &Arc<StreamHub> {
         &self.hub

@@ -30,8 +30,8 @@ pub struct SessionSettings {
     /// Longest tool result stored and streamed (head and tail are kept): a server that answers
     /// with megabytes fills neither the database nor the clients.
     pub max_stored_tool_output_chars: usize,
-    /// Which tools need the person's approval.
-    pub approval: crate::approval::ApprovalConfig,
+    /// Which tools need the person's approval (a reload may replace it; new turns use the new).
+    pub approval: crate::sync::Shared<crate::approval::ApprovalConfig>,
     /// Streamed events are stored at least this often while a turn runs (readers on other
     /// nodes see them once stored).
     pub flush_every: Duration,

@@ -142,7 +142,7 @@ fn harness_with(approval: ApprovalConfig, max_live_sessions: usize) -> Harness {
             title_timeout: WAIT,
             max_tool_output_chars: 10_000,
             max_stored_tool_output_chars: 10_000,
-            approval,
+            approval: crate::sync::Shared::new(approval),
             flush_every: Duration::from_millis(500),
         },
     });

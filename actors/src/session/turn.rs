@@ -479,7 +479,7 @@ impl Turn {
 
     /// Applies the policy and the user's grants to each call of a batch.
     async fn classify(&self, calls: &[ToolCall]) -> Result<Vec<BatchCall>, TurnError> {
-        let policy = &self.deps.settings.approval;
+        let policy = self.deps.settings.approval.get();
         let specs = self.deps.tools.tools();
         let granted: Vec<String> = if policy.may_ask(calls, &specs) {
             let user = self.buffer.user_id();
@@ -500,7 +500,7 @@ impl Turn {
     async fn ask_approval(&mut self, batch: Vec<BatchCall>) -> Result<(), TurnError> {
         let now = crate::model::now();
         let expiry =
-            chrono::Duration::seconds(i64::try_from(self.deps.settings.approval.expiry_secs).unwrap_or(i64::MAX));
+            chrono::Duration::seconds(i64::try_from(self.deps.settings.approval.get().expiry_secs).unwrap_or(i64::MAX));
         let record = ApprovalRecord {
             request_id: crate::ids::prefixed_id("approval"),
             user_id: self.buffer.user_id(),
