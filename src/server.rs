@@ -66,15 +66,15 @@ pub enum StartError {
     OpenApi(#[from] serde_json::Error),
 }
 
-/// Opens the configured database (migrating it) and marks the turns a previous process left
-/// running as interrupted. On a plain thread: the PostgreSQL client blocks on its own runtime,
-/// which tokio refuses on the server's.
 /// The store as opened: the trait object, and the PostgreSQL store itself (for its listener).
 struct Opened {
     store: Arc<dyn ChatStore>,
     postgres: Option<Arc<PostgresStore>>,
 }
 
+/// Opens the configured database (migrating it) and marks the turns a previous process left
+/// running as interrupted. On a plain thread: the PostgreSQL client blocks on its own runtime,
+/// which tokio refuses on the server's.
 fn open_store(config: &Config) -> Result<Opened, StartError> {
     let (database, cluster) = (&config.database, &config.cluster);
     let target = database.target()?;

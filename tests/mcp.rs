@@ -353,10 +353,7 @@ async fn third_party_servers_over_stdio() {
 #[actix_web::test]
 async fn server_everything_over_streamable_http() {
     let entry = everything_entry();
-    let port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
+    let port = crate::common::free_port();
     let preload = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/loopback.cjs");
     let mut child = tokio::process::Command::new("node")
         .arg("--require")
@@ -579,11 +576,7 @@ async fn a_hung_server_is_found_by_its_health_ping_and_replaced() {
 /// non-zero exit and the cause (not the MCP library's `Debug` dumps, not colours in a pipe).
 #[actix_web::test]
 async fn the_mcp_client_gives_up_with_the_cause() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::common::free_port();
     let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_aichat"))
         .args(["mcp-client", &format!("http://127.0.0.1:{port}/mcp")])
         .env_remove("NO_COLOR")
@@ -647,11 +640,19 @@ async fn legacy_sse_servers_are_reached_by_fallback_or_by_choice() {
     let port = first.trim_start_matches("listening ").to_owned();
     let url = format!("http://127.0.0.1:{port}/sse");
     let app = TestApp::spawn_with(|c| {
-        let mut forced = McpServerConfig::http("forced", &url);
-        forced.transport = Some("sse".into());
-        let mut strict = McpServerConfig::http("strict", &url);
-        strict.transport = Some("streamable_http".into());
-        c.mcp.servers = vec![McpServerConfig::http("old", &url), forced, strict];
+        // The server wants a header on every request: configured headers reach it on both
+        // transports (the GET of the stream and the POSTs of messages).
+        let server = |name: &str, transport: Option<&str>| {
+            let mut server = McpServerConfig::http(name, &url);
+            server.transport = transport.map(str::to_owned);
+            server.headers.insert("x-legacy-key".into(), "let-me-in".into());
+            server
+        };
+        c.mcp.servers = vec![
+            server("old", None),
+            server("forced", Some("sse")),
+            server("strict", Some("streamable_http")),
+        ];
     })
     .await;
     wait_ready(&app, &["old", "forced"]).await;

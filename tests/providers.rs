@@ -493,10 +493,7 @@ async fn broken_streams_are_errors_never_half_answers() {
     );
 
     // Nobody listening: a clear error after the retries.
-    let closed = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
+    let closed = crate::common::free_port();
     let app = app_for("ollama", &format!("http://127.0.0.1:{closed}"), |c| {
         c.llm.max_retries = 1
     })

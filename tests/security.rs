@@ -162,11 +162,7 @@ async fn metrics_move_and_requests_carry_ids() {
 async fn logs_carry_ids_but_never_keys_or_message_text() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("chat.db");
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let closed = crate::common::free_port();
     let config =
         format!("[llm]\nprovider = \"openai\"\nbase_url = \"http://127.0.0.1:{closed}/v1\"\nmax_retries = 0\n");
     let planted_key = "sk-planted-4f9a1c77e2";

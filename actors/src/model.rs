@@ -394,10 +394,23 @@ impl StreamMessage {
         }
     }
 
-    /// The SSE `event:` name of a stored event's JSON: `tool_progress` for progress, else
-    /// `message` (all the original's clients read).
+    /// The `type` of an event's JSON as this server writes it, read off its start (`type` is
+    /// the first field a `StreamMessage` serialises): no parse per event on the paths that only
+    /// need the kind (replay, followed streams, the SSE event name).
+    pub fn json_kind(data: &str) -> Option<&str> {
+        let rest = data.strip_prefix(r#"{"type":""#)?;
+        rest.split_once('"').map(|(kind, _)| kind)
+    }
+
+    /// Whether an event's JSON ends its stream (`done` or `error`).
+    pub fn is_terminal_json(data: &str) -> bool {
+        matches!(Self::json_kind(data), Some("done" | "error"))
+    }
+
+    /// The SSE `event:` name of an event's JSON: `tool_progress` for progress, else `message`
+    /// (all the original's clients read).
     pub fn sse_event_name(data: &str) -> &'static str {
-        if data.starts_with(r#"{"type":"tool_progress""#) {
+        if Self::json_kind(data) == Some("tool_progress") {
             "tool_progress"
         } else {
             "message"
@@ -440,6 +453,29 @@ pub fn format_time(time: DateTime<Utc>) -> String {
 
 #[cfg(test)]
 mod tests {
+    /// `json_kind` reads `type` off the start of the JSON: every kind of event serialises it first.
+    #[test]
+    fn every_event_kind_is_read_off_the_start_of_its_json() {
+        use crate::ids::SessionId;
+        let s = SessionId::from_raw("s");
+        let call = ToolCall::function("c1", "t", "{}".to_owned());
+        let events = [
+            StreamMessage::text(&s, "x"),
+            StreamMessage::done(&s),
+            StreamMessage::error(&s, "cancelled", "stopped"),
+            StreamMessage::tool_execution(&s, Vec::new()),
+            StreamMessage::approval_request(&s, "r", vec![call.clone()]),
+            StreamMessage::tool_progress(&s, &call, 1.0, Some(2.0), None),
+        ];
+        for event in events {
+            let json = serde_json::to_string(&event).unwrap();
+            let parsed: serde_json::Value = serde_json::from_str(&json).unwrap();
+            assert_eq!(StreamMessage::json_kind(&json), parsed["type"].as_str(), "{json}");
+            assert_eq!(StreamMessage::is_terminal_json(&json), event.is_terminal(), "{json}");
+        }
+        assert_eq!(StreamMessage::json_kind("not json"), None);
+    }
+
     use super::*;
 
     #[test]

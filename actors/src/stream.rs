@@ -71,6 +71,10 @@ fn lock(state: &Mutex<BufferState>) -> MutexGuard<'_, BufferState> {
 impl StreamBuffer {
     /// An empty buffer for a new turn.
     pub fn new(id: StreamId, user_id: UserId, session_id: SessionId) -> Arc<Self> {
+        Self::build(id, user_id, session_id, None)
+    }
+
+    fn build(id: StreamId, user_id: UserId, session_id: SessionId, remote: Option<Remote>) -> Arc<Self> {
         Arc::new(Self {
             id,
             user_id,
@@ -78,24 +82,22 @@ impl StreamBuffer {
             state: Mutex::new(BufferState::default()),
             version: watch::channel(0).0,
             readers: std::sync::atomic::AtomicUsize::new(0),
-            remote: None,
+            remote,
         })
     }
 
     /// A buffer that follows a turn running on another node, holding the events stored so far.
     pub fn following(record: &StreamRecord, events: Vec<StoredEvent>) -> Arc<Self> {
-        let buffer = Arc::new(Self {
-            id: record.id.clone(),
-            user_id: record.user_id,
-            session_id: record.session_id.clone(),
-            state: Mutex::new(BufferState::default()),
-            version: watch::channel(0).0,
-            readers: std::sync::atomic::AtomicUsize::new(0),
-            remote: Some(Remote {
-                wake: tokio::sync::Notify::new(),
-                announced_at_micros: std::sync::atomic::AtomicI64::new(0),
-            }),
-        });
+        let remote = Remote {
+            wake: tokio::sync::Notify::new(),
+            announced_at_micros: std::sync::atomic::AtomicI64::new(0),
+        };
+        let buffer = Self::build(
+            record.id.clone(),
+            record.user_id,
+            record.session_id.clone(),
+            Some(remote),
+        );
         buffer.append_stored(events);
         buffer
     }
@@ -143,7 +145,7 @@ impl StreamBuffer {
                 if event.seq <= after {
                     continue;
                 }
-                let terminal = is_terminal_json(&event.data);
+                let terminal = StreamMessage::is_terminal_json(&event.data);
                 state.bytes += event.data.len() + EVENT_OVERHEAD;
                 state.events.push(Arc::new(StreamEvent {
                     seq: event.seq,
@@ -164,8 +166,9 @@ impl StreamBuffer {
         added
     }
 
-    /// Ends a followed stream whose turn stopped without a terminal event as a stream rebuilt from
-    /// storage ends ([`Self::from_stored`]): with an `interrupted` error numbered above any id seen.
+    /// Ends a stream that stopped without its terminal event (the server or the running node
+    /// stopped mid-turn) with an `interrupted` error numbered above any id a reader may have seen;
+    /// nothing when it has ended.
     pub fn end_interrupted(&self) {
         let seq = {
             let mut state = lock(&self.state);
@@ -195,38 +198,8 @@ impl StreamBuffer {
     /// stopped mid-turn) ends with an `error` event whose code is `interrupted`.
     pub fn from_stored(record: &StreamRecord, events: Vec<StoredEvent>) -> Arc<Self> {
         let buffer = Self::new(record.id.clone(), record.user_id, record.session_id.clone());
-        {
-            let mut state = lock(&buffer.state);
-            // Only the last event of a stream can be terminal: parse that one alone.
-            let last = events.len().saturating_sub(1);
-            state.events = events
-                .into_iter()
-                .enumerate()
-                .map(|(i, e)| {
-                    let terminal = i == last && is_terminal_json(&e.data);
-                    Arc::new(StreamEvent {
-                        seq: e.seq,
-                        data: e.data.into(),
-                        terminal,
-                    })
-                })
-                .collect();
-        }
-        {
-            let mut state = lock(&buffer.state);
-            state.bytes = state.events.iter().map(|e| e.data.len() + EVENT_OVERHEAD).sum();
-        }
-        let (last, ended) = buffer.last_seq_and_terminal();
-        if !ended {
-            // Numbered above anything a reader may have seen before the server stopped.
-            let note = crate::session::recovery::interrupted_note(&record.session_id);
-            lock(&buffer.state).events.push(Arc::new(StreamEvent {
-                seq: crate::session::recovery::terminal_seq(last),
-                data: serde_json::to_string(&note).unwrap_or_default().into(),
-                terminal: true,
-            }));
-        }
-        lock(&buffer.state).finished_at = Some(Instant::now());
+        buffer.append_stored(events);
+        buffer.end_interrupted();
         buffer
     }
 
@@ -318,10 +291,6 @@ impl StreamBuffer {
             version: self.version.subscribe(),
         }
     }
-}
-
-fn is_terminal_json(data: &str) -> bool {
-    serde_json::from_str::<StreamMessage>(data).is_ok_and(|m| m.is_terminal())
 }
 
 /// One reader of a stream.

@@ -914,6 +914,16 @@ async fn reopen(backend: &Backend) -> Arc<dyn ChatStore> {
     panic!("the database stayed in use after its store was dropped");
 }
 
+/// A node (a store of its own) named `id` on the database at `url`.
+fn node(url: &str, id: &str, options: &PostgresOptions) -> Arc<dyn ChatStore> {
+    let options = PostgresOptions {
+        node_id: id.into(),
+        pool_size: 2,
+        ..options.clone()
+    };
+    plain(|| Arc::new(PostgresStore::open(url, &options).unwrap()))
+}
+
 /// Two nodes on one PostgreSQL database: a turn's first write takes its session's lease (a second
 /// turn anywhere is `Busy`, a node whose copy of the session is older than the lease is `Stale`),
 /// its last write gives it back; a node that stops renewing loses its turn to another node, which
@@ -924,17 +934,11 @@ async fn postgres_leases_fence_turns_and_lapsed_ones_are_taken_over() {
     let Backend::Postgres(url) = Backend::postgres() else {
         unreachable!()
     };
-    let node = |id: &str| -> Arc<dyn ChatStore> {
-        let options = PostgresOptions {
-            password: None,
-            pool_size: 2,
-            node_id: id.into(),
-            lease: Duration::from_secs(3),
-            ..PostgresOptions::default()
-        };
-        plain(|| Arc::new(PostgresStore::open(&url, &options).unwrap()))
+    let options = PostgresOptions {
+        lease: Duration::from_secs(3),
+        ..PostgresOptions::default()
     };
-    let (a, b) = (node("a"), node("b"));
+    let (a, b) = (node(&url, "a", &options), node(&url, "b", &options));
     let session = Session::new(user(1), "Chat".into(), TitleSource::Default);
     plain(|| a.create_session(&session)).unwrap();
     let fence = |token, claim| Fence {
@@ -1050,18 +1054,12 @@ async fn postgres_turn_limits_count_across_nodes() {
     let Backend::Postgres(url) = Backend::postgres() else {
         unreachable!()
     };
-    let node = |id: &str| -> Arc<dyn ChatStore> {
-        let options = PostgresOptions {
-            password: None,
-            pool_size: 2,
-            node_id: id.into(),
-            max_running_per_user: 1,
-            turns_per_minute_per_user: 2,
-            ..PostgresOptions::default()
-        };
-        plain(|| Arc::new(PostgresStore::open(&url, &options).unwrap()))
+    let options = PostgresOptions {
+        max_running_per_user: 1,
+        turns_per_minute_per_user: 2,
+        ..PostgresOptions::default()
     };
-    let (a, b) = (node("a"), node("b"));
+    let (a, b) = (node(&url, "a", &options), node(&url, "b", &options));
     let start = |store: &Arc<dyn ChatStore>, owner: i64, admit: bool| {
         let session = Session::new(user(owner), "Chat".into(), TitleSource::Default);
         plain(|| store.create_session(&session)).unwrap();

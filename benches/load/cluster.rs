@@ -15,7 +15,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 
 use crate::say;
-use crate::server::{Backend, Server, client, take_frames};
+use crate::server::{Backend, Server, client, open_stream, take_frames};
 use crate::stats::{Report, Samples};
 
 /// The first events of a stream may reach a reader as catch-up (before it connected): not a
@@ -24,16 +24,7 @@ const CATCH_UP: u64 = 3;
 
 /// When each event (by id) reached a reader, until the stream's terminal event.
 async fn arrivals(client: &reqwest::Client, base: &str, stream_id: &str) -> Result<HashMap<u64, Instant>, String> {
-    let resp = client
-        .get(format!("{base}/stream/{stream_id}"))
-        .header("X-User-ID", "1")
-        .send()
-        .await
-        .map_err(|e| format!("stream: {e}"))?;
-    if !resp.status().is_success() {
-        return Err(format!("stream: {}", resp.status()));
-    }
-    let mut bytes = resp.bytes_stream();
+    let mut bytes = open_stream(client, base, 1, stream_id).await?.bytes_stream();
     let mut pending = Vec::new();
     let mut seen = HashMap::new();
     while let Some(chunk) = bytes.next().await {

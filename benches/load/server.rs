@@ -256,6 +256,25 @@ pub(crate) fn take_frames(pending: &mut Vec<u8>) -> Vec<(Option<u64>, String)> {
     frames
 }
 
+/// `GET /stream/{id}` as `user`: the response, once it says 2xx.
+pub(crate) async fn open_stream(
+    client: &reqwest::Client,
+    base: &str,
+    user: u64,
+    stream_id: &str,
+) -> Result<reqwest::Response, String> {
+    let resp = client
+        .get(format!("{base}/stream/{stream_id}"))
+        .header("X-User-ID", user.to_string())
+        .send()
+        .await
+        .map_err(|e| format!("stream: {e}"))?;
+    if !resp.status().is_success() {
+        return Err(format!("stream: {}", resp.status()));
+    }
+    Ok(resp)
+}
+
 /// One streamed turn: `POST /send?streaming=true`, then read the SSE stream to its end.
 pub(crate) async fn turn(
     client: &reqwest::Client,
@@ -283,16 +302,7 @@ pub(crate) async fn turn(
     let started_reply: Value = resp.json().await.map_err(|e| format!("send body: {e}"))?;
     let stream_id = started_reply["stream_id"].as_str().unwrap_or_default().to_owned();
     let session_id = started_reply["session_id"].as_str().unwrap_or_default().to_owned();
-    let resp = client
-        .get(format!("{base}/stream/{stream_id}"))
-        .header("X-User-ID", user.to_string())
-        .send()
-        .await
-        .map_err(|e| format!("stream: {e}"))?;
-    if !resp.status().is_success() {
-        return Err(format!("stream: {}", resp.status()));
-    }
-    let mut bytes = resp.bytes_stream();
+    let mut bytes = open_stream(client, base, user, &stream_id).await?.bytes_stream();
     let mut pending: Vec<u8> = Vec::new();
     let (mut first_token, mut frames, mut late, mut last_id, mut contiguous) = (None, 0u64, 0u64, 0u64, true);
     let mut last_frame = Instant::now();

@@ -231,9 +231,7 @@ impl From<SessionError> for ApiError {
             SessionError::GrantNotFound => ApiError::GrantNotFound,
             SessionError::AlreadyDecided => ApiError::ApprovalDecided,
             SessionError::ApprovalExpired => ApiError::ApprovalExpired,
-            SessionError::Busy | SessionError::Stale | SessionError::Storage(StorageError::Busy) => {
-                ApiError::TurnInProgress
-            }
+            SessionError::Busy | SessionError::Stale => ApiError::TurnInProgress,
             SessionError::Finished | SessionError::TurnNotRunning => ApiError::TurnFinished,
             SessionError::ShuttingDown => ApiError::ShuttingDown,
             SessionError::DecisionWithFiles => ApiError::InvalidParameter {

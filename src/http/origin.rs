@@ -27,11 +27,8 @@ pub async fn refuse_foreign_origins(
         *req.method(),
         Method::POST | Method::PUT | Method::PATCH | Method::DELETE
     );
-    let origin = req
-        .headers()
-        .get("origin")
-        .map(|v| v.to_str().unwrap_or("(not text)").to_owned());
-    if let (true, Some(origin)) = (changes_state, origin) {
+    if let Some(origin) = req.headers().get("origin").filter(|_| changes_state) {
+        let origin = origin.to_str().unwrap_or("(not text)").to_owned();
         let allowed = req
             .app_data::<web::Data<AllowedOrigins>>()
             .is_some_and(|list| list.0.iter().any(|o| o.eq_ignore_ascii_case(&origin)));

@@ -12,7 +12,7 @@ const LONG_RESULT = 400;
 const state = {
   session: null,
   sessionsPage: 1,
-  /** The turn being read: {session, stream, before, user, events}, mirrored in sessionStorage. */
+  /** The turn being read: {session, stream, user, events}, mirrored in sessionStorage. */
   live: null,
   abort: null,
   files: [],
@@ -120,10 +120,10 @@ async function openSession(id, live = null) {
   for (const item of document.querySelectorAll("#sessions li")) {
     item.classList.toggle("current", item.dataset.session === id);
   }
-  const history = await call("GET", `/sessions/${encodeURIComponent(id)}/messages?limit=100`);
+  const messages = await loadHistory(id);
   const log = $("#messages");
   log.replaceChildren();
-  const shown = live ? history.messages.slice(0, live.before) : history.messages;
+  const shown = live ? messages.slice(0, turnStart(messages, live)) : messages;
   renderHistory(shown);
   annotateDecisions().catch(() => {});
   if (live) {
@@ -137,6 +137,31 @@ async function openSession(id, live = null) {
   }
   scrollDown();
   document.body.classList.remove("sidebar-open");
+}
+
+/** Every stored message of a session, oldest first (the API pages them, 100 at a time). */
+async function loadHistory(id) {
+  const messages = [];
+  for (let page = 1; page <= 100; page += 1) {
+    const batch = await call("GET", `/sessions/${encodeURIComponent(id)}/messages?page=${page}&limit=100`);
+    messages.push(...batch.messages);
+    if (batch.messages.length < 100) break;
+  }
+  return messages;
+}
+
+/**
+ * Where the live turn begins in the stored history: at its person's message (re-drawn from the
+ * live record), or for a decision's continuation just after the approval it continues. What the
+ * turn stored after that point comes back from its stream's events instead.
+ */
+function turnStart(messages, live) {
+  const roles = messages.map((m) => m.role);
+  if (live.user) {
+    const at = roles.lastIndexOf("user");
+    return at < 0 ? messages.length : at;
+  }
+  return roles.lastIndexOf("tool_approval") + 1;
 }
 
 // ------------------------------------------------------------------------------------------
@@ -414,9 +439,8 @@ async function readLive(turn) {
 }
 
 async function continueAfterDecision(reply) {
-  // What is stored now precedes the continuation (a reload shows it, then the stream's events).
-  const history = await call("GET", `/sessions/${encodeURIComponent(reply.session_id)}/messages?limit=100`);
-  setLive({ session: reply.session_id, stream: reply.stream_id, before: history.messages.length, user: null, events: [] });
+  // After a reload: the history up to the approval it continues, then the stream's events.
+  setLive({ session: reply.session_id, stream: reply.stream_id, user: null, events: [] });
   await readLive(new TurnView());
 }
 
@@ -429,7 +453,6 @@ async function send() {
   if (!text && !state.files.length) return;
   if (state.live) return;
   notice("");
-  const before = state.session ? (await call("GET", `/sessions/${encodeURIComponent(state.session)}/messages?limit=100`)).messages.length : 0;
   let reply;
   const provider = $("#provider").value;
   if (state.files.length) {
@@ -452,7 +475,7 @@ async function send() {
   if (!state.session) $("#messages").replaceChildren();
   state.session = reply.session_id;
   $("#messages").append(userBubble(text, files));
-  setLive({ session: reply.session_id, stream: reply.stream_id, before, user: { text, files }, events: [] });
+  setLive({ session: reply.session_id, stream: reply.stream_id, user: { text, files }, events: [] });
   scrollDown();
   loadSessions().catch(() => {});
   await readLive(new TurnView());

@@ -39,11 +39,7 @@ pub struct Element(String);
 impl Browser {
     /// Starts chromedriver on a free loopback port and opens a headless Chromium session.
     pub async fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = super::free_port();
         let driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
             .process_group(0)

@@ -259,6 +259,15 @@ pub fn text_of(events: &[SseEvent]) -> String {
         .collect()
 }
 
+/// A loopback port nothing listens on (it was free a moment ago).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Waits until the lines a binary logged say what `done` looks for; returns them joined.
 pub async fn eventually_log(
     log: &std::sync::Arc<std::sync::Mutex<Vec<String>>>,

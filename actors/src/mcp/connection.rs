@@ -15,7 +15,7 @@ use rmcp::model::{
     ProtocolVersion, Tool,
 };
 use rmcp::service::{NotificationContext, RunningService};
-use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::transport::streamable_http_client::{StreamableHttpClientTransportConfig, StreamableHttpError};
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{ClientHandler, Peer, RoleClient, ServiceExt};
 use tokio::io::AsyncBufReadExt;
@@ -318,22 +318,24 @@ async fn establish(spec: &ServerSpec, notifications: Notifications) -> Result<(R
                 .map_err(|e| format!("handshake failed: {}", handshake_failure(&e)))?
         }
         Transport::StreamableHttp { url, headers, mode } => {
-            let client = reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(5))
-                .build()
-                .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
-            let mut custom = std::collections::HashMap::new();
+            let mut configured = reqwest::header::HeaderMap::new();
             for (name, value) in headers {
                 let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
                     .map_err(|_| format!("invalid header name {name:?}"))?;
                 let value = reqwest::header::HeaderValue::from_str(value)
                     .map_err(|_| format!("invalid value for header {name}"))?;
-                custom.insert(name, value);
+                configured.insert(name, value);
             }
+            // Every request to this server carries its headers, whichever transport it speaks.
+            let client = reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .default_headers(configured)
+                .build()
+                .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
             let legacy = |notifications: Notifications| {
-                let (client, url, headers) = (client.clone(), url.clone(), headers.clone());
+                let (client, url) = (client.clone(), url.clone());
                 async move {
-                    let transport = super::legacy_sse::connect(&client, &url, &headers, spec.connect_timeout).await?;
+                    let transport = super::legacy_sse::connect(&client, &url, spec.connect_timeout).await?;
                     notifications
                         .serve(transport)
                         .await
@@ -343,7 +345,7 @@ async fn establish(spec: &ServerSpec, notifications: Notifications) -> Result<(R
             if *mode == HttpMode::LegacySse {
                 legacy(notifications).await?
             } else {
-                let config = StreamableHttpClientTransportConfig::with_uri(url.as_str()).custom_headers(custom);
+                let config = StreamableHttpClientTransportConfig::with_uri(url.as_str());
                 let transport = StreamableHttpClientTransport::with_client(client.clone(), config);
                 match notifications.clone().serve(transport).await {
                     Ok(running) => running,
@@ -452,11 +454,7 @@ impl Handler<Refresh> for McpConnection {
 /// Whether a streamable-HTTP handshake was refused the way a legacy HTTP+SSE server refuses it:
 /// the first POST answered 400, 404 or 405.
 fn refused_as_legacy(err: &rmcp::service::ClientInitializeError) -> bool {
-    use rmcp::transport::streamable_http_client::StreamableHttpError;
-    let rmcp::service::ClientInitializeError::TransportError { error, .. } = err else {
-        return false;
-    };
-    match error.error.downcast_ref::<StreamableHttpError<reqwest::Error>>() {
+    match http_transport_error(err) {
         Some(StreamableHttpError::UnexpectedServerResponse(text)) => {
             ["HTTP 400", "HTTP 404", "HTTP 405"].iter().any(|s| text.starts_with(s))
         }
@@ -469,16 +467,21 @@ fn refused_as_legacy(err: &rmcp::service::ClientInitializeError) -> bool {
 /// rmcp's transport errors say their cause in their text but do not chain it, so the HTTP
 /// client's error is taken out and its own chain followed.
 fn handshake_failure(err: &rmcp::service::ClientInitializeError) -> String {
-    use rmcp::transport::streamable_http_client::StreamableHttpError;
-    if let rmcp::service::ClientInitializeError::TransportError { error, context } = err {
-        if let Some(StreamableHttpError::Client(inner)) =
-            error.error.downcast_ref::<StreamableHttpError<reqwest::Error>>()
-        {
-            return format!("{context}: {}", crate::cause::chain(inner));
-        }
-        return format!("{context}: {}", crate::cause::chain(error));
+    let rmcp::service::ClientInitializeError::TransportError { error, context } = err else {
+        return crate::cause::chain(err);
+    };
+    match http_transport_error(err) {
+        Some(StreamableHttpError::Client(inner)) => format!("{context}: {}", crate::cause::chain(inner)),
+        _ => format!("{context}: {}", crate::cause::chain(error)),
     }
-    crate::cause::chain(err)
+}
+
+/// The streamable-HTTP transport's own error inside a handshake failure, if that is what failed.
+fn http_transport_error(err: &rmcp::service::ClientInitializeError) -> Option<&StreamableHttpError<reqwest::Error>> {
+    match err {
+        rmcp::service::ClientInitializeError::TransportError { error, .. } => error.error.downcast_ref(),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

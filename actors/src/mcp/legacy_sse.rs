@@ -6,7 +6,6 @@
 //! code as for the other transports. A stream that ends closes the transport; the connection
 //! actor then reconnects as it does for any lost connection.
 
-use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -28,17 +27,10 @@ type Outbox = Pin<Box<dyn Sink<TxJsonRpcMessage<RoleClient>, Error = SendError> 
 /// The transport, ready for `serve`.
 pub type LegacySse = SinkStreamTransport<Outbox, futures::channel::mpsc::Receiver<RxJsonRpcMessage<RoleClient>>>;
 
-/// Opens the SSE stream at `url` and waits (at most `timeout`) for the endpoint to POST to.
-pub async fn connect(
-    client: &reqwest::Client,
-    url: &str,
-    headers: &BTreeMap<String, String>,
-    timeout: Duration,
-) -> Result<LegacySse, String> {
-    let mut request = client.get(url).header(reqwest::header::ACCEPT, "text/event-stream");
-    for (name, value) in headers {
-        request = request.header(name.as_str(), value.as_str());
-    }
+/// Opens the SSE stream at `url` and waits (at most `timeout`) for the endpoint to POST to. The
+/// server's configured headers come with `client` (its default headers).
+pub async fn connect(client: &reqwest::Client, url: &str, timeout: Duration) -> Result<LegacySse, String> {
+    let request = client.get(url).header(reqwest::header::ACCEPT, "text/event-stream");
     let response = tokio::time::timeout(timeout, request.send())
         .await
         .map_err(|_| format!("no answer from {url} within {timeout:?}"))?
@@ -83,19 +75,15 @@ pub async fn connect(
         // Dropping the sender ends the transport's stream: the connection is lost.
     });
 
-    let (client, headers) = (client.clone(), headers.clone());
     let outbox: Outbox = Box::pin(futures::sink::unfold(
-        (client, endpoint, headers),
-        |(client, endpoint, headers), message: TxJsonRpcMessage<RoleClient>| async move {
-            let mut request = client.post(endpoint.clone()).json(&message).timeout(POST_TIMEOUT);
-            for (name, value) in &headers {
-                request = request.header(name.as_str(), value.as_str());
-            }
+        (client.clone(), endpoint),
+        |(client, endpoint), message: TxJsonRpcMessage<RoleClient>| async move {
+            let request = client.post(endpoint.clone()).json(&message).timeout(POST_TIMEOUT);
             let response = request.send().await.map_err(|e| SendError(crate::cause::chain(&e)))?;
             if !response.status().is_success() {
                 return Err(SendError(format!("the endpoint answered HTTP {}", response.status())));
             }
-            Ok((client, endpoint, headers))
+            Ok((client, endpoint))
         },
     ));
     Ok(SinkStreamTransport::new(outbox, received))

@@ -1,6 +1,7 @@
 //! Progress of tool calls in flight. A call that wants its server's `notifications/progress`
 //! registers a sink under its connection's process-wide link number and the request's progress
-//! token (rmcp numbers them per connection); the connection's notification handler hands each notice to the sink of its token.
+//! token (rmcp numbers them per connection); the connection's notification handler hands each
+//! notice to the sink of its token.
 //! The registration ends with the call. A notice that arrives before its call registered (the
 //! first moments after the request is sent) is dropped: progress is information, not data.
 
@@ -24,7 +25,7 @@ pub struct ProgressNote {
 pub type ProgressSink = Arc<dyn Fn(ProgressNote) + Send + Sync>;
 
 /// A connection's link number and a token.
-type Key = (u64, String);
+type Key = (u64, ProgressToken);
 
 static LINKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
@@ -34,10 +35,6 @@ pub fn new_link() -> u64 {
 }
 
 static ROUTES: LazyLock<Mutex<HashMap<Key, ProgressSink>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
-
-fn key(link: u64, token: &ProgressToken) -> Key {
-    (link, serde_json::to_string(&token.0).unwrap_or_default())
-}
 
 /// Registered while alive.
 pub struct Registration(Key);
@@ -50,14 +47,16 @@ impl Drop for Registration {
 
 /// Sends the progress of the request `token` on this connection to `sink` until dropped.
 pub fn register(link: u64, token: &ProgressToken, sink: ProgressSink) -> Registration {
-    let key = key(link, token);
+    let key = (link, token.clone());
     crate::sync::lock_unpoisoned(&ROUTES).insert(key.clone(), sink);
     Registration(key)
 }
 
 /// Hands a notice to its call's sink, if the call still listens.
 pub fn deliver(link: u64, token: &ProgressToken, note: ProgressNote) {
-    let sink = crate::sync::lock_unpoisoned(&ROUTES).get(&key(link, token)).cloned();
+    let sink = crate::sync::lock_unpoisoned(&ROUTES)
+        .get(&(link, token.clone()))
+        .cloned();
     if let Some(sink) = sink {
         sink(note);
     }

@@ -142,13 +142,14 @@ pub fn interrupt_orphans(store: &dyn ChatStore, at_start: bool) -> Result<Vec<cr
         return Ok(Vec::new());
     }
     for mut record in store.approvals_with_running_calls()? {
-        // On a shared store, only the calls of turns claimed here: the others run on live nodes.
-        let fence = orphans
+        let claimed = orphans
             .iter()
-            .find(|(stream, _, _)| stream.session_id == record.session_id)
-            .map(|(_, _, fence)| fence.clone());
-        let Some(fence) = fence.or_else(|| (!store.is_shared()).then_some(None)) else {
-            continue;
+            .find(|(stream, _, _)| stream.session_id == record.session_id);
+        let fence = match claimed {
+            Some((_, _, fence)) => fence.clone(),
+            // On a shared store, only the calls of turns claimed here: the others run on live nodes.
+            None if store.is_shared() => continue,
+            None => None,
         };
         record.finish_running(|_| CallOutcome::Unknown);
         let write = TurnWrite {

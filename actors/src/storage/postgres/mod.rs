@@ -91,7 +91,7 @@ impl Default for PostgresOptions {
 /// task: call them from the storage actor's threads, `spawn_blocking` or a plain thread.
 pub struct PostgresStore {
     /// `None` only while dropping.
-    open: Option<Connections>,
+    open: Option<Pool<CachingManager>>,
     /// Where to connect (the listener opens its own connection).
     config: postgres::Config,
     tls: MakeRustlsConnect,
@@ -101,10 +101,6 @@ pub struct PostgresStore {
     /// Per-user limits, counted across nodes (0: off).
     max_running_per_user: u32,
     turns_per_minute_per_user: u32,
-}
-
-struct Connections {
-    pool: Pool<CachingManager>,
 }
 
 /// Closing a client blocks on its runtime too: the last handle may be dropped anywhere (an actor
@@ -174,7 +170,7 @@ impl PostgresStore {
                 tls.clone(),
             )))?;
         Ok(Self {
-            open: Some(Connections { pool }),
+            open: Some(pool),
             config,
             tls,
             node_id: options.node_id.clone(),
@@ -200,7 +196,7 @@ impl PostgresStore {
             .open
             .as_ref()
             .ok_or_else(|| StorageError::Unavailable("the store is closed".into()))?;
-        Ok(open.pool.get()?)
+        Ok(open.get()?)
     }
 
     /// Runs `work` in one transaction, again (up to `RETRIES` times) when it lost a deadlock
