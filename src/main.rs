@@ -9,7 +9,9 @@ use clap::Parser;
 use aichat::config::{Cli, Command, Config, LogConfig};
 
 /// mimalloc instead of glibc malloc: the load harness measured fewer cycles in the allocator and a
-/// smaller resident set per open stream (see README, Performance).
+/// smaller resident set per open stream (see README, Performance). Built without transparent huge
+/// pages (`no_thp`): with them the resident set grows in 2 MiB steps (an idle server held 45 MiB
+/// instead of 25, an idle connection 16 KiB instead of 10).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -11,7 +11,8 @@
 //!   64, against the same requests straight to the mock provider (in-process, no HTTP).
 //! - `ttft`: time to first token through the whole path against the mock's own first token.
 //! - `streams`: N paced streams (64 chunks, 20 ms apart) at once: frames lost, frames late (a gap
-//!   over 10× the pace), errors, server RSS per stream; then N idle streams for RSS per idle stream.
+//!   over 10× the pace), errors, server RSS per stream; then N idle streams: the RSS their turns,
+//!   their keep-alive connections and their SSE readers each add.
 //! - `throughput`: turns per second with persistence at a 20 ms mock, rising concurrency until
 //!   errors or p99 > 1 s.
 //! - `tools`: one turn with N tool calls of 200 ms each, parallel against `max_concurrency = 1`.
@@ -30,6 +31,7 @@ use server::Backend;
 use stats::Report;
 
 mod cluster;
+mod idle;
 mod scaling;
 mod scenarios;
 mod server;

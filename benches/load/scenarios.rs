@@ -268,12 +268,9 @@ pub(crate) async fn streams(quick: bool, budget: Instant, report: &mut Report) {
                          "rss_kib_per_stream": per_stream, "wall_s": wall}));
     }
     // Idle streams: a turn whose first token is 60 s away holds its stream open with nothing to
-    // send; the RSS they add, divided by their number, is the cost of one idle stream.
+    // send; what the turn, its client's connection and its SSE reader each add to the RSS.
     let n = if quick { 512 } else { 2048 };
     let server = Server::start(0, "").await;
-    let http = client(n);
-    // The sends do not keep their connections: what stays open is one SSE connection per stream.
-    let sender = client(0);
     let _ = drive(
         &server.base,
         8,
@@ -282,50 +279,26 @@ pub(crate) async fn streams(quick: bool, budget: Instant, report: &mut Report) {
         Instant::now() + Duration::from_secs(30),
     )
     .await;
-    let before = server.rss_kib();
-    let mut readers = Vec::new();
-    let mut streams_opened = Vec::new();
-    for i in 0..n {
-        let (http, sender, base) = (http.clone(), sender.clone(), server.base.clone());
-        readers.push(tokio::spawn(async move {
-            let user = (i + 1) as u64;
-            let started: Value = sender
-                .post(format!("{base}/send?streaming=true"))
-                .header("X-User-ID", user.to_string())
-                .json(&json!({"message": "/mock slow 60000"}))
-                .send()
-                .await
-                .map_err(|e| e.to_string())?
-                .json()
-                .await
-                .map_err(|e| e.to_string())?;
-            let id = started["stream_id"].as_str().unwrap_or_default().to_owned();
-            let resp = http
-                .get(format!("{base}/stream/{id}"))
-                .header("X-User-ID", user.to_string())
-                .send()
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok::<_, String>((user, id, resp))
-        }));
-    }
-    for reader in readers {
-        if let Ok(Ok(open)) = reader.await {
-            streams_opened.push(open);
+    let idle = match crate::idle::measure(&server, n).await {
+        Ok(cost) => {
+            say(&format!(
+                "idle: {} streams open, KiB RSS per stream: turn waiting for its first token {:.1} + keep-alive connection {:.1} + SSE reader {:.1} = {:.1}",
+                cost.streams,
+                cost.turn_kib,
+                cost.connection_kib,
+                cost.reader_kib,
+                cost.total_kib()
+            ));
+            json!({"n": cost.streams, "rss_kib_per_stream": cost.total_kib(), "turn_kib": cost.turn_kib,
+                   "connection_kib": cost.connection_kib, "reader_kib": cost.reader_kib})
         }
-    }
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let idle_rss = server.rss_kib().saturating_sub(before) as f64 / streams_opened.len().max(1) as f64;
-    say(&format!(
-        "idle: {} streams open (each a running turn waiting for its first token): {idle_rss:.1} KiB RSS per idle stream",
-        streams_opened.len()
-    ));
+        Err(e) => {
+            say(&format!("idle: not measured: {e}"));
+            json!({"error": e})
+        }
+    };
     say("targets: ≥ 2,048 paced streams with no lost frame; ≤ 16 KiB RSS per idle stream");
-    report.insert(
-        "streams",
-        json!({"paced": rows, "idle": {"n": streams_opened.len(), "rss_kib_per_stream": idle_rss}}),
-    );
-    drop(streams_opened);
+    report.insert("streams", json!({"paced": rows, "idle": idle}));
 }
 
 pub(crate) async fn throughput(quick: bool, budget: Instant, backend: &Backend, report: &mut Report) {

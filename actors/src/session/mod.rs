@@ -288,7 +288,7 @@ impl SessionActor {
                     provider,
                 )
                 .fenced(held);
-                let work = AssertUnwindSafe(turn.run()).catch_unwind();
+                let work = AssertUnwindSafe(Box::new(turn).run()).catch_unwind();
                 let handle = ctx.spawn(work.into_actor(act).map(move |outcome, act, ctx| {
                     act.turn = None;
                     act.last_active = Instant::now();
