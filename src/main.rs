@@ -60,14 +60,13 @@ async fn serve(cli: &Cli) -> anyhow::Result<()> {
         tracing::warn!("{warning}");
     }
     raise_open_files_limit(config.server.max_connections);
-    let running = aichat::server::start(&config, false)?;
+    let loader = {
+        let cli = cli.clone();
+        Box::new(move || Config::load(&cli, environment))
+    };
+    let running = aichat::server::start(&config, loader)?;
     tracing::info!("{}", aichat::startup::block(&config, &running));
-    watch_hangups(
-        cli.clone(),
-        config.clone(),
-        running.chat.clone(),
-        running.approval.clone(),
-    );
+    watch_hangups(std::sync::Arc::clone(&running.reloader));
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
     let (chat, handle) = (running.chat.clone(), running.handle.clone());
     actix_web::rt::spawn(async move {
@@ -106,16 +105,8 @@ fn raise_open_files_limit(max_connections: usize) {
     }
 }
 
-/// SIGHUP reloads the configuration: it is read and checked again; an invalid one is refused as a
-/// whole (the running one stays); a valid one applies what can change live — per-user turn limits
-/// and the approval policy, for new turns — and the log names the sections that differ but take
-/// a restart (providers, MCP servers, storage, listening, …). SIGHUP never stops the server.
-fn watch_hangups(
-    cli: aichat::config::Cli,
-    mut running: Config,
-    chat: actors::Chat,
-    approval: actors::sync::Shared<actors::approval::ApprovalConfig>,
-) {
+/// SIGHUP reloads the configuration (see `aichat::reload`); it never stops the server.
+fn watch_hangups(reloader: std::sync::Arc<aichat::reload::Reloader>) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hangups) = signal(SignalKind::hangup()) else {
         tracing::warn!("cannot watch SIGHUP");
@@ -123,36 +114,8 @@ fn watch_hangups(
     };
     actix_web::rt::spawn(async move {
         while hangups.recv().await.is_some() {
-            match Config::load(&cli, environment) {
-                Err(err) => tracing::warn!(
-                    error = %err,
-                    "SIGHUP: the configuration does not load; the running one stays"
-                ),
-                Ok(new) => {
-                    let changed = aichat::config::changed_sections(&running, &new);
-                    if changed.is_empty() {
-                        tracing::info!("SIGHUP: the configuration is valid and unchanged");
-                        continue;
-                    }
-                    let (live, later): (Vec<&str>, Vec<&str>) =
-                        changed.iter().partition(|s| matches!(**s, "limits" | "approval"));
-                    if live.contains(&"limits") {
-                        chat.set_turn_limits(
-                            new.limits.max_concurrent_turns_per_user,
-                            new.limits.turns_per_minute_per_user,
-                        );
-                        running.limits = new.limits.clone();
-                    }
-                    if live.contains(&"approval") {
-                        approval.set(new.approval.clone());
-                        running.approval = new.approval.clone();
-                    }
-                    tracing::warn!(
-                        applied = %live.join(", "),
-                        needs_restart = %later.join(", "),
-                        "SIGHUP: the configuration is valid; applied to new turns what can change live"
-                    );
-                }
+            if let Err(err) = reloader.reload("SIGHUP") {
+                tracing::warn!(error = %err, "SIGHUP: the configuration was refused; the running one stays");
             }
         }
     });

@@ -11,17 +11,17 @@ use actors::Chat;
 use actors::cluster::ClusterActor;
 use actors::limits::{ReaderLimits, TurnLimits};
 use actors::mcp::{McpServer, McpTools};
-use actors::provider::factory::provider_factory;
-use actors::provider::{ProviderHandle, Providers, Vendor};
 use actors::registry::SessionRegistry;
 use actors::session::{SessionDeps, SessionSettings};
 use actors::storage::{ChatStore, PostgresOptions, PostgresStore, SqliteStore, Storage, StorageError};
 use actors::stream::StreamHub;
+use actors::sync::Shared;
 use actors::tools::ToolCatalog;
 
 use crate::config::{Config, DatabaseTarget};
-use crate::http::auth::Authenticator;
+use crate::http::auth::{ApiKey, Authenticator};
 use crate::http::{self, AppState, Limits};
+use crate::reload::{LiveParts, Loader, ProviderSet, Reloader};
 
 /// A running server.
 pub struct Running {
@@ -37,8 +37,8 @@ pub struct Running {
     pub chat: Chat,
     /// This node's id when several may share the database (PostgreSQL).
     pub node_id: Option<String>,
-    /// The approval policy new turns use (a reload replaces it).
-    pub approval: actors::sync::Shared<actors::approval::ApprovalConfig>,
+    /// Applies a changed configuration (SIGHUP and `POST /admin/reload`).
+    pub reloader: Arc<Reloader>,
 }
 
 /// Start-up failures.
@@ -122,8 +122,9 @@ fn open_store(config: &Config) -> Result<Opened, StartError> {
     Ok(opened)
 }
 
-/// Starts everything; must run inside an actix System. `handle_signals = false` for tests.
-pub fn start(config: &Config, handle_signals: bool) -> Result<Running, StartError> {
+/// Starts everything; must run inside an actix System. Signals are the caller's (`main` drains on
+/// SIGTERM and reloads on SIGHUP); `loader` reads the configuration again on a reload.
+pub fn start(config: &Config, loader: Loader) -> Result<Running, StartError> {
     crate::install_crypto_provider();
     let secs = Duration::from_secs;
     // The port first: a second instance started by mistake fails here, before it touches the
@@ -145,20 +146,11 @@ pub fn start(config: &Config, handle_signals: bool) -> Result<Running, StartErro
     );
 
     let provider_arbiter = Arbiter::new();
-    let mock_delay = Duration::from_millis(config.mock.chunk_delay_ms);
-    let mut handles = Vec::new();
-    for provider in config.provider_configs() {
-        let factory = provider_factory(&provider, mock_delay).map_err(StartError::Provider)?;
-        let handle = ProviderHandle::start(&provider.name, factory, &provider_arbiter.handle());
-        let reads_pdf = provider.kind.vendor().is_none_or(Vendor::reads_pdf);
-        handles.push(if reads_pdf { handle } else { handle.without_pdf() });
-    }
-    let providers = Arc::new(Providers::new(
-        handles,
-        &config.llm.fallback,
-        config.llm.breaker_threshold,
-        secs(config.llm.breaker_cooldown_secs),
-    ));
+    let mut provider_set = ProviderSet::new(provider_arbiter.handle());
+    let (providers, provider_list) = provider_set
+        .first(config)
+        .map_err(|e| StartError::Provider(e.to_string()))?;
+    let (providers, provider_list) = (Shared::new(providers), Shared::new(provider_list));
     // Every MCP server connects on its own, in parallel; a server that fails stops nothing else.
     let mcp_arbiter = Arbiter::new();
     let servers = config
@@ -173,15 +165,15 @@ pub fn start(config: &Config, handle_signals: bool) -> Result<Running, StartErro
         secs(config.server.stream_retention_secs),
         config.server.stream_retention_bytes,
     ));
-    let system_prompt = Some(config.llm.system_prompt.trim().to_owned()).filter(|p| !p.is_empty());
+    let system_prompt = Shared::new(crate::reload::system_prompt(config));
     let approval = actors::sync::Shared::new(config.approval.clone());
     let deps = Arc::new(SessionDeps {
         storage: storage.clone(),
-        providers: Arc::clone(&providers),
+        providers: providers.clone(),
         tools: Arc::clone(&tools),
         hub: Arc::clone(&hub),
         settings: SessionSettings {
-            system_prompt,
+            system_prompt: system_prompt.clone(),
             max_tool_rounds: config.session.max_tool_rounds,
             first_token_timeout: secs(config.session.first_token_timeout_secs),
             chunk_gap_timeout: secs(config.session.chunk_gap_timeout_secs),
@@ -219,36 +211,48 @@ pub fn start(config: &Config, handle_signals: bool) -> Result<Running, StartErro
         registry,
         storage,
         hub,
-        Arc::clone(&providers),
+        providers.clone(),
         turns,
         ReaderLimits::new(config.server.max_streams_per_user),
         secs(config.server.actor_timeout_secs),
     );
 
     let auth = match config.auth.mode.as_str() {
-        "api_key" => Authenticator::ApiKeys(
-            config
-                .api_key_hashes()?
-                .into_iter()
-                .filter_map(|(hash, user)| actors::ids::UserId::new(user).map(|u| (hash, u)))
+        "api_key" => {
+            let keys = config.api_key_hashes()?.into_iter().map(|k| (k, false));
+            let admin_keys = config.admin_api_key_hashes()?.into_iter().map(|k| (k, true));
+            Authenticator::ApiKeys(
+                keys.chain(admin_keys)
+                    .filter_map(|((hash, user), admin)| {
+                        actors::ids::UserId::new(user).map(|user| ApiKey { hash, user, admin })
+                    })
+                    .collect(),
+            )
+        }
+        _ => Authenticator::Header {
+            admins: config
+                .auth
+                .admin_users
+                .iter()
+                .filter_map(|u| actors::ids::UserId::new(*u))
                 .collect(),
-        ),
-        _ => Authenticator::Header,
+        },
     };
-    let provider_list = config
-        .provider_configs()
-        .iter()
-        .enumerate()
-        .map(|(i, p)| http::dto::ProviderDto {
-            name: p.name.clone(),
-            vendor: p.vendor_name(),
-            model: p.model_name(),
-            default: i == 0,
-            status: "ok".into(),
-        })
-        .collect();
+    let reloader = Arc::new(Reloader::new(
+        loader,
+        config.clone(),
+        provider_set,
+        LiveParts {
+            chat: chat.clone(),
+            approval: approval.clone(),
+            providers: providers.clone(),
+            provider_list: provider_list.clone(),
+            system_prompt,
+        },
+    ));
     let state = web::Data::new(AppState {
         provider_list,
+        reloader: Arc::clone(&reloader),
         node_id: node_id.clone(),
         auth,
         chat: chat.clone(),
@@ -308,10 +312,7 @@ pub fn start(config: &Config, handle_signals: bool) -> Result<Running, StartErro
     server = server
         .workers(workers)
         .max_connections(config.server.max_connections.div_ceil(workers));
-    if !handle_signals {
-        server = server.disable_signals();
-    }
-    let server = server.run();
+    let server = server.disable_signals().run();
     let handle = server.handle();
     Ok(Running {
         addr,
@@ -320,6 +321,6 @@ pub fn start(config: &Config, handle_signals: bool) -> Result<Running, StartErro
         arbiters: vec![provider_arbiter, mcp_arbiter],
         chat,
         node_id,
-        approval,
+        reloader,
     })
 }

@@ -5,6 +5,7 @@
 
 mod common;
 
+mod admin;
 mod api;
 mod approvals;
 mod attachments;

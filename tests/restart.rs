@@ -252,7 +252,8 @@ async fn sighup_reloads_what_can_change_live_and_never_stops_the_server() {
     };
     hangup();
     crate::common::eventually_log(&server.log, "the unchanged check", |log| {
-        log.contains("SIGHUP: the configuration is valid and unchanged")
+        log.lines()
+            .any(|l| l.contains("the configuration is valid and unchanged") && l.contains("SIGHUP"))
     })
     .await;
 
@@ -263,7 +264,8 @@ async fn sighup_reloads_what_can_change_live_and_never_stops_the_server() {
     hangup();
     crate::common::eventually_log(&server.log, "the reload", |log| {
         log.lines().any(|l| {
-            l.contains("SIGHUP: the configuration is valid")
+            l.contains("configuration reloaded")
+                && l.contains("by=\"SIGHUP\"")
                 && l.contains("applied=approval, limits")
                 && l.contains("needs_restart=session")
         })
@@ -286,7 +288,7 @@ async fn sighup_reloads_what_can_change_live_and_never_stops_the_server() {
     hangup();
     crate::common::eventually_log(&server.log, "the refusal", |log| {
         log.lines()
-            .any(|l| l.contains("does not load") && l.contains("turns_per_minute"))
+            .any(|l| l.contains("SIGHUP: the configuration was refused") && l.contains("turns_per_minute"))
     })
     .await;
     assert_eq!(app.get("/sessions", 2).await.0, StatusCode::OK, "still serving");

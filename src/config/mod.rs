@@ -337,13 +337,18 @@ impl Config {
         if let Some(json) = env("AICHAT_LOG_JSON") {
             self.log.json = parse_bool("AICHAT_LOG_JSON", &json)?;
         }
-        if let Some(keys) = env("AICHAT_API_KEYS") {
-            self.auth.api_keys.extend(
-                keys.split(',')
-                    .map(str::trim)
-                    .filter(|k| !k.is_empty())
-                    .map(str::to_owned),
-            );
+        for (var, list) in [
+            ("AICHAT_API_KEYS", &mut self.auth.api_keys),
+            ("AICHAT_ADMIN_API_KEYS", &mut self.auth.admin_api_keys),
+        ] {
+            if let Some(keys) = env(var) {
+                list.extend(
+                    keys.split(',')
+                        .map(str::trim)
+                        .filter(|k| !k.is_empty())
+                        .map(str::to_owned),
+                );
+            }
         }
         Ok(())
     }

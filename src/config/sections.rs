@@ -61,7 +61,7 @@ impl Default for ServerConfig {
             max_message_chars: 100_000,
             sse_keepalive_secs: 15,
             stream_retention_secs: 600,
-            stream_retention_bytes: 64 * 1024 * 1024,
+            stream_retention_bytes: 16 * 1024 * 1024,
             send_timeout_secs: 300,
             actor_timeout_secs: 30,
             shutdown_grace_secs: 30,
@@ -225,6 +225,11 @@ pub struct AuthConfig {
     /// API keys as `sha256:<hex of the key's SHA-256>:<user id>` (env AICHAT_API_KEYS, comma
     /// separated, is added). Only hashes are configured, never keys.
     pub api_keys: Vec<String>,
+    /// Admin API keys, in the same form (env AICHAT_ADMIN_API_KEYS is added): they authenticate
+    /// their user and open `/admin` (api_key mode).
+    pub admin_api_keys: Vec<String>,
+    /// User ids that may use `/admin` (header mode). Nobody may by default.
+    pub admin_users: Vec<i64>,
     /// Allow header mode on a non-loopback address (only behind a proxy that sets the header).
     pub allow_header_mode_on_network: bool,
 }
@@ -234,6 +239,8 @@ impl Default for AuthConfig {
         Self {
             mode: "header".into(),
             api_keys: Vec::new(),
+            admin_api_keys: Vec::new(),
+            admin_users: Vec::new(),
             allow_header_mode_on_network: false,
         }
     }
@@ -340,7 +347,7 @@ impl Default for SessionConfig {
             chunk_gap_timeout_secs: 60,
             idle_timeout_secs: 600,
             title_timeout_secs: 10,
-            max_live_sessions: 1000,
+            max_live_sessions: 256,
         }
     }
 }

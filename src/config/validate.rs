@@ -7,25 +7,12 @@ use super::{Config, ConfigError, ProviderKind, invalid};
 impl Config {
     /// The configured API keys as (SHA-256 hash, user id).
     pub fn api_key_hashes(&self) -> Result<Vec<(Vec<u8>, i64)>, ConfigError> {
-        self.auth
-            .api_keys
-            .iter()
-            .map(|entry| {
-                let bad = || invalid("auth.api_keys", "entries look like sha256:<64 hex digits>:<user id>");
-                let mut parts = entry.splitn(3, ':');
-                let (Some("sha256"), Some(hex), Some(user)) = (parts.next(), parts.next(), parts.next()) else {
-                    return Err(bad());
-                };
-                let hash = (0..hex.len())
-                    .step_by(2)
-                    .map(|i| hex.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok()))
-                    .collect::<Option<Vec<u8>>>()
-                    .filter(|h| h.len() == 32)
-                    .ok_or_else(bad)?;
-                let user = user.parse::<i64>().ok().filter(|u| *u > 0).ok_or_else(bad)?;
-                Ok((hash, user))
-            })
-            .collect()
+        key_hashes("auth.api_keys", &self.auth.api_keys)
+    }
+
+    /// The configured admin API keys as (SHA-256 hash, user id).
+    pub fn admin_api_key_hashes(&self) -> Result<Vec<(Vec<u8>, i64)>, ConfigError> {
+        key_hashes("auth.admin_api_keys", &self.auth.admin_api_keys)
     }
 
     /// Checks ranges and supported values.
@@ -53,6 +40,13 @@ impl Config {
             }
         }
         self.api_key_hashes()?;
+        self.admin_api_key_hashes()?;
+        if let Some(bad) = self.auth.admin_users.iter().find(|u| **u <= 0) {
+            return Err(invalid(
+                "auth.admin_users",
+                format!("user ids are positive integers, got {bad}"),
+            ));
+        }
         self.server.listen_address.parse::<IpAddr>().map_err(|_| {
             invalid(
                 "server.listen_address",
@@ -143,4 +137,26 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Parses `sha256:<hex of the key's SHA-256>:<user id>` entries of the setting `field`.
+fn key_hashes(field: &'static str, entries: &[String]) -> Result<Vec<(Vec<u8>, i64)>, ConfigError> {
+    entries
+        .iter()
+        .map(|entry| {
+            let bad = || invalid(field, "entries look like sha256:<64 hex digits>:<user id>");
+            let mut parts = entry.splitn(3, ':');
+            let (Some("sha256"), Some(hex), Some(user)) = (parts.next(), parts.next(), parts.next()) else {
+                return Err(bad());
+            };
+            let hash = (0..hex.len())
+                .step_by(2)
+                .map(|i| hex.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok()))
+                .collect::<Option<Vec<u8>>>()
+                .filter(|h| h.len() == 32)
+                .ok_or_else(bad)?;
+            let user = user.parse::<i64>().ok().filter(|u| *u > 0).ok_or_else(bad)?;
+            Ok((hash, user))
+        })
+        .collect()
 }

@@ -1,6 +1,7 @@
 //! Authentication: in `header` mode the trusted proxy's `X-User-ID` (a positive integer); in
 //! `api_key` mode `Authorization: Bearer <key>`, whose SHA-256 is compared in constant time with
-//! the configured hashes, and any `X-User-ID` is refused.
+//! the configured hashes, and any `X-User-ID` is refused. Admins (`/admin`): the users of
+//! `auth.admin_users` in header mode, the holders of `auth.admin_api_keys` in api_key mode.
 
 use std::future::{Ready, ready};
 
@@ -13,22 +14,37 @@ use subtle::ConstantTimeEq;
 use super::AppState;
 use super::error::ApiError;
 
-/// How requests prove who they are.
+/// How requests prove who they are, and who may use `/admin`.
 pub enum Authenticator {
-    /// `X-User-ID` from a trusted proxy.
-    Header,
-    /// Bearer API keys: (SHA-256 of the key, user).
-    ApiKeys(Vec<(Vec<u8>, UserId)>),
+    /// `X-User-ID` from a trusted proxy; the listed users are admins (`auth.admin_users`).
+    Header {
+        /// The admins.
+        admins: Vec<UserId>,
+    },
+    /// Bearer API keys; an admin key (`auth.admin_api_keys`) also opens `/admin`.
+    ApiKeys(Vec<ApiKey>),
+}
+
+/// One configured key.
+pub struct ApiKey {
+    /// SHA-256 of the key.
+    pub hash: Vec<u8>,
+    /// Whose key it is.
+    pub user: UserId,
+    /// Whether it opens `/admin`.
+    pub admin: bool,
 }
 
 impl Authenticator {
-    fn user(&self, req: &HttpRequest) -> Option<UserId> {
+    /// The user of a request and whether they are an admin.
+    fn identify(&self, req: &HttpRequest) -> Option<(UserId, bool)> {
         let header_user = req.headers().get("X-User-ID");
         match self {
-            Authenticator::Header => header_user
+            Authenticator::Header { admins } => header_user
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<i64>().ok())
-                .and_then(UserId::new),
+                .and_then(UserId::new)
+                .map(|user| (user, admins.contains(&user))),
             Authenticator::ApiKeys(keys) => {
                 if header_user.is_some() {
                     return None;
@@ -41,13 +57,21 @@ impl Authenticator {
                 let hash = Sha256::digest(key.trim().as_bytes());
                 // Every hash is compared, in constant time, whichever matches.
                 let mut found = None;
-                for (expected, user) in keys {
-                    if bool::from(expected.as_slice().ct_eq(hash.as_slice())) {
-                        found = Some(*user);
+                for key in keys {
+                    if bool::from(key.hash.as_slice().ct_eq(hash.as_slice())) {
+                        found = Some((key.user, key.admin));
                     }
                 }
                 found
             }
+        }
+    }
+
+    /// The 401 of this mode: it speaks of what the mode expects (a user id header, or a key).
+    fn refused(&self) -> ApiError {
+        match self {
+            Authenticator::ApiKeys(_) => ApiError::InvalidApiKey,
+            Authenticator::Header { .. } => ApiError::Unauthenticated,
         }
     }
 }
@@ -64,12 +88,33 @@ impl FromRequest for AuthUser {
         let Some(state) = req.app_data::<web::Data<AppState>>() else {
             return ready(Err(ApiError::Unauthenticated));
         };
-        // The 401 speaks of what this mode expects: a user id header, or a key.
-        let refused = match state.auth {
-            Authenticator::ApiKeys(_) => ApiError::InvalidApiKey,
-            Authenticator::Header => ApiError::Unauthenticated,
+        ready(
+            state
+                .auth
+                .identify(req)
+                .map(|(user, _)| AuthUser(user))
+                .ok_or_else(|| state.auth.refused()),
+        )
+    }
+}
+
+/// An authenticated admin: anyone else gets 401 (not authenticated) or 403 `admin_required`.
+#[derive(Debug, Clone, Copy)]
+pub struct AdminUser(pub UserId);
+
+impl FromRequest for AdminUser {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let Some(state) = req.app_data::<web::Data<AppState>>() else {
+            return ready(Err(ApiError::Unauthenticated));
         };
-        ready(state.auth.user(req).map(AuthUser).ok_or(refused))
+        ready(match state.auth.identify(req) {
+            Some((user, true)) => Ok(AdminUser(user)),
+            Some((_, false)) => Err(ApiError::AdminRequired),
+            None => Err(state.auth.refused()),
+        })
     }
 }
 
@@ -80,19 +125,34 @@ mod tests {
     #[test]
     fn api_keys_match_by_hash_and_refuse_the_user_header() {
         let hash = Sha256::digest(b"secret-key").to_vec();
-        let auth = Authenticator::ApiKeys(vec![(hash, UserId::new(7).unwrap())]);
+        let auth = Authenticator::ApiKeys(vec![
+            ApiKey {
+                hash,
+                user: UserId::new(7).unwrap(),
+                admin: false,
+            },
+            ApiKey {
+                hash: Sha256::digest(b"admin-key").to_vec(),
+                user: UserId::new(8).unwrap(),
+                admin: true,
+            },
+        ]);
         let ok = actix_web::test::TestRequest::default()
             .insert_header(("Authorization", "Bearer secret-key"))
             .to_http_request();
-        assert_eq!(auth.user(&ok).map(UserId::get), Some(7));
+        assert_eq!(auth.identify(&ok).map(|(u, admin)| (u.get(), admin)), Some((7, false)));
         let wrong = actix_web::test::TestRequest::default()
             .insert_header(("Authorization", "Bearer other"))
             .to_http_request();
-        assert!(auth.user(&wrong).is_none());
+        assert!(auth.identify(&wrong).is_none());
         let both = actix_web::test::TestRequest::default()
             .insert_header(("Authorization", "Bearer secret-key"))
             .insert_header(("X-User-ID", "7"))
             .to_http_request();
-        assert!(auth.user(&both).is_none(), "X-User-ID is refused in api_key mode");
+        assert!(auth.identify(&both).is_none(), "X-User-ID is refused in api_key mode");
+        let admin = actix_web::test::TestRequest::default()
+            .insert_header(("Authorization", "Bearer admin-key"))
+            .to_http_request();
+        assert_eq!(auth.identify(&admin).map(|(u, a)| (u.get(), a)), Some((8, true)));
     }
 }

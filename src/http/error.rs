@@ -116,6 +116,12 @@ pub enum ApiError {
     /// A state-changing request from a web page of another origin (cross-site request forgery).
     #[error("Requests from the origin {0} are not allowed (server.cors_origins)")]
     OriginNotAllowed(String),
+    /// `/admin` for someone who is not an admin.
+    #[error("Admin access required (auth.admin_users in header mode, auth.admin_api_keys in api_key mode)")]
+    AdminRequired,
+    /// A reload found a configuration that does not load or is invalid; the running one stays.
+    #[error("The new configuration was refused; the running one stays: {0}")]
+    ConfigRefused(String),
     /// The model provider failed (non-streaming send).
     #[error("Failed to process message: {0}")]
     Provider(TurnFailure),
@@ -156,6 +162,8 @@ impl ApiError {
             ApiError::TooManyStreams(_) => "too_many_streams",
             ApiError::RequestTimeout => "request_timeout",
             ApiError::OriginNotAllowed(_) => "origin_not_allowed",
+            ApiError::AdminRequired => "admin_required",
+            ApiError::ConfigRefused(_) => "config_invalid",
             ApiError::ApprovalNotFound => "approval_not_found",
             ApiError::ApprovalDecided => "approval_decided",
             ApiError::ApprovalExpired => "approval_expired",
@@ -186,7 +194,8 @@ impl ResponseError for ApiError {
             ApiError::AttachmentUnreadable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooManyTurns { .. } | ApiError::TooManyStreams(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            ApiError::OriginNotAllowed(_) => StatusCode::FORBIDDEN,
+            ApiError::OriginNotAllowed(_) | ApiError::AdminRequired => StatusCode::FORBIDDEN,
+            ApiError::ConfigRefused(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::SessionNotFound | ApiError::StreamNotFound | ApiError::RouteNotFound => StatusCode::NOT_FOUND,
             ApiError::TurnInProgress
@@ -368,6 +377,8 @@ mod tests {
                 403,
                 "origin_not_allowed",
             ),
+            (ApiError::AdminRequired, 403, "admin_required"),
+            (ApiError::ConfigRefused("x".into()), 422, "config_invalid"),
             (ApiError::ApprovalNotFound, 404, "approval_not_found"),
             (ApiError::ApprovalDecided, 409, "approval_decided"),
             (ApiError::ApprovalExpired, 409, "approval_expired"),

@@ -30,7 +30,7 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         timestamp: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         version: env!("CARGO_PKG_VERSION"),
         storage: if storage { "ok" } else { "unavailable" },
-        providers: state.providers.status(),
+        providers: state.providers.get().status(),
         draining: state.chat.is_draining(),
         streams_in_memory: state.chat.hub().len(),
         session_actors: state.chat.session_actors().await,
@@ -125,9 +125,10 @@ pub async fn list_tools(
 )]
 #[get("/providers")]
 pub async fn list_providers(_user: AuthUser, state: web::Data<AppState>) -> HttpResponse {
-    let breakers = state.providers.status();
+    let breakers = state.providers.get().status();
     let providers = state
         .provider_list
+        .get()
         .iter()
         .map(|p| ProviderDto {
             status: breakers

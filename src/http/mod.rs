@@ -1,6 +1,7 @@
 //! The HTTP API under `/v1/chat`: the one route table, the shared state, and how malformed
 //! requests become `ApiError`s.
 
+pub mod admin;
 pub mod approvals;
 pub mod attachments;
 pub mod auth;
@@ -59,8 +60,8 @@ pub struct AppState {
     pub tools: Arc<dyn ToolCatalog>,
     /// The MCP servers behind them.
     pub mcp: Arc<McpTools>,
-    /// The providers.
-    pub providers: Arc<Providers>,
+    /// The providers (a reload may replace them).
+    pub providers: actors::sync::Shared<Providers>,
     /// Limits.
     pub limits: Limits,
     /// How requests authenticate.
@@ -68,7 +69,9 @@ pub struct AppState {
     /// This node's id when several may share the database (PostgreSQL).
     pub node_id: Option<String>,
     /// The configured providers (name, vendor, model), the default first.
-    pub provider_list: Vec<dto::ProviderDto>,
+    pub provider_list: actors::sync::Shared<Vec<dto::ProviderDto>>,
+    /// Applies a changed configuration (`POST /admin/reload`).
+    pub reloader: Arc<crate::reload::Reloader>,
 }
 
 fn json_error(err: JsonPayloadError, limit: usize) -> actix_web::Error {
@@ -127,6 +130,7 @@ pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
             .service(health::list_tools)
             .service(health::list_servers)
             .service(health::list_providers)
+            .service(admin::reload)
             .service(approvals::list_approvals)
             .service(approvals::list_grants)
             .service(approvals::revoke_grant)
@@ -144,7 +148,7 @@ pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
 /// Registers the routes, limits, error handlers and the OpenAPI document (rendered once here).
 pub fn configure(state: web::Data<AppState>) -> Result<impl Fn(&mut web::ServiceConfig) + Clone, serde_json::Error> {
     let deployment = openapi::Deployment {
-        providers: state.providers.status().into_iter().map(|p| p.name).collect(),
+        providers: state.providers.get().status().into_iter().map(|p| p.name).collect(),
         max_message_chars: state.limits.max_message_chars,
     };
     let document = web::Data::new(openapi::ApiDocument::new(&deployment)?);

@@ -70,7 +70,7 @@ pub async fn prometheus(state: web::Data<AppState>) -> HttpResponse {
         });
         metrics::gauge!("aichat_mcp_calls_in_flight", "server" => server.name).set(server.calls_in_flight as f64);
     }
-    for provider in state.providers.status() {
+    for provider in state.providers.get().status() {
         metrics::gauge!("aichat_provider_healthy", "provider" => provider.name.clone())
             .set(if provider.status == "ok" { 1.0 } else { 0.0 });
         metrics::gauge!("aichat_provider_streams_in_flight", "provider" => provider.name)

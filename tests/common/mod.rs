@@ -62,6 +62,11 @@ impl TestApp {
     }
 
     pub fn spawn_in(dir: tempfile::TempDir, config: &Config) -> Self {
+        Self::spawn_reloadable(dir, config, aichat::reload::fixed(config.clone()))
+    }
+
+    /// A server whose reloads read the configuration through `loader`.
+    pub fn spawn_reloadable(dir: tempfile::TempDir, config: &Config, loader: aichat::reload::Loader) -> Self {
         aichat::install_crypto_provider();
         let Running {
             addr,
@@ -69,7 +74,7 @@ impl TestApp {
             handle,
             arbiters,
             ..
-        } = aichat::server::start(config, false).expect("server starts");
+        } = aichat::server::start(config, loader).expect("server starts");
         actix_web::rt::spawn(server);
         Self {
             base: format!("http://{addr}"),

@@ -54,7 +54,7 @@ pub struct Chat {
     registry: Addr<SessionRegistry>,
     storage: Storage,
     hub: Arc<StreamHub>,
-    providers: Arc<Providers>,
+    providers: crate::sync::Shared<Providers>,
     limits: Arc<TurnLimits>,
     readers: Arc<ReaderLimits>,
     timeout: Duration,
@@ -68,7 +68,7 @@ impl Chat {
         registry: Addr<SessionRegistry>,
         storage: Storage,
         hub: Arc<StreamHub>,
-        providers: Arc<Providers>,
+        providers: crate::sync::Shared<Providers>,
         limits: TurnLimits,
         readers: Arc<ReaderLimits>,
         timeout: Duration,
@@ -133,7 +133,7 @@ impl Chat {
         }
         self.limits.admit(user, &self.hub)?;
         if let Some(name) = &submission.provider
-            && !self.providers.contains(name)
+            && !self.providers.get().contains(name)
         {
             return Err(SessionError::UnknownProvider(name.clone()));
         }

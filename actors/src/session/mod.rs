@@ -330,7 +330,7 @@ impl SessionActor {
         if attachments.is_empty() {
             return Ok(());
         }
-        let Some(first) = self.deps.providers.chain(provider).into_iter().next() else {
+        let Some(first) = self.deps.providers.get().chain(provider).into_iter().next() else {
             return Ok(());
         };
         match attachments

@@ -11,8 +11,8 @@ use crate::tools::ToolCatalog;
 /// Tunables of sessions and turns.
 #[derive(Debug, Clone)]
 pub struct SessionSettings {
-    /// Prepended to every model call (not stored in history).
-    pub system_prompt: Option<String>,
+    /// Prepended to every model call (not stored in history; a reload may replace it).
+    pub system_prompt: crate::sync::Shared<Option<String>>,
     /// Tool rounds one turn may chain.
     pub max_tool_rounds: u32,
     /// Longest wait for a model's first event.
@@ -41,8 +41,9 @@ pub struct SessionSettings {
 pub struct SessionDeps {
     /// Persistence.
     pub storage: Storage,
-    /// The providers (default, named, fallback chain).
-    pub providers: Arc<Providers>,
+    /// The providers (default, named, fallback chain; a reload may replace them: a turn keeps
+    /// the ones it started with).
+    pub providers: crate::sync::Shared<Providers>,
     /// The tools on offer.
     pub tools: Arc<dyn ToolCatalog>,
     /// Where streams are registered.

@@ -124,16 +124,16 @@ fn harness_with(approval: ApprovalConfig, max_live_sessions: usize) -> Harness {
     let storage = Storage::start(Arc::new(store), 1, WAIT);
     let arbiter = Arbiter::current();
     let handle = ProviderHandle::start("scripted", Arc::new(|| Arc::new(Scripted) as _), &arbiter);
-    let providers = Arc::new(Providers::new(vec![handle], &[], 3, Duration::from_secs(30)));
+    let providers = crate::sync::Shared::new(Providers::new(vec![handle], &[], 3, Duration::from_secs(30)));
     let tools = Arc::new(Gated::new());
     let hub = Arc::new(StreamHub::default());
     let deps = Arc::new(SessionDeps {
         storage: storage.clone(),
-        providers: Arc::clone(&providers),
+        providers: providers.clone(),
         tools: Arc::clone(&tools) as Arc<dyn ToolCatalog>,
         hub: Arc::clone(&hub),
         settings: SessionSettings {
-            system_prompt: None,
+            system_prompt: crate::sync::Shared::new(None),
             max_tool_rounds: 4,
             first_token_timeout: WAIT,
             chunk_gap_timeout: WAIT,

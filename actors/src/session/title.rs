@@ -43,7 +43,7 @@ impl SessionActor {
                 if !matches!(session, Ok(Some(ref s)) if s.title_source == TitleSource::Default) {
                     return;
                 }
-                let Some(provider) = deps.providers.chain(None).into_iter().next() else {
+                let Some(provider) = deps.providers.get().chain(None).into_iter().next() else {
                     return;
                 };
                 let generated = provider.complete(request, deps.settings.title_timeout).await;

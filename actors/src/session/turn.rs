@@ -317,7 +317,8 @@ impl Turn {
 
     fn request(&self) -> CompletionRequest {
         let mut messages = Vec::with_capacity(self.history.len() + 1);
-        if let Some(prompt) = &self.deps.settings.system_prompt {
+        let system_prompt = self.deps.settings.system_prompt.get();
+        if let Some(prompt) = system_prompt.as_ref() {
             let now = Utc::now();
             let context = format!(
                 "{prompt}\n\nCURRENT CONTEXT:\n- Current UTC time: {}",
@@ -426,7 +427,7 @@ impl Turn {
         stop: &mut watch::Receiver<Option<StopReason>>,
     ) -> Result<(EventReceiver, ProviderEvent, String), TurnError> {
         let deps = Arc::clone(&self.deps);
-        let chain = deps.providers.chain(self.provider.as_deref());
+        let chain = deps.providers.get().chain(self.provider.as_deref());
         let request = self.request();
         let mut last = TurnError::Provider {
             provider: "no provider".into(),
@@ -443,7 +444,7 @@ impl Turn {
             self.waited += waiting.elapsed();
             let err = match next {
                 Ok(Some(Ok(event))) => {
-                    deps.providers.report(provider.name(), true);
+                    deps.providers.get().report(provider.name(), true);
                     metrics::histogram!("aichat_time_to_first_token_seconds", "provider" => provider.name().to_owned())
                         .record(waiting.elapsed().as_secs_f64());
                     return Ok((events, event, provider.name().to_owned()));
@@ -452,7 +453,7 @@ impl Turn {
                 Ok(None) => ProviderError::Unavailable,
                 Err(_) => ProviderError::Timeout("first token".into()),
             };
-            deps.providers.report(provider.name(), false);
+            deps.providers.get().report(provider.name(), false);
             metrics::counter!("aichat_provider_errors_total", "provider" => provider.name().to_owned(), "code" => err.code())
                 .increment(1);
             let another_may_help = !matches!(

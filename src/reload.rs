@@ -1,0 +1,292 @@
+//! Reconfiguration while running (SIGHUP and `POST /v1/chat/admin/reload`): the configuration is
+//! read and checked again; an invalid one is refused whole and the running one stays; a valid one
+//! is applied where it can change live — providers (only those added, removed or changed),
+//! the approval policy, turn limits and the log level, for new turns — and the sections that
+//! need a restart are named.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use actix::ArbiterHandle;
+use actors::Chat;
+use actors::approval::ApprovalConfig;
+use actors::provider::factory::provider_factory;
+use actors::provider::{ProviderHandle, Providers, Vendor};
+use actors::sync::{Shared, lock_unpoisoned};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+
+use crate::config::{Config, ConfigError, ProviderConfig};
+use crate::http::dto::ProviderDto;
+
+/// What a reload did.
+#[derive(Debug, Default, Clone, Serialize, ToSchema)]
+pub struct ReloadReport {
+    /// Configuration sections that differ from the running ones.
+    pub changed: Vec<String>,
+    /// Of those, the ones applied (to new turns).
+    pub applied: Vec<String>,
+    /// Of those, the ones that take a restart (the running values stay until then).
+    pub needs_restart: Vec<String>,
+    /// Providers started (new names).
+    pub providers_added: Vec<String>,
+    /// Providers whose settings changed, started again (running turns finish on the old one).
+    pub providers_restarted: Vec<String>,
+    /// Providers removed (running turns on them finish first).
+    pub providers_removed: Vec<String>,
+}
+
+/// A reload that was refused (the running configuration stays).
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The new configuration does not load or is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A provider of the new configuration cannot be built.
+    #[error("provider {name}: {reason}")]
+    Provider {
+        /// Its name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The provider actors started, by name, with what they were started from.
+pub struct ProviderSet {
+    arbiter: ArbiterHandle,
+    started: BTreeMap<String, (String, ProviderHandle)>,
+}
+
+/// What decides whether a provider must start again: its settings, the key it read and the mock's
+/// pace (the key only as a hash, and only in memory).
+fn fingerprint(provider: &ProviderConfig, mock_delay: Duration) -> String {
+    let key = provider
+        .api_key
+        .as_ref()
+        .map(|k| Sha256::digest(k.expose().as_bytes()).to_vec());
+    format!("{provider:?}|{key:?}|{mock_delay:?}")
+}
+
+/// What building a provider set changed.
+#[derive(Default)]
+struct SetChanges {
+    added: Vec<String>,
+    restarted: Vec<String>,
+    removed: Vec<String>,
+}
+
+impl ProviderSet {
+    /// No providers yet; they run on `arbiter`.
+    pub fn new(arbiter: ArbiterHandle) -> Self {
+        Self {
+            arbiter,
+            started: BTreeMap::new(),
+        }
+    }
+
+    /// The providers `config` names, reusing the running actor of each one whose settings did
+    /// not change and starting the others. Nothing changes when one of them cannot be built.
+    fn build(&mut self, config: &Config) -> Result<(Providers, Vec<ProviderDto>, SetChanges), ReloadError> {
+        let mock_delay = Duration::from_millis(config.mock.chunk_delay_ms);
+        let wanted = config.provider_configs();
+        let mut next = BTreeMap::new();
+        let mut changes = SetChanges::default();
+        let mut handles = Vec::with_capacity(wanted.len());
+        for provider in &wanted {
+            let print = fingerprint(provider, mock_delay);
+            let handle = match self.started.get(&provider.name) {
+                Some((old, handle)) if *old == print => handle.clone(),
+                running => {
+                    let factory = provider_factory(provider, mock_delay).map_err(|e| ReloadError::Provider {
+                        name: provider.name.clone(),
+                        reason: e.to_string(),
+                    })?;
+                    let handle = ProviderHandle::start(&provider.name, factory, &self.arbiter);
+                    let reads_pdf = provider.kind.vendor().is_none_or(Vendor::reads_pdf);
+                    let list = if running.is_some() {
+                        &mut changes.restarted
+                    } else {
+                        &mut changes.added
+                    };
+                    list.push(provider.name.clone());
+                    if reads_pdf { handle } else { handle.without_pdf() }
+                }
+            };
+            next.insert(provider.name.clone(), (print, handle.clone()));
+            handles.push(handle);
+        }
+        changes.removed = self
+            .started
+            .keys()
+            .filter(|n| !next.contains_key(*n))
+            .cloned()
+            .collect();
+        // Dropping a handle here does not stop its actor while running turns hold theirs.
+        self.started = next;
+        let providers = Providers::new(
+            handles,
+            &config.llm.fallback,
+            config.llm.breaker_threshold,
+            Duration::from_secs(config.llm.breaker_cooldown_secs),
+        );
+        let list = wanted
+            .iter()
+            .enumerate()
+            .map(|(i, p)| ProviderDto {
+                name: p.name.clone(),
+                vendor: p.vendor_name(),
+                model: p.model_name(),
+                default: i == 0,
+                status: "ok".into(),
+            })
+            .collect();
+        Ok((providers, list, changes))
+    }
+
+    /// The first set, at start-up.
+    pub fn first(&mut self, config: &Config) -> Result<(Providers, Vec<ProviderDto>), ReloadError> {
+        self.build(config).map(|(providers, list, _)| (providers, list))
+    }
+}
+
+/// The parts of a running server a reload changes.
+pub struct LiveParts {
+    /// Turn limits are set through it.
+    pub chat: Chat,
+    /// The approval policy new turns use.
+    pub approval: Shared<ApprovalConfig>,
+    /// The providers new turns use.
+    pub providers: Shared<Providers>,
+    /// `GET /providers`' list.
+    pub provider_list: Shared<Vec<ProviderDto>>,
+    /// The system prompt new turns start with.
+    pub system_prompt: Shared<Option<String>>,
+}
+
+/// The system prompt `config` gives new turns (none when empty).
+pub fn system_prompt(config: &Config) -> Option<String> {
+    Some(config.llm.system_prompt.trim().to_owned()).filter(|p| !p.is_empty())
+}
+
+/// Reads the configuration again (from the same file, environment and flags as at start).
+pub type Loader = Box<dyn Fn() -> Result<Config, ConfigError> + Send + Sync>;
+
+/// A loader that always finds `config` (a server started from a value, as in tests).
+pub fn fixed(config: Config) -> Loader {
+    Box::new(move || Ok(config.clone()))
+}
+
+/// Re-reads and applies the configuration; one reload at a time.
+pub struct Reloader {
+    loader: Loader,
+    live: LiveParts,
+    state: Mutex<(Config, ProviderSet)>,
+}
+
+/// Sections whose whole content a reload applies.
+const LIVE_SECTIONS: &[&str] = &["limits", "approval", "providers", "mock", "llm", "log"];
+
+impl Reloader {
+    /// A reloader for a server started from `running` (read again by `loader`), whose providers
+    /// are `set`.
+    pub fn new(loader: Loader, running: Config, set: ProviderSet, live: LiveParts) -> Self {
+        Self {
+            loader,
+            live,
+            state: Mutex::new((running, set)),
+        }
+    }
+
+    /// Loads the configuration again and applies the difference. `by` names who asked (the log).
+    pub fn reload(&self, by: &str) -> Result<ReloadReport, ReloadError> {
+        let new = (self.loader)()?;
+        let mut state = lock_unpoisoned(&self.state);
+        let (running, set) = &mut *state;
+        let changed = crate::config::changed_sections(running, &new);
+        if changed.is_empty() {
+            tracing::info!(by, "reload: the configuration is valid and unchanged");
+            return Ok(ReloadReport::default());
+        }
+        let mut report = ReloadReport {
+            changed: changed.iter().map(|s| (*s).to_owned()).collect(),
+            ..ReloadReport::default()
+        };
+        let providers_changed = changed.iter().any(|s| matches!(*s, "providers" | "mock" | "llm"));
+        if providers_changed {
+            let (providers, list, changes) = set.build(&new)?;
+            self.live.providers.set(providers);
+            self.live.provider_list.set(list);
+            report.providers_added = changes.added;
+            report.providers_restarted = changes.restarted;
+            report.providers_removed = changes.removed;
+        }
+        for section in changed {
+            let applied = match section {
+                "limits" => {
+                    self.live.chat.set_turn_limits(
+                        new.limits.max_concurrent_turns_per_user,
+                        new.limits.turns_per_minute_per_user,
+                    );
+                    true
+                }
+                "approval" => {
+                    self.live.approval.set(new.approval.clone());
+                    true
+                }
+                "log" => match crate::telemetry::set_level(&new.log) {
+                    Ok(()) => new.log.json == running.log.json,
+                    Err(reason) => {
+                        tracing::warn!(%reason, "reload: the log level was not changed");
+                        false
+                    }
+                },
+                "llm" => {
+                    self.live.system_prompt.set(system_prompt(&new));
+                    true
+                }
+                other => LIVE_SECTIONS.contains(&other),
+            };
+            if applied {
+                report.applied.push(section.to_owned());
+            } else {
+                report.needs_restart.push(section.to_owned());
+            }
+        }
+        // What was applied becomes the running configuration; the rest waits for a restart.
+        let kept = running.clone();
+        *running = new;
+        for section in &report.needs_restart {
+            restore(running, &kept, section);
+        }
+        tracing::warn!(
+            by,
+            changed = %report.changed.join(", "),
+            applied = %report.applied.join(", "),
+            needs_restart = %report.needs_restart.join(", "),
+            providers_added = %report.providers_added.join(", "),
+            providers_restarted = %report.providers_restarted.join(", "),
+            providers_removed = %report.providers_removed.join(", "),
+            "configuration reloaded"
+        );
+        Ok(report)
+    }
+}
+
+/// Puts back the running value of a section that was not applied, so the next reload still
+/// reports it as different.
+fn restore(running: &mut Config, kept: &Config, section: &str) {
+    match section {
+        "server" => running.server = kept.server.clone(),
+        "database" => running.database = kept.database.clone(),
+        "session" => running.session = kept.session.clone(),
+        "mcp" => running.mcp = kept.mcp.clone(),
+        "log" => running.log = kept.log.clone(),
+        "auth" => running.auth = kept.auth.clone(),
+        "attachments" => running.attachments = kept.attachments.clone(),
+        "cluster" => running.cluster = kept.cluster.clone(),
+        _ => {}
+    }
+}
