@@ -50,7 +50,7 @@ fn main() {
         config.limits.turns_per_minute_per_user = 0;
         config.database.url = format!("sqlite:{}", dir.path().join("bench.db").display());
         config.finish(&|_| None).expect("config");
-        let running = aichat::server::start(&config, aichat::reload::fixed(config.clone())).expect("server");
+        let running = aichat::server::start(&config, aichat::reload::Loader::fixed(config.clone())).expect("server");
         let base = format!("http://{}/v1/chat", running.addr);
         actix_web::rt::spawn(running.server);
         let client = reqwest::Client::new();

@@ -12,6 +12,7 @@
 pub mod config;
 pub mod demo;
 pub mod http;
+pub mod registered;
 pub mod reload;
 pub mod server;
 pub mod startup;

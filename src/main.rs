@@ -62,7 +62,7 @@ async fn serve(cli: &Cli) -> anyhow::Result<()> {
     raise_open_files_limit(config.server.max_connections);
     let loader = {
         let cli = cli.clone();
-        Box::new(move || Config::load(&cli, environment))
+        aichat::reload::Loader::new(Box::new(move || Config::load(&cli, environment)), environment)
     };
     let running = aichat::server::start(&config, loader)?;
     tracing::info!("{}", aichat::startup::block(&config, &running));

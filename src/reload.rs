@@ -87,11 +87,18 @@ impl ProviderSet {
         }
     }
 
-    /// The providers `config` names, reusing the running actor of each one whose settings did
-    /// not change and starting the others. Nothing changes when one of them cannot be built.
-    fn build(&mut self, config: &Config) -> Result<(Providers, Vec<ProviderDto>, SetChanges), ReloadError> {
+    /// The providers `config` names and the `registered` ones, reusing the running actor of
+    /// each one whose settings did not change and starting the others. Nothing changes when one
+    /// of them cannot be built.
+    fn build(
+        &mut self,
+        config: &Config,
+        registered: &[ProviderConfig],
+    ) -> Result<(Providers, Vec<ProviderDto>, SetChanges), ReloadError> {
         let mock_delay = Duration::from_millis(config.mock.chunk_delay_ms);
-        let wanted = config.provider_configs();
+        let mut wanted = config.provider_configs();
+        let from_file: Vec<String> = wanted.iter().map(|p| p.name.clone()).collect();
+        wanted.extend(registered.iter().filter(|p| !from_file.contains(&p.name)).cloned());
         let mut next = BTreeMap::new();
         let mut changes = SetChanges::default();
         let mut handles = Vec::with_capacity(wanted.len());
@@ -147,8 +154,13 @@ impl ProviderSet {
     }
 
     /// The first set, at start-up.
-    pub fn first(&mut self, config: &Config) -> Result<(Providers, Vec<ProviderDto>), ReloadError> {
-        self.build(config).map(|(providers, list, _)| (providers, list))
+    pub fn first(
+        &mut self,
+        config: &Config,
+        registered: &[ProviderConfig],
+    ) -> Result<(Providers, Vec<ProviderDto>), ReloadError> {
+        self.build(config, registered)
+            .map(|(providers, list, _)| (providers, list))
     }
 }
 
@@ -171,40 +183,138 @@ pub fn system_prompt(config: &Config) -> Option<String> {
     Some(config.llm.system_prompt.trim().to_owned()).filter(|p| !p.is_empty())
 }
 
-/// Reads the configuration again (from the same file, environment and flags as at start).
-pub type Loader = Box<dyn Fn() -> Result<Config, ConfigError> + Send + Sync>;
+/// Where the configuration comes from: reads it again (the same file, environment and flags as
+/// at start), and reads one environment variable (the keys of registered providers).
+pub struct Loader {
+    read: Box<dyn Fn() -> Result<Config, ConfigError> + Send + Sync>,
+    env: fn(&str) -> Option<String>,
+}
 
-/// A loader that always finds `config` (a server started from a value, as in tests).
-pub fn fixed(config: Config) -> Loader {
-    Box::new(move || Ok(config.clone()))
+impl Loader {
+    /// Reads the configuration with `read` and the environment with `env`.
+    pub fn new(
+        read: Box<dyn Fn() -> Result<Config, ConfigError> + Send + Sync>,
+        env: fn(&str) -> Option<String>,
+    ) -> Self {
+        Self { read, env }
+    }
+
+    /// Always finds `config`, and an empty environment (a server started from a value, as in
+    /// tests).
+    pub fn fixed(config: Config) -> Self {
+        Self::new(Box::new(move || Ok(config.clone())), |_| None)
+    }
+
+    /// The value of an environment variable.
+    pub fn env(&self, name: &str) -> Option<String> {
+        (self.env)(name)
+    }
 }
 
 /// Re-reads and applies the configuration; one reload at a time.
 pub struct Reloader {
     loader: Loader,
     live: LiveParts,
-    state: Mutex<(Config, ProviderSet)>,
+    state: Mutex<State>,
+}
+
+/// What the running server was last built from.
+struct State {
+    config: Config,
+    set: ProviderSet,
+    /// Providers registered through the admin API (beside the file's).
+    registered: Vec<ProviderConfig>,
 }
 
 /// Sections whose whole content a reload applies.
 const LIVE_SECTIONS: &[&str] = &["limits", "approval", "providers", "mock", "llm", "log"];
 
 impl Reloader {
-    /// A reloader for a server started from `running` (read again by `loader`), whose providers
-    /// are `set`.
-    pub fn new(loader: Loader, running: Config, set: ProviderSet, live: LiveParts) -> Self {
+    /// A reloader for a server started from `running` (read again by `loader`) and the
+    /// `registered` providers, whose providers are `set`.
+    pub fn new(
+        loader: Loader,
+        running: Config,
+        registered: Vec<ProviderConfig>,
+        set: ProviderSet,
+        live: LiveParts,
+    ) -> Self {
         Self {
             loader,
             live,
-            state: Mutex::new((running, set)),
+            state: Mutex::new(State {
+                config: running,
+                set,
+                registered,
+            }),
         }
+    }
+
+    /// The value of an environment variable (a registered provider's key).
+    pub fn env(&self, name: &str) -> Option<String> {
+        self.loader.env(name)
+    }
+
+    /// The configuration file's providers (the default first).
+    pub fn file_providers(&self) -> Vec<ProviderConfig> {
+        lock_unpoisoned(&self.state).config.provider_configs()
+    }
+
+    /// Whether the configuration file names a provider `name`.
+    pub fn in_file(&self, name: &str) -> bool {
+        let state = lock_unpoisoned(&self.state);
+        state.config.provider_configs().iter().any(|p| p.name == name)
+    }
+
+    /// Replaces (or adds, when `provider` is new) or removes (`None`) the registered provider
+    /// `name` and applies the result: only that provider starts or stops; turns running on the
+    /// one it replaces finish on it.
+    pub fn register(
+        &self,
+        name: &str,
+        provider: Option<ProviderConfig>,
+        by: &str,
+    ) -> Result<ReloadReport, ReloadError> {
+        let mut state = lock_unpoisoned(&self.state);
+        let State {
+            config,
+            set,
+            registered,
+        } = &mut *state;
+        let mut next: Vec<ProviderConfig> = registered.iter().filter(|p| p.name != name).cloned().collect();
+        next.extend(provider);
+        let (providers, list, changes) = set.build(config, &next)?;
+        *registered = next;
+        self.live.providers.set(providers);
+        self.live.provider_list.set(list);
+        let report = ReloadReport {
+            changed: vec!["providers".into()],
+            applied: vec!["providers".into()],
+            providers_added: changes.added,
+            providers_restarted: changes.restarted,
+            providers_removed: changes.removed,
+            ..ReloadReport::default()
+        };
+        tracing::warn!(
+            by,
+            provider = name,
+            added = %report.providers_added.join(", "),
+            restarted = %report.providers_restarted.join(", "),
+            removed = %report.providers_removed.join(", "),
+            "registered providers changed"
+        );
+        Ok(report)
     }
 
     /// Loads the configuration again and applies the difference. `by` names who asked (the log).
     pub fn reload(&self, by: &str) -> Result<ReloadReport, ReloadError> {
-        let new = (self.loader)()?;
+        let new = (self.loader.read)()?;
         let mut state = lock_unpoisoned(&self.state);
-        let (running, set) = &mut *state;
+        let State {
+            config: running,
+            set,
+            registered,
+        } = &mut *state;
         let changed = crate::config::changed_sections(running, &new);
         if changed.is_empty() {
             tracing::info!(by, "reload: the configuration is valid and unchanged");
@@ -216,7 +326,7 @@ impl Reloader {
         };
         let providers_changed = changed.iter().any(|s| matches!(*s, "providers" | "mock" | "llm"));
         if providers_changed {
-            let (providers, list, changes) = set.build(&new)?;
+            let (providers, list, changes) = set.build(&new, registered)?;
             self.live.providers.set(providers);
             self.live.provider_list.set(list);
             report.providers_added = changes.added;

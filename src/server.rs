@@ -70,6 +70,8 @@ pub enum StartError {
 struct Opened {
     store: Arc<dyn ChatStore>,
     postgres: Option<Arc<PostgresStore>>,
+    /// Providers registered through the admin API.
+    registered: Vec<actors::storage::AdminRecord>,
 }
 
 /// Opens the configured database (migrating it) and marks the turns a previous process left
@@ -84,6 +86,7 @@ fn open_store(config: &Config) -> Result<Opened, StartError> {
             DatabaseTarget::Sqlite(path) => Opened {
                 store: Arc::new(SqliteStore::open(path, database.pool_size)?),
                 postgres: None,
+                registered: Vec::new(),
             },
             DatabaseTarget::Postgres(_) => {
                 let mut options = PostgresOptions {
@@ -104,9 +107,12 @@ fn open_store(config: &Config) -> Result<Opened, StartError> {
                 Opened {
                     store: store.clone(),
                     postgres: Some(store),
+                    registered: Vec::new(),
                 }
             }
         };
+        let mut opened = opened;
+        opened.registered = opened.store.list_admin_records(crate::registered::PROVIDER)?;
         let interrupted = actors::session::recovery::interrupt_running(opened.store.as_ref())?;
         if interrupted > 0 {
             tracing::warn!(
@@ -147,8 +153,10 @@ pub fn start(config: &Config, loader: Loader) -> Result<Running, StartError> {
 
     let provider_arbiter = Arbiter::new();
     let mut provider_set = ProviderSet::new(provider_arbiter.handle());
+    let file_names: Vec<String> = config.provider_configs().into_iter().map(|p| p.name).collect();
+    let registered = crate::registered::providers_of(&opened.registered, &file_names, &|name| loader.env(name));
     let (providers, provider_list) = provider_set
-        .first(config)
+        .first(config, &registered)
         .map_err(|e| StartError::Provider(e.to_string()))?;
     let (providers, provider_list) = (Shared::new(providers), Shared::new(provider_list));
     // Every MCP server connects on its own, in parallel; a server that fails stops nothing else.
@@ -241,6 +249,7 @@ pub fn start(config: &Config, loader: Loader) -> Result<Running, StartError> {
     let reloader = Arc::new(Reloader::new(
         loader,
         config.clone(),
+        registered,
         provider_set,
         LiveParts {
             chat: chat.clone(),

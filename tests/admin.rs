@@ -1,6 +1,7 @@
 //! Operators' routes: who may use `/admin` (401 for nobody, 403 `admin_required` for a plain
-//! user), and `POST /admin/reload` applying a changed configuration live — providers added and
-//! removed (a turn running on a removed one finishes), limits — or refusing a broken one whole.
+//! user); `POST /admin/reload` applying a changed configuration live — providers added and
+//! removed (a turn running on a removed one finishes), limits — or refusing a broken one whole;
+//! providers registered, changed and removed through the API, stored across restarts.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -9,7 +10,9 @@ use aichat::config::Config;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use crate::common::database::{Backend, Database, on_both_backends};
 use crate::common::{TestApp, text_of};
+use crate::restart::Binary;
 
 const ADMIN: i64 = 9;
 
@@ -43,12 +46,15 @@ async fn admin_reload_changes_providers_and_limits_live_and_refuses_a_broken_con
     let first = config_from(&db, second);
     // What the next reload reads: a configuration, or (None) a file with an unknown key.
     let next = Arc::new(Mutex::new(Some(first.clone())));
-    let loader: aichat::reload::Loader = {
+    let loader = {
         let next = Arc::clone(&next);
-        Box::new(move || match next.lock().unwrap().clone() {
-            Some(config) => Ok(config),
-            None => aichat::config::parse_file(Path::new("broken.toml"), "[limits]\nturns_per_minute = 5\n"),
-        })
+        aichat::reload::Loader::new(
+            Box::new(move || match next.lock().unwrap().clone() {
+                Some(config) => Ok(config),
+                None => aichat::config::parse_file(Path::new("broken.toml"), "[limits]\nturns_per_minute = 5\n"),
+            }),
+            |_| None,
+        )
     };
     let app = TestApp::spawn_reloadable(dir, &first, loader);
 
@@ -127,4 +133,130 @@ async fn admin_reload_changes_providers_and_limits_live_and_refuses_a_broken_con
     assert!(body["error"].as_str().unwrap().contains("turns_per_minute"), "{body}");
     let names = provider_names(&app.get("/providers", 1).await.1);
     assert!(names.contains(&"third".to_owned()), "{names:?}");
+}
+
+on_both_backends!(providers_registered_through_the_api_serve_survive_a_restart_and_leave_cleanly);
+
+/// A provider added through the admin API serves a turn at once, is listed beside the file's,
+/// survives a restart (stored in the database), and is removed while a turn on it finishes
+/// cleanly. The file's providers cannot be changed through the API; bad settings say why.
+async fn providers_registered_through_the_api_serve_survive_a_restart_and_leave_cleanly(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::fresh(backend, dir.path());
+    let config = format!("[auth]\nadmin_users = [{ADMIN}]\n[mock]\nchunk_delay_ms = 50\n");
+    let first = Binary::start_on(&db, &config, &[]);
+    let app = TestApp::client_for(&first.base);
+
+    let extra = json!({"name": "extra", "settings": {"kind": "mock", "temperature": 0.7}});
+    let (status, body) = app.post("/admin/providers", 1, extra.clone()).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("admin_required"))
+    );
+    let (status, report) = app.post("/admin/providers", ADMIN, extra.clone()).await;
+    assert_eq!(status, StatusCode::CREATED, "{report}");
+    assert_eq!(report["providers_added"], json!(["extra"]));
+    let refusals = [
+        (extra.clone(), StatusCode::CONFLICT, "provider_exists"),
+        (
+            json!({"name": "mock", "settings": {"kind": "mock"}}),
+            StatusCode::CONFLICT,
+            "provider_exists",
+        ),
+        (
+            json!({"name": "paid", "settings": {"kind": "openai", "api_key_env": "AICHAT_TEST_NO_SUCH_KEY"}}),
+            StatusCode::CONFLICT,
+            "provider_key_missing",
+        ),
+        (
+            json!({"name": "odd name", "settings": {"kind": "mock"}}),
+            StatusCode::BAD_REQUEST,
+            "invalid_provider",
+        ),
+        (
+            json!({"name": "x", "settings": {"kind": "cohere"}}),
+            StatusCode::BAD_REQUEST,
+            "invalid_provider",
+        ),
+        (
+            json!({"settings": {"kind": "mock"}}),
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+        ),
+    ];
+    for (body, status, code) in refusals {
+        let (got, reply) = app.post("/admin/providers", ADMIN, body.clone()).await;
+        assert_eq!((got, reply["code"].as_str()), (status, Some(code)), "{body} -> {reply}");
+    }
+    let (status, reply) = app.put("/admin/providers/mock", ADMIN, json!({"kind": "mock"})).await;
+    assert_eq!(
+        (status, reply["code"].as_str()),
+        (StatusCode::CONFLICT, Some("provider_from_file"))
+    );
+    let (status, reply) = app.put("/admin/providers/nobody", ADMIN, json!({"kind": "mock"})).await;
+    assert_eq!(
+        (status, reply["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("provider_not_found"))
+    );
+
+    let (status, body) = app
+        .post("/send", 2, json!({"message": "hello", "provider": "extra"}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, listed) = app.get("/admin/providers", ADMIN).await;
+    let sources: Vec<(&str, &str)> = listed["providers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["name"].as_str().unwrap(), p["source"].as_str().unwrap()))
+        .collect();
+    assert_eq!(sources, [("mock", "file"), ("extra", "api")], "{listed}");
+    assert_eq!(listed["providers"][1]["updated_by"], json!(format!("user {ADMIN}")));
+    assert_eq!(
+        listed["providers"][1]["settings"]["temperature"],
+        json!(0.7),
+        "kept exactly"
+    );
+    first.kill();
+
+    // After a restart it is still there and serves; then it leaves while a turn runs on it.
+    let second = Binary::start_on(&db, &config, &[]);
+    let app = TestApp::client_for(&second.base);
+    let names = provider_names(&app.get("/providers", 1).await.1);
+    assert_eq!(names, ["mock", "extra"]);
+    let (status, started) = app
+        .post(
+            "/send?streaming=true",
+            3,
+            json!({"message": "/mock words 20", "provider": "extra"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{started}");
+    let (status, report) = app.delete("/admin/providers/extra", ADMIN).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["providers_removed"], json!(["extra"]));
+    let events = app.sse(3, started["stream_id"].as_str().unwrap(), None).await;
+    assert_eq!(events.last().unwrap().data["type"], "done", "{events:?}");
+    assert_eq!(text_of(&events).split_whitespace().count(), 20);
+    let (status, body) = app
+        .post("/send", 3, json!({"message": "hello", "provider": "extra"}))
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_parameter"))
+    );
+    assert_eq!(
+        app.delete("/admin/providers/extra", ADMIN).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert!(
+        second
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("registered providers changed") && l.contains("admin user 9")),
+        "the change is logged with who made it"
+    );
+    second.kill();
 }

@@ -35,11 +35,13 @@ async fn the_document_lists_every_route_and_other_methods_get_405() {
     assert_eq!(
         operations,
         [
+            "delete /v1/chat/admin/providers/{name}",
             "delete /v1/chat/clear",
             "delete /v1/chat/grants/{id}",
             "delete /v1/chat/sessions/{id}",
             "delete /v1/chat/sessions/{id}/messages",
             "get /metrics",
+            "get /v1/chat/admin/providers",
             "get /v1/chat/approvals",
             "get /v1/chat/grants",
             "get /v1/chat/health",
@@ -53,11 +55,14 @@ async fn the_document_lists_every_route_and_other_methods_get_405() {
             "get /v1/chat/sessions/{id}/messages",
             "get /v1/chat/stream",
             "get /v1/chat/stream/{stream_id}",
+            "post /v1/chat/admin/providers",
+            "post /v1/chat/admin/reload",
             "post /v1/chat/approvals/{request_id}",
             "post /v1/chat/send",
             "post /v1/chat/send-with-files",
             "post /v1/chat/sessions",
             "post /v1/chat/stream/{stream_id}/cancel",
+            "put /v1/chat/admin/providers/{name}",
             "put /v1/chat/sessions/{id}",
         ]
     );
@@ -128,6 +133,8 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document()
         // as a rejection; tests/api.rs covers the body limit.
         c.server.max_body_bytes = 16 * 1024 * 1024;
         c.limits.max_concurrent_turns_per_user = 64;
+        // The admin routes are fuzzed too (as user 1).
+        c.auth.admin_users = vec![1];
     })
     .await;
     app.wait_for_server("demo").await;
@@ -186,6 +193,6 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document()
         String::from_utf8_lossy(&output.stderr)
     );
     // It really tested every operation (a wrong URL or an empty document would also "pass"): all
-    // 21 selected (the document's 23 routes less the two excluded above).
-    assert!(report.contains("Tested: 21"), "{report}");
+    // 26 selected (the document's 28 operations under /v1/chat less the two excluded above).
+    assert!(report.contains("Tested: 26"), "{report}");
 }

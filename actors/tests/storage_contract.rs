@@ -18,9 +18,10 @@ use actors::attachment::Attachment;
 use actors::ids::{StreamId, UserId};
 use actors::model::{ApprovalRequestView, ChatMessage, Role, Session, TitleSource, ToolCall, ToolExecution, Usage};
 use actors::storage::{
-    ChatStore, ClearMessages, CreateSession, DeleteGrant, DeleteSession, Fence, GetApproval, GetSession, ListApprovals,
-    ListGrants, ListMessages, ListSessions, LoadStream, Page, PendingApproval, Ping, PostgresOptions, PostgresStore,
-    SetTitle, SqliteStore, Storage, StorageError, StoredEvent, StreamRecord, StreamStatus, TurnWrite,
+    AdminRecord, ChatStore, ClearMessages, CreateSession, DeleteAdminRecord, DeleteGrant, DeleteSession, Fence,
+    GetApproval, GetSession, ListAdminRecords, ListApprovals, ListGrants, ListMessages, ListSessions, LoadStream, Page,
+    PendingApproval, Ping, PostgresOptions, PostgresStore, PutAdminRecord, SetTitle, SqliteStore, Storage,
+    StorageError, StoredEvent, StreamRecord, StreamStatus, TurnWrite,
 };
 use chrono::Duration as Span;
 
@@ -1141,7 +1142,83 @@ contract!(
     deleting_a_session_takes_its_messages_streams_approvals_and_grants,
     concurrent_writers_and_readers_all_succeed,
     a_restart_keeps_everything_and_finds_the_turns_left_running,
+    admin_records_are_created_once_replaced_listed_by_kind_and_deleted,
 );
+
+/// Admin records (providers registered through the admin API): a name is created once, a record
+/// is replaced only when it exists, lists are by name within a kind, and they survive a reopen.
+async fn admin_records_are_created_once_replaced_listed_by_kind_and_deleted(backend: Backend) {
+    use chrono::TimeZone;
+    let storage = storage(backend.open());
+    let at = chrono::Utc.with_ymd_and_hms(2026, 12, 6, 12, 0, 0).unwrap();
+    let record = |kind: &str, name: &str, model: &str| AdminRecord {
+        kind: kind.into(),
+        name: name.into(),
+        spec: format!(r#"{{"kind":"mock","model":"{model}"}}"#),
+        updated_by: "admin user 9".into(),
+        updated_at: at,
+    };
+    let put = |record: AdminRecord, create: bool| storage.ask(PutAdminRecord { record, create });
+    assert!(put(record("provider", "b", "one"), true).await.unwrap());
+    assert!(
+        !put(record("provider", "b", "other"), true).await.unwrap(),
+        "a name is taken once"
+    );
+    assert!(put(record("provider", "a", "one"), true).await.unwrap());
+    assert!(
+        put(record("other", "a", "one"), true).await.unwrap(),
+        "names are per kind"
+    );
+    assert!(put(record("provider", "b", "two"), false).await.unwrap());
+    assert!(
+        !put(record("provider", "zz", "two"), false).await.unwrap(),
+        "only an existing one is replaced"
+    );
+    assert!(
+        storage
+            .ask(DeleteAdminRecord {
+                kind: "provider".into(),
+                name: "a".into()
+            })
+            .await
+            .unwrap()
+    );
+    assert!(
+        !storage
+            .ask(DeleteAdminRecord {
+                kind: "provider".into(),
+                name: "a".into()
+            })
+            .await
+            .unwrap()
+    );
+    drop(storage);
+    let storage = crate::storage(reopen(&backend).await);
+    let listed = storage
+        .ask(ListAdminRecords {
+            kind: "provider".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let spec: serde_json::Value = serde_json::from_str(&listed[0].spec).unwrap();
+    assert_eq!(
+        (listed[0].name.as_str(), &spec["model"]),
+        ("b", &serde_json::json!("two"))
+    );
+    assert_eq!(
+        (listed[0].updated_by.as_str(), listed[0].updated_at),
+        ("admin user 9", at)
+    );
+    assert_eq!(
+        storage
+            .ask(ListAdminRecords { kind: "other".into() })
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
 
 /// The original's database (its tables as its golang-migrate steps left them, with its rows) is
 /// migrated in place: its sessions, messages (in time order), tool calls and attachments read

@@ -1,12 +1,20 @@
 //! Operators' routes under `/admin`, open only to admins (`auth.admin_users`,
-//! `auth.admin_api_keys`); every change is logged with who made it.
+//! `auth.admin_api_keys`): reload the configuration, and register, change and remove providers
+//! at run time (stored in the database beside the file's). Every change is logged with who made
+//! it.
 
-use actix_web::{HttpResponse, post, web};
+use actix_web::{HttpResponse, delete, get, post, put, web};
+use actors::storage::{AdminRecord, DeleteAdminRecord, ListAdminRecords, PutAdminRecord};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::AppState;
 use super::auth::AdminUser;
+use super::body::JsonObject;
 use super::dto::ErrorBody;
 use super::error::ApiError;
+use crate::config::ProviderConfig;
+use crate::registered::{NewProvider, PROVIDER, ProviderSpec, SpecError};
 use crate::reload::{ReloadError, ReloadReport};
 
 /// Reads the configuration again (file, environment, flags) and applies what changed, as SIGHUP
@@ -40,4 +48,222 @@ pub async fn reload(admin: AdminUser, state: web::Data<AppState>) -> Result<Http
             }))
         }
     }
+}
+
+/// A provider as operators see it: its settings, where it comes from, and who last changed it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AdminProvider {
+    /// Its name.
+    pub name: String,
+    /// Its settings (as `PUT /admin/providers/{name}` takes them).
+    pub settings: ProviderSpec,
+    /// `file` (the configuration file: the API does not change it) or `api` (registered).
+    pub source: &'static str,
+    /// Who registered or last changed it (registered ones).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub updated_by: Option<String>,
+    /// When (registered ones).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<String>,
+}
+
+/// `GET /admin/providers` reply.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AdminProvidersList {
+    /// The file's providers (the default first), then the registered ones by name.
+    pub providers: Vec<AdminProvider>,
+}
+
+fn spec_of(provider: &ProviderConfig) -> ProviderSpec {
+    ProviderSpec {
+        kind: provider.vendor_name(),
+        model: provider.model.clone(),
+        base_url: provider.base_url.clone(),
+        api_key_env: provider.api_key_env.clone(),
+        temperature: provider.temperature,
+        max_tokens: provider.max_tokens,
+        max_retries: provider.max_retries,
+        connect_timeout_secs: provider.connect_timeout_secs,
+    }
+}
+
+fn listed(record: AdminRecord) -> Option<AdminProvider> {
+    let settings: ProviderSpec = serde_json::from_str(&record.spec).ok()?;
+    Some(AdminProvider {
+        name: record.name,
+        settings,
+        source: "api",
+        updated_by: Some(record.updated_by),
+        updated_at: Some(actors::model::format_time(record.updated_at)),
+    })
+}
+
+/// Every provider: the configuration file's and the ones registered through this API.
+#[utoipa::path(
+    tag = "operations",
+    responses(
+        (status = 200, description = "The providers", body = AdminProvidersList),
+        (status = 403, description = "`admin_required`: not an admin", body = ErrorBody),
+    )
+)]
+#[get("/admin/providers")]
+pub async fn list_providers(_admin: AdminUser, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let mut providers: Vec<AdminProvider> = state
+        .reloader
+        .file_providers()
+        .iter()
+        .map(|p| AdminProvider {
+            name: p.name.clone(),
+            settings: spec_of(p),
+            source: "file",
+            updated_by: None,
+            updated_at: None,
+        })
+        .collect();
+    let records = state
+        .chat
+        .storage()
+        .ask(ListAdminRecords { kind: PROVIDER.into() })
+        .await?;
+    providers.extend(records.into_iter().filter_map(listed));
+    Ok(HttpResponse::Ok().json(AdminProvidersList { providers }))
+}
+
+/// Checks settings for the provider `name` and stores them (`create`: a new name), then starts
+/// it; the reply is what changed. Stored before it is applied: a crash in between finds it at
+/// the next start.
+async fn store_and_apply(
+    admin: AdminUser,
+    state: &AppState,
+    name: String,
+    settings: ProviderSpec,
+    create: bool,
+) -> Result<ReloadReport, ApiError> {
+    if state.reloader.in_file(&name) {
+        return Err(if create {
+            ApiError::ProviderExists(name)
+        } else {
+            ApiError::ProviderFromFile(name)
+        });
+    }
+    let reloader = &state.reloader;
+    let provider = settings
+        .to_config(&name, &|var| reloader.env(var))
+        .map_err(|err| match err {
+            SpecError::Invalid(reason) => ApiError::InvalidProvider(reason),
+            SpecError::KeyMissing(reason) => ApiError::ProviderKeyMissing(reason),
+        })?;
+    let record = AdminRecord {
+        kind: PROVIDER.into(),
+        name: name.clone(),
+        spec: settings.to_json(),
+        updated_by: format!("user {}", admin.0.get()),
+        updated_at: actors::model::now(),
+    };
+    let stored = state.chat.storage().ask(PutAdminRecord { record, create }).await?;
+    match (stored, create) {
+        (true, _) => {}
+        (false, true) => return Err(ApiError::ProviderExists(name)),
+        (false, false) => return Err(ApiError::ProviderNotFound),
+    }
+    apply(admin, state, &name, Some(provider)).await
+}
+
+/// Applies a registered provider's change (`None`: removed) on a blocking thread.
+async fn apply(
+    admin: AdminUser,
+    state: &AppState,
+    name: &str,
+    provider: Option<ProviderConfig>,
+) -> Result<ReloadReport, ApiError> {
+    let reloader = std::sync::Arc::clone(&state.reloader);
+    let (name, by) = (name.to_owned(), format!("admin user {}", admin.0.get()));
+    web::block(move || reloader.register(&name, provider, &by))
+        .await
+        .map_err(|_| ApiError::InvalidProvider("the change did not finish".into()))?
+        .map_err(|err| ApiError::InvalidProvider(err.to_string()))
+}
+
+/// Registers a provider; it serves new turns at once, is stored in the database and survives
+/// restarts. Its key is read from the environment variable `api_key_env` names.
+#[utoipa::path(
+    tag = "operations",
+    request_body = NewProvider,
+    responses(
+        (status = 201, description = "Registered and started", body = ReloadReport),
+        (status = 400, description = "`invalid_provider`: settings that cannot be used (the reason says which)", body = ErrorBody),
+        (status = 403, description = "`admin_required`: not an admin", body = ErrorBody),
+        (status = 409, description = "`provider_exists`: the name is taken; `provider_key_missing`: the key variable it names is not set on this server", body = ErrorBody),
+    )
+)]
+#[post("/admin/providers")]
+pub async fn create_provider(
+    admin: AdminUser,
+    body: JsonObject<NewProvider>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let NewProvider { name, settings } = body.0;
+    let report = store_and_apply(admin, &state, name, settings, true).await?;
+    Ok(HttpResponse::Created().json(report))
+}
+
+/// Changes a registered provider: it starts again with the new settings; turns running on it
+/// finish on the old one.
+#[utoipa::path(
+    tag = "operations",
+    params(("name" = String, Path, description = "The provider")),
+    request_body = ProviderSpec,
+    responses(
+        (status = 200, description = "Changed and started again", body = ReloadReport),
+        (status = 400, description = "`invalid_provider`: settings that cannot be used (the reason says which)", body = ErrorBody),
+        (status = 403, description = "`admin_required`: not an admin", body = ErrorBody),
+        (status = 404, description = "`provider_not_found`: no registered provider of this name", body = ErrorBody),
+        (status = 409, description = "`provider_from_file`: the configuration file's, which the API does not change; `provider_key_missing`: the key variable it names is not set on this server", body = ErrorBody),
+    )
+)]
+#[put("/admin/providers/{name}")]
+pub async fn change_provider(
+    admin: AdminUser,
+    path: web::Path<String>,
+    body: JsonObject<ProviderSpec>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let report = store_and_apply(admin, &state, path.into_inner(), body.0, false).await?;
+    Ok(HttpResponse::Ok().json(report))
+}
+
+/// Removes a registered provider: new turns cannot name it; turns running on it finish first.
+#[utoipa::path(
+    tag = "operations",
+    params(("name" = String, Path, description = "The provider")),
+    responses(
+        (status = 200, description = "Removed", body = ReloadReport),
+        (status = 403, description = "`admin_required`: not an admin", body = ErrorBody),
+        (status = 404, description = "`provider_not_found`: no registered provider of this name", body = ErrorBody),
+        (status = 409, description = "`provider_from_file`: the configuration file's, which the API does not change", body = ErrorBody),
+    )
+)]
+#[delete("/admin/providers/{name}")]
+pub async fn delete_provider(
+    admin: AdminUser,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let name = path.into_inner();
+    if state.reloader.in_file(&name) {
+        return Err(ApiError::ProviderFromFile(name));
+    }
+    let deleted = state
+        .chat
+        .storage()
+        .ask(DeleteAdminRecord {
+            kind: PROVIDER.into(),
+            name: name.clone(),
+        })
+        .await?;
+    if !deleted {
+        return Err(ApiError::ProviderNotFound);
+    }
+    let report = apply(admin, &state, &name, None).await?;
+    Ok(HttpResponse::Ok().json(report))
 }

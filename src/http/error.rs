@@ -116,6 +116,21 @@ pub enum ApiError {
     /// A state-changing request from a web page of another origin (cross-site request forgery).
     #[error("Requests from the origin {0} are not allowed (server.cors_origins)")]
     OriginNotAllowed(String),
+    /// A provider of this name exists (in the configuration file or registered).
+    #[error("A provider named {0} exists")]
+    ProviderExists(String),
+    /// No registered provider of this name.
+    #[error("No registered provider of this name")]
+    ProviderNotFound,
+    /// The provider comes from the configuration file, which the API does not change.
+    #[error("The provider {0} comes from the configuration file; change it there and reload")]
+    ProviderFromFile(String),
+    /// Provider settings whose key variable is not set on this server.
+    #[error("Provider key missing: {0}")]
+    ProviderKeyMissing(String),
+    /// Provider settings that cannot be used.
+    #[error("Invalid provider: {0}")]
+    InvalidProvider(String),
     /// `/admin` for someone who is not an admin.
     #[error("Admin access required (auth.admin_users in header mode, auth.admin_api_keys in api_key mode)")]
     AdminRequired,
@@ -163,6 +178,11 @@ impl ApiError {
             ApiError::RequestTimeout => "request_timeout",
             ApiError::OriginNotAllowed(_) => "origin_not_allowed",
             ApiError::AdminRequired => "admin_required",
+            ApiError::ProviderExists(_) => "provider_exists",
+            ApiError::ProviderNotFound => "provider_not_found",
+            ApiError::ProviderFromFile(_) => "provider_from_file",
+            ApiError::InvalidProvider(_) => "invalid_provider",
+            ApiError::ProviderKeyMissing(_) => "provider_key_missing",
             ApiError::ConfigRefused(_) => "config_invalid",
             ApiError::ApprovalNotFound => "approval_not_found",
             ApiError::ApprovalDecided => "approval_decided",
@@ -196,6 +216,11 @@ impl ResponseError for ApiError {
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::OriginNotAllowed(_) | ApiError::AdminRequired => StatusCode::FORBIDDEN,
             ApiError::ConfigRefused(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::ProviderExists(_) | ApiError::ProviderFromFile(_) | ApiError::ProviderKeyMissing(_) => {
+                StatusCode::CONFLICT
+            }
+            ApiError::ProviderNotFound => StatusCode::NOT_FOUND,
+            ApiError::InvalidProvider(_) => StatusCode::BAD_REQUEST,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::SessionNotFound | ApiError::StreamNotFound | ApiError::RouteNotFound => StatusCode::NOT_FOUND,
             ApiError::TurnInProgress
@@ -378,6 +403,11 @@ mod tests {
                 "origin_not_allowed",
             ),
             (ApiError::AdminRequired, 403, "admin_required"),
+            (ApiError::ProviderExists("x".into()), 409, "provider_exists"),
+            (ApiError::ProviderNotFound, 404, "provider_not_found"),
+            (ApiError::ProviderFromFile("x".into()), 409, "provider_from_file"),
+            (ApiError::InvalidProvider("x".into()), 400, "invalid_provider"),
+            (ApiError::ProviderKeyMissing("x".into()), 409, "provider_key_missing"),
             (ApiError::ConfigRefused("x".into()), 422, "config_invalid"),
             (ApiError::ApprovalNotFound, 404, "approval_not_found"),
             (ApiError::ApprovalDecided, 409, "approval_decided"),

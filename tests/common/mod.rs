@@ -62,7 +62,7 @@ impl TestApp {
     }
 
     pub fn spawn_in(dir: tempfile::TempDir, config: &Config) -> Self {
-        Self::spawn_reloadable(dir, config, aichat::reload::fixed(config.clone()))
+        Self::spawn_reloadable(dir, config, aichat::reload::Loader::fixed(config.clone()))
     }
 
     /// A server whose reloads read the configuration through `loader`.

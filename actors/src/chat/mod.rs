@@ -107,6 +107,11 @@ impl Chat {
         &self.hub
     }
 
+    /// The storage actor (for what is not a chat: the operators' records).
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
     /// Sends a person's message: an in-band `[APPROVE_TOOLS:<id>]` / `[DENY_TOOLS:<id>]` decides
     /// that approval request (as the original UI does; it is not stored as a message); any other
     /// text is stored with its files and starts a turn, within the user's turn limits. Replies

@@ -170,6 +170,23 @@ pub enum Notice {
 /// A grant to store: the user, the session for session-scoped grants, and the tool.
 pub type NewGrant = (UserId, Option<SessionId>, String);
 
+/// Something an operator registered through the admin API (a provider): its settings as JSON,
+/// which the shell reads and checks; storage keeps them as they are. Never a secret: keys are
+/// named by environment variable.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminRecord {
+    /// What it is (`provider`).
+    pub kind: String,
+    /// Unique within its kind.
+    pub name: String,
+    /// Its settings, a JSON object.
+    pub spec: String,
+    /// Who made the last change.
+    pub updated_by: String,
+    /// When.
+    pub updated_at: DateTime<Utc>,
+}
+
 /// A persistence backend. Every method is blocking and runs on the storage actor's threads.
 /// Methods that take a `UserId` only see rows of that user: isolation holds at this layer too.
 pub trait ChatStore: Send + Sync + 'static {
@@ -223,6 +240,13 @@ pub trait ChatStore: Send + Sync + 'static {
     fn running_streams(&self) -> Result<Vec<(StreamRecord, Vec<StoredEvent>)>, StorageError>;
     /// A cheap liveness probe.
     fn ping(&self) -> Result<(), StorageError>;
+    /// The admin records of this kind, by name.
+    fn list_admin_records(&self, kind: &str) -> Result<Vec<AdminRecord>, StorageError>;
+    /// Stores a record: `create` inserts it (`false` if the name is taken), otherwise it
+    /// replaces the one of that name (`false` if there is none).
+    fn put_admin_record(&self, record: &AdminRecord, create: bool) -> Result<bool, StorageError>;
+    /// Deletes a record; `false` if there was none.
+    fn delete_admin_record(&self, kind: &str, name: &str) -> Result<bool, StorageError>;
 
     /// Whether several nodes may share this store (then turns carry a [`Fence`]).
     fn is_shared(&self) -> bool {
@@ -307,6 +331,12 @@ storage_messages! {
     ListGrants { user: UserId } -> Vec<Grant> = |s, m| s.list_grants(m.user);
     /// Revokes a grant.
     DeleteGrant { user: UserId, id: String } -> bool = |s, m| s.delete_grant(m.user, &m.id);
+    /// Lists the admin records of a kind.
+    ListAdminRecords { kind: String } -> Vec<AdminRecord> = |s, m| s.list_admin_records(&m.kind);
+    /// Creates (`create`) or replaces an admin record.
+    PutAdminRecord { record: AdminRecord, create: bool } -> bool = |s, m| s.put_admin_record(&m.record, m.create);
+    /// Deletes an admin record.
+    DeleteAdminRecord { kind: String, name: String } -> bool = |s, m| s.delete_admin_record(&m.kind, &m.name);
     /// Probes the database.
     Ping {} -> () = |s, _m| s.ping();
     /// Reads a session's lease token.

@@ -27,7 +27,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use connection::{CachingManager, Queries, Tx};
 
-use super::{ChatStore, Fence, OrphanTurn, Page, StorageError, StoredEvent, StreamRecord, TurnWrite};
+use super::{AdminRecord, ChatStore, Fence, OrphanTurn, Page, StorageError, StoredEvent, StreamRecord, TurnWrite};
 use crate::approval::{ApprovalRecord, Grant, Remember};
 use crate::ids::{SessionId, StreamId, UserId};
 use crate::model::{ChatMessage, Session, TitleSource};
@@ -515,6 +515,54 @@ impl ChatStore for PostgresStore {
                 })
             })
             .collect()
+    }
+
+    fn list_admin_records(&self, kind: &str) -> Result<Vec<AdminRecord>, StorageError> {
+        self.conn()?
+            .query(
+                "SELECT kind, name, spec::TEXT, updated_by, updated_at FROM admin_records WHERE kind = $1 ORDER BY name",
+                &[&kind],
+            )?
+            .iter()
+            .map(|row| {
+                Ok(AdminRecord {
+                    kind: row.try_get(0)?,
+                    name: row.try_get(1)?,
+                    spec: row.try_get(2)?,
+                    updated_by: row.try_get(3)?,
+                    updated_at: row.try_get(4)?,
+                })
+            })
+            .collect()
+    }
+
+    fn put_admin_record(&self, record: &AdminRecord, create: bool) -> Result<bool, StorageError> {
+        let sql = if create {
+            "INSERT INTO admin_records (kind, name, spec, updated_by, updated_at)
+             VALUES ($1, $2, $3::TEXT::JSONB, $4, $5) ON CONFLICT (kind, name) DO NOTHING"
+        } else {
+            "UPDATE admin_records SET spec = $3::TEXT::JSONB, updated_by = $4, updated_at = $5
+             WHERE kind = $1 AND name = $2"
+        };
+        let changed = self.conn()?.execute(
+            sql,
+            &[
+                &record.kind,
+                &record.name,
+                &record.spec,
+                &record.updated_by,
+                &record.updated_at,
+            ],
+        )?;
+        Ok(changed > 0)
+    }
+
+    fn delete_admin_record(&self, kind: &str, name: &str) -> Result<bool, StorageError> {
+        let changed = self.conn()?.execute(
+            "DELETE FROM admin_records WHERE kind = $1 AND name = $2",
+            &[&kind, &name],
+        )?;
+        Ok(changed > 0)
     }
 
     fn delete_grant(&self, user: UserId, id: &str) -> Result<bool, StorageError> {

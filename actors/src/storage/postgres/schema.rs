@@ -128,6 +128,17 @@ CREATE TABLE user_turn_buckets (
     refilled_at TIMESTAMPTZ NOT NULL
 );
 "#,
+    r#"
+-- Providers an operator registered through the admin API (settings as JSON, never a key).
+CREATE TABLE admin_records (
+    kind       TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    spec       JSONB NOT NULL,
+    updated_by TEXT NOT NULL,
+    updated_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (kind, name)
+);
+"#,
 ];
 
 /// The schema version this build expects.

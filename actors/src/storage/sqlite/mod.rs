@@ -19,7 +19,7 @@ use r2d2::{Pool, PooledConnection};
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
-use super::{ChatStore, Page, StorageError, StoredEvent, StreamRecord, StreamStatus, TurnWrite};
+use super::{AdminRecord, ChatStore, Page, StorageError, StoredEvent, StreamRecord, StreamStatus, TurnWrite};
 use crate::approval::{ApprovalRecord, Grant, Remember};
 use crate::ids::{SessionId, StreamId, UserId};
 use crate::model::{ChatMessage, Session, TitleSource, format_time};
@@ -446,6 +446,55 @@ impl ChatStore for SqliteStore {
             })?
             .collect::<Result<_, _>>()?;
         Ok(grants)
+    }
+
+    fn list_admin_records(&self, kind: &str) -> Result<Vec<AdminRecord>, StorageError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT kind, name, spec, updated_by, updated_at FROM admin_records WHERE kind = ?1 ORDER BY name",
+        )?;
+        let records = stmt
+            .query_map(params![kind], |row| {
+                Ok(AdminRecord {
+                    kind: row.get(0)?,
+                    name: row.get(1)?,
+                    spec: row.get(2)?,
+                    updated_by: row.get(3)?,
+                    updated_at: parse_time(&row.get::<_, String>(4)?)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(records)
+    }
+
+    fn put_admin_record(&self, record: &AdminRecord, create: bool) -> Result<bool, StorageError> {
+        let (_writing, conn) = self.write_conn()?;
+        let sql = if create {
+            "INSERT INTO admin_records (kind, name, spec, updated_by, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (kind, name) DO NOTHING"
+        } else {
+            "UPDATE admin_records SET spec = ?3, updated_by = ?4, updated_at = ?5 WHERE kind = ?1 AND name = ?2"
+        };
+        let changed = conn.execute(
+            sql,
+            params![
+                record.kind,
+                record.name,
+                record.spec,
+                record.updated_by,
+                format_time(record.updated_at)
+            ],
+        )?;
+        Ok(changed > 0)
+    }
+
+    fn delete_admin_record(&self, kind: &str, name: &str) -> Result<bool, StorageError> {
+        let (_writing, conn) = self.write_conn()?;
+        let changed = conn.execute(
+            "DELETE FROM admin_records WHERE kind = ?1 AND name = ?2",
+            params![kind, name],
+        )?;
+        Ok(changed > 0)
     }
 
     fn delete_grant(&self, user: UserId, id: &str) -> Result<bool, StorageError> {

@@ -97,6 +97,17 @@ CREATE TABLE chat_attachments (
 CREATE INDEX idx_chat_attachments_message_id ON chat_attachments(message_id);
 CREATE INDEX idx_chat_attachments_hash ON chat_attachments(content_hash);
 "#,
+    r#"
+-- Providers an operator registered through the admin API (settings as JSON, never a key).
+CREATE TABLE admin_records (
+    kind       TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    spec       TEXT NOT NULL,
+    updated_by TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (kind, name)
+);
+"#,
 ];
 
 /// The schema version this build expects.

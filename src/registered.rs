@@ -1,0 +1,235 @@
+//! Providers registered through the admin API: the settings an operator sends and storage keeps
+//! (JSON, never a key: the key is read from the environment variable the settings name), their
+//! checks, and the provider configuration they become beside the configuration file's.
+
+use actors::provider::ProviderKind;
+use actors::storage::AdminRecord;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::config::{ProviderConfig, Secret};
+
+/// The kind of admin record a registered provider is stored as.
+pub const PROVIDER: &str = "provider";
+
+/// A provider to register: its name and settings.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewProvider {
+    /// Unique name (messages name it in `provider`).
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
+    pub name: String,
+    /// Its settings.
+    pub settings: ProviderSpec,
+}
+
+/// A provider's settings, as the admin API takes and shows them.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSpec {
+    /// Which vendor it speaks (or the built-in mock).
+    #[schema(value_type = String, pattern = "^(openai|anthropic|gemini|ollama|mock)$")]
+    pub kind: String,
+    /// Model (empty: the vendor's default).
+    #[serde(default)]
+    pub model: String,
+    /// API root, an `http://` or `https://` URL (empty: the vendor's default).
+    #[serde(default)]
+    #[schema(pattern = "^(https?://.+)?$")]
+    pub base_url: String,
+    /// The environment variable that holds the API key (the key itself is never sent or stored).
+    #[serde(default)]
+    pub api_key_env: String,
+    /// Sampling temperature, kept exactly as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0.0, maximum = 2.0)]
+    pub temperature: Option<f64>,
+    /// Output token limit (0: the vendor's default).
+    #[serde(default, deserialize_with = "whole")]
+    pub max_tokens: u32,
+    /// Retries before the answer starts.
+    #[serde(default = "two", deserialize_with = "whole")]
+    #[schema(maximum = 10)]
+    pub max_retries: u32,
+    /// TCP connect timeout in seconds.
+    #[serde(default = "ten", deserialize_with = "whole")]
+    #[schema(minimum = 1, maximum = 300)]
+    pub connect_timeout_secs: u64,
+}
+
+/// A whole number, also when written `86.0` (JSON does not tell integers from numbers).
+fn whole<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<u64>,
+{
+    let number = serde_json::Number::deserialize(deserializer)?;
+    number
+        .as_u64()
+        .or_else(|| {
+            number
+                .as_f64()
+                .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= u32::MAX as f64)
+                .map(|f| f as u64)
+        })
+        .and_then(|n| T::try_from(n).ok())
+        .ok_or_else(|| serde::de::Error::custom(format!("expected a whole number in range, got {number}")))
+}
+
+/// Why settings cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    /// The settings themselves are wrong.
+    #[error("{0}")]
+    Invalid(String),
+    /// They are right, but the key variable they name is not set on this server.
+    #[error("{0}")]
+    KeyMissing(String),
+}
+
+fn two() -> u32 {
+    2
+}
+
+fn ten() -> u64 {
+    10
+}
+
+/// Whether `name` may name a provider.
+pub fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+impl ProviderSpec {
+    /// The provider these settings describe, named `name`, its key read through `env`; the
+    /// reason when they are not usable.
+    pub fn to_config(&self, name: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<ProviderConfig, SpecError> {
+        let invalid = SpecError::Invalid;
+        if !valid_name(name) {
+            return Err(invalid(format!(
+                "name {name:?}: 1 to 64 letters, digits, '-', '_' or '.'"
+            )));
+        }
+        let kind = ProviderKind::parse(&self.kind).ok_or_else(|| {
+            invalid(format!(
+                "kind {:?}: expected openai, anthropic, gemini, ollama or mock",
+                self.kind
+            ))
+        })?;
+        if self.temperature.is_some_and(|t| !(0.0..=2.0).contains(&t)) {
+            return Err(invalid("temperature: between 0 and 2".into()));
+        }
+        if self.max_retries > 10 || !(1..=300).contains(&self.connect_timeout_secs) {
+            return Err(invalid(
+                "max_retries: at most 10; connect_timeout_secs: 1 to 300".into(),
+            ));
+        }
+        let url = &self.base_url;
+        if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(invalid(format!(
+                "base_url {:?}: an http:// or https:// URL",
+                self.base_url
+            )));
+        }
+        let api_key = Some(self.api_key_env.as_str())
+            .filter(|var| !var.is_empty())
+            .and_then(env)
+            .filter(|key| !key.is_empty())
+            .map(Secret::new);
+        if kind.needs_key() && api_key.is_none() {
+            return Err(SpecError::KeyMissing(format!(
+                "needs an API key in the environment variable named by api_key_env ({:?}), which is not set on this server",
+                self.api_key_env
+            )));
+        }
+        Ok(ProviderConfig {
+            name: name.to_owned(),
+            kind,
+            model: self.model.clone(),
+            base_url: self.base_url.clone(),
+            api_key_env: self.api_key_env.clone(),
+            temperature: self.temperature,
+            max_tokens: self.max_tokens,
+            max_retries: self.max_retries,
+            connect_timeout_secs: self.connect_timeout_secs,
+            api_key,
+        })
+    }
+
+    /// The stored form (the name is the record's).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// The registered providers of `records` as provider configurations, leaving out (with a
+/// warning) those whose name the configuration file now uses or that are no longer usable
+/// (say, their key variable is gone): stored settings never stop the server from starting.
+pub fn providers_of(
+    records: &[AdminRecord],
+    file_names: &[String],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Vec<ProviderConfig> {
+    records
+        .iter()
+        .filter_map(|record| {
+            if file_names.contains(&record.name) {
+                tracing::warn!(provider = %record.name, "a registered provider is left out: the configuration file names one the same");
+                return None;
+            }
+            let spec: ProviderSpec = match serde_json::from_str(&record.spec) {
+                Ok(spec) => spec,
+                Err(err) => {
+                    tracing::warn!(provider = %record.name, error = %err, "a registered provider is left out: its stored settings do not read");
+                    return None;
+                }
+            };
+            match spec.to_config(&record.name, env) {
+                Ok(config) => Some(config),
+                Err(reason) => {
+                    tracing::warn!(provider = %record.name, %reason, "a registered provider is left out");
+                    None
+                }
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(kind: &str, key_env: &str) -> ProviderSpec {
+        serde_json::from_value(serde_json::json!({"kind": kind, "api_key_env": key_env, "temperature": 0.7})).unwrap()
+    }
+
+    #[test]
+    fn settings_become_a_provider_with_the_key_from_the_environment_and_exact_sampling() {
+        let env = |var: &str| (var == "BACKUP_KEY").then(|| "sk-test".to_owned());
+        let config = spec("openai", "BACKUP_KEY").to_config("backup", &env).unwrap();
+        assert_eq!(config.api_key.as_ref().map(Secret::expose), Some("sk-test"));
+        assert_eq!(config.temperature, Some(0.7));
+        let missing = spec("openai", "NOT_SET").to_config("backup", &env).unwrap_err();
+        assert!(
+            matches!(&missing, SpecError::KeyMissing(m) if m.contains("NOT_SET")),
+            "{missing}"
+        );
+        assert!(spec("mock", "").to_config("bad name", &env).is_err());
+        assert!(
+            spec("nonsense", "")
+                .to_config("x", &env)
+                .unwrap_err()
+                .to_string()
+                .contains("kind")
+        );
+        let floats: ProviderSpec =
+            serde_json::from_value(serde_json::json!({"kind": "mock", "connect_timeout_secs": 86.0})).unwrap();
+        assert_eq!(floats.connect_timeout_secs, 86);
+        assert!(
+            serde_json::from_value::<ProviderSpec>(serde_json::json!({"kind": "mock", "max_retries": 1.5})).is_err()
+        );
+    }
+}
