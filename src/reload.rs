@@ -1,16 +1,19 @@
 //! Reconfiguration while running (SIGHUP and `POST /v1/chat/admin/reload`): the configuration is
 //! read and checked again; an invalid one is refused whole and the running one stays; a valid one
-//! is applied where it can change live — providers (only those added, removed or changed),
-//! the approval policy, turn limits and the log level, for new turns — and the sections that
-//! need a restart are named.
+//! is applied where it can change live — providers and MCP servers (only those added, removed
+//! or changed), the approval policy, turn limits, the system prompt and the log level, for new
+//! turns — and the sections that need a restart are named.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use actix::ArbiterHandle;
+use std::sync::Arc;
+
 use actors::Chat;
 use actors::approval::ApprovalConfig;
+use actors::mcp::{McpServer, McpTools, ServerSpec};
 use actors::provider::factory::provider_factory;
 use actors::provider::{ProviderHandle, Providers, Vendor};
 use actors::sync::{Shared, lock_unpoisoned};
@@ -20,6 +23,70 @@ use utoipa::ToSchema;
 
 use crate::config::{Config, ConfigError, ProviderConfig};
 use crate::http::dto::ProviderDto;
+
+/// The MCP servers started, by name, with the settings they were started from.
+pub struct McpSet {
+    arbiter: ArbiterHandle,
+    started: BTreeMap<String, (String, McpServer)>,
+}
+
+impl McpSet {
+    /// No servers yet; they run on `arbiter`.
+    pub fn new(arbiter: ArbiterHandle) -> Self {
+        Self {
+            arbiter,
+            started: BTreeMap::new(),
+        }
+    }
+
+    /// The servers `specs` describe, reusing the running pool of each one whose settings did not
+    /// change and starting the others; a server left out stops once its calls in flight end.
+    fn build(&mut self, specs: &[ServerSpec]) -> (Vec<McpServer>, SetChanges) {
+        let mut next = BTreeMap::new();
+        let mut changes = SetChanges::default();
+        let mut servers = Vec::with_capacity(specs.len());
+        for spec in specs {
+            // Settings compared in memory only (they may hold header values).
+            let print = format!("{spec:?}");
+            let server = match self.started.get(&spec.name) {
+                Some((old, server)) if *old == print => server.clone(),
+                running => {
+                    let list = if running.is_some() {
+                        &mut changes.restarted
+                    } else {
+                        &mut changes.added
+                    };
+                    list.push(spec.name.clone());
+                    McpServer::start(spec.clone(), &self.arbiter)
+                }
+            };
+            next.insert(spec.name.clone(), (print, server.clone()));
+            servers.push(server);
+        }
+        // Removed and restarted servers' old pools close once their calls in flight end.
+        for (name, (print, server)) in &self.started {
+            if next
+                .get(name)
+                .is_none_or(|(new_print, _): &(String, McpServer)| new_print != print)
+            {
+                server.retire();
+            }
+        }
+        changes.removed = self
+            .started
+            .keys()
+            .filter(|n| !next.contains_key(*n))
+            .cloned()
+            .collect();
+        self.started = next;
+        (servers, changes)
+    }
+
+    /// The first servers, at start-up.
+    pub fn first(&mut self, specs: &[ServerSpec]) -> Vec<McpServer> {
+        self.build(specs).0
+    }
+}
 
 /// What a reload did.
 #[derive(Debug, Default, Clone, Serialize, ToSchema)]
@@ -36,6 +103,12 @@ pub struct ReloadReport {
     pub providers_restarted: Vec<String>,
     /// Providers removed (running turns on them finish first).
     pub providers_removed: Vec<String>,
+    /// MCP servers started (new names).
+    pub mcp_servers_added: Vec<String>,
+    /// MCP servers whose settings changed, started again (calls in flight finish on the old one).
+    pub mcp_servers_restarted: Vec<String>,
+    /// MCP servers removed (calls in flight finish first).
+    pub mcp_servers_removed: Vec<String>,
 }
 
 /// A reload that was refused (the running configuration stays).
@@ -176,6 +249,8 @@ pub struct LiveParts {
     pub provider_list: Shared<Vec<ProviderDto>>,
     /// The system prompt new turns start with.
     pub system_prompt: Shared<Option<String>>,
+    /// The MCP servers' tools.
+    pub mcp: Arc<McpTools>,
 }
 
 /// The system prompt `config` gives new turns (none when empty).
@@ -222,6 +297,7 @@ pub struct Reloader {
 struct State {
     config: Config,
     set: ProviderSet,
+    mcp: McpSet,
     /// Providers registered through the admin API (beside the file's).
     registered: Vec<ProviderConfig>,
 }
@@ -236,7 +312,7 @@ impl Reloader {
         loader: Loader,
         running: Config,
         registered: Vec<ProviderConfig>,
-        set: ProviderSet,
+        (set, mcp): (ProviderSet, McpSet),
         live: LiveParts,
     ) -> Self {
         Self {
@@ -245,6 +321,7 @@ impl Reloader {
             state: Mutex::new(State {
                 config: running,
                 set,
+                mcp,
                 registered,
             }),
         }
@@ -280,6 +357,7 @@ impl Reloader {
             config,
             set,
             registered,
+            ..
         } = &mut *state;
         let mut next: Vec<ProviderConfig> = registered.iter().filter(|p| p.name != name).cloned().collect();
         next.extend(provider);
@@ -313,6 +391,7 @@ impl Reloader {
         let State {
             config: running,
             set,
+            mcp,
             registered,
         } = &mut *state;
         let changed = crate::config::changed_sections(running, &new);
@@ -357,6 +436,18 @@ impl Reloader {
                     self.live.system_prompt.set(system_prompt(&new));
                     true
                 }
+                // The servers change live; the tool output limits are the sessions' (a restart).
+                "mcp"
+                    if new.mcp.max_tool_output_chars == running.mcp.max_tool_output_chars
+                        && new.mcp.max_stored_tool_output_chars == running.mcp.max_stored_tool_output_chars =>
+                {
+                    let (servers, changes) = mcp.build(&new.mcp.resolved);
+                    self.live.mcp.replace(servers);
+                    report.mcp_servers_added = changes.added;
+                    report.mcp_servers_restarted = changes.restarted;
+                    report.mcp_servers_removed = changes.removed;
+                    true
+                }
                 other => LIVE_SECTIONS.contains(&other),
             };
             if applied {
@@ -379,6 +470,9 @@ impl Reloader {
             providers_added = %report.providers_added.join(", "),
             providers_restarted = %report.providers_restarted.join(", "),
             providers_removed = %report.providers_removed.join(", "),
+            mcp_servers_added = %report.mcp_servers_added.join(", "),
+            mcp_servers_restarted = %report.mcp_servers_restarted.join(", "),
+            mcp_servers_removed = %report.mcp_servers_removed.join(", "),
             "configuration reloaded"
         );
         Ok(report)

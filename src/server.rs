@@ -10,7 +10,7 @@ use actix_web::{App, HttpServer, web};
 use actors::Chat;
 use actors::cluster::ClusterActor;
 use actors::limits::{ReaderLimits, TurnLimits};
-use actors::mcp::{McpServer, McpTools};
+use actors::mcp::McpTools;
 use actors::registry::SessionRegistry;
 use actors::session::{SessionDeps, SessionSettings};
 use actors::storage::{ChatStore, PostgresOptions, PostgresStore, SqliteStore, Storage, StorageError};
@@ -21,7 +21,7 @@ use actors::tools::ToolCatalog;
 use crate::config::{Config, DatabaseTarget};
 use crate::http::auth::{ApiKey, Authenticator};
 use crate::http::{self, AppState, Limits};
-use crate::reload::{LiveParts, Loader, ProviderSet, Reloader};
+use crate::reload::{LiveParts, Loader, McpSet, ProviderSet, Reloader};
 
 /// A running server.
 pub struct Running {
@@ -161,13 +161,8 @@ pub fn start(config: &Config, loader: Loader) -> Result<Running, StartError> {
     let (providers, provider_list) = (Shared::new(providers), Shared::new(provider_list));
     // Every MCP server connects on its own, in parallel; a server that fails stops nothing else.
     let mcp_arbiter = Arbiter::new();
-    let servers = config
-        .mcp
-        .resolved
-        .iter()
-        .map(|spec| McpServer::start(spec.clone(), &mcp_arbiter.handle()))
-        .collect();
-    let mcp = Arc::new(McpTools::new(servers));
+    let mut mcp_set = McpSet::new(mcp_arbiter.handle());
+    let mcp = Arc::new(McpTools::new(mcp_set.first(&config.mcp.resolved)));
     let tools: Arc<dyn ToolCatalog> = mcp.clone();
     let hub = Arc::new(StreamHub::new(
         secs(config.server.stream_retention_secs),
@@ -250,13 +245,14 @@ pub fn start(config: &Config, loader: Loader) -> Result<Running, StartError> {
         loader,
         config.clone(),
         registered,
-        provider_set,
+        (provider_set, mcp_set),
         LiveParts {
             chat: chat.clone(),
             approval: approval.clone(),
             providers: providers.clone(),
             provider_list: provider_list.clone(),
             system_prompt,
+            mcp: Arc::clone(&mcp),
         },
     ));
     let state = web::Data::new(AppState {

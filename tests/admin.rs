@@ -260,3 +260,73 @@ async fn providers_registered_through_the_api_serve_survive_a_restart_and_leave_
     );
     second.kill();
 }
+
+/// The process whose command line has `arg`, if one runs (not a zombie).
+fn process_with(arg: &str) -> Option<u32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .filter_map(Result::ok)
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let has = cmdline.split(|b| *b == 0).any(|part| part == arg.as_bytes());
+            let status = std::fs::read_to_string(entry.path().join("status")).ok()?;
+            let alive = status.lines().any(|l| l.starts_with("State:") && !l.contains("zombie"));
+            (has && alive).then_some(pid)
+        })
+}
+
+/// MCP servers change on reload too: a server added to the configuration starts and its tools
+/// are offered; removed while one of its tools runs, the call finishes and the turn ends with
+/// its result; then the server is gone, its process too.
+#[actix_web::test]
+async fn a_reload_starts_and_stops_mcp_servers_and_calls_in_flight_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("chat.db");
+    let exe = env!("CARGO_BIN_EXE_aichat");
+    let label = format!("reload-test-{}", std::process::id());
+    let demo = format!(
+        "[[mcp.servers]]\nname = \"demo\"\ncommand = \"{exe}\"\nargs = [\"mcp-demo\", \"--label\", \"{label}\"]\n"
+    );
+    let without = config_from(&db, "");
+    let next = Arc::new(Mutex::new(without.clone()));
+    let loader = {
+        let next = Arc::clone(&next);
+        aichat::reload::Loader::new(Box::new(move || Ok(next.lock().unwrap().clone())), |_| None)
+    };
+    let app = TestApp::spawn_reloadable(dir, &without, loader);
+
+    *next.lock().unwrap() = config_from(&db, &demo);
+    let (status, report) = app.post("/admin/reload", ADMIN, json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["mcp_servers_added"], json!(["demo"]), "{report}");
+    assert!(
+        report["applied"].as_array().unwrap().contains(&json!("mcp")),
+        "{report}"
+    );
+    app.wait_for_server("demo").await;
+    let process = process_with(&label).expect("the demo server's process runs");
+
+    let call = r#"/mock tools [{"name":"demo__sleep_ms","arguments":{"ms":1500}}]"#;
+    let (stream, _) = app.start_stream(4, call, None).await;
+    crate::common::eventually("the call to be in flight", || async {
+        let servers = app.get("/mcp/servers", 1).await.1;
+        servers["servers"][0]["calls_in_flight"] == json!(1)
+    })
+    .await;
+    *next.lock().unwrap() = without.clone();
+    let (status, report) = app.post("/admin/reload", ADMIN, json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["mcp_servers_removed"], json!(["demo"]), "{report}");
+    let servers = app.get("/mcp/servers", 1).await.1;
+    assert_eq!(servers["servers"], json!([]), "new turns see no server");
+
+    let events = app.sse(4, &stream, None).await;
+    let done = crate::common::executions(&events);
+    assert_eq!(done[0]["result"], json!("slept 1500 ms"), "{done:?}");
+    assert_eq!(events.last().unwrap().data["type"], "done");
+    crate::common::eventually("the removed server's process to exit", || async {
+        process_with(&label) != Some(process)
+    })
+    .await;
+}

@@ -12,7 +12,7 @@ use tokio::sync::{oneshot, watch};
 
 use super::config::ServerSpec;
 use super::connection::ConnState;
-use super::pool::{CallTool, McpPool, PoolView, RefreshPool, ServerStatus};
+use super::pool::{CallTool, McpPool, PoolView, RefreshPool, RetirePool, ServerStatus};
 use crate::backlog::Queued;
 use crate::model::ToolCall;
 use crate::tools::{ToolCatalog, ToolOutcome, ToolSpec};
@@ -55,6 +55,11 @@ impl McpServer {
     /// Where it stands.
     pub fn status(&self) -> ServerStatus {
         self.view.borrow().status.clone()
+    }
+
+    /// Removes it (a reload): its calls in flight finish, then its connections close.
+    pub fn retire(&self) {
+        self.pool.do_send(RetirePool);
     }
 
     /// Re-lists tools on ready connections and reconnects the others; waits for the re-lists.
@@ -136,10 +141,11 @@ pub fn exposed_name(server: &str, tool: &str) -> String {
     format!("{}_{:08x}", &raw[..55], hash as u32)
 }
 
-/// Every configured server's tools, as one catalog.
+/// Every configured server's tools, as one catalog. A reload may replace the servers: calls in
+/// flight keep the server they were routed to.
 #[derive(Default)]
 pub struct McpTools {
-    servers: Vec<McpServer>,
+    servers: std::sync::RwLock<Arc<Vec<McpServer>>>,
     /// The lists the specs were built from, and the specs.
     cache: std::sync::Mutex<SpecCache>,
 }
@@ -151,25 +157,41 @@ impl McpTools {
     /// A catalog over running servers.
     pub fn new(servers: Vec<McpServer>) -> Self {
         Self {
-            servers,
+            servers: std::sync::RwLock::new(Arc::new(servers)),
             cache: std::sync::Mutex::default(),
         }
     }
 
+    /// The servers now.
+    fn servers(&self) -> Arc<Vec<McpServer>> {
+        Arc::clone(&self.servers.read().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// Replaces the servers (a reload). A server left out stops once the calls it runs end.
+    pub fn replace(&self, servers: Vec<McpServer>) {
+        *self.servers.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(servers);
+        *crate::sync::lock_unpoisoned(&self.cache) = SpecCache::default();
+    }
+
     /// Status of every server.
     pub fn status(&self) -> Vec<ServerStatus> {
-        self.servers.iter().map(|s| s.status()).collect()
+        self.servers().iter().map(|s| s.status()).collect()
     }
 
     /// Refreshes every server at once.
     pub async fn refresh(&self) {
-        futures::future::join_all(self.servers.iter().map(|s| s.refresh())).await;
+        let servers = self.servers();
+        futures::future::join_all(servers.iter().map(|s| s.refresh())).await;
     }
 
-    fn route(&self, exposed: &str) -> Option<(&McpServer, String)> {
+    fn route(&self, exposed: &str) -> Option<(McpServer, String)> {
         let specs = self.specs();
         let spec = specs.iter().find(|spec| spec.name == exposed)?;
-        let server = self.servers.iter().find(|server| server.name() == spec.server)?;
+        let server = self
+            .servers()
+            .iter()
+            .find(|server| server.name() == spec.server)?
+            .clone();
         Some((server, spec.tool.clone()))
     }
 }
@@ -178,15 +200,15 @@ impl McpTools {
     /// Every server's tools as the model sees them, sorted; rebuilt only when a server's list
     /// changed (each model call asks for it).
     fn specs(&self) -> Arc<Vec<ToolSpec>> {
-        let current: Vec<Arc<Vec<rmcp::model::Tool>>> = self.servers.iter().map(McpServer::tools).collect();
+        let servers = self.servers();
+        let current: Vec<Arc<Vec<rmcp::model::Tool>>> = servers.iter().map(McpServer::tools).collect();
         let mut cache = crate::sync::lock_unpoisoned(&self.cache);
         let unchanged =
             cache.0.len() == current.len() && cache.0.iter().zip(&current).all(|(was, is)| Arc::ptr_eq(was, is));
         if unchanged {
             return Arc::clone(&cache.1);
         }
-        let mut specs: Vec<ToolSpec> = self
-            .servers
+        let mut specs: Vec<ToolSpec> = servers
             .iter()
             .zip(&current)
             .flat_map(|(server, tools)| {
@@ -235,7 +257,7 @@ impl ToolCatalog for McpTools {
             None => {
                 // A tool of a server that is down is not listed; say why instead of "unknown".
                 let down = self
-                    .servers
+                    .servers()
                     .iter()
                     .find(|s| name.starts_with(&exposed_name(s.name(), "")))
                     .map(McpServer::status)

@@ -71,6 +71,12 @@ pub struct ToolsChanged {
 #[rtype(result = "()")]
 pub struct Refresh;
 
+/// Closes the connection for good (its server was removed): the session ends, its process exits,
+/// and it never reconnects.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CloseConnection;
+
 /// Forwards server notifications into the actor.
 #[derive(Clone)]
 struct Notifications {
@@ -131,6 +137,8 @@ pub struct McpConnection {
     service: Option<SpawnHandle>,
     retry: Option<SpawnHandle>,
     pinger: Option<SpawnHandle>,
+    /// Closed for good: never connects again.
+    closed: bool,
 }
 
 impl McpConnection {
@@ -155,6 +163,7 @@ impl McpConnection {
             service: None,
             retry: None,
             pinger: None,
+            closed: false,
         }
     }
 
@@ -168,6 +177,9 @@ impl McpConnection {
     }
 
     fn connect(&mut self, ctx: &mut Context<Self>) {
+        if self.closed {
+            return;
+        }
         self.generation += 1;
         let generation = self.generation;
         for handle in [self.service.take(), self.retry.take(), self.pinger.take()]
@@ -381,6 +393,18 @@ impl Supervised for McpConnection {
         self.service = None;
         self.retry = None;
         self.pinger = None;
+    }
+}
+
+impl Handler<CloseConnection> for McpConnection {
+    type Result = ();
+
+    fn handle(&mut self, _: CloseConnection, ctx: &mut Self::Context) {
+        self.closed = true;
+        self.peer = None;
+        // Stopping drops the service's future (the session closes, the child process exits). A
+        // supervisor restart finds `closed` and stays idle until the last address is gone.
+        ctx.stop();
     }
 }
 

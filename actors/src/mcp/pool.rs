@@ -26,7 +26,7 @@ use utoipa::ToSchema;
 
 use super::catalog::outcome_of;
 use super::config::{ServerSpec, Transport};
-use super::connection::{ConnState, ConnectionLost, McpConnection, Refresh};
+use super::connection::{CloseConnection, ConnState, ConnectionLost, McpConnection, Refresh};
 use crate::backlog::Queued;
 use crate::tools::ToolOutcome;
 
@@ -94,6 +94,12 @@ pub struct ToolsListed {
 #[rtype(result = "()")]
 pub struct RefreshPool;
 
+/// The server was removed (a reload): once its calls in flight end, its connections close
+/// (their processes exit) and the pool stops when nobody holds it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RetirePool;
+
 /// A server as `GET /v1/chat/mcp/servers` shows it.
 #[derive(Debug, Clone, Default, Serialize, ToSchema)]
 pub struct ServerStatus {
@@ -156,6 +162,8 @@ pub struct McpPool {
     /// Calls waiting for a permit, oldest first.
     waiting: VecDeque<oneshot::Sender<()>>,
     view: watch::Sender<PoolView>,
+    /// Removed: close the connections when the last call ends.
+    retiring: bool,
 }
 
 impl McpPool {
@@ -193,6 +201,7 @@ impl McpPool {
                 in_use: 0,
                 waiting: VecDeque::new(),
                 view,
+                retiring: false,
             };
             pool.publish();
             pool
@@ -240,7 +249,8 @@ impl McpPool {
             .map(|(_, i, peer, generation, link)| (i, peer, generation, link))
     }
 
-    /// Hands the permit of a finished call to the oldest waiting call, or returns it.
+    /// Hands the permit of a finished call to the oldest waiting call, or returns it; a
+    /// retiring pool closes its connections once the last call has ended.
     fn release(&mut self) {
         while let Some(next) = self.waiting.pop_front() {
             if next.send(()).is_ok() {
@@ -248,6 +258,18 @@ impl McpPool {
             }
         }
         self.in_use = self.in_use.saturating_sub(1);
+        self.close_if_retired();
+    }
+
+    fn close_if_retired(&mut self) {
+        if !self.retiring || self.in_use > 0 {
+            return;
+        }
+        for conn in &mut self.conns {
+            if let Some(addr) = conn.addr.take() {
+                addr.do_send(CloseConnection);
+            }
+        }
     }
 
     fn describe_unavailable(&self) -> String {
@@ -368,6 +390,15 @@ impl Supervised for McpPool {
             conn.in_flight = 0;
         }
         self.publish();
+    }
+}
+
+impl Handler<RetirePool> for McpPool {
+    type Result = ();
+
+    fn handle(&mut self, _: RetirePool, _: &mut Self::Context) {
+        self.retiring = true;
+        self.close_if_retired();
     }
 }
 
