@@ -1,7 +1,12 @@
-//! Providers registered through the admin API: the settings an operator sends and storage keeps
-//! (JSON, never a key: the key is read from the environment variable the settings name), their
-//! checks, and the provider configuration they become beside the configuration file's.
+//! Providers and MCP servers registered through the admin API: the settings an operator sends
+//! and storage keeps (JSON, never a secret: keys, tokens and secret headers are read from the
+//! environment variables the settings name), their checks, and the configuration they become
+//! beside the configuration file's. MCP servers registered this way are reached over HTTP only:
+//! a program to run stays a matter of the configuration file.
 
+use std::collections::BTreeMap;
+
+use actors::mcp::{McpServerConfig, ServerSpec};
 use actors::provider::ProviderKind;
 use actors::storage::AdminRecord;
 use serde::{Deserialize, Serialize};
@@ -11,6 +16,9 @@ use crate::config::{ProviderConfig, Secret};
 
 /// The kind of admin record a registered provider is stored as.
 pub const PROVIDER: &str = "provider";
+
+/// The kind of admin record a registered MCP server is stored as.
+pub const MCP_SERVER: &str = "mcp_server";
 
 /// A provider to register: its name and settings.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -103,6 +111,15 @@ pub fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
+/// Whether `name` may name an MCP server (its tools are `<name>__<tool>`).
+pub fn valid_mcp_name(name: &str) -> bool {
+    (1..=32).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+        && !name.contains("__")
+}
+
 impl ProviderSpec {
     /// The provider these settings describe, named `name`, its key read through `env`; the
     /// reason when they are not usable.
@@ -191,6 +208,172 @@ pub fn providers_of(
                 Ok(config) => Some(config),
                 Err(reason) => {
                     tracing::warn!(provider = %record.name, %reason, "a registered provider is left out");
+                    None
+                }
+            }
+        })
+        .collect()
+}
+
+/// An MCP server to register: its name and settings.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewMcpServer {
+    /// Unique name; its tools are offered as `<name>__<tool>`.
+    #[schema(pattern = "^[A-Za-z0-9-]{1,32}$")]
+    pub name: String,
+    /// Its settings.
+    pub settings: McpServerSpec,
+}
+
+/// An MCP server's settings, as the admin API takes and shows them (HTTP servers only).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct McpServerSpec {
+    /// `http` (streamable HTTP, falling back to the legacy HTTP+SSE transport; the default),
+    /// `streamable_http` or `sse`.
+    #[serde(default = "http")]
+    #[schema(pattern = "^(http|streamable_http|sse)$")]
+    pub transport: String,
+    /// The endpoint, an `http://` or `https://` URL.
+    #[schema(pattern = "^https?://.+$")]
+    pub url: String,
+    /// Headers whose values come from environment variables: header name → variable name.
+    #[serde(default)]
+    pub headers_env: BTreeMap<String, String>,
+    /// The variable holding a bearer token (sent as `Authorization: Bearer …`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token_env: Option<String>,
+    /// Free text for operators.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Connections to the server.
+    #[serde(default = "one", deserialize_with = "whole")]
+    #[schema(minimum = 1, maximum = 16)]
+    pub pool_size: usize,
+    /// Calls in flight at most.
+    #[serde(default = "sixteen", deserialize_with = "whole")]
+    #[schema(minimum = 1, maximum = 256)]
+    pub max_concurrency: usize,
+    /// Seconds one call may take without progress notifications.
+    #[serde(default = "sixty", deserialize_with = "whole")]
+    #[schema(minimum = 1, maximum = 3600)]
+    pub call_timeout_secs: u64,
+    /// Seconds the handshake may take.
+    #[serde(default = "thirty", deserialize_with = "whole")]
+    #[schema(minimum = 1, maximum = 300)]
+    pub connect_timeout_secs: u64,
+    /// Seconds between health pings (0: none).
+    #[serde(default = "thirty", deserialize_with = "whole")]
+    #[schema(maximum = 3600)]
+    pub ping_interval_secs: u64,
+}
+
+fn http() -> String {
+    "http".into()
+}
+
+fn one() -> usize {
+    1
+}
+
+fn sixteen() -> usize {
+    16
+}
+
+fn sixty() -> u64 {
+    60
+}
+
+fn thirty() -> u64 {
+    30
+}
+
+impl McpServerSpec {
+    /// The server these settings describe, named `name`, its secrets read through `env`.
+    pub fn to_spec(&self, name: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<ServerSpec, SpecError> {
+        let invalid = SpecError::Invalid;
+        if !matches!(self.transport.as_str(), "http" | "streamable_http" | "sse") {
+            return Err(invalid(format!(
+                "transport {:?}: http, streamable_http or sse (programs to run belong in the configuration file)",
+                self.transport
+            )));
+        }
+        let limits = (1..=16).contains(&self.pool_size)
+            && (1..=256).contains(&self.max_concurrency)
+            && (1..=3600).contains(&self.call_timeout_secs)
+            && (1..=300).contains(&self.connect_timeout_secs)
+            && self.ping_interval_secs <= 3600;
+        if !limits {
+            return Err(invalid(
+                "pool_size 1-16, max_concurrency 1-256, call_timeout_secs 1-3600, connect_timeout_secs 1-300, \
+                 ping_interval_secs 0-3600"
+                    .into(),
+            ));
+        }
+        let mut headers = BTreeMap::new();
+        for (header, var) in &self.headers_env {
+            let value = env(var).filter(|v| !v.is_empty()).ok_or_else(|| {
+                SpecError::KeyMissing(format!(
+                    "header {header} needs the environment variable {var:?}, which is not set on this server"
+                ))
+            })?;
+            headers.insert(header.clone(), value);
+        }
+        if let Some(var) = &self.bearer_token_env
+            && env(var).is_none_or(|v| v.is_empty())
+        {
+            return Err(SpecError::KeyMissing(format!(
+                "bearer_token_env names {var:?}, which is not set on this server"
+            )));
+        }
+        let config = McpServerConfig {
+            transport: Some(self.transport.clone()),
+            url: Some(self.url.clone()),
+            headers,
+            bearer_token_env: self.bearer_token_env.clone(),
+            description: self.description.clone(),
+            pool_size: self.pool_size,
+            max_concurrency: self.max_concurrency,
+            call_timeout_secs: self.call_timeout_secs,
+            connect_timeout_secs: self.connect_timeout_secs,
+            ping_interval_secs: self.ping_interval_secs,
+            ..McpServerConfig::http(name, &self.url)
+        };
+        config.resolve(env, "").map_err(invalid)
+    }
+
+    /// The stored form (the name is the record's).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// The registered MCP servers of `records` as server specs, leaving out (with a warning) those
+/// whose name the configuration now uses or that are no longer usable.
+pub fn mcp_servers_of(
+    records: &[AdminRecord],
+    file_names: &[String],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Vec<ServerSpec> {
+    records
+        .iter()
+        .filter_map(|record| {
+            if file_names.contains(&record.name) {
+                tracing::warn!(server = %record.name, "a registered MCP server is left out: the configuration names one the same");
+                return None;
+            }
+            let spec: McpServerSpec = match serde_json::from_str(&record.spec) {
+                Ok(spec) => spec,
+                Err(err) => {
+                    tracing::warn!(server = %record.name, error = %err, "a registered MCP server is left out: its stored settings do not read");
+                    return None;
+                }
+            };
+            match spec.to_spec(&record.name, env) {
+                Ok(spec) => Some(spec),
+                Err(reason) => {
+                    tracing::warn!(server = %record.name, %reason, "a registered MCP server is left out");
                     None
                 }
             }

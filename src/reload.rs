@@ -39,9 +39,14 @@ impl McpSet {
         }
     }
 
-    /// The servers `specs` describe, reusing the running pool of each one whose settings did not
-    /// change and starting the others; a server left out stops once its calls in flight end.
-    fn build(&mut self, specs: &[ServerSpec]) -> (Vec<McpServer>, SetChanges) {
+    /// The servers `file` and `registered` describe (the file's win a shared name), reusing the
+    /// running pool of each one whose settings did not change and starting the others; a server
+    /// left out stops once its calls in flight end.
+    fn build(&mut self, file: &[ServerSpec], registered: &[ServerSpec]) -> (Vec<McpServer>, SetChanges) {
+        let specs: Vec<&ServerSpec> = file
+            .iter()
+            .chain(registered.iter().filter(|r| !file.iter().any(|f| f.name == r.name)))
+            .collect();
         let mut next = BTreeMap::new();
         let mut changes = SetChanges::default();
         let mut servers = Vec::with_capacity(specs.len());
@@ -57,7 +62,7 @@ impl McpSet {
                         &mut changes.added
                     };
                     list.push(spec.name.clone());
-                    McpServer::start(spec.clone(), &self.arbiter)
+                    McpServer::start((*spec).clone(), &self.arbiter)
                 }
             };
             next.insert(spec.name.clone(), (print, server.clone()));
@@ -83,8 +88,8 @@ impl McpSet {
     }
 
     /// The first servers, at start-up.
-    pub fn first(&mut self, specs: &[ServerSpec]) -> Vec<McpServer> {
-        self.build(specs).0
+    pub fn first(&mut self, file: &[ServerSpec], registered: &[ServerSpec]) -> Vec<McpServer> {
+        self.build(file, registered).0
     }
 }
 
@@ -300,6 +305,8 @@ struct State {
     mcp: McpSet,
     /// Providers registered through the admin API (beside the file's).
     registered: Vec<ProviderConfig>,
+    /// MCP servers registered through the admin API (beside the file's).
+    registered_mcp: Vec<ServerSpec>,
 }
 
 /// Sections whose whole content a reload applies.
@@ -311,7 +318,7 @@ impl Reloader {
     pub fn new(
         loader: Loader,
         running: Config,
-        registered: Vec<ProviderConfig>,
+        (registered, registered_mcp): (Vec<ProviderConfig>, Vec<ServerSpec>),
         (set, mcp): (ProviderSet, McpSet),
         live: LiveParts,
     ) -> Self {
@@ -323,6 +330,7 @@ impl Reloader {
                 set,
                 mcp,
                 registered,
+                registered_mcp,
             }),
         }
     }
@@ -335,6 +343,55 @@ impl Reloader {
     /// The configuration file's providers (the default first).
     pub fn file_providers(&self) -> Vec<ProviderConfig> {
         lock_unpoisoned(&self.state).config.provider_configs()
+    }
+
+    /// The configuration's MCP servers.
+    pub fn file_mcp_servers(&self) -> Vec<ServerSpec> {
+        lock_unpoisoned(&self.state).config.mcp.resolved.clone()
+    }
+
+    /// Whether the configuration names an MCP server `name`.
+    pub fn mcp_in_file(&self, name: &str) -> bool {
+        lock_unpoisoned(&self.state)
+            .config
+            .mcp
+            .resolved
+            .iter()
+            .any(|s| s.name == name)
+    }
+
+    /// Replaces (or adds) or removes (`None`) the registered MCP server `name` and applies the
+    /// result: only that server starts or stops; its calls in flight finish on the old one.
+    pub fn register_mcp(&self, name: &str, server: Option<ServerSpec>, by: &str) -> ReloadReport {
+        let mut state = lock_unpoisoned(&self.state);
+        let State {
+            config,
+            mcp,
+            registered_mcp,
+            ..
+        } = &mut *state;
+        let mut next: Vec<ServerSpec> = registered_mcp.iter().filter(|s| s.name != name).cloned().collect();
+        next.extend(server);
+        let (servers, changes) = mcp.build(&config.mcp.resolved, &next);
+        *registered_mcp = next;
+        self.live.mcp.replace(servers);
+        let report = ReloadReport {
+            changed: vec!["mcp".into()],
+            applied: vec!["mcp".into()],
+            mcp_servers_added: changes.added,
+            mcp_servers_restarted: changes.restarted,
+            mcp_servers_removed: changes.removed,
+            ..ReloadReport::default()
+        };
+        tracing::warn!(
+            by,
+            server = name,
+            added = %report.mcp_servers_added.join(", "),
+            restarted = %report.mcp_servers_restarted.join(", "),
+            removed = %report.mcp_servers_removed.join(", "),
+            "registered MCP servers changed"
+        );
+        report
     }
 
     /// Whether the configuration file names a provider `name`.
@@ -393,6 +450,7 @@ impl Reloader {
             set,
             mcp,
             registered,
+            registered_mcp,
         } = &mut *state;
         let changed = crate::config::changed_sections(running, &new);
         if changed.is_empty() {
@@ -441,7 +499,7 @@ impl Reloader {
                     if new.mcp.max_tool_output_chars == running.mcp.max_tool_output_chars
                         && new.mcp.max_stored_tool_output_chars == running.mcp.max_stored_tool_output_chars =>
                 {
-                    let (servers, changes) = mcp.build(&new.mcp.resolved);
+                    let (servers, changes) = mcp.build(&new.mcp.resolved, registered_mcp);
                     self.live.mcp.replace(servers);
                     report.mcp_servers_added = changes.added;
                     report.mcp_servers_restarted = changes.restarted;

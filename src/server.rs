@@ -70,8 +70,9 @@ pub enum StartError {
 struct Opened {
     store: Arc<dyn ChatStore>,
     postgres: Option<Arc<PostgresStore>>,
-    /// Providers registered through the admin API.
+    /// Providers and MCP servers registered through the admin API.
     registered: Vec<actors::storage::AdminRecord>,
+    registered_mcp: Vec<actors::storage::AdminRecord>,
 }
 
 /// Opens the configured database (migrating it) and marks the turns a previous process left
@@ -87,6 +88,7 @@ fn open_store(config: &Config) -> Result<Opened, StartError> {
                 store: Arc::new(SqliteStore::open(path, database.pool_size)?),
                 postgres: None,
                 registered: Vec::new(),
+                registered_mcp: Vec::new(),
             },
             DatabaseTarget::Postgres(_) => {
                 let mut options = PostgresOptions {
@@ -108,11 +110,13 @@ fn open_store(config: &Config) -> Result<Opened, StartError> {
                     store: store.clone(),
                     postgres: Some(store),
                     registered: Vec::new(),
+                    registered_mcp: Vec::new(),
                 }
             }
         };
         let mut opened = opened;
         opened.registered = opened.store.list_admin_records(crate::registered::PROVIDER)?;
+        opened.registered_mcp = opened.store.list_admin_records(crate::registered::MCP_SERVER)?;
         let interrupted = actors::session::recovery::interrupt_running(opened.store.as_ref())?;
         if interrupted > 0 {
             tracing::warn!(
@@ -162,7 +166,10 @@ pub fn start(config: &Config, loader: Loader) -> Result<Running, StartError> {
     // Every MCP server connects on its own, in parallel; a server that fails stops nothing else.
     let mcp_arbiter = Arbiter::new();
     let mut mcp_set = McpSet::new(mcp_arbiter.handle());
-    let mcp = Arc::new(McpTools::new(mcp_set.first(&config.mcp.resolved)));
+    let file_servers: Vec<String> = config.mcp.resolved.iter().map(|s| s.name.clone()).collect();
+    let registered_mcp =
+        crate::registered::mcp_servers_of(&opened.registered_mcp, &file_servers, &|name| loader.env(name));
+    let mcp = Arc::new(McpTools::new(mcp_set.first(&config.mcp.resolved, &registered_mcp)));
     let tools: Arc<dyn ToolCatalog> = mcp.clone();
     let hub = Arc::new(StreamHub::new(
         secs(config.server.stream_retention_secs),
@@ -244,7 +251,7 @@ pub fn start(config: &Config, loader: Loader) -> Result<Running, StartError> {
     let reloader = Arc::new(Reloader::new(
         loader,
         config.clone(),
-        registered,
+        (registered, registered_mcp),
         (provider_set, mcp_set),
         LiveParts {
             chat: chat.clone(),

@@ -330,3 +330,88 @@ async fn a_reload_starts_and_stops_mcp_servers_and_calls_in_flight_finish() {
     })
     .await;
 }
+
+/// An MCP server registered through the admin API (HTTP only; the secret header it needs named
+/// by an environment variable of the server) offers its tools, is listed without the secret,
+/// survives a restart, and is removed. Programs to run are refused; a missing variable is said.
+#[actix_web::test]
+async fn mcp_servers_registered_through_the_api_serve_and_survive_a_restart() {
+    use tokio::io::AsyncBufReadExt;
+    let modules = crate::mcp::test_servers().join("npm/node_modules");
+    let fixture = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/legacy-sse-server.mjs");
+    let mut legacy = tokio::process::Command::new("node")
+        .arg(&fixture)
+        .arg(&modules)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(legacy.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(std::time::Duration::from_secs(20), lines.next_line())
+        .await
+        .expect("the legacy server starts")
+        .unwrap()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{}/sse", first.trim_start_matches("listening "));
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::sqlite_file(&dir.path().join("chat.db"));
+    let config = format!("[auth]\nadmin_users = [{ADMIN}]\n[approval]\ndefault = \"allow\"\n");
+    let secret = [("AICHAT_TEST_LEGACY_KEY", "let-me-in")];
+    let first = Binary::start_on(&db, &config, &secret);
+    let app = TestApp::client_for(&first.base);
+    let settings = json!({"url": url, "transport": "sse", "headers_env": {"x-legacy-key": "AICHAT_TEST_LEGACY_KEY"}});
+    let refusals = [
+        (
+            json!({"name": "nokey", "settings": {"url": url, "headers_env": {"x-legacy-key": "AICHAT_TEST_UNSET"}}}),
+            StatusCode::CONFLICT,
+            "mcp_server_secret_missing",
+        ),
+        (
+            json!({"name": "local", "settings": {"url": url, "transport": "stdio"}}),
+            StatusCode::BAD_REQUEST,
+            "invalid_mcp_server",
+        ),
+    ];
+    for (body, status, code) in refusals {
+        let (got, reply) = app.post("/admin/mcp/servers", ADMIN, body.clone()).await;
+        assert_eq!((got, reply["code"].as_str()), (status, Some(code)), "{body} -> {reply}");
+    }
+    let new = json!({"name": "legacy", "settings": settings});
+    let (status, report) = app.post("/admin/mcp/servers", ADMIN, new.clone()).await;
+    assert_eq!(status, StatusCode::CREATED, "{report}");
+    assert_eq!(report["mcp_servers_added"], json!(["legacy"]));
+    let (status, reply) = app.post("/admin/mcp/servers", ADMIN, new).await;
+    assert_eq!(
+        (status, reply["code"].as_str()),
+        (StatusCode::CONFLICT, Some("mcp_server_exists"))
+    );
+    app.wait_for_server("legacy").await;
+    let call = r#"/mock tools [{"name":"legacy__shout","arguments":{"text":"hi"}}]"#;
+    let (_, events) = app.turn(2, call, None).await;
+    assert_eq!(crate::common::executions(&events)[0]["result"], json!("HI"));
+    let (_, listed) = app.get("/admin/mcp/servers", ADMIN).await;
+    assert_eq!(listed["servers"][0]["source"], "api", "{listed}");
+    assert_eq!(
+        listed["servers"][0]["settings"]["headers_env"]["x-legacy-key"],
+        "AICHAT_TEST_LEGACY_KEY"
+    );
+    assert!(!listed.to_string().contains("let-me-in"), "the secret is never shown");
+    first.kill();
+
+    let second = Binary::start_on(&db, &config, &secret);
+    let app = TestApp::client_for(&second.base);
+    app.wait_for_server("legacy").await;
+    let (_, events) = app.turn(2, call, None).await;
+    assert_eq!(crate::common::executions(&events)[0]["result"], json!("HI"));
+    let (status, report) = app.delete("/admin/mcp/servers/legacy", ADMIN).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["mcp_servers_removed"], json!(["legacy"]));
+    assert_eq!(app.get("/mcp/servers", 1).await.1["servers"], json!([]));
+    assert_eq!(
+        app.delete("/admin/mcp/servers/legacy", ADMIN).await.0,
+        StatusCode::NOT_FOUND
+    );
+    second.kill();
+}

@@ -19,7 +19,7 @@ fn demo(name: &str) -> McpServerConfig {
     )
 }
 
-fn test_servers() -> PathBuf {
+pub(crate) fn test_servers() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-servers");
     assert!(
         dir.join("venv/bin/python").exists() && dir.join("npm/node_modules").exists(),

@@ -35,12 +35,14 @@ async fn the_document_lists_every_route_and_other_methods_get_405() {
     assert_eq!(
         operations,
         [
+            "delete /v1/chat/admin/mcp/servers/{name}",
             "delete /v1/chat/admin/providers/{name}",
             "delete /v1/chat/clear",
             "delete /v1/chat/grants/{id}",
             "delete /v1/chat/sessions/{id}",
             "delete /v1/chat/sessions/{id}/messages",
             "get /metrics",
+            "get /v1/chat/admin/mcp/servers",
             "get /v1/chat/admin/providers",
             "get /v1/chat/approvals",
             "get /v1/chat/grants",
@@ -55,6 +57,7 @@ async fn the_document_lists_every_route_and_other_methods_get_405() {
             "get /v1/chat/sessions/{id}/messages",
             "get /v1/chat/stream",
             "get /v1/chat/stream/{stream_id}",
+            "post /v1/chat/admin/mcp/servers",
             "post /v1/chat/admin/providers",
             "post /v1/chat/admin/reload",
             "post /v1/chat/approvals/{request_id}",
@@ -62,6 +65,7 @@ async fn the_document_lists_every_route_and_other_methods_get_405() {
             "post /v1/chat/send-with-files",
             "post /v1/chat/sessions",
             "post /v1/chat/stream/{stream_id}/cancel",
+            "put /v1/chat/admin/mcp/servers/{name}",
             "put /v1/chat/admin/providers/{name}",
             "put /v1/chat/sessions/{id}",
         ]
@@ -193,6 +197,6 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document()
         String::from_utf8_lossy(&output.stderr)
     );
     // It really tested every operation (a wrong URL or an empty document would also "pass"): all
-    // 26 selected (the document's 28 operations under /v1/chat less the two excluded above).
-    assert!(report.contains("Tested: 26"), "{report}");
+    // 30 selected (the document's 32 operations under /v1/chat less the two excluded above).
+    assert!(report.contains("Tested: 30"), "{report}");
 }

@@ -1,9 +1,10 @@
 //! Operators' routes under `/admin`, open only to admins (`auth.admin_users`,
 //! `auth.admin_api_keys`): reload the configuration, and register, change and remove providers
-//! at run time (stored in the database beside the file's). Every change is logged with who made
+//! and MCP servers at run time (stored in the database beside the configuration's). Every change is logged with who made
 //! it.
 
 use actix_web::{HttpResponse, delete, get, post, put, web};
+use actors::mcp::Transport;
 use actors::storage::{AdminRecord, DeleteAdminRecord, ListAdminRecords, PutAdminRecord};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -14,7 +15,7 @@ use super::body::JsonObject;
 use super::dto::ErrorBody;
 use super::error::ApiError;
 use crate::config::ProviderConfig;
-use crate::registered::{NewProvider, PROVIDER, ProviderSpec, SpecError};
+use crate::registered::{MCP_SERVER, McpServerSpec, NewMcpServer, NewProvider, PROVIDER, ProviderSpec, SpecError};
 use crate::reload::{ReloadError, ReloadReport};
 
 /// Reads the configuration again (file, environment, flags) and applies what changed, as SIGHUP
@@ -146,6 +147,10 @@ async fn store_and_apply(
             ApiError::ProviderFromFile(name)
         });
     }
+    // A name no provider may have names none that exists.
+    if !create && !crate::registered::valid_name(&name) {
+        return Err(ApiError::ProviderNotFound);
+    }
     let reloader = &state.reloader;
     let provider = settings
         .to_config(&name, &|var| reloader.env(var))
@@ -266,4 +271,219 @@ pub async fn delete_provider(
     }
     let report = apply(admin, &state, &name, None).await?;
     Ok(HttpResponse::Ok().json(report))
+}
+
+/// An MCP server as operators see it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AdminMcpServer {
+    /// Its name.
+    pub name: String,
+    /// `file` (the configuration: the API does not change it) or `api` (registered).
+    pub source: &'static str,
+    /// `stdio` or `http` (streamable HTTP or legacy SSE).
+    pub transport: &'static str,
+    /// The endpoint (HTTP servers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The program (stdio servers; arguments and environment are not shown).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// Its settings (registered ones).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub settings: Option<McpServerSpec>,
+    /// Who registered or last changed it (registered ones).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub updated_by: Option<String>,
+    /// When (registered ones).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<String>,
+}
+
+/// `GET /admin/mcp/servers` reply.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AdminMcpServersList {
+    /// The configuration's servers, then the registered ones by name.
+    pub servers: Vec<AdminMcpServer>,
+}
+
+/// Every MCP server: the configuration's and the ones registered through this API.
+#[utoipa::path(
+    tag = "operations",
+    responses(
+        (status = 200, description = "The MCP servers", body = AdminMcpServersList),
+        (status = 403, description = "`admin_required`: not an admin", body = ErrorBody),
+    )
+)]
+#[get("/admin/mcp/servers")]
+pub async fn list_mcp_servers(_admin: AdminUser, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let mut servers: Vec<AdminMcpServer> = state
+        .reloader
+        .file_mcp_servers()
+        .into_iter()
+        .map(|spec| {
+            let (transport, url, command) = match spec.transport {
+                Transport::Stdio { command, .. } => ("stdio", None, Some(command)),
+                Transport::StreamableHttp { url, .. } => ("http", Some(url), None),
+            };
+            AdminMcpServer {
+                name: spec.name,
+                source: "file",
+                transport,
+                url,
+                command,
+                settings: None,
+                updated_by: None,
+                updated_at: None,
+            }
+        })
+        .collect();
+    let records = state
+        .chat
+        .storage()
+        .ask(ListAdminRecords {
+            kind: MCP_SERVER.into(),
+        })
+        .await?;
+    servers.extend(records.into_iter().filter_map(|record| {
+        let settings: McpServerSpec = serde_json::from_str(&record.spec).ok()?;
+        Some(AdminMcpServer {
+            name: record.name,
+            source: "api",
+            transport: "http",
+            url: Some(settings.url.clone()),
+            command: None,
+            settings: Some(settings),
+            updated_by: Some(record.updated_by),
+            updated_at: Some(actors::model::format_time(record.updated_at)),
+        })
+    }));
+    Ok(HttpResponse::Ok().json(AdminMcpServersList { servers }))
+}
+
+/// Checks settings for the MCP server `name`, stores them (`create`: a new name), then starts it.
+async fn store_and_apply_mcp(
+    admin: AdminUser,
+    state: &AppState,
+    name: String,
+    settings: McpServerSpec,
+    create: bool,
+) -> Result<ReloadReport, ApiError> {
+    if state.reloader.mcp_in_file(&name) {
+        return Err(if create {
+            ApiError::McpServerExists(name)
+        } else {
+            ApiError::McpServerFromFile(name)
+        });
+    }
+    // A name no server may have names none that exists.
+    if !create && !crate::registered::valid_mcp_name(&name) {
+        return Err(ApiError::McpServerNotFound);
+    }
+    let reloader = &state.reloader;
+    let server = settings
+        .to_spec(&name, &|var| reloader.env(var))
+        .map_err(|err| match err {
+            SpecError::Invalid(reason) => ApiError::InvalidMcpServer(reason),
+            SpecError::KeyMissing(reason) => ApiError::McpServerSecretMissing(reason),
+        })?;
+    let record = AdminRecord {
+        kind: MCP_SERVER.into(),
+        name: name.clone(),
+        spec: settings.to_json(),
+        updated_by: format!("user {}", admin.0.get()),
+        updated_at: actors::model::now(),
+    };
+    let stored = state.chat.storage().ask(PutAdminRecord { record, create }).await?;
+    match (stored, create) {
+        (true, _) => {}
+        (false, true) => return Err(ApiError::McpServerExists(name)),
+        (false, false) => return Err(ApiError::McpServerNotFound),
+    }
+    let by = format!("admin user {}", admin.0.get());
+    Ok(state.reloader.register_mcp(&name, Some(server), &by))
+}
+
+/// Registers an MCP server reached over HTTP; its tools are offered to new turns once it is
+/// ready. Stored in the database; secrets come from the environment variables it names.
+#[utoipa::path(
+    tag = "operations",
+    request_body = NewMcpServer,
+    responses(
+        (status = 201, description = "Registered and started", body = ReloadReport),
+        (status = 400, description = "`invalid_mcp_server`: settings that cannot be used (the reason says which)", body = ErrorBody),
+        (status = 403, description = "`admin_required`: not an admin", body = ErrorBody),
+        (status = 409, description = "`mcp_server_exists`: the name is taken; `mcp_server_secret_missing`: a variable it names is not set on this server", body = ErrorBody),
+    )
+)]
+#[post("/admin/mcp/servers")]
+pub async fn create_mcp_server(
+    admin: AdminUser,
+    body: JsonObject<NewMcpServer>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let NewMcpServer { name, settings } = body.0;
+    let report = store_and_apply_mcp(admin, &state, name, settings, true).await?;
+    Ok(HttpResponse::Created().json(report))
+}
+
+/// Changes a registered MCP server: it starts again with the new settings; calls in flight
+/// finish on the old connections.
+#[utoipa::path(
+    tag = "operations",
+    params(("name" = String, Path, description = "The MCP server")),
+    request_body = McpServerSpec,
+    responses(
+        (status = 200, description = "Changed and started again", body = ReloadReport),
+        (status = 400, description = "`invalid_mcp_server`: settings that cannot be used", body = ErrorBody),
+        (status = 403, description = "`admin_required`: not an admin", body = ErrorBody),
+        (status = 404, description = "`mcp_server_not_found`: no registered server of this name", body = ErrorBody),
+        (status = 409, description = "`mcp_server_from_file`: the configuration's; `mcp_server_secret_missing`: a variable it names is not set", body = ErrorBody),
+    )
+)]
+#[put("/admin/mcp/servers/{name}")]
+pub async fn change_mcp_server(
+    admin: AdminUser,
+    path: web::Path<String>,
+    body: JsonObject<McpServerSpec>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let report = store_and_apply_mcp(admin, &state, path.into_inner(), body.0, false).await?;
+    Ok(HttpResponse::Ok().json(report))
+}
+
+/// Removes a registered MCP server: new turns no longer see its tools; calls in flight finish,
+/// then its connections close.
+#[utoipa::path(
+    tag = "operations",
+    params(("name" = String, Path, description = "The MCP server")),
+    responses(
+        (status = 200, description = "Removed", body = ReloadReport),
+        (status = 403, description = "`admin_required`: not an admin", body = ErrorBody),
+        (status = 404, description = "`mcp_server_not_found`: no registered server of this name", body = ErrorBody),
+        (status = 409, description = "`mcp_server_from_file`: the configuration's, which the API does not change", body = ErrorBody),
+    )
+)]
+#[delete("/admin/mcp/servers/{name}")]
+pub async fn delete_mcp_server(
+    admin: AdminUser,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let name = path.into_inner();
+    if state.reloader.mcp_in_file(&name) {
+        return Err(ApiError::McpServerFromFile(name));
+    }
+    let deleted = state
+        .chat
+        .storage()
+        .ask(DeleteAdminRecord {
+            kind: MCP_SERVER.into(),
+            name: name.clone(),
+        })
+        .await?;
+    if !deleted {
+        return Err(ApiError::McpServerNotFound);
+    }
+    let by = format!("admin user {}", admin.0.get());
+    Ok(HttpResponse::Ok().json(state.reloader.register_mcp(&name, None, &by)))
 }

@@ -131,6 +131,21 @@ pub enum ApiError {
     /// Provider settings that cannot be used.
     #[error("Invalid provider: {0}")]
     InvalidProvider(String),
+    /// An MCP server of this name exists (in the configuration or registered).
+    #[error("An MCP server named {0} exists")]
+    McpServerExists(String),
+    /// No registered MCP server of this name.
+    #[error("No registered MCP server of this name")]
+    McpServerNotFound,
+    /// The MCP server comes from the configuration, which the API does not change.
+    #[error("The MCP server {0} comes from the configuration; change it there and reload")]
+    McpServerFromFile(String),
+    /// MCP server settings that cannot be used.
+    #[error("Invalid MCP server: {0}")]
+    InvalidMcpServer(String),
+    /// MCP server settings naming a secret variable that is not set on this server.
+    #[error("MCP server secret missing: {0}")]
+    McpServerSecretMissing(String),
     /// `/admin` for someone who is not an admin.
     #[error("Admin access required (auth.admin_users in header mode, auth.admin_api_keys in api_key mode)")]
     AdminRequired,
@@ -183,6 +198,11 @@ impl ApiError {
             ApiError::ProviderFromFile(_) => "provider_from_file",
             ApiError::InvalidProvider(_) => "invalid_provider",
             ApiError::ProviderKeyMissing(_) => "provider_key_missing",
+            ApiError::McpServerExists(_) => "mcp_server_exists",
+            ApiError::McpServerNotFound => "mcp_server_not_found",
+            ApiError::McpServerFromFile(_) => "mcp_server_from_file",
+            ApiError::InvalidMcpServer(_) => "invalid_mcp_server",
+            ApiError::McpServerSecretMissing(_) => "mcp_server_secret_missing",
             ApiError::ConfigRefused(_) => "config_invalid",
             ApiError::ApprovalNotFound => "approval_not_found",
             ApiError::ApprovalDecided => "approval_decided",
@@ -219,7 +239,11 @@ impl ResponseError for ApiError {
             ApiError::ProviderExists(_) | ApiError::ProviderFromFile(_) | ApiError::ProviderKeyMissing(_) => {
                 StatusCode::CONFLICT
             }
-            ApiError::ProviderNotFound => StatusCode::NOT_FOUND,
+            ApiError::ProviderNotFound | ApiError::McpServerNotFound => StatusCode::NOT_FOUND,
+            ApiError::McpServerExists(_) | ApiError::McpServerFromFile(_) | ApiError::McpServerSecretMissing(_) => {
+                StatusCode::CONFLICT
+            }
+            ApiError::InvalidMcpServer(_) => StatusCode::BAD_REQUEST,
             ApiError::InvalidProvider(_) => StatusCode::BAD_REQUEST,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::SessionNotFound | ApiError::StreamNotFound | ApiError::RouteNotFound => StatusCode::NOT_FOUND,
@@ -408,6 +432,15 @@ mod tests {
             (ApiError::ProviderFromFile("x".into()), 409, "provider_from_file"),
             (ApiError::InvalidProvider("x".into()), 400, "invalid_provider"),
             (ApiError::ProviderKeyMissing("x".into()), 409, "provider_key_missing"),
+            (ApiError::McpServerExists("x".into()), 409, "mcp_server_exists"),
+            (ApiError::McpServerNotFound, 404, "mcp_server_not_found"),
+            (ApiError::McpServerFromFile("x".into()), 409, "mcp_server_from_file"),
+            (ApiError::InvalidMcpServer("x".into()), 400, "invalid_mcp_server"),
+            (
+                ApiError::McpServerSecretMissing("x".into()),
+                409,
+                "mcp_server_secret_missing",
+            ),
             (ApiError::ConfigRefused("x".into()), 422, "config_invalid"),
             (ApiError::ApprovalNotFound, 404, "approval_not_found"),
             (ApiError::ApprovalDecided, 409, "approval_decided"),
