@@ -1,8 +1,8 @@
 //! Reconfiguration while running (SIGHUP and `POST /v1/chat/admin/reload`): the configuration is
 //! read and checked again; an invalid one is refused whole and the running one stays; a valid one
 //! is applied where it can change live — providers and MCP servers (only those added, removed
-//! or changed), the approval policy, turn limits, the system prompt and the log level, for new
-//! turns — and the sections that need a restart are named.
+//! or changed), the approval policy, turn limits, session timeouts and limits, the system prompt
+//! and the log level, for new turns — and the sections that need a restart are named.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -12,10 +12,10 @@ use actix::ArbiterHandle;
 use std::sync::Arc;
 
 use actors::Chat;
-use actors::approval::ApprovalConfig;
 use actors::mcp::{McpServer, McpTools, ServerSpec};
 use actors::provider::factory::provider_factory;
 use actors::provider::{ProviderHandle, Providers, Vendor};
+use actors::session::SessionSettings;
 use actors::sync::{Shared, lock_unpoisoned};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -246,21 +246,33 @@ impl ProviderSet {
 pub struct LiveParts {
     /// Turn limits are set through it.
     pub chat: Chat,
-    /// The approval policy new turns use.
-    pub approval: Shared<ApprovalConfig>,
+    /// What sessions and turns are configured with (new turns read it).
+    pub settings: Shared<SessionSettings>,
     /// The providers new turns use.
     pub providers: Shared<Providers>,
     /// `GET /providers`' list.
     pub provider_list: Shared<Vec<ProviderDto>>,
-    /// The system prompt new turns start with.
-    pub system_prompt: Shared<Option<String>>,
     /// The MCP servers' tools.
     pub mcp: Arc<McpTools>,
 }
 
-/// The system prompt `config` gives new turns (none when empty).
-pub fn system_prompt(config: &Config) -> Option<String> {
-    Some(config.llm.system_prompt.trim().to_owned()).filter(|p| !p.is_empty())
+/// What `config` gives sessions and turns; `flush_every` is how often a running turn stores its
+/// events (set at start from the storage backend and `[cluster]`).
+pub fn session_settings(config: &Config, flush_every: Duration) -> SessionSettings {
+    let secs = Duration::from_secs;
+    SessionSettings {
+        system_prompt: Some(config.llm.system_prompt.trim().to_owned()).filter(|p| !p.is_empty()),
+        max_tool_rounds: config.session.max_tool_rounds,
+        first_token_timeout: secs(config.session.first_token_timeout_secs),
+        chunk_gap_timeout: secs(config.session.chunk_gap_timeout_secs),
+        idle_timeout: secs(config.session.idle_timeout_secs),
+        max_live_sessions: config.session.max_live_sessions,
+        title_timeout: secs(config.session.title_timeout_secs),
+        max_tool_output_chars: config.mcp.max_tool_output_chars,
+        max_stored_tool_output_chars: config.mcp.max_stored_tool_output_chars,
+        approval: config.approval.clone(),
+        flush_every,
+    }
 }
 
 /// Where the configuration comes from: reads it again (the same file, environment and flags as
@@ -310,7 +322,7 @@ struct State {
 }
 
 /// Sections whose whole content a reload applies.
-const LIVE_SECTIONS: &[&str] = &["limits", "approval", "providers", "mock", "llm", "log"];
+const LIVE_SECTIONS: &[&str] = &["limits", "approval", "providers", "mock", "llm", "session", "log"];
 
 impl Reloader {
     /// A reloader for a server started from `running` (read again by `loader`) and the
@@ -470,6 +482,15 @@ impl Reloader {
             report.providers_restarted = changes.restarted;
             report.providers_removed = changes.removed;
         }
+        // Sessions' tunables (the approval policy, the system prompt, timeouts, rounds, tool output
+        // limits) are one value new turns read: replaced whole when any of them changed.
+        if changed
+            .iter()
+            .any(|s| matches!(*s, "approval" | "llm" | "session" | "mcp"))
+        {
+            let flush_every = self.live.settings.get().flush_every;
+            self.live.settings.set(session_settings(&new, flush_every));
+        }
         for section in changed {
             let applied = match section {
                 "limits" => {
@@ -479,10 +500,6 @@ impl Reloader {
                     );
                     true
                 }
-                "approval" => {
-                    self.live.approval.set(new.approval.clone());
-                    true
-                }
                 "log" => match crate::telemetry::set_level(&new.log) {
                     Ok(()) => new.log.json == running.log.json,
                     Err(reason) => {
@@ -490,15 +507,7 @@ impl Reloader {
                         false
                     }
                 },
-                "llm" => {
-                    self.live.system_prompt.set(system_prompt(&new));
-                    true
-                }
-                // The servers change live; the tool output limits are the sessions' (a restart).
-                "mcp"
-                    if new.mcp.max_tool_output_chars == running.mcp.max_tool_output_chars
-                        && new.mcp.max_stored_tool_output_chars == running.mcp.max_stored_tool_output_chars =>
-                {
+                "mcp" => {
                     let (servers, changes) = mcp.build(&new.mcp.resolved, registered_mcp);
                     self.live.mcp.replace(servers);
                     report.mcp_servers_added = changes.added;
@@ -543,7 +552,6 @@ fn restore(running: &mut Config, kept: &Config, section: &str) {
     match section {
         "server" => running.server = kept.server.clone(),
         "database" => running.database = kept.database.clone(),
-        "session" => running.session = kept.session.clone(),
         "mcp" => running.mcp = kept.mcp.clone(),
         "log" => running.log = kept.log.clone(),
         "auth" => running.auth = kept.auth.clone(),

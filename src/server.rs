@@ -12,7 +12,7 @@ use actors::cluster::ClusterActor;
 use actors::limits::{ReaderLimits, TurnLimits};
 use actors::mcp::McpTools;
 use actors::registry::SessionRegistry;
-use actors::session::{SessionDeps, SessionSettings};
+use actors::session::SessionDeps;
 use actors::storage::{ChatStore, PostgresOptions, PostgresStore, SqliteStore, Storage, StorageError};
 use actors::stream::StreamHub;
 use actors::sync::Shared;
@@ -175,27 +175,15 @@ pub fn start(config: &Config, loader: Loader) -> Result<Running, StartError> {
         secs(config.server.stream_retention_secs),
         config.server.stream_retention_bytes,
     ));
-    let system_prompt = Shared::new(crate::reload::system_prompt(config));
-    let approval = actors::sync::Shared::new(config.approval.clone());
+    // On a database several nodes share, readers elsewhere see events once stored.
+    let flush_every = Duration::from_millis(if opened_shared { config.cluster.flush_ms } else { 500 });
+    let settings = Shared::new(crate::reload::session_settings(config, flush_every));
     let deps = Arc::new(SessionDeps {
         storage: storage.clone(),
         providers: providers.clone(),
         tools: Arc::clone(&tools),
         hub: Arc::clone(&hub),
-        settings: SessionSettings {
-            system_prompt: system_prompt.clone(),
-            max_tool_rounds: config.session.max_tool_rounds,
-            first_token_timeout: secs(config.session.first_token_timeout_secs),
-            chunk_gap_timeout: secs(config.session.chunk_gap_timeout_secs),
-            idle_timeout: secs(config.session.idle_timeout_secs),
-            max_live_sessions: config.session.max_live_sessions,
-            title_timeout: secs(config.session.title_timeout_secs),
-            max_tool_output_chars: config.mcp.max_tool_output_chars,
-            max_stored_tool_output_chars: config.mcp.max_stored_tool_output_chars,
-            approval: approval.clone(),
-            // On a database several nodes share, readers elsewhere see events once stored.
-            flush_every: Duration::from_millis(if opened_shared { config.cluster.flush_ms } else { 500 }),
-        },
+        settings: settings.clone(),
     });
     let timeout = secs(config.server.actor_timeout_secs);
     let registry = Supervisor::start(move |_| SessionRegistry::new(deps, timeout));
@@ -255,10 +243,9 @@ pub fn start(config: &Config, loader: Loader) -> Result<Running, StartError> {
         (provider_set, mcp_set),
         LiveParts {
             chat: chat.clone(),
-            approval: approval.clone(),
+            settings,
             providers: providers.clone(),
             provider_list: provider_list.clone(),
-            system_prompt,
             mcp: Arc::clone(&mcp),
         },
     ));

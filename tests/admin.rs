@@ -85,17 +85,17 @@ async fn admin_reload_changes_providers_and_limits_live_and_refuses_a_broken_con
     assert_eq!(status, StatusCode::OK, "{started}");
     let running = started["stream_id"].as_str().unwrap().to_owned();
 
-    let third = "[[providers]]\nname = \"third\"\nkind = \"mock\"\n[limits]\nmax_concurrent_turns_per_user = 7\n";
+    let third = "[[providers]]\nname = \"third\"\nkind = \"mock\"\n[limits]\nmax_concurrent_turns_per_user = 7\n\
+                 [session]\nfirst_token_timeout_secs = 1\n";
     *next.lock().unwrap() = Some(config_from(&db, third));
     let (status, report) = app.post("/admin/reload", ADMIN, json!({})).await;
     assert_eq!(status, StatusCode::OK, "{report}");
     assert_eq!(report["providers_added"], json!(["third"]), "{report}");
     assert_eq!(report["providers_removed"], json!(["second"]), "{report}");
     let applied = report["applied"].as_array().unwrap();
-    assert!(
-        applied.contains(&json!("providers")) && applied.contains(&json!("limits")),
-        "{report}"
-    );
+    for section in ["providers", "limits", "session"] {
+        assert!(applied.contains(&json!(section)), "{section}: {report}");
+    }
     assert_eq!(report["needs_restart"], json!([]), "{report}");
 
     // The running turn finishes on the provider it started with.
@@ -120,6 +120,15 @@ async fn admin_reload_changes_providers_and_limits_live_and_refuses_a_broken_con
         (status, body["code"].as_str()),
         (StatusCode::BAD_REQUEST, Some("invalid_parameter")),
         "{body}"
+    );
+
+    // The new session timeouts: a first token 3 s away now times out after 1 s.
+    let (_, events) = app.turn(5, "/mock slow 3000", None).await;
+    let last = &events.last().unwrap().data;
+    assert_eq!(
+        (last["type"].as_str(), last["code"].as_str()),
+        (Some("error"), Some("timeout")),
+        "{events:?}"
     );
 
     // A broken configuration is refused with its reason; the running one stays.

@@ -232,7 +232,7 @@ async fn the_demo_mcp_server_dies_with_a_killed_server() {
 
 /// SIGHUP used to stop the server without a drain. Now it reloads the configuration: valid and
 /// unchanged; valid with changes — turn limits and the approval policy apply to new turns at once,
-/// other sections are named as needing a restart; or invalid (refused with the reason, the running
+/// sections that cannot change live are named as needing a restart; or invalid (refused with the reason, the running
 /// one stays) — and the server keeps serving through all of it.
 #[actix_web::test]
 async fn sighup_reloads_what_can_change_live_and_never_stops_the_server() {
@@ -258,7 +258,7 @@ async fn sighup_reloads_what_can_change_live_and_never_stops_the_server() {
     .await;
 
     let after = format!(
-        "[limits]\nturns_per_minute_per_user = 1\n[approval]\ndefault = \"deny\"\n[session]\nmax_tool_rounds = 3\n{demo}"
+        "[limits]\nturns_per_minute_per_user = 1\n[approval]\ndefault = \"deny\"\n[attachments]\nmax_files = 3\n{demo}"
     );
     std::fs::write(db.config_path(), after).unwrap();
     hangup();
@@ -267,7 +267,7 @@ async fn sighup_reloads_what_can_change_live_and_never_stops_the_server() {
             l.contains("configuration reloaded")
                 && l.contains("by=\"SIGHUP\"")
                 && l.contains("applied=approval, limits")
-                && l.contains("needs_restart=session")
+                && l.contains("needs_restart=attachments")
         })
     })
     .await;

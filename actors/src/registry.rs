@@ -116,7 +116,7 @@ impl SessionRegistry {
     /// Past the cap, asks the least recently used session actors to stop if idle (a tenth of the
     /// cap at once, so this runs once per so many new sessions). They come back from storage.
     fn retire_idle(&mut self) {
-        let max = self.deps.settings.max_live_sessions;
+        let max = self.deps.settings.get().max_live_sessions;
         let candidates = self.sessions.values().filter(|live| !live.retiring).count();
         if candidates <= max {
             return;

@@ -153,7 +153,7 @@ impl Actor for SessionActor {
         if matches!(self.load, Load::Pending) {
             self.load_from_storage(ctx);
         }
-        let idle = self.deps.settings.idle_timeout;
+        let idle = self.deps.settings.get().idle_timeout;
         ctx.run_interval(idle.max(Duration::from_millis(200)) / 2, move |act, ctx| {
             if act.turn.is_none() && act.last_active.elapsed() >= idle {
                 ctx.stop();
@@ -371,7 +371,7 @@ impl SessionActor {
         let Some(mut record) = self.pending.clone() else {
             return (Vec::new(), None);
         };
-        let max = self.deps.settings.max_tool_output_chars;
+        let max = self.deps.settings.get().max_tool_output_chars;
         let results = record
             .abandon(crate::model::now())
             .into_iter()

@@ -11,8 +11,8 @@ use crate::tools::ToolCatalog;
 /// Tunables of sessions and turns.
 #[derive(Debug, Clone)]
 pub struct SessionSettings {
-    /// Prepended to every model call (not stored in history; a reload may replace it).
-    pub system_prompt: crate::sync::Shared<Option<String>>,
+    /// Prepended to every model call (not stored in history).
+    pub system_prompt: Option<String>,
     /// Tool rounds one turn may chain.
     pub max_tool_rounds: u32,
     /// Longest wait for a model's first event.
@@ -30,8 +30,8 @@ pub struct SessionSettings {
     /// Longest tool result stored and streamed (head and tail are kept): a server that answers
     /// with megabytes fills neither the database nor the clients.
     pub max_stored_tool_output_chars: usize,
-    /// Which tools need the person's approval (a reload may replace it; new turns use the new).
-    pub approval: crate::sync::Shared<crate::approval::ApprovalConfig>,
+    /// Which tools need the person's approval.
+    pub approval: crate::approval::ApprovalConfig,
     /// Streamed events are stored at least this often while a turn runs (readers on other
     /// nodes see them once stored).
     pub flush_every: Duration,
@@ -48,6 +48,6 @@ pub struct SessionDeps {
     pub tools: Arc<dyn ToolCatalog>,
     /// Where streams are registered.
     pub hub: Arc<StreamHub>,
-    /// Tunables.
-    pub settings: SessionSettings,
+    /// Tunables (a reload may replace them: a turn keeps the ones it started with).
+    pub settings: crate::sync::Shared<SessionSettings>,
 }

@@ -132,8 +132,8 @@ fn harness_with(approval: ApprovalConfig, max_live_sessions: usize) -> Harness {
         providers: providers.clone(),
         tools: Arc::clone(&tools) as Arc<dyn ToolCatalog>,
         hub: Arc::clone(&hub),
-        settings: SessionSettings {
-            system_prompt: crate::sync::Shared::new(None),
+        settings: crate::sync::Shared::new(SessionSettings {
+            system_prompt: None,
             max_tool_rounds: 4,
             first_token_timeout: WAIT,
             chunk_gap_timeout: WAIT,
@@ -142,9 +142,9 @@ fn harness_with(approval: ApprovalConfig, max_live_sessions: usize) -> Harness {
             title_timeout: WAIT,
             max_tool_output_chars: 10_000,
             max_stored_tool_output_chars: 10_000,
-            approval: crate::sync::Shared::new(approval),
+            approval,
             flush_every: Duration::from_millis(500),
-        },
+        }),
     });
     let registry = SessionRegistry::new(deps, WAIT).start();
     let readers = crate::limits::ReaderLimits::new(8);

@@ -46,7 +46,7 @@ impl SessionActor {
                 let Some(provider) = deps.providers.get().chain(None).into_iter().next() else {
                     return;
                 };
-                let generated = provider.complete(request, deps.settings.title_timeout).await;
+                let generated = provider.complete(request, deps.settings.get().title_timeout).await;
                 let title = match generated {
                     Ok(text) => clean_title(&text, first_user.as_deref().unwrap_or("")),
                     Err(err) => {

@@ -317,8 +317,8 @@ impl Turn {
 
     fn request(&self) -> CompletionRequest {
         let mut messages = Vec::with_capacity(self.history.len() + 1);
-        let system_prompt = self.deps.settings.system_prompt.get();
-        if let Some(prompt) = system_prompt.as_ref() {
+        let settings = self.deps.settings.get();
+        if let Some(prompt) = settings.system_prompt.as_ref() {
             let now = Utc::now();
             let context = format!(
                 "{prompt}\n\nCURRENT CONTEXT:\n- Current UTC time: {}",
@@ -337,7 +337,7 @@ impl Turn {
 
     async fn rounds(&mut self) -> Result<(), TurnError> {
         let deps = Arc::clone(&self.deps);
-        let settings = &deps.settings;
+        let settings = deps.settings.get();
         let max_rounds = settings.max_tool_rounds;
         let mut stop = self.stop.clone();
         let mut tool_rounds = 0;
@@ -439,7 +439,7 @@ impl Turn {
             let next = tokio::select! {
                 biased;
                 reason = Self::stopped(stop) => return Err(TurnError::stopped(reason)),
-                next = tokio::time::timeout(deps.settings.first_token_timeout, events.recv()) => next,
+                next = tokio::time::timeout(deps.settings.get().first_token_timeout, events.recv()) => next,
             };
             self.waited += waiting.elapsed();
             let err = match next {
@@ -482,7 +482,8 @@ impl Turn {
 
     /// Applies the policy and the user's grants to each call of a batch.
     async fn classify(&self, calls: &[ToolCall]) -> Result<Vec<BatchCall>, TurnError> {
-        let policy = self.deps.settings.approval.get();
+        let settings = self.deps.settings.get();
+        let policy = &settings.approval;
         let specs = self.deps.tools.tools();
         let granted: Vec<String> = if policy.may_ask(calls, &specs) {
             let user = self.buffer.user_id();
@@ -503,7 +504,7 @@ impl Turn {
     async fn ask_approval(&mut self, batch: Vec<BatchCall>) -> Result<(), TurnError> {
         let now = crate::model::now();
         let expiry =
-            chrono::Duration::seconds(i64::try_from(self.deps.settings.approval.get().expiry_secs).unwrap_or(i64::MAX));
+            chrono::Duration::seconds(i64::try_from(self.deps.settings.get().approval.expiry_secs).unwrap_or(i64::MAX));
         let record = ApprovalRecord {
             request_id: crate::ids::prefixed_id("approval"),
             user_id: self.buffer.user_id(),
@@ -578,7 +579,7 @@ impl Turn {
                         CallState::Denied { by } => denied(&c.call, by),
                         CallState::Pending => denied(&c.call, "nobody (no decision)"),
                     };
-                    let for_model = keep_head_and_tail(&execution.result, deps.settings.max_tool_output_chars);
+                    let for_model = keep_head_and_tail(&execution.result, deps.settings.get().max_tool_output_chars);
                     self.record(ChatMessage::tool_result(execution, for_model));
                 }
                 if let Some(mut record) = self.running.take() {
@@ -629,7 +630,7 @@ impl Turn {
             metrics::histogram!("aichat_tool_call_duration_seconds", "tool" => tool)
                 .record(execution.duration_ms as f64 / 1000.0);
         }
-        let max_stored = deps.settings.max_stored_tool_output_chars;
+        let max_stored = deps.settings.get().max_stored_tool_output_chars;
         let mut ran = ran.into_iter().map(|mut execution: ToolExecution| {
             if execution.result.len() > max_stored {
                 execution.result = keep_head_and_tail(&execution.result, max_stored);
@@ -646,7 +647,7 @@ impl Turn {
             .collect();
         let announcement = StreamMessage::tool_execution(&self.session_id, executions.clone());
         for execution in executions {
-            let for_model = keep_head_and_tail(&execution.result, deps.settings.max_tool_output_chars);
+            let for_model = keep_head_and_tail(&execution.result, deps.settings.get().max_tool_output_chars);
             self.record(ChatMessage::tool_result(execution, for_model));
         }
         self.announce(&announcement).await
