@@ -424,3 +424,85 @@ async fn mcp_servers_registered_through_the_api_serve_and_survive_a_restart() {
     );
     second.kill();
 }
+
+/// In api_key mode the admins are the holders of admin keys (stored as hashes): no key is 401, a
+/// user's key 403, an admin key opens `/admin` and is a key like the others elsewhere.
+#[actix_web::test]
+async fn admin_keys_open_admin_routes_in_api_key_mode() {
+    use sha2::Digest;
+    let hash = |key: &str| {
+        sha2::Sha256::digest(key.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    let (user_key, admin_key) = (hash("user-key"), hash("admin-key"));
+    let app = TestApp::spawn_with(|c| {
+        c.auth.mode = "api_key".into();
+        c.auth.api_keys = vec![format!("sha256:{user_key}:3")];
+        c.auth.admin_api_keys = vec![format!("sha256:{admin_key}:4")];
+    })
+    .await;
+    let call = |key: Option<&'static str>, method: reqwest::Method, path: &str| {
+        let mut req = app.client.request(method, app.url(path));
+        if let Some(key) = key {
+            req = req.header("Authorization", format!("Bearer {key}"));
+        }
+        async move {
+            let resp = req.send().await.unwrap();
+            let status = resp.status();
+            (status, resp.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (status, body) = call(None, reqwest::Method::POST, "/admin/reload").await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("unauthenticated"))
+    );
+    let (status, body) = call(Some("user-key"), reqwest::Method::POST, "/admin/reload").await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("admin_required"))
+    );
+    let (status, body) = call(Some("admin-key"), reqwest::Method::POST, "/admin/reload").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, _) = call(Some("admin-key"), reqwest::Method::GET, "/sessions").await;
+    assert_eq!(status, StatusCode::OK, "an admin key authenticates its user everywhere");
+}
+
+/// The log level changes on reload: a request logged at `info` before, not after a reload to
+/// `warn` (the binary, its log read; `RUST_LOG` unset, no `--log-level` flag).
+#[actix_web::test]
+async fn a_reload_changes_the_log_level() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::sqlite_file(&dir.path().join("chat.db"));
+    let config = |level: &str, per_minute: u32| {
+        format!(
+            "[auth]\nadmin_users = [{ADMIN}]\n[log]\nlevel = \"{level}\"\n[limits]\nturns_per_minute_per_user = {per_minute}\n"
+        )
+    };
+    let server = Binary::launch(&db, &config("info", 30), &[], &[]);
+    let app = TestApp::client_for(&server.base);
+    let ready_lines = |log: &str| log.lines().filter(|l| l.contains("route=/v1/chat/ready")).count();
+    assert_eq!(app.get("/ready", 1).await.0, StatusCode::OK);
+    crate::common::eventually_log(&server.log, "the request line at info", |log| ready_lines(log) == 1).await;
+
+    std::fs::write(db.config_path(), config("warn", 31)).unwrap();
+    let (status, report) = app.post("/admin/reload", ADMIN, json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert!(
+        report["applied"].as_array().unwrap().contains(&json!("log")),
+        "{report}"
+    );
+    assert_eq!(app.get("/ready", 1).await.0, StatusCode::OK);
+    // A second reload logs at warn after that request: a marker that the log has caught up.
+    std::fs::write(db.config_path(), config("warn", 32)).unwrap();
+    assert_eq!(app.post("/admin/reload", ADMIN, json!({})).await.0, StatusCode::OK);
+    crate::common::eventually_log(&server.log, "both reloads", |log| {
+        log.lines().filter(|l| l.contains("configuration reloaded")).count() == 2
+    })
+    .await;
+    let log = server.log.lock().unwrap().join("\n");
+    assert_eq!(ready_lines(&log), 1, "no request line at warn:\n{log}");
+    server.kill();
+}

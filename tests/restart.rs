@@ -39,12 +39,19 @@ impl Binary {
 
     /// Starts the binary on `db` (either backend) with `config` as its config file.
     pub fn start_on(db: &Database, config: &str, env: &[(&str, &str)]) -> Self {
+        Self::launch(db, config, env, &["--log-level", "info"])
+    }
+
+    /// Like `start_on`, with `flags` instead of `--log-level info` (the log level must let the
+    /// start-up block through: its "listening on" line tells the address).
+    pub fn launch(db: &Database, config: &str, env: &[(&str, &str)], flags: &[&str]) -> Self {
         let config_path = db.config_path();
         std::fs::write(config_path, config).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_aichat"))
             .arg("--config")
             .arg(config_path)
-            .args(["--port", "0", "--log-level", "info"])
+            .args(["--port", "0"])
+            .args(flags)
             .arg("--database-url")
             .arg(db.url())
             // Not a terminal: the log has no colours without being told (a test checks).
