@@ -175,42 +175,42 @@ impl ProviderSpec {
             api_key,
         })
     }
-
-    /// The stored form (the name is the record's).
-    pub fn to_json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
-    }
 }
 
-/// The registered providers of `records` as provider configurations, leaving out (with a
-/// warning) those whose name the configuration file now uses or that are no longer usable
-/// (say, their key variable is gone): stored settings never stop the server from starting.
+/// The registered providers of `records` as provider configurations (see [`usable`]).
 pub fn providers_of(
     records: &[AdminRecord],
     file_names: &[String],
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Vec<ProviderConfig> {
+    usable(records, file_names, "provider", |name, spec: ProviderSpec| {
+        spec.to_config(name, env)
+    })
+}
+
+/// What `records` describe, leaving out (with a warning naming the `what` and why) those whose
+/// name the configuration now uses or that are no longer usable (their stored settings do not
+/// read, or a variable they name is gone): stored settings never stop the server from starting.
+fn usable<S: serde::de::DeserializeOwned, T>(
+    records: &[AdminRecord],
+    file_names: &[String],
+    what: &str,
+    build: impl Fn(&str, S) -> Result<T, SpecError>,
+) -> Vec<T> {
     records
         .iter()
         .filter_map(|record| {
+            let left_out = |reason: String| {
+                tracing::warn!(name = %record.name, %reason, "a registered {what} is left out");
+            };
             if file_names.contains(&record.name) {
-                tracing::warn!(provider = %record.name, "a registered provider is left out: the configuration file names one the same");
+                left_out("the configuration names one the same".into());
                 return None;
             }
-            let spec: ProviderSpec = match serde_json::from_str(&record.spec) {
-                Ok(spec) => spec,
-                Err(err) => {
-                    tracing::warn!(provider = %record.name, error = %err, "a registered provider is left out: its stored settings do not read");
-                    return None;
-                }
-            };
-            match spec.to_config(&record.name, env) {
-                Ok(config) => Some(config),
-                Err(reason) => {
-                    tracing::warn!(provider = %record.name, %reason, "a registered provider is left out");
-                    None
-                }
-            }
+            let spec = serde_json::from_str(&record.spec)
+                .map_err(|err| left_out(format!("its stored settings do not read: {err}")))
+                .ok()?;
+            build(&record.name, spec).map_err(|err| left_out(err.to_string())).ok()
         })
         .collect()
 }
@@ -342,43 +342,17 @@ impl McpServerSpec {
         };
         config.resolve(env, "").map_err(invalid)
     }
-
-    /// The stored form (the name is the record's).
-    pub fn to_json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
-    }
 }
 
-/// The registered MCP servers of `records` as server specs, leaving out (with a warning) those
-/// whose name the configuration now uses or that are no longer usable.
+/// The registered MCP servers of `records` as server specs (see [`usable`]).
 pub fn mcp_servers_of(
     records: &[AdminRecord],
     file_names: &[String],
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Vec<ServerSpec> {
-    records
-        .iter()
-        .filter_map(|record| {
-            if file_names.contains(&record.name) {
-                tracing::warn!(server = %record.name, "a registered MCP server is left out: the configuration names one the same");
-                return None;
-            }
-            let spec: McpServerSpec = match serde_json::from_str(&record.spec) {
-                Ok(spec) => spec,
-                Err(err) => {
-                    tracing::warn!(server = %record.name, error = %err, "a registered MCP server is left out: its stored settings do not read");
-                    return None;
-                }
-            };
-            match spec.to_spec(&record.name, env) {
-                Ok(spec) => Some(spec),
-                Err(reason) => {
-                    tracing::warn!(server = %record.name, %reason, "a registered MCP server is left out");
-                    None
-                }
-            }
-        })
-        .collect()
+    usable(records, file_names, "MCP server", |name, spec: McpServerSpec| {
+        spec.to_spec(name, env)
+    })
 }
 
 #[cfg(test)]

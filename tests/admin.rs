@@ -345,24 +345,7 @@ async fn a_reload_starts_and_stops_mcp_servers_and_calls_in_flight_finish() {
 /// survives a restart, and is removed. Programs to run are refused; a missing variable is said.
 #[actix_web::test]
 async fn mcp_servers_registered_through_the_api_serve_and_survive_a_restart() {
-    use tokio::io::AsyncBufReadExt;
-    let modules = crate::mcp::test_servers().join("npm/node_modules");
-    let fixture = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/legacy-sse-server.mjs");
-    let mut legacy = tokio::process::Command::new("node")
-        .arg(&fixture)
-        .arg(&modules)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(legacy.stdout.take().unwrap()).lines();
-    let first = tokio::time::timeout(std::time::Duration::from_secs(20), lines.next_line())
-        .await
-        .expect("the legacy server starts")
-        .unwrap()
-        .unwrap();
-    let url = format!("http://127.0.0.1:{}/sse", first.trim_start_matches("listening "));
+    let (_legacy, url) = crate::mcp::start_legacy_server().await;
 
     let dir = tempfile::tempdir().unwrap();
     let db = Database::sqlite_file(&dir.path().join("chat.db"));

@@ -19,7 +19,31 @@ fn demo(name: &str) -> McpServerConfig {
     )
 }
 
-pub(crate) fn test_servers() -> PathBuf {
+/// The legacy HTTP+SSE test server (TypeScript SDK, `tests/fixtures/legacy-sse-server.mjs`; it
+/// wants `x-legacy-key: let-me-in` on every request): the process (killed on drop) and its URL.
+pub(crate) async fn start_legacy_server() -> (tokio::process::Child, String) {
+    use tokio::io::AsyncBufReadExt;
+    let modules = test_servers().join("npm/node_modules");
+    let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/legacy-sse-server.mjs");
+    let mut child = tokio::process::Command::new("node")
+        .arg(&fixture)
+        .arg(&modules)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .expect("the legacy server starts")
+        .unwrap()
+        .unwrap();
+    let port = first.trim_start_matches("listening ").to_owned();
+    (child, format!("http://127.0.0.1:{port}/sse"))
+}
+
+fn test_servers() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-servers");
     assert!(
         dir.join("venv/bin/python").exists() && dir.join("npm/node_modules").exists(),
@@ -620,25 +644,7 @@ async fn a_missing_servers_file_is_a_warning() {
 /// "streamable_http"` forbids the fallback. Calls on both run at once and come back in call order.
 #[actix_web::test]
 async fn legacy_sse_servers_are_reached_by_fallback_or_by_choice() {
-    use tokio::io::AsyncBufReadExt;
-    let modules = test_servers().join("npm/node_modules");
-    let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/legacy-sse-server.mjs");
-    let mut child = tokio::process::Command::new("node")
-        .arg(&fixture)
-        .arg(&modules)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-        .await
-        .expect("the legacy server starts")
-        .unwrap()
-        .unwrap();
-    let port = first.trim_start_matches("listening ").to_owned();
-    let url = format!("http://127.0.0.1:{port}/sse");
+    let (mut child, url) = start_legacy_server().await;
     let app = TestApp::spawn_with(|c| {
         // The server wants a header on every request: configured headers reach it on both
         // transports (the GET of the stream and the POSTs of messages).

@@ -5,7 +5,7 @@
 
 use actix_web::{HttpResponse, delete, get, post, put, web};
 use actors::mcp::Transport;
-use actors::storage::{AdminRecord, DeleteAdminRecord, ListAdminRecords, PutAdminRecord};
+use actors::storage::{AdminRecord, ListAdminRecords};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -14,8 +14,9 @@ use super::auth::AdminUser;
 use super::body::JsonObject;
 use super::dto::ErrorBody;
 use super::error::ApiError;
+use super::registrations::{remove, store_and_apply};
 use crate::config::ProviderConfig;
-use crate::registered::{MCP_SERVER, McpServerSpec, NewMcpServer, NewProvider, PROVIDER, ProviderSpec, SpecError};
+use crate::registered::{MCP_SERVER, McpServerSpec, NewMcpServer, NewProvider, PROVIDER, ProviderSpec};
 use crate::reload::{ReloadError, ReloadReport};
 
 /// Reads the configuration again (file, environment, flags) and applies what changed, as SIGHUP
@@ -130,65 +131,6 @@ pub async fn list_providers(_admin: AdminUser, state: web::Data<AppState>) -> Re
     Ok(HttpResponse::Ok().json(AdminProvidersList { providers }))
 }
 
-/// Checks settings for the provider `name` and stores them (`create`: a new name), then starts
-/// it; the reply is what changed. Stored before it is applied: a crash in between finds it at
-/// the next start.
-async fn store_and_apply(
-    admin: AdminUser,
-    state: &AppState,
-    name: String,
-    settings: ProviderSpec,
-    create: bool,
-) -> Result<ReloadReport, ApiError> {
-    if state.reloader.in_file(&name) {
-        return Err(if create {
-            ApiError::ProviderExists(name)
-        } else {
-            ApiError::ProviderFromFile(name)
-        });
-    }
-    // A name no provider may have names none that exists.
-    if !create && !crate::registered::valid_name(&name) {
-        return Err(ApiError::ProviderNotFound);
-    }
-    let reloader = &state.reloader;
-    let provider = settings
-        .to_config(&name, &|var| reloader.env(var))
-        .map_err(|err| match err {
-            SpecError::Invalid(reason) => ApiError::InvalidProvider(reason),
-            SpecError::KeyMissing(reason) => ApiError::ProviderKeyMissing(reason),
-        })?;
-    let record = AdminRecord {
-        kind: PROVIDER.into(),
-        name: name.clone(),
-        spec: settings.to_json(),
-        updated_by: format!("user {}", admin.0.get()),
-        updated_at: actors::model::now(),
-    };
-    let stored = state.chat.storage().ask(PutAdminRecord { record, create }).await?;
-    match (stored, create) {
-        (true, _) => {}
-        (false, true) => return Err(ApiError::ProviderExists(name)),
-        (false, false) => return Err(ApiError::ProviderNotFound),
-    }
-    apply(admin, state, &name, Some(provider)).await
-}
-
-/// Applies a registered provider's change (`None`: removed) on a blocking thread.
-async fn apply(
-    admin: AdminUser,
-    state: &AppState,
-    name: &str,
-    provider: Option<ProviderConfig>,
-) -> Result<ReloadReport, ApiError> {
-    let reloader = std::sync::Arc::clone(&state.reloader);
-    let (name, by) = (name.to_owned(), format!("admin user {}", admin.0.get()));
-    web::block(move || reloader.register(&name, provider, &by))
-        .await
-        .map_err(|_| ApiError::InvalidProvider("the change did not finish".into()))?
-        .map_err(|err| ApiError::InvalidProvider(err.to_string()))
-}
-
 /// Registers a provider; it serves new turns at once, is stored in the database and survives
 /// restarts. Its key is read from the environment variable `api_key_env` names.
 #[utoipa::path(
@@ -254,22 +196,7 @@ pub async fn delete_provider(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let name = path.into_inner();
-    if state.reloader.in_file(&name) {
-        return Err(ApiError::ProviderFromFile(name));
-    }
-    let deleted = state
-        .chat
-        .storage()
-        .ask(DeleteAdminRecord {
-            kind: PROVIDER.into(),
-            name: name.clone(),
-        })
-        .await?;
-    if !deleted {
-        return Err(ApiError::ProviderNotFound);
-    }
-    let report = apply(admin, &state, &name, None).await?;
+    let report = remove::<ProviderSpec>(admin, &state, path.into_inner()).await?;
     Ok(HttpResponse::Ok().json(report))
 }
 
@@ -360,49 +287,6 @@ pub async fn list_mcp_servers(_admin: AdminUser, state: web::Data<AppState>) -> 
     Ok(HttpResponse::Ok().json(AdminMcpServersList { servers }))
 }
 
-/// Checks settings for the MCP server `name`, stores them (`create`: a new name), then starts it.
-async fn store_and_apply_mcp(
-    admin: AdminUser,
-    state: &AppState,
-    name: String,
-    settings: McpServerSpec,
-    create: bool,
-) -> Result<ReloadReport, ApiError> {
-    if state.reloader.mcp_in_file(&name) {
-        return Err(if create {
-            ApiError::McpServerExists(name)
-        } else {
-            ApiError::McpServerFromFile(name)
-        });
-    }
-    // A name no server may have names none that exists.
-    if !create && !crate::registered::valid_mcp_name(&name) {
-        return Err(ApiError::McpServerNotFound);
-    }
-    let reloader = &state.reloader;
-    let server = settings
-        .to_spec(&name, &|var| reloader.env(var))
-        .map_err(|err| match err {
-            SpecError::Invalid(reason) => ApiError::InvalidMcpServer(reason),
-            SpecError::KeyMissing(reason) => ApiError::McpServerSecretMissing(reason),
-        })?;
-    let record = AdminRecord {
-        kind: MCP_SERVER.into(),
-        name: name.clone(),
-        spec: settings.to_json(),
-        updated_by: format!("user {}", admin.0.get()),
-        updated_at: actors::model::now(),
-    };
-    let stored = state.chat.storage().ask(PutAdminRecord { record, create }).await?;
-    match (stored, create) {
-        (true, _) => {}
-        (false, true) => return Err(ApiError::McpServerExists(name)),
-        (false, false) => return Err(ApiError::McpServerNotFound),
-    }
-    let by = format!("admin user {}", admin.0.get());
-    Ok(state.reloader.register_mcp(&name, Some(server), &by))
-}
-
 /// Registers an MCP server reached over HTTP; its tools are offered to new turns once it is
 /// ready. Stored in the database; secrets come from the environment variables it names.
 #[utoipa::path(
@@ -422,7 +306,7 @@ pub async fn create_mcp_server(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let NewMcpServer { name, settings } = body.0;
-    let report = store_and_apply_mcp(admin, &state, name, settings, true).await?;
+    let report = store_and_apply(admin, &state, name, settings, true).await?;
     Ok(HttpResponse::Created().json(report))
 }
 
@@ -447,7 +331,7 @@ pub async fn change_mcp_server(
     body: JsonObject<McpServerSpec>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let report = store_and_apply_mcp(admin, &state, path.into_inner(), body.0, false).await?;
+    let report = store_and_apply(admin, &state, path.into_inner(), body.0, false).await?;
     Ok(HttpResponse::Ok().json(report))
 }
 
@@ -469,21 +353,6 @@ pub async fn delete_mcp_server(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let name = path.into_inner();
-    if state.reloader.mcp_in_file(&name) {
-        return Err(ApiError::McpServerFromFile(name));
-    }
-    let deleted = state
-        .chat
-        .storage()
-        .ask(DeleteAdminRecord {
-            kind: MCP_SERVER.into(),
-            name: name.clone(),
-        })
-        .await?;
-    if !deleted {
-        return Err(ApiError::McpServerNotFound);
-    }
-    let by = format!("admin user {}", admin.0.get());
-    Ok(HttpResponse::Ok().json(state.reloader.register_mcp(&name, None, &by)))
+    let report = remove::<McpServerSpec>(admin, &state, path.into_inner()).await?;
+    Ok(HttpResponse::Ok().json(report))
 }

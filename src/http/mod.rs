@@ -13,6 +13,7 @@ pub mod health;
 pub mod observe;
 pub mod openapi;
 pub mod origin;
+pub mod registrations;
 pub mod sessions;
 pub mod ui;
 
