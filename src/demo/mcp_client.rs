@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use actix::Arbiter;
-use actors::mcp::{McpServer, McpServerConfig};
-use actors::tools::ToolOutcome;
+use actors::mcp::{McpServer, McpServerConfig, McpTools};
+use actors::tools::{ToolCatalog, ToolOutcome};
 use serde_json::json;
 
 /// Connects to `url`, plays `scenario`, and returns once it is done.
@@ -29,6 +29,17 @@ pub async fn run(url: &str, scenario: &str) -> anyhow::Result<()> {
     let call = match scenario {
         "tools_call" => Some(("add_numbers", json!({"a": 5, "b": 3}))),
         "sse-retry" => Some(("test_reconnection", json!({}))),
+        // The schema a model would be given for the focal tool, sent back as the server asks:
+        // it must arrive with every keyword (`$schema`, `$defs`, composition, conditionals).
+        "json-schema-2020-12-preservation" => {
+            let catalog = McpTools::new(vec![server.clone()]);
+            let tools = catalog.tools();
+            let focal = tools
+                .iter()
+                .find(|t| t.tool == "json_schema_2020_12_tool")
+                .ok_or_else(|| anyhow::anyhow!("the focal tool is not offered"))?;
+            Some(("json_schema_echo", json!({"schema": focal.input_schema})))
+        }
         _ => None,
     };
     if let Some((tool, arguments)) = call {
