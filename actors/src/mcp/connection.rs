@@ -17,7 +17,7 @@ use rmcp::model::{
 use rmcp::service::{NotificationContext, RunningService};
 use rmcp::transport::streamable_http_client::{StreamableHttpClientTransportConfig, StreamableHttpError};
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
-use rmcp::{ClientHandler, Peer, RoleClient, ServiceExt};
+use rmcp::{ClientHandler, ClientLifecycleMode, ClientServiceExt, Peer, RoleClient};
 use tokio::io::AsyncBufReadExt;
 
 use super::config::{HttpMode, ServerSpec, Transport};
@@ -105,7 +105,7 @@ impl ClientHandler for Notifications {
     }
 
     fn get_info(&self) -> ClientConfig {
-        // 2025-11-25 is what today's servers speak; rmcp would offer the 2026-07-28 draft first.
+        // The version `initialize` offers; `server/discover` offers the list of `lifecycle()`.
         ClientConfig::new(
             ClientCapabilities::default(),
             Implementation::new("aichat", env!("CARGO_PKG_VERSION")),
@@ -225,6 +225,11 @@ impl McpConnection {
                         link,
                         peer: running.peer().clone(),
                         tools,
+                        protocol_version: running
+                            .peer()
+                            .peer_info()
+                            .map(|info| info.protocol_version.to_string())
+                            .unwrap_or_default(),
                     });
                     let watch = async move { running.waiting().await };
                     let handle = ctx.spawn(watch.into_actor(act).map(move |_, act, ctx| {
@@ -298,7 +303,69 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(jittered)
 }
 
+/// Connects in both eras: `server/discover` offering the 2026-07-28 revision first (a server
+/// that does not know it says so, and the `initialize` handshake follows on the same transport);
+/// a server that answers the probe with something else (some answer any unknown request with
+/// `{}`) is connected again, fresh, with `initialize` alone.
 async fn establish(spec: &ServerSpec, notifications: Notifications) -> Result<(Running, Vec<Tool>), String> {
+    match establish_with(spec, notifications.clone(), lifecycle()).await {
+        Err(Handshake::ProbeMisread(reason)) => {
+            tracing::info!(server = %spec.name, %reason, "the server misread server/discover; connecting with initialize");
+            establish_with(spec, notifications, ClientLifecycleMode::Initialize)
+                .await
+                .map_err(Handshake::into_reason)
+        }
+        other => other.map_err(Handshake::into_reason),
+    }
+}
+
+/// A failed handshake.
+enum Handshake {
+    /// The server answered the discover probe with something other than a discover result or
+    /// "unsupported version": it predates the probe.
+    ProbeMisread(String),
+    /// Anything else, said.
+    Failed(String),
+}
+
+impl Handshake {
+    fn into_reason(self) -> String {
+        match self {
+            Handshake::ProbeMisread(reason) | Handshake::Failed(reason) => reason,
+        }
+    }
+
+    fn of(err: &rmcp::service::ClientInitializeError, context: &str) -> Self {
+        let reason = format!("handshake failed{context}: {}", handshake_failure(err));
+        use rmcp::service::ClientInitializeError as E;
+        // An answer that is neither a discover result nor "unsupported": an error of its own
+        // (a server that refuses any request before `initialize`), or a result of another kind.
+        if matches!(
+            err,
+            E::ExpectedInitResult(_)
+                | E::ExpectedInitResponse(_)
+                | E::JsonRpcError(_)
+                | E::UncorrelatedErrorResponse { .. }
+                | E::LegacyFallbackFailed { .. }
+        ) {
+            Handshake::ProbeMisread(reason)
+        } else {
+            Handshake::Failed(reason)
+        }
+    }
+}
+
+impl From<String> for Handshake {
+    fn from(reason: String) -> Self {
+        Handshake::Failed(reason)
+    }
+}
+
+async fn establish_with(
+    spec: &ServerSpec,
+    notifications: Notifications,
+    lifecycle: ClientLifecycleMode,
+) -> Result<(Running, Vec<Tool>), Handshake> {
     let running = match &spec.transport {
         Transport::Stdio {
             command,
@@ -325,9 +392,9 @@ async fn establish(spec: &ServerSpec, notifications: Notifications) -> Result<(R
                 });
             }
             notifications
-                .serve(transport)
+                .serve_with_lifecycle(transport, lifecycle)
                 .await
-                .map_err(|e| format!("handshake failed: {}", handshake_failure(&e)))?
+                .map_err(|e| Handshake::of(&e, ""))?
         }
         Transport::StreamableHttp { url, headers, mode } => {
             let mut configured = reqwest::header::HeaderMap::new();
@@ -344,29 +411,33 @@ async fn establish(spec: &ServerSpec, notifications: Notifications) -> Result<(R
                 .default_headers(configured)
                 .build()
                 .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
-            let legacy = |notifications: Notifications| {
+            let legacy = |notifications: Notifications, lifecycle: ClientLifecycleMode| {
                 let (client, url) = (client.clone(), url.clone());
                 async move {
                     let transport = super::legacy_sse::connect(&client, &url, spec.connect_timeout).await?;
                     notifications
-                        .serve(transport)
+                        .serve_with_lifecycle(transport, lifecycle)
                         .await
-                        .map_err(|e| format!("handshake failed (legacy SSE): {}", handshake_failure(&e)))
+                        .map_err(|e| Handshake::of(&e, " (legacy SSE)"))
                 }
             };
             if *mode == HttpMode::LegacySse {
-                legacy(notifications).await?
+                legacy(notifications, lifecycle).await?
             } else {
                 let config = StreamableHttpClientTransportConfig::with_uri(url.as_str());
                 let transport = StreamableHttpClientTransport::with_client(client.clone(), config);
-                match notifications.clone().serve(transport).await {
+                match notifications
+                    .clone()
+                    .serve_with_lifecycle(transport, lifecycle.clone())
+                    .await
+                {
                     Ok(running) => running,
                     // A server of the 2024-11-05 era refuses the POST: speak its transport.
                     Err(err) if *mode == HttpMode::Auto && refused_as_legacy(&err) => {
                         tracing::info!(server = %spec.name, "streamable HTTP refused; using the legacy HTTP+SSE transport");
-                        legacy(notifications).await?
+                        legacy(notifications, lifecycle).await?
                     }
-                    Err(err) => return Err(format!("handshake failed: {}", handshake_failure(&err))),
+                    Err(err) => return Err(Handshake::of(&err, "")),
                 }
             }
         }
@@ -375,7 +446,7 @@ async fn establish(spec: &ServerSpec, notifications: Notifications) -> Result<(R
         .peer()
         .list_all_tools()
         .await
-        .map_err(|e| format!("tools/list failed: {e}"))?;
+        .map_err(|e| Handshake::Failed(format!("tools/list failed: {e}")))?;
     Ok((running, tools))
 }
 
@@ -472,6 +543,20 @@ impl Handler<Refresh> for McpConnection {
                     .await;
             }
         })
+    }
+}
+
+/// Both eras: the 2026-07-28 revision first, then the older ones a server may pin; a server that
+/// does not know `server/discover` gets `initialize` at 2025-11-25 (and may answer an older one).
+fn lifecycle() -> ClientLifecycleMode {
+    ClientLifecycleMode::Auto {
+        preferred_versions: vec![
+            ProtocolVersion::V_2026_07_28,
+            ProtocolVersion::V_2025_11_25,
+            ProtocolVersion::V_2025_06_18,
+            ProtocolVersion::V_2025_03_26,
+        ],
+        legacy_version: Some(ProtocolVersion::V_2025_11_25),
     }
 }
 

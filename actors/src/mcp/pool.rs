@@ -61,6 +61,8 @@ pub struct ConnectionUp {
     pub peer: Peer<RoleClient>,
     /// The server's tools.
     pub tools: Vec<Tool>,
+    /// The protocol revision the handshake settled on.
+    pub protocol_version: String,
 }
 
 /// A connection is not (or no longer) usable.
@@ -119,6 +121,8 @@ pub struct ServerStatus {
     pub pool_size: usize,
     /// The last failure, if any connection has one.
     pub last_error: Option<String>,
+    /// The protocol revision its first ready connection speaks (`2026-07-28`, `2025-11-25`, …).
+    pub protocol_version: Option<String>,
 }
 
 impl ServerStatus {
@@ -151,6 +155,7 @@ struct Conn {
     /// The connection's process-wide name (see [`ConnectionUp::link`]).
     link: u64,
     in_flight: usize,
+    protocol_version: Option<String>,
 }
 
 /// The pool actor of one server.
@@ -192,6 +197,7 @@ impl McpPool {
                         generation: 0,
                         link: 0,
                         in_flight: 0,
+                        protocol_version: None,
                     }
                 })
                 .collect();
@@ -226,6 +232,7 @@ impl McpPool {
             connections_ready: ready.len(),
             pool_size: self.spec.pool_size,
             last_error: self.conns.iter().find_map(|c| c.last_error.clone()),
+            protocol_version: ready.first().and_then(|c| c.protocol_version.clone()),
         };
         self.view.send_replace(PoolView { tools, status });
     }
@@ -344,11 +351,18 @@ impl McpPool {
     }
 }
 
+/// What the model and the person read of a failed call. A connection that breaks during a call
+/// leaves its outcome unknown, and the call is never sent again on its own (the 2026-07-28
+/// revision counts a broken stream as a cancellation): the text says so.
 fn describe_error(err: &ServiceError, timeout: Duration) -> String {
     match err {
         ServiceError::Timeout { .. } => format!("the tool did not answer within {} s", timeout.as_secs()),
         ServiceError::McpError(data) => format!("{} (code {})", data.message, data.code.0),
-        ServiceError::TransportClosed => "the MCP server closed the connection".into(),
+        ServiceError::TransportClosed | ServiceError::TransportSend(_) => {
+            "the MCP server closed the connection during the call: whether the tool acted is unknown \
+             (it was not sent again)"
+                .into()
+        }
         other => other.to_string(),
     }
 }
@@ -451,6 +465,7 @@ impl Handler<ConnectionUp> for McpPool {
         conn.peer = Some(msg.peer);
         conn.link = msg.link;
         conn.tools = Arc::new(msg.tools);
+        conn.protocol_version = Some(msg.protocol_version);
         conn.last_error = None;
         self.publish();
     }
