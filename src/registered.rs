@@ -6,13 +6,13 @@
 
 use std::collections::BTreeMap;
 
-use actors::mcp::{McpServerConfig, ServerSpec};
+use actors::mcp::{McpServerConfig, ServerSpec, server_defaults};
 use actors::provider::ProviderKind;
 use actors::storage::AdminRecord;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::config::{ProviderConfig, Secret};
+use crate::config::ProviderConfig;
 
 /// The kind of admin record a registered provider is stored as.
 pub const PROVIDER: &str = "provider";
@@ -56,11 +56,17 @@ pub struct ProviderSpec {
     #[serde(default, deserialize_with = "whole")]
     pub max_tokens: u32,
     /// Retries before the answer starts.
-    #[serde(default = "two", deserialize_with = "whole")]
+    #[serde(
+        default = "actors::provider::config::defaults::max_retries",
+        deserialize_with = "whole"
+    )]
     #[schema(maximum = 10)]
     pub max_retries: u32,
     /// TCP connect timeout in seconds.
-    #[serde(default = "ten", deserialize_with = "whole")]
+    #[serde(
+        default = "actors::provider::config::defaults::connect_timeout_secs",
+        deserialize_with = "whole"
+    )]
     #[schema(minimum = 1, maximum = 300)]
     pub connect_timeout_secs: u64,
 }
@@ -95,29 +101,12 @@ pub enum SpecError {
     KeyMissing(String),
 }
 
-fn two() -> u32 {
-    2
-}
-
-fn ten() -> u64 {
-    10
-}
-
 /// Whether `name` may name a provider.
 pub fn valid_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-}
-
-/// Whether `name` may name an MCP server (its tools are `<name>__<tool>`).
-pub fn valid_mcp_name(name: &str) -> bool {
-    (1..=32).contains(&name.len())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
-        && !name.contains("__")
 }
 
 impl ProviderSpec {
@@ -151,18 +140,7 @@ impl ProviderSpec {
                 self.base_url
             )));
         }
-        let api_key = Some(self.api_key_env.as_str())
-            .filter(|var| !var.is_empty())
-            .and_then(env)
-            .filter(|key| !key.is_empty())
-            .map(Secret::new);
-        if kind.needs_key() && api_key.is_none() {
-            return Err(SpecError::KeyMissing(format!(
-                "needs an API key in the environment variable named by api_key_env ({:?}), which is not set on this server",
-                self.api_key_env
-            )));
-        }
-        Ok(ProviderConfig {
+        let mut provider = ProviderConfig {
             name: name.to_owned(),
             kind,
             model: self.model.clone(),
@@ -172,8 +150,10 @@ impl ProviderSpec {
             max_tokens: self.max_tokens,
             max_retries: self.max_retries,
             connect_timeout_secs: self.connect_timeout_secs,
-            api_key,
-        })
+            api_key: None,
+        };
+        crate::config::read_provider_key(&mut provider, env).map_err(SpecError::KeyMissing)?;
+        Ok(provider)
     }
 }
 
@@ -248,45 +228,29 @@ pub struct McpServerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// Connections to the server.
-    #[serde(default = "one", deserialize_with = "whole")]
+    #[serde(default = "server_defaults::pool_size", deserialize_with = "whole")]
     #[schema(minimum = 1, maximum = 16)]
     pub pool_size: usize,
     /// Calls in flight at most.
-    #[serde(default = "sixteen", deserialize_with = "whole")]
+    #[serde(default = "server_defaults::max_concurrency", deserialize_with = "whole")]
     #[schema(minimum = 1, maximum = 256)]
     pub max_concurrency: usize,
     /// Seconds one call may take without progress notifications.
-    #[serde(default = "sixty", deserialize_with = "whole")]
+    #[serde(default = "server_defaults::call_timeout_secs", deserialize_with = "whole")]
     #[schema(minimum = 1, maximum = 3600)]
     pub call_timeout_secs: u64,
     /// Seconds the handshake may take.
-    #[serde(default = "thirty", deserialize_with = "whole")]
+    #[serde(default = "server_defaults::connect_timeout_secs", deserialize_with = "whole")]
     #[schema(minimum = 1, maximum = 300)]
     pub connect_timeout_secs: u64,
     /// Seconds between health pings (0: none).
-    #[serde(default = "thirty", deserialize_with = "whole")]
+    #[serde(default = "server_defaults::ping_interval_secs", deserialize_with = "whole")]
     #[schema(maximum = 3600)]
     pub ping_interval_secs: u64,
 }
 
 fn http() -> String {
     "http".into()
-}
-
-fn one() -> usize {
-    1
-}
-
-fn sixteen() -> usize {
-    16
-}
-
-fn sixty() -> u64 {
-    60
-}
-
-fn thirty() -> u64 {
-    30
 }
 
 impl McpServerSpec {
@@ -367,7 +331,10 @@ mod tests {
     fn settings_become_a_provider_with_the_key_from_the_environment_and_exact_sampling() {
         let env = |var: &str| (var == "BACKUP_KEY").then(|| "sk-test".to_owned());
         let config = spec("openai", "BACKUP_KEY").to_config("backup", &env).unwrap();
-        assert_eq!(config.api_key.as_ref().map(Secret::expose), Some("sk-test"));
+        assert_eq!(
+            config.api_key.as_ref().map(crate::config::Secret::expose),
+            Some("sk-test")
+        );
         assert_eq!(config.temperature, Some(0.7));
         let missing = spec("openai", "NOT_SET").to_config("backup", &env).unwrap_err();
         assert!(

@@ -426,19 +426,7 @@ impl Config {
                 ));
             }
             names.push(provider.name.clone());
-            let needs_key = provider.kind.needs_key();
-            if !provider.api_key_env.is_empty() {
-                provider.api_key = env(&provider.api_key_env).filter(|k| !k.is_empty()).map(Secret::new);
-            }
-            if needs_key && provider.api_key.is_none() {
-                return Err(invalid(
-                    &key,
-                    format!(
-                        "needs an API key in the variable named by api_key_env ({:?})",
-                        provider.api_key_env
-                    ),
-                ));
-            }
+            read_provider_key(provider, env).map_err(|reason| invalid(&key, reason))?;
         }
         for name in &self.llm.fallback {
             if !names.contains(name) {
@@ -447,6 +435,21 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Reads `provider`'s key from the variable its `api_key_env` names (the configuration file's
+/// providers and the registered ones); the reason when its kind needs a key and there is none.
+pub fn read_provider_key(provider: &mut ProviderConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<(), String> {
+    if !provider.api_key_env.is_empty() {
+        provider.api_key = env(&provider.api_key_env).filter(|k| !k.is_empty()).map(Secret::new);
+    }
+    if provider.kind.needs_key() && provider.api_key.is_none() {
+        return Err(format!(
+            "needs an API key in the variable named by api_key_env ({:?}), which is not set",
+            provider.api_key_env
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Operators' routes under `/admin`, open only to admins (`auth.admin_users`,
 //! `auth.admin_api_keys`): reload the configuration, and register, change and remove providers
-//! and MCP servers at run time (stored in the database beside the configuration's). Every change is logged with who made
-//! it.
+//! and MCP servers at run time (stored in the database beside the configuration's). Every change
+//! is logged with who made it.
 
 use actix_web::{HttpResponse, delete, get, post, put, web};
 use actors::mcp::Transport;
@@ -17,12 +17,12 @@ use super::error::ApiError;
 use super::registrations::{remove, store_and_apply};
 use crate::config::ProviderConfig;
 use crate::registered::{MCP_SERVER, McpServerSpec, NewMcpServer, NewProvider, PROVIDER, ProviderSpec};
-use crate::reload::{ReloadError, ReloadReport};
+use crate::reload::ReloadReport;
 
 /// Reads the configuration again (file, environment, flags) and applies what changed, as SIGHUP
-/// does: providers added, removed or changed are started or stopped (turns running on them
-/// finish first); approval rules, limits, the system prompt and the log level apply to new
-/// turns; other sections are named as needing a restart. An invalid configuration is refused
+/// does: providers and MCP servers added, removed or changed are started or stopped (what runs
+/// on them finishes first); approval rules, limits, session settings, the system prompt and the
+/// log level apply to new turns; other sections are named as needing a restart. An invalid configuration is refused
 /// whole and the running one stays.
 #[utoipa::path(
     tag = "operations",
@@ -44,10 +44,7 @@ pub async fn reload(admin: AdminUser, state: web::Data<AppState>) -> Result<Http
         Ok(report) => Ok(HttpResponse::Ok().json(report)),
         Err(err) => {
             tracing::warn!(admin = admin.0.get(), error = %err, "reload refused; the running configuration stays");
-            Err(ApiError::ConfigRefused(match err {
-                ReloadError::Config(e) => e.to_string(),
-                other @ ReloadError::Provider { .. } => other.to_string(),
-            }))
+            Err(ApiError::ConfigRefused(err.to_string()))
         }
     }
 }

@@ -11,7 +11,7 @@ use super::AppState;
 use super::auth::AdminUser;
 use super::error::ApiError;
 use crate::config::ProviderConfig;
-use crate::registered::{MCP_SERVER, McpServerSpec, PROVIDER, ProviderSpec, SpecError, valid_mcp_name, valid_name};
+use crate::registered::{MCP_SERVER, McpServerSpec, PROVIDER, ProviderSpec, SpecError, valid_name};
 use crate::reload::{ReloadReport, Reloader};
 
 /// Settings of something an admin registers.
@@ -78,7 +78,7 @@ impl Registrable for McpServerSpec {
         self.to_spec(name, env)
     }
     fn valid_name(name: &str) -> bool {
-        valid_mcp_name(name)
+        actors::mcp::valid_server_name(name)
     }
     fn in_file(reloader: &Reloader, name: &str) -> bool {
         reloader.mcp_in_file(name)

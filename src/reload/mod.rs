@@ -17,6 +17,7 @@ use actors::sync::{Shared, lock_unpoisoned};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use self::sets::SetChanges;
 pub use self::sets::{McpSet, ProviderSet};
 use crate::config::{Config, ConfigError, ProviderConfig};
 use crate::http::dto::ProviderDto;
@@ -42,6 +43,49 @@ pub struct ReloadReport {
     pub mcp_servers_restarted: Vec<String>,
     /// MCP servers removed (calls in flight finish first).
     pub mcp_servers_removed: Vec<String>,
+}
+
+impl ReloadReport {
+    /// The report of one registered provider or MCP server changed through the admin API.
+    fn registered(section: &str) -> Self {
+        Self {
+            changed: vec![section.into()],
+            applied: vec![section.into()],
+            ..Self::default()
+        }
+    }
+
+    fn with_providers(mut self, changes: SetChanges) -> Self {
+        (self.providers_added, self.providers_restarted, self.providers_removed) =
+            (changes.added, changes.restarted, changes.removed);
+        self
+    }
+
+    fn with_mcp_servers(mut self, changes: SetChanges) -> Self {
+        (
+            self.mcp_servers_added,
+            self.mcp_servers_restarted,
+            self.mcp_servers_removed,
+        ) = (changes.added, changes.restarted, changes.removed);
+        self
+    }
+
+    /// The `warn` line every change leaves: who asked, and what changed.
+    fn log(&self, by: &str, what: &str) {
+        tracing::warn!(
+            by,
+            changed = %self.changed.join(", "),
+            applied = %self.applied.join(", "),
+            needs_restart = %self.needs_restart.join(", "),
+            providers_added = %self.providers_added.join(", "),
+            providers_restarted = %self.providers_restarted.join(", "),
+            providers_removed = %self.providers_removed.join(", "),
+            mcp_servers_added = %self.mcp_servers_added.join(", "),
+            mcp_servers_restarted = %self.mcp_servers_restarted.join(", "),
+            mcp_servers_removed = %self.mcp_servers_removed.join(", "),
+            "{what}"
+        );
+    }
 }
 
 /// A reload that was refused (the running configuration stays).
@@ -205,29 +249,15 @@ impl Reloader {
         let (servers, changes) = mcp.build(&config.mcp.resolved, &next);
         *registered_mcp = next;
         self.live.mcp.replace(servers);
-        let report = ReloadReport {
-            changed: vec!["mcp".into()],
-            applied: vec!["mcp".into()],
-            mcp_servers_added: changes.added,
-            mcp_servers_restarted: changes.restarted,
-            mcp_servers_removed: changes.removed,
-            ..ReloadReport::default()
-        };
-        tracing::warn!(
-            by,
-            server = name,
-            added = %report.mcp_servers_added.join(", "),
-            restarted = %report.mcp_servers_restarted.join(", "),
-            removed = %report.mcp_servers_removed.join(", "),
-            "registered MCP servers changed"
-        );
+        let report = ReloadReport::registered("mcp").with_mcp_servers(changes);
+        report.log(&format!("{by}, for {name}"), "registered MCP servers changed");
         report
     }
 
-    /// Whether the configuration file names a provider `name`.
+    /// Whether the configuration file names a provider `name` (the default one is `[llm]`'s).
     pub fn in_file(&self, name: &str) -> bool {
         let state = lock_unpoisoned(&self.state);
-        state.config.provider_configs().iter().any(|p| p.name == name)
+        state.config.llm.provider == name || state.config.providers.iter().any(|p| p.name == name)
     }
 
     /// Replaces (or adds, when `provider` is new) or removes (`None`) the registered provider
@@ -252,22 +282,8 @@ impl Reloader {
         *registered = next;
         self.live.providers.set(providers);
         self.live.provider_list.set(list);
-        let report = ReloadReport {
-            changed: vec!["providers".into()],
-            applied: vec!["providers".into()],
-            providers_added: changes.added,
-            providers_restarted: changes.restarted,
-            providers_removed: changes.removed,
-            ..ReloadReport::default()
-        };
-        tracing::warn!(
-            by,
-            provider = name,
-            added = %report.providers_added.join(", "),
-            restarted = %report.providers_restarted.join(", "),
-            removed = %report.providers_removed.join(", "),
-            "registered providers changed"
-        );
+        let report = ReloadReport::registered("providers").with_providers(changes);
+        report.log(&format!("{by}, for {name}"), "registered providers changed");
         Ok(report)
     }
 
@@ -296,9 +312,7 @@ impl Reloader {
             let (providers, list, changes) = set.build(&new, registered)?;
             self.live.providers.set(providers);
             self.live.provider_list.set(list);
-            report.providers_added = changes.added;
-            report.providers_restarted = changes.restarted;
-            report.providers_removed = changes.removed;
+            report = report.with_providers(changes);
         }
         // Sessions' tunables (the approval policy, the system prompt, timeouts, rounds, tool output
         // limits) are one value new turns read: replaced whole when any of them changed.
@@ -328,9 +342,7 @@ impl Reloader {
                 "mcp" => {
                     let (servers, changes) = mcp.build(&new.mcp.resolved, registered_mcp);
                     self.live.mcp.replace(servers);
-                    report.mcp_servers_added = changes.added;
-                    report.mcp_servers_restarted = changes.restarted;
-                    report.mcp_servers_removed = changes.removed;
+                    report = std::mem::take(&mut report).with_mcp_servers(changes);
                     true
                 }
                 other => LIVE_SECTIONS.contains(&other),
@@ -347,19 +359,7 @@ impl Reloader {
         for section in &report.needs_restart {
             restore(running, &kept, section);
         }
-        tracing::warn!(
-            by,
-            changed = %report.changed.join(", "),
-            applied = %report.applied.join(", "),
-            needs_restart = %report.needs_restart.join(", "),
-            providers_added = %report.providers_added.join(", "),
-            providers_restarted = %report.providers_restarted.join(", "),
-            providers_removed = %report.providers_removed.join(", "),
-            mcp_servers_added = %report.mcp_servers_added.join(", "),
-            mcp_servers_restarted = %report.mcp_servers_restarted.join(", "),
-            mcp_servers_removed = %report.mcp_servers_removed.join(", "),
-            "configuration reloaded"
-        );
+        report.log(by, "configuration reloaded");
         Ok(report)
     }
 }
@@ -370,7 +370,6 @@ fn restore(running: &mut Config, kept: &Config, section: &str) {
     match section {
         "server" => running.server = kept.server.clone(),
         "database" => running.database = kept.database.clone(),
-        "mcp" => running.mcp = kept.mcp.clone(),
         "log" => running.log = kept.log.clone(),
         "auth" => running.auth = kept.auth.clone(),
         "attachments" => running.attachments = kept.attachments.clone(),

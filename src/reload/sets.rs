@@ -15,10 +15,84 @@ use super::ReloadError;
 use crate::config::{Config, ProviderConfig};
 use crate::http::dto::ProviderDto;
 
+/// What was started, by name, with the settings each was started from (compared as text, in
+/// memory only: settings may hold keys or header values).
+struct Started<H> {
+    by_name: BTreeMap<String, (String, H)>,
+}
+
+/// A set rebuilt: what runs now, in the order asked, what changed, and the ones replaced or
+/// left out.
+struct Rebuilt<H> {
+    running: Vec<H>,
+    changes: SetChanges,
+    dropped: Vec<H>,
+}
+
+impl<H: Clone> Started<H> {
+    fn new() -> Self {
+        Self {
+            by_name: BTreeMap::new(),
+        }
+    }
+
+    /// Keeps the running one of each `(name, settings)` whose settings did not change and starts
+    /// the others; nothing changes when one cannot start.
+    fn rebuild<T, E>(
+        &mut self,
+        wanted: &[(String, String, T)],
+        mut start: impl FnMut(&T) -> Result<H, E>,
+    ) -> Result<Rebuilt<H>, E> {
+        let mut next = BTreeMap::new();
+        let mut changes = SetChanges::default();
+        let mut running = Vec::with_capacity(wanted.len());
+        for (name, print, item) in wanted {
+            let handle = match self.by_name.get(name) {
+                Some((old, handle)) if old == print => handle.clone(),
+                was => {
+                    let handle = start(item)?;
+                    if was.is_some() {
+                        &mut changes.restarted
+                    } else {
+                        &mut changes.added
+                    }
+                    .push(name.clone());
+                    handle
+                }
+            };
+            next.insert(name.clone(), (print.clone(), handle.clone()));
+            running.push(handle);
+        }
+        let mut dropped = Vec::new();
+        for (name, (print, handle)) in std::mem::replace(&mut self.by_name, next) {
+            match self.by_name.get(&name) {
+                Some((now, _)) if *now == print => {}
+                Some(_) => dropped.push(handle),
+                None => {
+                    changes.removed.push(name);
+                    dropped.push(handle);
+                }
+            }
+        }
+        Ok(Rebuilt {
+            running,
+            changes,
+            dropped,
+        })
+    }
+}
+
+/// The configuration's entries, then the registered ones whose names it does not use.
+fn file_then_registered<'a, T>(file: &'a [T], registered: &'a [T], name: impl Fn(&T) -> &str) -> Vec<&'a T> {
+    file.iter()
+        .chain(registered.iter().filter(|r| !file.iter().any(|f| name(f) == name(r))))
+        .collect()
+}
+
 /// The MCP servers started, by name, with the settings they were started from.
 pub struct McpSet {
     arbiter: ArbiterHandle,
-    started: BTreeMap<String, (String, McpServer)>,
+    started: Started<McpServer>,
 }
 
 impl McpSet {
@@ -26,56 +100,26 @@ impl McpSet {
     pub fn new(arbiter: ArbiterHandle) -> Self {
         Self {
             arbiter,
-            started: BTreeMap::new(),
+            started: Started::new(),
         }
     }
 
     /// The servers `file` and `registered` describe (the file's win a shared name), reusing the
     /// running pool of each one whose settings did not change and starting the others; a server
-    /// left out stops once its calls in flight end.
+    /// replaced or left out stops once its calls in flight end.
     pub(super) fn build(&mut self, file: &[ServerSpec], registered: &[ServerSpec]) -> (Vec<McpServer>, SetChanges) {
-        let specs: Vec<&ServerSpec> = file
-            .iter()
-            .chain(registered.iter().filter(|r| !file.iter().any(|f| f.name == r.name)))
+        let wanted: Vec<_> = file_then_registered(file, registered, |s| &s.name)
+            .into_iter()
+            .map(|spec| (spec.name.clone(), format!("{spec:?}"), spec))
             .collect();
-        let mut next = BTreeMap::new();
-        let mut changes = SetChanges::default();
-        let mut servers = Vec::with_capacity(specs.len());
-        for spec in specs {
-            // Settings compared in memory only (they may hold header values).
-            let print = format!("{spec:?}");
-            let server = match self.started.get(&spec.name) {
-                Some((old, server)) if *old == print => server.clone(),
-                running => {
-                    let list = if running.is_some() {
-                        &mut changes.restarted
-                    } else {
-                        &mut changes.added
-                    };
-                    list.push(spec.name.clone());
-                    McpServer::start((*spec).clone(), &self.arbiter)
-                }
-            };
-            next.insert(spec.name.clone(), (print, server.clone()));
-            servers.push(server);
+        let arbiter = &self.arbiter;
+        let Ok(rebuilt) = self.started.rebuild(&wanted, |spec| {
+            Ok::<_, std::convert::Infallible>(McpServer::start((*spec).clone(), arbiter))
+        });
+        for server in &rebuilt.dropped {
+            server.retire();
         }
-        // Removed and restarted servers' old pools close once their calls in flight end.
-        for (name, (print, server)) in &self.started {
-            if next
-                .get(name)
-                .is_none_or(|(new_print, _): &(String, McpServer)| new_print != print)
-            {
-                server.retire();
-            }
-        }
-        changes.removed = self
-            .started
-            .keys()
-            .filter(|n| !next.contains_key(*n))
-            .cloned()
-            .collect();
-        self.started = next;
-        (servers, changes)
+        (rebuilt.running, rebuilt.changes)
     }
 
     /// The first servers, at start-up.
@@ -87,7 +131,7 @@ impl McpSet {
 /// The provider actors started, by name, with what they were started from.
 pub struct ProviderSet {
     arbiter: ArbiterHandle,
-    started: BTreeMap<String, (String, ProviderHandle)>,
+    started: Started<ProviderHandle>,
 }
 
 /// What decides whether a provider must start again: its settings, the key it read and the mock's
@@ -116,58 +160,37 @@ impl ProviderSet {
     pub fn new(arbiter: ArbiterHandle) -> Self {
         Self {
             arbiter,
-            started: BTreeMap::new(),
+            started: Started::new(),
         }
     }
 
-    /// The providers `config` names and the `registered` ones, reusing the running actor of
-    /// each one whose settings did not change and starting the others. Nothing changes when one
-    /// of them cannot be built.
+    /// The providers `config` names and the `registered` ones (the file's win a shared name),
+    /// reusing the running actor of each one whose settings did not change and starting the
+    /// others. Nothing changes when one of them cannot be built. A provider replaced or left out
+    /// stops once the turns holding it end.
     pub(super) fn build(
         &mut self,
         config: &Config,
         registered: &[ProviderConfig],
     ) -> Result<(Providers, Vec<ProviderDto>, SetChanges), ReloadError> {
         let mock_delay = Duration::from_millis(config.mock.chunk_delay_ms);
-        let mut wanted = config.provider_configs();
-        let from_file: Vec<String> = wanted.iter().map(|p| p.name.clone()).collect();
-        wanted.extend(registered.iter().filter(|p| !from_file.contains(&p.name)).cloned());
-        let mut next = BTreeMap::new();
-        let mut changes = SetChanges::default();
-        let mut handles = Vec::with_capacity(wanted.len());
-        for provider in &wanted {
-            let print = fingerprint(provider, mock_delay);
-            let handle = match self.started.get(&provider.name) {
-                Some((old, handle)) if *old == print => handle.clone(),
-                running => {
-                    let factory = provider_factory(provider, mock_delay).map_err(|e| ReloadError::Provider {
-                        name: provider.name.clone(),
-                        reason: e.to_string(),
-                    })?;
-                    let handle = ProviderHandle::start(&provider.name, factory, &self.arbiter);
-                    let reads_pdf = provider.kind.vendor().is_none_or(Vendor::reads_pdf);
-                    let list = if running.is_some() {
-                        &mut changes.restarted
-                    } else {
-                        &mut changes.added
-                    };
-                    list.push(provider.name.clone());
-                    if reads_pdf { handle } else { handle.without_pdf() }
-                }
-            };
-            next.insert(provider.name.clone(), (print, handle.clone()));
-            handles.push(handle);
-        }
-        changes.removed = self
-            .started
-            .keys()
-            .filter(|n| !next.contains_key(*n))
-            .cloned()
+        let file = config.provider_configs();
+        let wanted: Vec<_> = file_then_registered(&file, registered, |p| &p.name)
+            .into_iter()
+            .map(|p| (p.name.clone(), fingerprint(p, mock_delay), p))
             .collect();
-        // Dropping a handle here does not stop its actor while running turns hold theirs.
-        self.started = next;
+        let arbiter = &self.arbiter;
+        let rebuilt = self.started.rebuild(&wanted, |provider| {
+            let factory = provider_factory(provider, mock_delay).map_err(|e| ReloadError::Provider {
+                name: provider.name.clone(),
+                reason: e.to_string(),
+            })?;
+            let handle = ProviderHandle::start(&provider.name, factory, arbiter);
+            let reads_pdf = provider.kind.vendor().is_none_or(Vendor::reads_pdf);
+            Ok::<_, ReloadError>(if reads_pdf { handle } else { handle.without_pdf() })
+        })?;
         let providers = Providers::new(
-            handles,
+            rebuilt.running,
             &config.llm.fallback,
             config.llm.breaker_threshold,
             Duration::from_secs(config.llm.breaker_cooldown_secs),
@@ -175,7 +198,7 @@ impl ProviderSet {
         let list = wanted
             .iter()
             .enumerate()
-            .map(|(i, p)| ProviderDto {
+            .map(|(i, (_, _, p))| ProviderDto {
                 name: p.name.clone(),
                 vendor: p.vendor_name(),
                 model: p.model_name(),
@@ -183,7 +206,7 @@ impl ProviderSet {
                 status: "ok".into(),
             })
             .collect();
-        Ok((providers, list, changes))
+        Ok((providers, list, rebuilt.changes))
     }
 
     /// The first set, at start-up.

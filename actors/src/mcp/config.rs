@@ -44,37 +44,48 @@ pub struct McpServerConfig {
     #[serde(default)]
     pub description: Option<String>,
     /// Connections to the server.
-    #[serde(default = "one")]
+    #[serde(default = "defaults::pool_size")]
     pub pool_size: usize,
     /// Calls in flight at most, over all connections.
-    #[serde(default = "sixteen")]
+    #[serde(default = "defaults::max_concurrency")]
     pub max_concurrency: usize,
     /// Seconds one call may take without progress notifications.
-    #[serde(default = "sixty")]
+    #[serde(default = "defaults::call_timeout_secs")]
     pub call_timeout_secs: u64,
     /// Seconds the start-up handshake may take.
-    #[serde(default = "thirty")]
+    #[serde(default = "defaults::connect_timeout_secs")]
     pub connect_timeout_secs: u64,
     /// Seconds between health pings of a ready connection (0 = none). A server that does not
     /// answer one within the same time (at most 10 s) is treated as lost and reconnected.
-    #[serde(default = "thirty")]
+    #[serde(default = "defaults::ping_interval_secs")]
     pub ping_interval_secs: u64,
 }
 
 fn yes() -> bool {
     true
 }
-fn one() -> usize {
-    1
-}
-fn sixteen() -> usize {
-    16
-}
-fn sixty() -> u64 {
-    60
-}
-fn thirty() -> u64 {
-    30
+/// The defaults of a server's limits (the configuration file's and the admin API's).
+pub mod defaults {
+    /// Connections to the server.
+    pub fn pool_size() -> usize {
+        1
+    }
+    /// Calls in flight at most.
+    pub fn max_concurrency() -> usize {
+        16
+    }
+    /// Seconds a call may take without progress.
+    pub fn call_timeout_secs() -> u64 {
+        60
+    }
+    /// Seconds the handshake may take.
+    pub fn connect_timeout_secs() -> u64 {
+        30
+    }
+    /// Seconds between health pings.
+    pub fn ping_interval_secs() -> u64 {
+        30
+    }
 }
 
 impl McpServerConfig {
@@ -92,11 +103,11 @@ impl McpServerConfig {
             bearer_token_env: None,
             enabled: true,
             description: None,
-            pool_size: one(),
-            max_concurrency: sixteen(),
-            call_timeout_secs: sixty(),
-            connect_timeout_secs: thirty(),
-            ping_interval_secs: thirty(),
+            pool_size: defaults::pool_size(),
+            max_concurrency: defaults::max_concurrency(),
+            call_timeout_secs: defaults::call_timeout_secs(),
+            connect_timeout_secs: defaults::connect_timeout_secs(),
+            ping_interval_secs: defaults::ping_interval_secs(),
         }
     }
 
@@ -155,11 +166,11 @@ pub fn parse_servers_json(text: &str) -> Result<Vec<McpServerConfig>, String> {
             bearer_token_env: None,
             enabled: s.enabled.unwrap_or(true),
             description: s.description,
-            pool_size: one(),
-            max_concurrency: sixteen(),
-            call_timeout_secs: sixty(),
+            pool_size: defaults::pool_size(),
+            max_concurrency: defaults::max_concurrency(),
+            call_timeout_secs: defaults::call_timeout_secs(),
             connect_timeout_secs: s.timeout.filter(|t| *t > 0).unwrap_or(30),
-            ping_interval_secs: thirty(),
+            ping_interval_secs: defaults::ping_interval_secs(),
         })
         .collect())
 }
@@ -250,17 +261,18 @@ pub struct ServerSpec {
     pub ping_every: Option<Duration>,
 }
 
+/// Whether `name` may name a server: 1-32 characters of A-Z a-z 0-9 - _ without `__` (its tools
+/// are offered as `<name>__<tool>`).
+pub fn valid_server_name(name: &str) -> bool {
+    (1..=32).contains(&name.len())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && !name.contains("__")
+}
+
 impl McpServerConfig {
     /// Checks the entry; `env` resolves `bearer_token_env`, `self_exe` replaces `@self`.
     pub fn resolve(&self, env: &dyn Fn(&str) -> Option<String>, self_exe: &str) -> Result<ServerSpec, String> {
-        let name_ok = !self.name.is_empty()
-            && self.name.len() <= 32
-            && self
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            && !self.name.contains("__");
-        if !name_ok {
+        if !valid_server_name(&self.name) {
             return Err(format!(
                 "name {:?} must be 1-32 characters of A-Z a-z 0-9 - _ without `__`",
                 self.name

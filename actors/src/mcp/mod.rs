@@ -13,6 +13,9 @@ mod pool;
 pub mod progress;
 
 pub use catalog::{McpServer, McpTools, exposed_name};
-pub use config::{HttpMode, McpServerConfig, ServerSpec, Transport, parse_servers_json};
+pub use config::{
+    HttpMode, McpServerConfig, ServerSpec, Transport, defaults as server_defaults, parse_servers_json,
+    valid_server_name,
+};
 pub use connection::{ConnState, McpConnection};
 pub use pool::{CallTool, McpPool, PoolView, ServerStatus};

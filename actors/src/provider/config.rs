@@ -178,10 +178,10 @@ pub struct ProviderConfig {
     #[serde(default)]
     pub max_tokens: u32,
     /// Retries before the answer starts.
-    #[serde(default = "two")]
+    #[serde(default = "defaults::max_retries")]
     pub max_retries: u32,
     /// TCP connect timeout.
-    #[serde(default = "ten")]
+    #[serde(default = "defaults::connect_timeout_secs")]
     pub connect_timeout_secs: u64,
     /// The key, read from `api_key_env`.
     #[serde(skip)]
@@ -204,10 +204,14 @@ impl ProviderConfig {
     }
 }
 
-fn two() -> u32 {
-    2
-}
-
-fn ten() -> u64 {
-    10
+/// The defaults of a provider's settings (the configuration file's and the admin API's).
+pub mod defaults {
+    /// Retries before the answer starts.
+    pub fn max_retries() -> u32 {
+        2
+    }
+    /// TCP connect timeout in seconds.
+    pub fn connect_timeout_secs() -> u64 {
+        10
+    }
 }
