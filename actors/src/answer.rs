@@ -17,6 +17,21 @@ pub struct Answer {
     pub tool_executions: Vec<ToolExecution>,
     /// The approval request the turn ended with, if any.
     pub approval_request: Option<ApprovalRequestView>,
+    /// The question of a tool's server the turn ended with, if any.
+    pub elicitation_request: Option<ElicitationView>,
+}
+
+/// A tool's question for the person, as a non-streaming answer gives it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct ElicitationView {
+    /// Answer it with `POST /v1/chat/elicitations/{request_id}`.
+    pub request_id: String,
+    /// The call that asks.
+    pub tool_call_id: String,
+    /// Its tool.
+    pub tool_name: String,
+    /// The question.
+    pub question: crate::elicitation::Question,
 }
 
 /// What kind of failure an `error` event reports, for the status a client gets.
@@ -88,6 +103,16 @@ impl Answer {
                     status: Some(crate::approval::ApprovalStatus::Pending.as_str().into()),
                     processed: Some(false),
                 });
+            }
+            StreamMessageType::ElicitationRequest => {
+                if let (Some(request_id), Some(question)) = (message.request_id, message.question) {
+                    self.elicitation_request = Some(ElicitationView {
+                        request_id,
+                        tool_call_id: message.tool_call_id.unwrap_or_default(),
+                        tool_name: message.tool_name.unwrap_or_default(),
+                        question,
+                    });
+                }
             }
             // Progress is for people watching a stream; a whole answer has the results.
             StreamMessageType::Done | StreamMessageType::ToolCall | StreamMessageType::ToolProgress => {}

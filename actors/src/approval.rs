@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::elicitation::{InputState, Question};
 use crate::ids::{SessionId, StreamId, UserId};
 use crate::model::{ToolCall, ToolExecution};
 use crate::tools::ToolSpec;
@@ -150,11 +151,7 @@ impl ApprovalConfig {
                     Verdict::Ask if granted.contains(&call.function.name) => CallState::Approved { by: "grant".into() },
                     Verdict::Ask => CallState::Pending,
                 };
-                BatchCall {
-                    call: call.clone(),
-                    state,
-                    outcome: None,
-                }
+                BatchCall::new(call.clone(), state)
             })
             .collect()
     }
@@ -210,16 +207,55 @@ pub struct BatchCall {
     /// What became of it, once approved and sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<CallOutcome>,
+    /// Its execution, when it finished while a sibling call of the batch waits on the person.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<ToolExecution>,
+    /// Its server's questions for the person and the answers so far (an elicitation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<InputState>,
+}
+
+impl BatchCall {
+    /// A call of a new batch, where the policy put it.
+    pub fn new(call: ToolCall, state: CallState) -> Self {
+        Self {
+            call,
+            state,
+            outcome: None,
+            result: None,
+            input: None,
+        }
+    }
+
+    /// Whether it is sent now: approved, not finished, and not waiting on the person.
+    pub fn ready_to_run(&self) -> bool {
+        matches!(self.state, CallState::Approved { .. })
+            && self.result.is_none()
+            && self.input.as_ref().is_none_or(|input| input.next_question().is_none())
+    }
 }
 
 impl ApprovalRecord {
-    /// Marks every approved call `running` (before any is sent).
+    /// Marks every call about to be sent `running` (before any is sent).
     pub fn start_running(&mut self) {
         for call in &mut self.calls {
-            if matches!(call.state, CallState::Approved { .. }) {
+            if call.ready_to_run() {
                 call.outcome = Some(CallOutcome::Running);
             }
         }
+    }
+
+    /// Whether this is a tool's question for the person (an elicitation), not an approval.
+    pub fn is_elicitation(&self) -> bool {
+        self.request_id.starts_with(ELICITATION_PREFIX)
+    }
+
+    /// The question the person is asked now: its call's index and the question.
+    pub fn asking(&self) -> Option<(usize, &Question)> {
+        self.calls
+            .iter()
+            .enumerate()
+            .find_map(|(i, c)| Some((i, c.input.as_ref()?.next_question()?)))
     }
 
     /// Marks every call still `running` with `outcome`.
@@ -250,7 +286,7 @@ pub fn outcome_unknown(call: &ToolCall, why: &str) -> ToolExecution {
 }
 
 /// The execution record of a call that has no result of its own: `error` says why.
-fn ended_without_result(call: &ToolCall, error: String) -> ToolExecution {
+pub fn ended_without_result(call: &ToolCall, error: String) -> ToolExecution {
     let now = crate::model::now();
     ToolExecution {
         id: call.id.clone(),
@@ -263,6 +299,9 @@ fn ended_without_result(call: &ToolCall, error: String) -> ToolExecution {
         duration_ms: 0,
     }
 }
+
+/// The id prefix of an elicitation (a paused batch stored beside the approvals, `approval_…`).
+pub const ELICITATION_PREFIX: &str = "elicitation_";
 
 /// The states of an approval request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -420,6 +459,27 @@ impl ApprovalRecord {
         };
         self.decided_by = Some(if expired { "expiry" } else { "superseded" }.into());
         self.decided_at = Some(now);
+        if self.is_elicitation() {
+            // What finished keeps its result; a question nobody answered counts as `cancel`.
+            let why = if expired {
+                "it expired (counted as cancel)"
+            } else {
+                "a new message was sent instead (counted as cancel)"
+            };
+            return self
+                .calls
+                .iter()
+                .map(|c| match (&c.result, &c.input, &c.state) {
+                    (Some(result), _, _) => result.clone(),
+                    (None, Some(_), _) => ended_without_result(
+                        &c.call,
+                        format!("the tool asked the person a question that was not answered: {why}"),
+                    ),
+                    (None, None, CallState::Denied { by }) => denied(&c.call, by),
+                    (None, None, _) => denied(&c.call, by),
+                })
+                .collect();
+        }
         for call in &mut self.calls {
             call.state = CallState::Denied { by: by.into() };
         }

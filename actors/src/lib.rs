@@ -110,6 +110,7 @@ pub mod backlog;
 pub mod cause;
 pub mod chat;
 pub mod cluster;
+pub mod elicitation;
 pub mod ids;
 pub mod limits;
 pub mod mcp;

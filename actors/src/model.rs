@@ -280,6 +280,10 @@ pub enum StreamMessageType {
     /// event name, `tool_progress`, which clients of the original (reading `message` events only)
     /// never see.
     ToolProgress,
+    /// A tool's server asks the person something (always followed by `done`; answered with
+    /// `POST /v1/chat/elicitations/{request_id}`). Sent under its own SSE event name,
+    /// `elicitation_request`.
+    ElicitationRequest,
 }
 
 /// One event of a stream, as the SSE `data:` JSON (the original's `StreamMessage`, plus `code`).
@@ -323,6 +327,9 @@ pub struct StreamMessage {
     /// `tool_progress`: the total, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total: Option<f64>,
+    /// `elicitation_request`: what the tool's server asks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub question: Option<crate::elicitation::Question>,
 }
 
 impl StreamMessage {
@@ -341,6 +348,7 @@ impl StreamMessage {
             tool_name: None,
             progress: None,
             total: None,
+            question: None,
         }
     }
 
@@ -394,6 +402,23 @@ impl StreamMessage {
         }
     }
 
+    /// A tool's server asks the person (`content`: its message; always followed by `done`).
+    pub fn elicitation_request(
+        session_id: &SessionId,
+        request_id: &str,
+        call: &ToolCall,
+        question: crate::elicitation::Question,
+    ) -> Self {
+        Self {
+            content: Some(question.message.clone()),
+            request_id: Some(request_id.to_owned()),
+            tool_call_id: Some(call.id.clone()),
+            tool_name: Some(call.function.name.clone()),
+            question: Some(question),
+            ..Self::empty(StreamMessageType::ElicitationRequest, session_id)
+        }
+    }
+
     /// The `type` of an event's JSON as this server writes it, read off its start (`type` is
     /// the first field a `StreamMessage` serialises): no parse per event on the paths that only
     /// need the kind (replay, followed streams, the SSE event name).
@@ -407,13 +432,14 @@ impl StreamMessage {
         matches!(Self::json_kind(data), Some("done" | "error"))
     }
 
-    /// The SSE `event:` name of an event's JSON: `tool_progress` for progress, else `message`
-    /// (all the original's clients read).
+    /// The SSE `event:` name of an event's JSON: the kinds the original did not have travel
+    /// under their own name (`tool_progress`, `elicitation_request`), every other one as
+    /// `message` (all the original's clients read).
     pub fn sse_event_name(data: &str) -> &'static str {
-        if Self::json_kind(data) == Some("tool_progress") {
-            "tool_progress"
-        } else {
-            "message"
+        match Self::json_kind(data) {
+            Some("tool_progress") => "tool_progress",
+            Some("elicitation_request") => "elicitation_request",
+            _ => "message",
         }
     }
 
@@ -466,6 +492,13 @@ mod tests {
             StreamMessage::tool_execution(&s, Vec::new()),
             StreamMessage::approval_request(&s, "r", vec![call.clone()]),
             StreamMessage::tool_progress(&s, &call, 1.0, Some(2.0), None),
+            StreamMessage::elicitation_request(
+                &s,
+                "elicitation_1",
+                &call,
+                crate::elicitation::Question::from_params("k", &serde_json::json!({"message": "?"}))
+                    .expect("a question"),
+            ),
         ];
         for event in events {
             let json = serde_json::to_string(&event).unwrap();

@@ -34,16 +34,45 @@ pub enum ToolOutcome {
     Success(String),
     /// The call failed (unknown tool, tool error, timeout, dead server).
     Failure(String),
+    /// The server needs the person's input first (an "input required" result): the call is
+    /// made again with the answers and the state.
+    InputRequired {
+        /// What to ask (none: send the state straight back).
+        questions: Vec<Question>,
+        /// The server's opaque state.
+        request_state: Option<String>,
+    },
+}
+
+/// How one call of a round ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ran {
+    /// With a result (or a failure).
+    Done(ToolExecution),
+    /// Waiting on the person: the server's questions and state.
+    NeedsInput {
+        /// What to ask.
+        questions: Vec<Question>,
+        /// The server's opaque state.
+        request_state: Option<String>,
+    },
 }
 
 /// The tools a turn may use.
 pub trait ToolCatalog: Send + Sync + 'static {
     /// The tools on offer, in a stable order (shared: every model call carries them).
     fn tools(&self) -> Arc<Vec<ToolSpec>>;
-    /// Runs one call; what its server says of its progress goes to `progress`.
-    fn call(&self, call: &ToolCall, progress: Option<ProgressSink>) -> BoxFuture<'static, ToolOutcome>;
+    /// Runs one call (again, with the person's answers, when `reply` is given); what its server
+    /// says of its progress goes to `progress`.
+    fn call(
+        &self,
+        call: &ToolCall,
+        reply: Option<InputReply>,
+        progress: Option<ProgressSink>,
+    ) -> BoxFuture<'static, ToolOutcome>;
 }
 
+pub use crate::elicitation::{InputReply, Question};
 pub use crate::mcp::progress::{ProgressNote, ProgressSink};
 
 /// What is kept of a long tool result (for the model, and for storage beyond its own bound): the
@@ -62,18 +91,19 @@ pub fn keep_head_and_tail(text: &str, max_chars: usize) -> String {
     )
 }
 
-/// Runs every call at once and returns their executions in call order; progress notices go to
-/// `progress` with the index of their call.
+/// Runs every call at once (each with its answers in `replies`, if any) and returns how each
+/// ended, in call order; progress notices go to `progress` with the index of their call.
 pub async fn execute_all(
     catalog: &Arc<dyn ToolCatalog>,
     calls: &[ToolCall],
+    replies: &[Option<InputReply>],
     progress: Option<Arc<dyn Fn(usize, ProgressNote) + Send + Sync>>,
-) -> Vec<ToolExecution> {
+) -> Vec<Ran> {
     join_all(calls.iter().enumerate().map(|(i, call)| {
         let sink = progress
             .clone()
             .map(|progress| -> ProgressSink { Arc::new(move |note| progress(i, note)) });
-        let pending = catalog.call(call, sink);
+        let pending = catalog.call(call, replies.get(i).cloned().flatten(), sink);
         let call = call.clone();
         async move {
             let start_time = crate::model::now();
@@ -82,8 +112,17 @@ pub async fn execute_all(
             let (result, error) = match outcome {
                 ToolOutcome::Success(text) => (text, None),
                 ToolOutcome::Failure(err) => (format!("Error executing tool: {err}"), Some(err)),
+                ToolOutcome::InputRequired {
+                    questions,
+                    request_state,
+                } => {
+                    return Ran::NeedsInput {
+                        questions,
+                        request_state,
+                    };
+                }
             };
-            ToolExecution {
+            Ran::Done(ToolExecution {
                 id: call.id,
                 tool_name: call.function.name,
                 arguments: call.function.arguments,
@@ -92,7 +131,7 @@ pub async fn execute_all(
                 start_time,
                 end_time,
                 duration_ms: (end_time - start_time).num_milliseconds(),
-            }
+            })
         }
     }))
     .await
@@ -120,7 +159,14 @@ mod tests {
             ToolCall::function("c1", "a", "{}".into()),
             ToolCall::function("c2", "b", "{}".into()),
         ];
-        let results = execute_all(&catalog, &calls, None).await;
+        let results: Vec<ToolExecution> = execute_all(&catalog, &calls, &[], None)
+            .await
+            .into_iter()
+            .filter_map(|ran| match ran {
+                Ran::Done(execution) => Some(execution),
+                Ran::NeedsInput { .. } => None,
+            })
+            .collect();
         assert_eq!(results.len(), 2);
         assert_eq!(results[0].id, "c1");
         assert_eq!(results[1].error.as_deref(), Some("unknown tool: b"));

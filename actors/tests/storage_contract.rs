@@ -163,11 +163,7 @@ fn approval(session: &Session, stream: &StreamRecord, ids: &[&str]) -> ApprovalR
         stream_id: stream.id.clone(),
         calls: ids
             .iter()
-            .map(|id| BatchCall {
-                call: call(id, "demo__echo"),
-                state: CallState::Pending,
-                outcome: None,
-            })
+            .map(|id| BatchCall::new(call(id, "demo__echo"), CallState::Pending))
             .collect(),
         status: ApprovalStatus::Pending,
         created_at: now,

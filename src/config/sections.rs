@@ -364,6 +364,8 @@ pub struct McpConfig {
     pub max_tool_output_chars: usize,
     /// Longest tool result stored and streamed; longer ones keep head and tail.
     pub max_stored_tool_output_chars: usize,
+    /// `[mcp.elicitation]`: whether servers may ask the person, and how long a question waits.
+    pub elicitation: actors::elicitation::ElicitationConfig,
     /// The checked, enabled servers of both sources (filled by [`Config::finish`]).
     #[serde(skip)]
     pub resolved: Vec<ServerSpec>,
@@ -376,6 +378,7 @@ impl Default for McpConfig {
             servers: Vec::new(),
             max_tool_output_chars: 20_000,
             max_stored_tool_output_chars: 1_000_000,
+            elicitation: actors::elicitation::ElicitationConfig::default(),
             resolved: Vec::new(),
         }
     }

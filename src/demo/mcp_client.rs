@@ -5,15 +5,18 @@
 use std::time::Duration;
 
 use actix::Arbiter;
+use actors::elicitation::{ElicitAction, ElicitAnswer, InputReply};
 use actors::mcp::{McpServer, McpServerConfig, McpTools};
 use actors::tools::{ToolCatalog, ToolOutcome};
 use serde_json::json;
 
 /// Connects to `url`, plays `scenario`, and returns once it is done.
 pub async fn run(url: &str, scenario: &str) -> anyhow::Result<()> {
-    let spec = McpServerConfig::http("conformance", url)
+    let mut spec = McpServerConfig::http("conformance", url)
         .resolve(&|_| None, "")
         .map_err(|e| anyhow::anyhow!("bad server: {e}"))?;
+    // A headless client: it may be asked, and accepts every question with the schema's defaults.
+    spec.elicitation = true;
     let server = McpServer::start(spec, &Arbiter::current());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
@@ -26,6 +29,66 @@ pub async fn run(url: &str, scenario: &str) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let calls: Vec<(&str, serde_json::Value)> = match scenario {
+        // Two tools that ask (with and without state), then two that do not: each must carry
+        // only its own answers and state.
+        "sep-2322-client-request-state" => [
+            "test_mrtr_echo_state",
+            "test_mrtr_no_state",
+            "test_mrtr_unrelated",
+            "test_mrtr_no_result_type",
+        ]
+        .into_iter()
+        .map(|tool| (tool, json!({})))
+        .collect(),
+        other => one_call(other, &server)?.into_iter().collect(),
+    };
+    for (tool, arguments) in calls {
+        let arguments = arguments.as_object().cloned().unwrap_or_default();
+        let text = call_answering(&server, tool, arguments).await?;
+        tracing::info!(tool, %text, "tool answered");
+    }
+    Ok(())
+}
+
+/// Calls a tool; each round of questions is answered `accept` with the schemas' defaults (the
+/// answers checked as the server's would be), and the call sent again with them.
+async fn call_answering(
+    server: &McpServer,
+    tool: &str,
+    arguments: serde_json::Map<String, serde_json::Value>,
+) -> anyhow::Result<String> {
+    let mut reply = None;
+    for _round in 0..actors::elicitation::MAX_ROUNDS {
+        match server
+            .clone()
+            .call(tool.to_owned(), arguments.clone(), reply.take(), None)
+            .await
+        {
+            ToolOutcome::Success(text) => return Ok(text),
+            ToolOutcome::Failure(err) => anyhow::bail!("{tool} failed: {err}"),
+            ToolOutcome::InputRequired {
+                questions,
+                request_state,
+            } => {
+                let accept = ElicitAnswer::without_content(ElicitAction::Accept);
+                let mut responses = std::collections::BTreeMap::new();
+                for question in questions {
+                    let sent = question.check(&accept).map_err(|e| anyhow::anyhow!("{e}"))?;
+                    responses.insert(question.key, sent);
+                }
+                reply = Some(InputReply {
+                    responses,
+                    request_state,
+                });
+            }
+        }
+    }
+    anyhow::bail!("{tool} kept asking")
+}
+
+/// The one call a scenario makes, if any.
+fn one_call(scenario: &str, server: &McpServer) -> anyhow::Result<Option<(&'static str, serde_json::Value)>> {
     let call = match scenario {
         "tools_call" => Some(("add_numbers", json!({"a": 5, "b": 3}))),
         "sse-retry" => Some(("test_reconnection", json!({}))),
@@ -44,12 +107,5 @@ pub async fn run(url: &str, scenario: &str) -> anyhow::Result<()> {
         }
         _ => None,
     };
-    if let Some((tool, arguments)) = call {
-        let arguments = arguments.as_object().cloned().unwrap_or_default();
-        match server.clone().call(tool.to_owned(), arguments, None).await {
-            ToolOutcome::Success(text) => tracing::info!(tool, %text, "tool answered"),
-            ToolOutcome::Failure(err) => anyhow::bail!("{tool} failed: {err}"),
-        }
-    }
-    Ok(())
+    Ok(call)
 }

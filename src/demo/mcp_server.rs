@@ -1,5 +1,7 @@
 //! `aichat mcp-demo`: a small MCP server over stdio, so the quick start has tools with no extra
-//! install. Tools: `current_time`, `calculator`, `sleep_ms`, `echo`, `fail` (answers `isError`).
+//! install. Tools: `current_time`, `calculator`, `sleep_ms`, `echo`, `fail` (answers `isError`),
+//! `reserve_table` (asks the person for the party size and date: an "input required" result to a
+//! 2026-07-28 client, an `elicitation/create` request during the call to an older one).
 //! With `--test-tools` it adds tools the tests and benchmarks use: `gate` (waits until N calls of
 //! the same gate have started: proves calls run at once without a clock), `crash` (the process
 //! exits mid-call), `add_tool` (announces `tools/list_changed`) and `wait_for_cancel` (records a
@@ -11,8 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, JsonObject, ListToolsResult,
-    PaginatedRequestParams, ProgressNotificationParam, ServerCapabilities, ServerConfig, Tool,
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, InputRequest,
+    InputRequiredResult, JsonObject, ListToolsResult, PaginatedRequestParams, ProgressNotificationParam,
+    ServerCapabilities, ServerConfig, ServerRequest, Tool,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler, ServiceExt};
@@ -58,6 +61,11 @@ impl DemoServer {
 
     fn tools(&self) -> Vec<Tool> {
         let mut tools = vec![
+            tool(
+                "reserve_table",
+                "Reserves a table at a restaurant; asks the person for the party size and the date",
+                json!({"type": "object", "properties": {"restaurant": {"type": "string"}}, "required": ["restaurant"]}),
+            ),
             tool(
                 "current_time",
                 "The current date and time in UTC (RFC 3339)",
@@ -162,6 +170,72 @@ impl DemoServer {
                 "gate {name} timed out with {} of {count} calls",
                 *arrivals.borrow()
             ))
+        }
+    }
+
+    /// `reserve_table`: the person's answers are asked for in the client's era. Asked again
+    /// (with `inputResponses`), it reads them; asked in flight, it waits for them.
+    async fn reserve(&self, request: &CallToolRequestParams, context: &RequestContext<RoleServer>) -> CallToolResponse {
+        let restaurant = request
+            .arguments
+            .as_ref()
+            .and_then(|a| a.get("restaurant"))
+            .and_then(Value::as_str)
+            .unwrap_or("the restaurant")
+            .to_owned();
+        // A 2026-07-28 client says who it is on every request; an older one said it once.
+        let info = context.peer.peer_info();
+        let capabilities = context
+            .meta
+            .client_capabilities()
+            .or_else(|| info.as_ref().map(|i| i.capabilities.clone()));
+        let version = context
+            .meta
+            .protocol_version()
+            .or_else(|| info.as_ref().map(|i| i.protocol_version.clone()));
+        if capabilities.is_none_or(|c| c.elicitation.is_none()) {
+            return failure("reserve_table needs a client that can ask the person (elicitation)").into();
+        }
+        let params = json!({
+            "mode": "form",
+            "message": format!("Reserve a table at {restaurant}: how many guests, and when?"),
+            "requestedSchema": {"type": "object", "properties": {
+                "guests": {"type": "integer", "title": "Guests", "minimum": 1, "maximum": 12, "default": 2},
+                "date": {"type": "string", "title": "Date", "format": "date"}
+            }, "required": ["date"]}
+        });
+        let answer = if version.is_some_and(|v| v >= rmcp::model::ProtocolVersion::V_2026_07_28) {
+            match request.input_responses.as_ref().and_then(|r| r.get("booking")) {
+                Some(answer) => answer.clone(),
+                None => {
+                    let asked = serde_json::from_value(json!({"method": "elicitation/create", "params": params}));
+                    let Ok(asked) = asked else {
+                        return failure("cannot build the question").into();
+                    };
+                    let requests = std::iter::once(("booking".to_owned(), InputRequest::Elicitation(asked))).collect();
+                    return InputRequiredResult::new(Some(requests), Some(format!("reserve:{restaurant}"))).into();
+                }
+            }
+        } else {
+            let asked = serde_json::from_value(json!({"method": "elicitation/create", "params": params}));
+            let Ok(asked) = asked else {
+                return failure("cannot build the question").into();
+            };
+            match context.peer.send_request(ServerRequest::ElicitRequest(asked)).await {
+                Ok(result) => serde_json::to_value(result).unwrap_or_default(),
+                Err(err) => return failure(format!("the question failed: {err}")).into(),
+            }
+        };
+        let content = answer.get("content").cloned().unwrap_or_default();
+        match answer.get("action").and_then(Value::as_str) {
+            Some("accept") => text(format!(
+                "Reserved a table at {restaurant} for {} on {}",
+                content.get("guests").and_then(Value::as_i64).unwrap_or(2),
+                content.get("date").and_then(Value::as_str).unwrap_or("?")
+            ))
+            .into(),
+            Some(action) => text(format!("No reservation: the person chose {action}")).into(),
+            None => failure("the answer has no action").into(),
         }
     }
 
@@ -301,6 +375,9 @@ impl ServerHandler for DemoServer {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
+        if request.name == "reserve_table" {
+            return Ok(self.reserve(&request, &context).await);
+        }
         let args = request.arguments.unwrap_or_default();
         Ok(self.run(&request.name, &args, context).await.into())
     }

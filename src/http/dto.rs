@@ -99,6 +99,10 @@ pub struct CollectedMessage {
     /// When the turn ended waiting for approval: the request to decide.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub approval_request: Option<actors::model::ApprovalRequestView>,
+    /// When the turn ended on a tool's question for the person: the question to answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<actors::answer::ElicitationView>)]
+    pub elicitation_request: Option<Box<actors::answer::ElicitationView>>,
 }
 
 impl From<actors::answer::Answer> for CollectedMessage {
@@ -110,6 +114,7 @@ impl From<actors::answer::Answer> for CollectedMessage {
             timestamp: actors::model::now(),
             tool_executions: answer.tool_executions,
             approval_request: answer.approval_request,
+            elicitation_request: answer.elicitation_request.map(Box::new),
         }
     }
 }

@@ -90,6 +90,23 @@ pub enum ApiError {
     /// The approval request expired and counts as denied.
     #[error("The approval request expired")]
     ApprovalExpired,
+    /// No such elicitation for this user.
+    #[error("Elicitation not found")]
+    ElicitationNotFound,
+    /// The elicitation was already answered.
+    #[error("The elicitation was already answered")]
+    ElicitationAnswered,
+    /// The elicitation expired and counts as cancel.
+    #[error("The elicitation expired")]
+    ElicitationExpired,
+    /// An answer that does not fit the question's schema; `path` points into the request body.
+    #[error("The answer does not fit the question at {path}: {reason}")]
+    ElicitationAnswerInvalid {
+        /// Where (`/content/age`).
+        path: String,
+        /// Why.
+        reason: String,
+    },
     /// No such grant.
     #[error("Grant not found")]
     GrantNotFound,
@@ -207,6 +224,10 @@ impl ApiError {
             ApiError::ApprovalNotFound => "approval_not_found",
             ApiError::ApprovalDecided => "approval_decided",
             ApiError::ApprovalExpired => "approval_expired",
+            ApiError::ElicitationNotFound => "elicitation_not_found",
+            ApiError::ElicitationAnswered => "elicitation_answered",
+            ApiError::ElicitationExpired => "elicitation_expired",
+            ApiError::ElicitationAnswerInvalid { .. } => "elicitation_answer_invalid",
             ApiError::GrantNotFound => "grant_not_found",
             ApiError::ShuttingDown => "shutting_down",
             ApiError::Provider(failure) => &failure.code,
@@ -225,7 +246,8 @@ impl ResponseError for ApiError {
             | ApiError::MissingField(_)
             | ApiError::InvalidParameter { .. }
             | ApiError::MessageTooLong { .. }
-            | ApiError::InvalidMultipart(_) => StatusCode::BAD_REQUEST,
+            | ApiError::InvalidMultipart(_)
+            | ApiError::ElicitationAnswerInvalid { .. } => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge(_)
             | ApiError::AttachmentTooLarge { .. }
             | ApiError::AttachmentsTooLarge(_)
@@ -250,8 +272,12 @@ impl ResponseError for ApiError {
             ApiError::TurnInProgress
             | ApiError::TurnFinished
             | ApiError::ApprovalDecided
-            | ApiError::ApprovalExpired => StatusCode::CONFLICT,
-            ApiError::ApprovalNotFound | ApiError::GrantNotFound => StatusCode::NOT_FOUND,
+            | ApiError::ApprovalExpired
+            | ApiError::ElicitationAnswered
+            | ApiError::ElicitationExpired => StatusCode::CONFLICT,
+            ApiError::ApprovalNotFound | ApiError::GrantNotFound | ApiError::ElicitationNotFound => {
+                StatusCode::NOT_FOUND
+            }
             ApiError::Provider(failure) if failure.kind() == FailureKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Provider(_) => StatusCode::BAD_GATEWAY,
             ApiError::Storage | ApiError::Unavailable | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
@@ -276,6 +302,9 @@ impl ResponseError for ApiError {
         if let ApiError::TooManyTurns { retry_after, .. } = self {
             response.insert_header((header::RETRY_AFTER, HeaderValue::from(*retry_after)));
         }
+        if let ApiError::ElicitationAnswerInvalid { path, .. } = self {
+            return response.json(json!({ "error": self.to_string(), "code": self.code(), "path": path }));
+        }
         response.json(json!({ "error": self.to_string(), "code": self.code() }))
     }
 }
@@ -289,6 +318,13 @@ impl From<SessionError> for ApiError {
             SessionError::GrantNotFound => ApiError::GrantNotFound,
             SessionError::AlreadyDecided => ApiError::ApprovalDecided,
             SessionError::ApprovalExpired => ApiError::ApprovalExpired,
+            SessionError::ElicitationNotFound => ApiError::ElicitationNotFound,
+            SessionError::ElicitationAnswered => ApiError::ElicitationAnswered,
+            SessionError::ElicitationExpired => ApiError::ElicitationExpired,
+            SessionError::AnswerInvalid(invalid) => ApiError::ElicitationAnswerInvalid {
+                path: invalid.path,
+                reason: invalid.reason,
+            },
             SessionError::Busy | SessionError::Stale => ApiError::TurnInProgress,
             SessionError::Finished | SessionError::TurnNotRunning => ApiError::TurnFinished,
             SessionError::ShuttingDown => ApiError::ShuttingDown,
@@ -445,6 +481,17 @@ mod tests {
             (ApiError::ApprovalNotFound, 404, "approval_not_found"),
             (ApiError::ApprovalDecided, 409, "approval_decided"),
             (ApiError::ApprovalExpired, 409, "approval_expired"),
+            (ApiError::ElicitationNotFound, 404, "elicitation_not_found"),
+            (ApiError::ElicitationAnswered, 409, "elicitation_answered"),
+            (ApiError::ElicitationExpired, 409, "elicitation_expired"),
+            (
+                ApiError::ElicitationAnswerInvalid {
+                    path: "/content/age".into(),
+                    reason: "must be a number".into(),
+                },
+                400,
+                "elicitation_answer_invalid",
+            ),
             (ApiError::GrantNotFound, 404, "grant_not_found"),
             (ApiError::ShuttingDown, 503, "shutting_down"),
             (failure("rate_limited"), 502, "rate_limited"),

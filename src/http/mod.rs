@@ -8,6 +8,7 @@ pub mod auth;
 pub mod body;
 pub mod chat;
 pub mod dto;
+pub mod elicitations;
 pub mod error;
 pub mod health;
 pub mod observe;
@@ -144,6 +145,7 @@ pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
             .service(approvals::list_grants)
             .service(approvals::revoke_grant)
             .service(approvals::decide)
+            .service(elicitations::answer)
             .service(sessions::create_session)
             .service(sessions::list_sessions)
             .service(sessions::get_session)

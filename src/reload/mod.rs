@@ -133,6 +133,7 @@ pub fn session_settings(config: &Config, flush_every: Duration) -> SessionSettin
         max_tool_output_chars: config.mcp.max_tool_output_chars,
         max_stored_tool_output_chars: config.mcp.max_stored_tool_output_chars,
         approval: config.approval.clone(),
+        elicitation_expiry: secs(config.mcp.elicitation.expiry_secs),
         flush_every,
     }
 }
@@ -246,7 +247,7 @@ impl Reloader {
         } = &mut *state;
         let mut next: Vec<ServerSpec> = registered_mcp.iter().filter(|s| s.name != name).cloned().collect();
         next.extend(server);
-        let (servers, changes) = mcp.build(&config.mcp.resolved, &next);
+        let (servers, changes) = mcp.build(&config.mcp.resolved, &next, config.mcp.elicitation.enabled);
         *registered_mcp = next;
         self.live.mcp.replace(servers);
         let report = ReloadReport::registered("mcp").with_mcp_servers(changes);
@@ -340,7 +341,7 @@ impl Reloader {
                     }
                 },
                 "mcp" => {
-                    let (servers, changes) = mcp.build(&new.mcp.resolved, registered_mcp);
+                    let (servers, changes) = mcp.build(&new.mcp.resolved, registered_mcp, new.mcp.elicitation.enabled);
                     self.live.mcp.replace(servers);
                     report = std::mem::take(&mut report).with_mcp_servers(changes);
                     true

@@ -104,17 +104,27 @@ impl McpSet {
         }
     }
 
-    /// The servers `file` and `registered` describe (the file's win a shared name), reusing the
-    /// running pool of each one whose settings did not change and starting the others; a server
-    /// replaced or left out stops once its calls in flight end.
-    pub(super) fn build(&mut self, file: &[ServerSpec], registered: &[ServerSpec]) -> (Vec<McpServer>, SetChanges) {
+    /// The servers `file` and `registered` describe (the file's win a shared name), each told
+    /// whether it may ask the person (`elicitation`), reusing the running pool of each one whose
+    /// settings did not change and starting the others; a server replaced or left out stops once
+    /// its calls in flight end.
+    pub(super) fn build(
+        &mut self,
+        file: &[ServerSpec],
+        registered: &[ServerSpec],
+        elicitation: bool,
+    ) -> (Vec<McpServer>, SetChanges) {
         let wanted: Vec<_> = file_then_registered(file, registered, |s| &s.name)
             .into_iter()
+            .map(|spec| ServerSpec {
+                elicitation,
+                ..spec.clone()
+            })
             .map(|spec| (spec.name.clone(), format!("{spec:?}"), spec))
             .collect();
         let arbiter = &self.arbiter;
         let Ok(rebuilt) = self.started.rebuild(&wanted, |spec| {
-            Ok::<_, std::convert::Infallible>(McpServer::start((*spec).clone(), arbiter))
+            Ok::<_, std::convert::Infallible>(McpServer::start(spec.clone(), arbiter))
         });
         for server in &rebuilt.dropped {
             server.retire();
@@ -123,8 +133,8 @@ impl McpSet {
     }
 
     /// The first servers, at start-up.
-    pub fn first(&mut self, file: &[ServerSpec], registered: &[ServerSpec]) -> Vec<McpServer> {
-        self.build(file, registered).0
+    pub fn first(&mut self, file: &[ServerSpec], registered: &[ServerSpec], elicitation: bool) -> Vec<McpServer> {
+        self.build(file, registered, elicitation).0
     }
 }
 

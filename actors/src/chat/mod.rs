@@ -22,7 +22,7 @@ use crate::ids::{SessionId, StreamId, UserId};
 use crate::limits::{ReaderLimits, ReaderPermit, TurnLimits};
 use crate::provider::Providers;
 use crate::registry::{CountSessions, Evict, InterruptAll, Resolve, SessionRegistry, Submit};
-use crate::session::{Decide, SessionError, StartTurn, StopReason, StopTurn, TurnStarted};
+use crate::session::{Decide, Resolution, SessionError, StartTurn, StopReason, StopTurn, TurnStarted};
 use crate::storage::{
     ClearMessages, DeleteSession, GetApproval, GetSession, LoadStream, RequestCancel, Storage, StreamStatus,
 };
@@ -300,9 +300,41 @@ impl Chat {
         session: Option<&SessionId>,
         decision: Decision,
     ) -> Result<TurnStarted, SessionError> {
+        self.resolve(user, request_id, session, Resolution::Approval(decision))
+            .await
+    }
+
+    /// Answers a tool's question (an elicitation) of this user; the tool is sent again with the
+    /// answer on the continuation's stream. Refusals name the elicitation, not an approval.
+    pub async fn answer_elicitation(
+        &self,
+        user: UserId,
+        request_id: &str,
+        answer: crate::elicitation::ElicitAnswer,
+    ) -> Result<TurnStarted, SessionError> {
+        let answered = self
+            .resolve(user, request_id, None, Resolution::Elicitation(answer))
+            .await;
+        answered.map_err(|err| match err {
+            SessionError::ApprovalNotFound => SessionError::ElicitationNotFound,
+            SessionError::AlreadyDecided => SessionError::ElicitationAnswered,
+            SessionError::ApprovalExpired => SessionError::ElicitationExpired,
+            other => other,
+        })
+    }
+
+    /// Applies a decision or an answer to the request the session paused on.
+    async fn resolve(
+        &self,
+        user: UserId,
+        request_id: &str,
+        session: Option<&SessionId>,
+        decision: Resolution,
+    ) -> Result<TurnStarted, SessionError> {
         if self.is_draining() {
             return Err(SessionError::ShuttingDown);
         }
+        let elicitation = matches!(decision, Resolution::Elicitation(_));
         let record = self
             .storage
             .ask(GetApproval {
@@ -311,6 +343,7 @@ impl Chat {
             })
             .await?
             .filter(|r| session.is_none_or(|s| *s == r.session_id))
+            .filter(|r| r.is_elicitation() == elicitation)
             .ok_or(SessionError::ApprovalNotFound)?;
         match record.effective_status(crate::model::now()) {
             ApprovalStatus::Pending => {}

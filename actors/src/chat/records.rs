@@ -77,8 +77,10 @@ impl Chat {
     ) -> Result<Vec<ApprovalRecord>, SessionError> {
         let now = crate::model::now();
         let all = self.storage.ask(ListApprovals { user, status: None }).await?;
+        // Elicitations are kept beside the approvals; they are not approvals.
         Ok(all
             .into_iter()
+            .filter(|r| !r.is_elicitation())
             .filter(|r| status.is_none_or(|s| r.effective_status(now) == s))
             .collect())
     }

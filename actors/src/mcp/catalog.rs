@@ -15,7 +15,7 @@ use super::connection::ConnState;
 use super::pool::{CallTool, McpPool, PoolView, RefreshPool, RetirePool, ServerStatus};
 use crate::backlog::Queued;
 use crate::model::ToolCall;
-use crate::tools::{ToolCatalog, ToolOutcome, ToolSpec};
+use crate::tools::{InputReply, ToolCatalog, ToolOutcome, ToolSpec};
 
 /// One server: its pool actor and what the pool publishes.
 #[derive(Clone)]
@@ -73,12 +73,14 @@ impl McpServer {
         &self,
         tool: String,
         arguments: serde_json::Map<String, serde_json::Value>,
+        reply: Option<InputReply>,
         progress: Option<super::progress::ProgressSink>,
     ) -> BoxFuture<'static, ToolOutcome> {
         let (alive, caller) = oneshot::channel::<()>();
         let request = self.pool.send(CallTool {
             tool,
             arguments,
+            reply,
             progress,
             caller,
             queued: Queued::enter("mcp_pool"),
@@ -241,6 +243,7 @@ impl ToolCatalog for McpTools {
     fn call(
         &self,
         call: &ToolCall,
+        reply: Option<InputReply>,
         progress: Option<super::progress::ProgressSink>,
     ) -> BoxFuture<'static, ToolOutcome> {
         let name = call.function.name.clone();
@@ -253,7 +256,7 @@ impl ToolCatalog for McpTools {
             }
         };
         match self.route(&name) {
-            Some((server, tool)) => server.call(tool, arguments, progress),
+            Some((server, tool)) => server.call(tool, arguments, reply, progress),
             None => {
                 // A tool of a server that is down is not listed; say why instead of "unknown".
                 let down = self

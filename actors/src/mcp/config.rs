@@ -259,6 +259,8 @@ pub struct ServerSpec {
     pub connect_timeout: Duration,
     /// Health pings of a ready connection, if any.
     pub ping_every: Option<Duration>,
+    /// Whether the server is told it may ask the person (`[mcp.elicitation] enabled`).
+    pub elicitation: bool,
 }
 
 /// Whether `name` may name a server: 1-32 characters of A-Z a-z 0-9 - _ without `__` (its tools
@@ -342,6 +344,8 @@ impl McpServerConfig {
             call_timeout: Duration::from_secs(self.call_timeout_secs),
             connect_timeout: Duration::from_secs(self.connect_timeout_secs),
             ping_every: (self.ping_interval_secs > 0).then(|| Duration::from_secs(self.ping_interval_secs)),
+            // Set for every server by whoever starts them, from `[mcp.elicitation]`.
+            elicitation: false,
         })
     }
 }

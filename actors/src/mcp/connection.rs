@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use rmcp::model::{
-    ClientCapabilities, ClientConfig, ClientRequest, Implementation, PingRequest, ProgressNotificationParam,
-    ProtocolVersion, Tool,
+    ClientCapabilities, ClientConfig, ClientRequest, ElicitationCapability, FormElicitationCapability, Implementation,
+    PingRequest, ProgressNotificationParam, ProtocolVersion, Tool, UrlElicitationCapability,
 };
 use rmcp::service::{NotificationContext, RunningService};
 use rmcp::transport::streamable_http_client::{StreamableHttpClientTransportConfig, StreamableHttpError};
@@ -86,6 +86,8 @@ struct Notifications {
     /// This connection's name among all connections of the process (progress tokens are
     /// numbered per connection).
     link: u64,
+    /// Whether the `elicitation` capability is declared.
+    elicitation: bool,
 }
 
 impl ClientHandler for Notifications {
@@ -106,11 +108,17 @@ impl ClientHandler for Notifications {
 
     fn get_info(&self) -> ClientConfig {
         // The version `initialize` offers; `server/discover` offers the list of `lifecycle()`.
-        ClientConfig::new(
-            ClientCapabilities::default(),
-            Implementation::new("aichat", env!("CARGO_PKG_VERSION")),
-        )
-        .with_protocol_version(ProtocolVersion::V_2025_11_25)
+        let mut capabilities = ClientCapabilities::default();
+        if self.elicitation {
+            // Answers are checked against the schema before they are sent.
+            capabilities.elicitation = Some(
+                ElicitationCapability::new()
+                    .with_form(FormElicitationCapability::new().with_schema_validation(true))
+                    .with_url(UrlElicitationCapability::new()),
+            );
+        }
+        ClientConfig::new(capabilities, Implementation::new("aichat", env!("CARGO_PKG_VERSION")))
+            .with_protocol_version(ProtocolVersion::V_2025_11_25)
     }
 }
 
@@ -200,6 +208,7 @@ impl McpConnection {
             generation,
             server: self.spec.name.clone(),
             link,
+            elicitation: self.spec.elicitation,
         };
         let spec = Arc::clone(&self.spec);
         let timeout = spec.connect_timeout;

@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use rmcp::model::{
-    CallToolRequest, CallToolRequestParams, CancelledNotificationParam, ClientRequest, ServerResult, Tool,
+    CallToolRequest, CallToolRequestParams, CancelledNotificationParam, ClientRequest, InputRequest,
+    InputRequiredResult, ServerResult, Tool,
 };
 use rmcp::service::{PeerRequestOptions, ServiceError};
 use rmcp::{Peer, RoleClient};
@@ -28,6 +29,7 @@ use super::catalog::outcome_of;
 use super::config::{ServerSpec, Transport};
 use super::connection::{CloseConnection, ConnState, ConnectionLost, McpConnection, Refresh};
 use crate::backlog::Queued;
+use crate::elicitation::{InputReply, Question};
 use crate::tools::ToolOutcome;
 
 /// Calls one of the server's tools. Answered when the call ends; dropping `caller`'s sender (the
@@ -39,6 +41,8 @@ pub struct CallTool {
     pub tool: String,
     /// Its arguments.
     pub arguments: serde_json::Map<String, serde_json::Value>,
+    /// The person's answers to the server's questions of the previous round, if any.
+    pub reply: Option<InputReply>,
     /// Where the server's progress notices for this call go.
     pub progress: Option<super::progress::ProgressSink>,
     /// Resolves when the caller is gone.
@@ -288,6 +292,7 @@ impl McpPool {
         &mut self,
         tool: String,
         arguments: serde_json::Map<String, serde_json::Value>,
+        reply: Option<InputReply>,
         progress: Option<super::progress::ProgressSink>,
         mut caller: oneshot::Receiver<()>,
     ) -> ResponseActFuture<Self, ToolOutcome> {
@@ -298,9 +303,13 @@ impl McpPool {
         self.conns[index].in_flight += 1;
         self.publish();
         let timeout = self.spec.call_timeout;
-        let request = ClientRequest::CallToolRequest(CallToolRequest::new(
-            CallToolRequestParams::new(tool).with_arguments(arguments),
-        ));
+        let mut params = CallToolRequestParams::new(tool).with_arguments(arguments);
+        if let Some(reply) = reply {
+            // Only this call carries its answers and state, exactly as the server sent the state.
+            params.input_responses = Some(reply.responses).filter(|r| !r.is_empty());
+            params.request_state = reply.request_state;
+        }
+        let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
         let options = PeerRequestOptions::with_timeout(timeout)
             .reset_timeout_on_progress()
             .with_max_total_timeout(timeout.saturating_mul(10));
@@ -331,6 +340,7 @@ impl McpPool {
             match sent {
                 None => ToolOutcome::Failure("the call was abandoned by its caller".into()),
                 Some(Ok(ServerResult::CallToolResult(result))) => outcome_of(result),
+                Some(Ok(ServerResult::InputRequiredResult(asked))) => input_required(asked, act.spec.elicitation),
                 Some(Ok(_)) => ToolOutcome::Failure("the MCP server sent an unexpected response".into()),
                 Some(Err(err)) => {
                     let broken = match &err {
@@ -348,6 +358,41 @@ impl McpPool {
                 }
             }
         }))
+    }
+}
+
+/// A call the server answered with "input required": the questions for the person (only
+/// elicitation is offered: sampling and roots are not declared, so asking for them fails).
+fn input_required(asked: InputRequiredResult, offered: bool) -> ToolOutcome {
+    if !offered {
+        return ToolOutcome::Failure(
+            "the MCP server asked for the person's input, and elicitation is off ([mcp.elicitation])".into(),
+        );
+    }
+    let mut questions = Vec::new();
+    for (key, request) in asked.input_requests.unwrap_or_default() {
+        let question = match &request {
+            InputRequest::Elicitation(request) => serde_json::to_value(request)
+                .ok()
+                .and_then(|json| Question::from_params(&key, json.get("params")?)),
+            _ => None,
+        };
+        match question {
+            Some(question) => questions.push(question),
+            None => {
+                let method = serde_json::to_value(&request)
+                    .ok()
+                    .and_then(|json| json.get("method")?.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                return ToolOutcome::Failure(format!(
+                    "the MCP server asked for input aichat does not offer ({method:?}, key {key:?})"
+                ));
+            }
+        }
+    }
+    ToolOutcome::InputRequired {
+        questions,
+        request_state: asked.request_state,
     }
 }
 
@@ -423,6 +468,7 @@ impl Handler<CallTool> for McpPool {
         let CallTool {
             tool,
             arguments,
+            reply,
             progress,
             mut caller,
             queued,
@@ -430,7 +476,7 @@ impl Handler<CallTool> for McpPool {
         drop(queued);
         if self.in_use < self.spec.max_concurrency {
             self.in_use += 1;
-            return self.run(tool, arguments, progress, caller);
+            return self.run(tool, arguments, reply, progress, caller);
         }
         // Wait for a permit (handed over by a finishing call), at most the call timeout.
         let (permit, granted) = oneshot::channel();
@@ -445,7 +491,7 @@ impl Handler<CallTool> for McpPool {
         };
         Box::pin(wait.into_actor(self).then(move |(admitted, caller), act, _| {
             if admitted {
-                act.run(tool, arguments, progress, caller)
+                act.run(tool, arguments, reply, progress, caller)
             } else {
                 let busy = format!("MCP server `{}` is busy", act.spec.name);
                 Box::pin(fut::ready(ToolOutcome::Failure(busy)))

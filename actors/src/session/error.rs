@@ -40,6 +40,18 @@ pub enum SessionError {
     /// The approval request expired (it counts as denied).
     #[error("the approval request expired")]
     ApprovalExpired,
+    /// The elicitation does not exist, belongs to someone else, or is of another session.
+    #[error("elicitation not found")]
+    ElicitationNotFound,
+    /// The elicitation was already answered (or settled).
+    #[error("the elicitation was already answered")]
+    ElicitationAnswered,
+    /// The elicitation expired (it counts as cancel).
+    #[error("the elicitation expired")]
+    ElicitationExpired,
+    /// The answer does not fit the question's schema.
+    #[error("the answer does not fit the question: {0}")]
+    AnswerInvalid(crate::elicitation::InvalidAnswer),
     /// An in-band approval decision came with files.
     #[error("an approval decision carries no files")]
     DecisionWithFiles,

@@ -6,6 +6,7 @@ use actix::prelude::*;
 
 use super::{SessionActor, SessionError, StopReason};
 use crate::approval::Decision;
+use crate::elicitation::ElicitAnswer;
 use crate::ids::{SessionId, StreamId};
 use crate::stream::StreamBuffer;
 
@@ -32,15 +33,25 @@ pub struct TurnStarted {
     pub stream: Arc<StreamBuffer>,
 }
 
-/// Decides the session's pending approval request and starts the continuation turn: approved
-/// calls run, denied ones get a denial result, then the model continues.
+/// Decides the session's pending approval request, or answers its pending elicitation, and
+/// starts the continuation turn: approved calls run (or an asking call is sent again with the
+/// answers), denied ones get a denial result, then the model continues.
 #[derive(Message)]
 #[rtype(result = "Result<TurnStarted, SessionError>")]
 pub struct Decide {
     /// The request.
     pub request_id: String,
-    /// The decision.
-    pub decision: Decision,
+    /// The decision or the answer.
+    pub decision: Resolution,
+}
+
+/// What the person said to a request the turn paused on.
+#[derive(Debug, Clone)]
+pub enum Resolution {
+    /// A decision on an approval request.
+    Approval(Decision),
+    /// An answer to a tool's question.
+    Elicitation(ElicitAnswer),
 }
 
 /// Stops the running turn of this stream: its partial answer is stored and marked, its stream

@@ -30,7 +30,7 @@ use crate::stream::StreamBuffer;
 use crate::tools::keep_head_and_tail;
 
 pub use error::SessionError;
-pub use messages::{Decide, Forget, Shutdown, StartTurn, StopIfIdle, StopTurn, TurnStarted};
+pub use messages::{Decide, Forget, Resolution, Shutdown, StartTurn, StopIfIdle, StopTurn, TurnStarted};
 pub use settings::{SessionDeps, SessionSettings};
 pub use title::clean_title;
 pub use turn::StopReason;
@@ -425,7 +425,7 @@ impl Handler<Decide> for SessionActor {
 }
 
 impl SessionActor {
-    /// Applies a decision to the pending request and starts the continuation turn.
+    /// Applies a decision (or an answer) to the pending request and starts the continuation turn.
     fn decide(&mut self, msg: Decide) -> ResponseActFuture<Self, Result<TurnStarted, SessionError>> {
         let Some(mut record) = self.pending.clone().filter(|p| p.request_id == msg.request_id) else {
             if self.deps.storage.is_shared() {
@@ -437,7 +437,24 @@ impl SessionActor {
         if record.effective_status(now) == ApprovalStatus::Expired {
             return Box::pin(fut::ready(Err(SessionError::ApprovalExpired)));
         }
-        let decision = msg.decision;
+        let decision = match msg.decision {
+            Resolution::Approval(decision) if !record.is_elicitation() => decision,
+            Resolution::Elicitation(answer) if record.is_elicitation() => {
+                return match self.answer(record, &answer, now) {
+                    Ok(record) => self.begin(
+                        Vec::new(),
+                        Some(record.clone()),
+                        Vec::new(),
+                        turn::TurnStart::Approved {
+                            record: Box::new(record),
+                        },
+                        None,
+                    ),
+                    Err(err) => Box::pin(fut::ready(Err(err))),
+                };
+            }
+            _ => return Box::pin(fut::ready(Err(SessionError::ApprovalNotFound))),
+        };
         let person = format!("user:{}", self.user);
         let granted = record.decide(&decision, &person, now);
         metrics::counter!("aichat_approvals_total", "outcome" => record.status.as_str()).increment(1);
@@ -468,6 +485,31 @@ impl SessionActor {
 }
 
 impl SessionActor {
+    /// Applies the person's answer to the question the elicitation asks (checked against its
+    /// schema first), and marks the calls that now have every answer `running`: they are sent
+    /// again by the continuation turn; another unanswered question is asked by it instead.
+    fn answer(
+        &self,
+        mut record: ApprovalRecord,
+        answer: &crate::elicitation::ElicitAnswer,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<ApprovalRecord, SessionError> {
+        let (i, question) = record.asking().ok_or(SessionError::AlreadyDecided)?;
+        let sent = question.check(answer).map_err(SessionError::AnswerInvalid)?;
+        let key = question.key.clone();
+        if let Some(input) = record.calls[i].input.as_mut() {
+            input.answers.insert(key, sent);
+        }
+        metrics::counter!("aichat_elicitations_total", "outcome" => answer.action.as_str()).increment(1);
+        metrics::histogram!("aichat_elicitation_wait_seconds")
+            .record((now - record.created_at).num_milliseconds().max(0) as f64 / 1000.0);
+        record.status = ApprovalStatus::Approved;
+        record.decided_by = Some(format!("user:{}", self.user));
+        record.decided_at = Some(now);
+        record.start_running();
+        Ok(record)
+    }
+
     /// On a shared store: `Stale` (and the actor stops) when another node ran a turn in the
     /// session since this copy was read, so the caller asks a fresh one; else `otherwise`.
     fn stale_or(&mut self, otherwise: SessionError) -> ResponseActFuture<Self, Result<TurnStarted, SessionError>> {

@@ -110,6 +110,13 @@ pub fn unanswered_results(history: &[ChatMessage], approvals: &[ApprovalRecord])
             });
             let execution = match asked {
                 Some((ApprovalStatus::Pending, _)) => return None,
+                // It finished while a sibling call waited on the person.
+                Some((
+                    _,
+                    BatchCall {
+                        result: Some(result), ..
+                    },
+                )) => result.clone(),
                 Some((
                     _,
                     BatchCall {

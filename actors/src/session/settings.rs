@@ -32,6 +32,8 @@ pub struct SessionSettings {
     pub max_stored_tool_output_chars: usize,
     /// Which tools need the person's approval.
     pub approval: crate::approval::ApprovalConfig,
+    /// How long a tool's question waits for the person's answer (then it counts as `cancel`).
+    pub elicitation_expiry: Duration,
     /// Streamed events are stored at least this often while a turn runs (readers on other
     /// nodes see them once stored).
     pub flush_every: Duration,

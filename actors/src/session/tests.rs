@@ -89,7 +89,12 @@ impl ToolCatalog for Gated {
         Arc::new(vec![Self::spec("fast"), Self::spec("slow")])
     }
 
-    fn call(&self, call: &ToolCall, _progress: Option<crate::tools::ProgressSink>) -> BoxFuture<'static, ToolOutcome> {
+    fn call(
+        &self,
+        call: &ToolCall,
+        _reply: Option<crate::tools::InputReply>,
+        _progress: Option<crate::tools::ProgressSink>,
+    ) -> BoxFuture<'static, ToolOutcome> {
         self.calls.lock().unwrap().push(call.function.name.clone());
         let (gate, fast_done) = (Arc::clone(&self.gate), Arc::clone(&self.fast_done));
         let name = call.function.name.clone();
@@ -143,6 +148,7 @@ fn harness_with(approval: ApprovalConfig, max_live_sessions: usize) -> Harness {
             max_tool_output_chars: 10_000,
             max_stored_tool_output_chars: 10_000,
             approval,
+            elicitation_expiry: WAIT,
             flush_every: Duration::from_millis(500),
         }),
     });

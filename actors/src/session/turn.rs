@@ -11,13 +11,16 @@ use chrono::Utc;
 use tokio::sync::watch;
 
 use super::SessionDeps;
-use crate::approval::{ApprovalRecord, ApprovalStatus, BatchCall, CallOutcome, CallState, denied, outcome_unknown};
+use crate::approval::{
+    ApprovalRecord, ApprovalStatus, BatchCall, CallOutcome, CallState, ELICITATION_PREFIX, denied, outcome_unknown,
+};
+use crate::elicitation::{InputReply, InputState, MAX_ROUNDS};
 use crate::ids::{SessionId, StreamId};
 use crate::model::{ApprovalRequestView, ChatMessage, Role, StreamMessage, ToolCall, ToolExecution};
 use crate::provider::{CompletionRequest, ProviderError, ProviderEvent, Purpose};
 use crate::storage::{Fence, ListGrants, StoredEvent, StreamStatus, TurnWrite};
 use crate::stream::StreamBuffer;
-use crate::tools::{ProgressNote, execute_all, keep_head_and_tail};
+use crate::tools::{ProgressNote, Ran, execute_all, keep_head_and_tail};
 
 /// A tool call's progress reaches readers at most this often.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
@@ -301,6 +304,7 @@ impl Turn {
             }
         };
         let outcome = match &result {
+            Ok(()) if pending.as_ref().is_some_and(ApprovalRecord::is_elicitation) => "elicitation_requested",
             Ok(()) if pending.is_some() => "approval_requested",
             Ok(()) => "done",
             Err(err) => err.code(),
@@ -345,6 +349,10 @@ impl Turn {
             let batch = record.calls.clone();
             self.running = Some(*record);
             Box::pin(self.execute_batch(&batch, &mut stop)).await?;
+            if self.requested.is_some() {
+                // A tool asked the person: the turn ends on the question.
+                return Ok(());
+            }
             tool_rounds = 1;
         }
         loop {
@@ -416,6 +424,9 @@ impl Turn {
                 return Box::pin(self.ask_approval(batch)).await;
             }
             Box::pin(self.execute_batch(&batch, &mut stop)).await?;
+            if self.requested.is_some() {
+                return Ok(());
+            }
         }
     }
 
@@ -543,21 +554,113 @@ impl Turn {
     /// Runs the approved calls of a batch at once and gives the others their denial, all in call
     /// order; stores the round (with the outcomes of an approval's calls, if any). The calls are
     /// durable before any is sent (the model's `tool_calls` message, or the approval marked
-    /// `running`), so a crash leaves their trace and never runs them again.
+    /// `running`), so a crash leaves their trace and never runs them again. A call whose server
+    /// needs the person's input pauses the batch on an elicitation (what finished keeps its
+    /// result); one that only wants its state back is sent again at once.
     async fn execute_batch(
         &mut self,
         batch: &[BatchCall],
         stop: &mut watch::Receiver<Option<StopReason>>,
     ) -> Result<(), TurnError> {
         let deps = Arc::clone(&self.deps);
-        let runnable: Vec<ToolCall> = batch
-            .iter()
-            .filter(|c| matches!(c.state, CallState::Approved { .. }))
-            .map(|c| c.call.clone())
-            .collect();
-        if !runnable.is_empty() && !self.unsaved_messages.is_empty() {
-            self.save(None, None).await?;
+        let mut batch = batch.to_vec();
+        loop {
+            let runnable: Vec<usize> = (0..batch.len()).filter(|&i| batch[i].ready_to_run()).collect();
+            if runnable.is_empty() {
+                break;
+            }
+            let calls: Vec<ToolCall> = runnable.iter().map(|&i| batch[i].call.clone()).collect();
+            let replies: Vec<Option<InputReply>> = runnable
+                .iter()
+                .map(|&i| batch[i].input.as_ref().and_then(InputState::reply))
+                .collect();
+            if !self.unsaved_messages.is_empty() {
+                self.save(None, None).await?;
+            }
+            let ran = Box::pin(self.run_calls(&batch, &calls, &replies, stop)).await?;
+            if let Some(mut record) = self.running.take() {
+                let failed = |call: &ToolCall| {
+                    ran.iter()
+                        .any(|r| matches!(r, Ran::Done(e) if e.id == call.id && e.error.is_some()))
+                };
+                record.finish_running(|call| {
+                    if failed(call) {
+                        CallOutcome::Failed
+                    } else {
+                        CallOutcome::Done
+                    }
+                });
+                self.outcomes = Some(record);
+            }
+            let max_stored = deps.settings.get().max_stored_tool_output_chars;
+            for (&i, ran) in runnable.iter().zip(ran) {
+                let entry = &mut batch[i];
+                match ran {
+                    Ran::Done(mut execution) => {
+                        let outcome = if execution.error.is_some() { "error" } else { "ok" };
+                        let tool = execution.tool_name.clone();
+                        metrics::counter!("aichat_tool_calls_total", "tool" => tool.clone(), "outcome" => outcome)
+                            .increment(1);
+                        metrics::histogram!("aichat_tool_call_duration_seconds", "tool" => tool)
+                            .record(execution.duration_ms as f64 / 1000.0);
+                        if execution.result.len() > max_stored {
+                            execution.result = keep_head_and_tail(&execution.result, max_stored);
+                        }
+                        entry.result = Some(execution);
+                        entry.input = None;
+                    }
+                    Ran::NeedsInput {
+                        questions,
+                        request_state,
+                    } => {
+                        let round = entry.input.as_ref().map_or(0, |input| input.round) + 1;
+                        if round > MAX_ROUNDS {
+                            let why = format!("its server asked for input more than {MAX_ROUNDS} times");
+                            entry.result = Some(crate::approval::ended_without_result(&entry.call, why));
+                            entry.input = None;
+                        } else {
+                            entry.input = Some(InputState {
+                                questions,
+                                request_state,
+                                answers: Default::default(),
+                                round,
+                            });
+                        }
+                    }
+                }
+            }
         }
+        if batch.iter().any(|c| c.input.is_some()) {
+            return Box::pin(self.ask_person(batch)).await;
+        }
+        let executions: Vec<ToolExecution> = batch
+            .iter()
+            .map(|c| match (&c.state, &c.result) {
+                (_, Some(result)) => result.clone(),
+                (CallState::Approved { .. }, None) => outcome_unknown(&c.call, "the turn ended"),
+                (CallState::Denied { by }, None) => denied(&c.call, by),
+                (CallState::Pending, None) => denied(&c.call, "nobody (no decision)"),
+            })
+            .collect();
+        let announcement = StreamMessage::tool_execution(&self.session_id, executions.clone());
+        for execution in executions {
+            let for_model = keep_head_and_tail(&execution.result, deps.settings.get().max_tool_output_chars);
+            self.record(ChatMessage::tool_result(execution, for_model));
+        }
+        self.announce(&announcement).await
+    }
+
+    /// Sends `calls` (the ready calls of `batch`) at once and gathers how each ended, in call
+    /// order, passing on their progress. Stopped, every call of the batch gets its result in
+    /// history (the ones sent may have acted), and the turn ends.
+    async fn run_calls(
+        &mut self,
+        batch: &[BatchCall],
+        calls: &[ToolCall],
+        replies: &[Option<InputReply>],
+        stop: &mut watch::Receiver<Option<StopReason>>,
+    ) -> Result<Vec<Ran>, TurnError> {
+        let deps = Arc::clone(&self.deps);
         // Dropping the calls (on stop) sends `notifications/cancelled` to their servers.
         let waiting = Instant::now();
         // Progress notices of the calls, each call's at most every PROGRESS_EVERY.
@@ -565,19 +668,19 @@ impl Turn {
         let sink: Arc<dyn Fn(usize, ProgressNote) + Send + Sync> = Arc::new(move |i, note| {
             let _ = progress_tx.send((i, note));
         });
-        let mut calls = std::pin::pin!(execute_all(&deps.tools, &runnable, Some(sink)));
-        let mut pacer = super::pacer::ProgressPacer::new(runnable.len(), PROGRESS_EVERY);
+        let mut running = std::pin::pin!(execute_all(&deps.tools, calls, replies, Some(sink)));
+        let mut pacer = super::pacer::ProgressPacer::new(calls.len(), PROGRESS_EVERY);
         let ran = loop {
             let wake = pacer.next_due();
             tokio::select! {
             biased;
             reason = Self::stopped(stop) => {
-                // Every call gets its result in history: the ones sent may have acted.
                 for c in batch {
-                    let execution = match &c.state {
-                        CallState::Approved { .. } => outcome_unknown(&c.call, "the turn was stopped"),
-                        CallState::Denied { by } => denied(&c.call, by),
-                        CallState::Pending => denied(&c.call, "nobody (no decision)"),
+                    let execution = match (&c.state, &c.result) {
+                        (_, Some(result)) => result.clone(),
+                        (CallState::Approved { .. }, None) => outcome_unknown(&c.call, "the turn was stopped"),
+                        (CallState::Denied { by }, None) => denied(&c.call, by),
+                        (CallState::Pending, None) => denied(&c.call, "nobody (no decision)"),
                     };
                     let for_model = keep_head_and_tail(&execution.result, deps.settings.get().max_tool_output_chars);
                     self.record(ChatMessage::tool_result(execution, for_model));
@@ -588,68 +691,65 @@ impl Turn {
                 }
                 return Err(TurnError::stopped(reason));
             }
-            executions = &mut calls => {
+            ran = &mut running => {
                 // Notices already here (not those the server's handler has yet to pass on: progress
                 // is for watching, the results follow).
                 while let Ok((i, note)) = progress_rx.try_recv() {
                     pacer.keep(i, note);
                 }
                 for (i, note) in pacer.drain() {
-                    self.emit_progress(&runnable, i, note);
+                    self.emit_progress(calls, i, note);
                 }
-                break executions;
+                break ran;
             }
             Some((i, note)) = progress_rx.recv() => {
                 if let Some(note) = pacer.offer(i, note, Instant::now()) {
-                    self.emit_progress(&runnable, i, note);
+                    self.emit_progress(calls, i, note);
                 }
             }
             () = tokio::time::sleep_until(tokio::time::Instant::from_std(wake.unwrap_or_else(Instant::now))), if wake.is_some() => {
                 for (i, note) in pacer.due(Instant::now()) {
-                    self.emit_progress(&runnable, i, note);
+                    self.emit_progress(calls, i, note);
                 }
             }
             }
         };
-        if let Some(mut record) = self.running.take() {
-            let failed = |call: &ToolCall| ran.iter().any(|e| e.id == call.id && e.error.is_some());
-            record.finish_running(|call| {
-                if failed(call) {
-                    CallOutcome::Failed
-                } else {
-                    CallOutcome::Done
-                }
-            });
-            self.outcomes = Some(record);
-        }
         self.waited += waiting.elapsed();
-        for execution in &ran {
-            let outcome = if execution.error.is_some() { "error" } else { "ok" };
-            let tool = execution.tool_name.clone();
-            metrics::counter!("aichat_tool_calls_total", "tool" => tool.clone(), "outcome" => outcome).increment(1);
-            metrics::histogram!("aichat_tool_call_duration_seconds", "tool" => tool)
-                .record(execution.duration_ms as f64 / 1000.0);
-        }
-        let max_stored = deps.settings.get().max_stored_tool_output_chars;
-        let mut ran = ran.into_iter().map(|mut execution: ToolExecution| {
-            if execution.result.len() > max_stored {
-                execution.result = keep_head_and_tail(&execution.result, max_stored);
-            }
-            execution
-        });
-        let executions: Vec<ToolExecution> = batch
-            .iter()
-            .filter_map(|c| match &c.state {
-                CallState::Approved { .. } => ran.next(),
-                CallState::Denied { by } => Some(denied(&c.call, by)),
-                CallState::Pending => Some(denied(&c.call, "nobody (no decision)")),
-            })
-            .collect();
-        let announcement = StreamMessage::tool_execution(&self.session_id, executions.clone());
-        for execution in executions {
-            let for_model = keep_head_and_tail(&execution.result, deps.settings.get().max_tool_output_chars);
-            self.record(ChatMessage::tool_result(execution, for_model));
-        }
-        self.announce(&announcement).await
+        Ok(ran)
+    }
+
+    /// Stores an elicitation for the batch (what finished keeps its result; the first question
+    /// nobody answered is the one asked), then announces it with `elicitation_request`; the turn
+    /// then ends, as it does on an approval.
+    async fn ask_person(&mut self, batch: Vec<BatchCall>) -> Result<(), TurnError> {
+        let now = crate::model::now();
+        let expiry =
+            chrono::Duration::from_std(self.deps.settings.get().elicitation_expiry).unwrap_or(chrono::Duration::MAX);
+        let record = ApprovalRecord {
+            request_id: crate::ids::prefixed_id(ELICITATION_PREFIX.trim_end_matches('_')),
+            user_id: self.buffer.user_id(),
+            session_id: self.session_id.clone(),
+            stream_id: self.stream_id.clone(),
+            calls: batch,
+            status: ApprovalStatus::Pending,
+            created_at: now,
+            expires_at: now.checked_add_signed(expiry).unwrap_or(now),
+            decided_by: None,
+            decided_at: None,
+        };
+        let Some((i, question)) = record.asking() else {
+            return Ok(());
+        };
+        let announcement = StreamMessage::elicitation_request(
+            &self.session_id,
+            &record.request_id,
+            &record.calls[i].call,
+            question.clone(),
+        );
+        metrics::counter!("aichat_elicitations_total", "outcome" => "asked").increment(1);
+        self.new_approval = Some(record.clone());
+        self.announce(&announcement).await?;
+        self.requested = Some(record);
+        Ok(())
     }
 }

@@ -1,0 +1,244 @@
+//! Elicitation over real HTTP and SSE with the demo MCP server: its `reserve_table` asks the
+//! person for the party size and date (an "input required" result: the demo speaks 2026-07-28
+//! with us). The turn pauses on the question, the answer resumes the tool on a new stream.
+
+use actors::approval::{ApprovalRule, Policy};
+use actors::mcp::McpServerConfig;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::common::database::{Backend, Database, on_both_backends};
+use crate::common::{SseEvent, TestApp, executions, stored_with_role};
+use crate::restart::Binary;
+
+fn demo() -> McpServerConfig {
+    McpServerConfig::stdio("demo", env!("CARGO_BIN_EXE_aichat"), &["mcp-demo", "--test-tools"])
+}
+
+async fn app_with(enabled: bool, adjust: impl FnOnce(&mut aichat::config::Config)) -> TestApp {
+    let app = TestApp::spawn_with(|c| {
+        c.mcp.servers = vec![demo()];
+        c.mcp.elicitation.enabled = enabled;
+        c.approval.rules = vec![ApprovalRule {
+            tool: "demo__*".into(),
+            policy: Policy::Allow,
+        }];
+        adjust(c);
+    })
+    .await;
+    app.wait_for_server("demo").await;
+    app
+}
+
+fn reserve(restaurant: &str) -> Value {
+    json!({"name": "demo__reserve_table", "arguments": {"restaurant": restaurant}})
+}
+
+fn script(calls: &[Value]) -> String {
+    format!("/mock tools {}", Value::Array(calls.to_vec()))
+}
+
+/// Sends `calls`; the turn must end on a question. Returns (session, the question event).
+async fn asked(app: &TestApp, user: i64, calls: &[Value]) -> (String, Value) {
+    let (session, events) = app.turn(user, &script(calls), None).await;
+    let kinds: Vec<_> = events.iter().map(|e| e.data["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["elicitation_request", "done"], "{events:?}");
+    // Its own SSE event name: clients of the original (reading `message` events) never see it.
+    assert_eq!(events[0].event.as_deref(), Some("elicitation_request"));
+    assert_eq!(events[1].event.as_deref(), Some("message"));
+    (session, events[0].data.clone())
+}
+
+async fn answer(app: &TestApp, user: i64, id: &str, body: Value) -> (StatusCode, Value) {
+    app.post(&format!("/elicitations/{id}"), user, body).await
+}
+
+async fn answer_and_read(app: &TestApp, user: i64, id: &str, body: Value) -> Vec<SseEvent> {
+    let (status, reply) = answer(app, user, id, body).await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    app.sse(user, reply["stream_id"].as_str().unwrap(), None).await
+}
+
+#[actix_web::test]
+async fn a_tools_question_pauses_the_turn_and_the_answer_resumes_it() {
+    let app = app_with(true, |_| {}).await;
+    let (session, event) = asked(&app, 1, &[reserve("Chez Rust")]).await;
+    let id = event["request_id"].as_str().unwrap();
+    assert!(id.starts_with("elicitation_"), "{event}");
+    assert_eq!(event["tool_name"], "demo__reserve_table");
+    assert_eq!(event["session_id"], json!(session));
+    let question = &event["question"];
+    assert_eq!(question["mode"], "form");
+    assert!(
+        question["message"].as_str().unwrap().contains("Chez Rust"),
+        "{question}"
+    );
+    assert_eq!(question["requested_schema"]["required"], json!(["date"]));
+    // Not an approval: the approval list and route do not know it.
+    assert_eq!(app.get("/approvals", 1).await.1["approvals"], json!([]));
+    let (status, body) = app
+        .post(&format!("/approvals/{id}"), 1, json!({"approved": true}))
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("approval_not_found"))
+    );
+    // Another user's question is not found; a bad answer names its path; nothing is lost.
+    let (status, body) = answer(
+        &app,
+        2,
+        id,
+        json!({"action": "accept", "content": {"date": "2026-12-24"}}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("elicitation_not_found"))
+    );
+    let (status, body) = answer(&app, 1, id, json!({"action": "accept", "content": {"guests": 40}})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["code"], "elicitation_answer_invalid");
+    assert_eq!(body["path"], "/content/date");
+    let (status, body) = answer(
+        &app,
+        1,
+        id,
+        json!({"action": "accept", "content": {"date": "2026-12-24", "guests": 40}}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["path"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("/content/guests"))
+    );
+    let (status, body) = answer(&app, 1, id, json!({"content": {}})).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("missing_field"))
+    );
+
+    // The answer (the schema's default fills `guests`) resumes the tool on a new stream.
+    let events = answer_and_read(
+        &app,
+        1,
+        id,
+        json!({"action": "accept", "content": {"date": "2026-12-24"}}),
+    )
+    .await;
+    let ran = executions(&events);
+    assert_eq!(ran.len(), 1, "{events:?}");
+    assert_eq!(ran[0]["result"], "Reserved a table at Chez Rust for 2 on 2026-12-24");
+    assert_eq!(events.last().unwrap().data["type"], "done");
+    let (status, body) = answer(&app, 1, id, json!({"action": "cancel"})).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::CONFLICT, Some("elicitation_answered"))
+    );
+    // History: the model's call and its one result, as for any tool round.
+    let results = stored_with_role(&app, 1, &session, "tool").await;
+    assert_eq!(results.len(), 1);
+    assert!(
+        results[0]["content"].as_str().unwrap().contains("Reserved a table"),
+        "{results:?}"
+    );
+}
+
+#[actix_web::test]
+async fn a_sibling_call_keeps_its_result_while_the_question_waits_and_order_holds() {
+    let app = app_with(true, |_| {}).await;
+    let echo = json!({"name": "demo__echo", "arguments": {"text": "first"}});
+    let (_, event) = asked(&app, 1, &[echo, reserve("Nowhere")]).await;
+    let id = event["request_id"].as_str().unwrap();
+    let events = answer_and_read(&app, 1, id, json!({"action": "decline"})).await;
+    let ran = executions(&events);
+    let results: Vec<_> = ran.iter().map(|e| e["result"].as_str().unwrap()).collect();
+    assert_eq!(results, ["first", "No reservation: the person chose decline"]);
+    // Content goes with `accept` of a form only.
+    let (_, event) = asked(&app, 1, &[reserve("Again")]).await;
+    let id = event["request_id"].as_str().unwrap();
+    let (status, body) = answer(
+        &app,
+        1,
+        id,
+        json!({"action": "cancel", "content": {"date": "2026-01-01"}}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["path"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("/content"))
+    );
+}
+
+#[actix_web::test]
+async fn a_question_nobody_answers_expires_as_cancel() {
+    let app = app_with(true, |c| c.mcp.elicitation.expiry_secs = 1).await;
+    let (session, event) = asked(&app, 1, &[reserve("Late")]).await;
+    let id = event["request_id"].as_str().unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
+    let (status, body) = answer(
+        &app,
+        1,
+        id,
+        json!({"action": "accept", "content": {"date": "2026-12-24"}}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::CONFLICT, Some("elicitation_expired"))
+    );
+    // The next message settles it: the call's result says the question was cancelled.
+    app.turn(1, "hello again", Some(&session)).await;
+    let results = stored_with_role(&app, 1, &session, "tool").await;
+    assert_eq!(results.len(), 1, "{results:?}");
+    let text = results[0]["content"].as_str().unwrap();
+    assert!(text.contains("not answered") && text.contains("cancel"), "{text}");
+}
+
+#[actix_web::test]
+async fn without_elicitation_enabled_servers_are_not_offered_it() {
+    let app = app_with(false, |_| {}).await;
+    let (_, events) = app.turn(1, &script(&[reserve("Closed")]), None).await;
+    let ran = executions(&events);
+    assert_eq!(ran.len(), 1, "{events:?}");
+    assert!(
+        ran[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("needs a client that can ask"),
+        "the capability was not declared: {ran:?}"
+    );
+}
+
+on_both_backends!(a_question_and_its_answer_survive_a_restart);
+
+async fn a_question_and_its_answer_survive_a_restart(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::fresh(backend, dir.path());
+    let config = format!(
+        "[mcp.elicitation]\nenabled = true\n[approval]\ndefault = \"allow\"\n[[mcp.servers]]\nname = \"demo\"\ncommand = \"{}\"\nargs = [\"mcp-demo\"]\n",
+        env!("CARGO_BIN_EXE_aichat")
+    );
+    let server = Binary::start_on(&db, &config, &[]);
+    let app = TestApp::client_for(&server.base);
+    app.wait_for_server("demo").await;
+    let (_, event) = asked(&app, 1, &[reserve("Durable")]).await;
+    let id = event["request_id"].as_str().unwrap().to_owned();
+    server.kill();
+
+    // The server keeps nothing between rounds (the state travels with the question), so the
+    // answer given to the next process finishes the call.
+    let server = Binary::start_on(&db, &config, &[]);
+    let app = TestApp::client_for(&server.base);
+    app.wait_for_server("demo").await;
+    let events = answer_and_read(
+        &app,
+        1,
+        &id,
+        json!({"action": "accept", "content": {"date": "2027-01-02", "guests": 4}}),
+    )
+    .await;
+    assert_eq!(
+        executions(&events)[0]["result"],
+        "Reserved a table at Durable for 4 on 2027-01-02"
+    );
+    server.kill();
+}
