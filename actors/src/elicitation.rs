@@ -161,6 +161,10 @@ pub struct InputState {
     pub answers: BTreeMap<String, Value>,
     /// Rounds of questions this call has had (a server that keeps asking is stopped).
     pub round: u32,
+    /// Asked during the call (`elicitation/create`): the running call waits for the answer, and
+    /// the question lapses with the call.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub live: bool,
 }
 
 impl InputState {

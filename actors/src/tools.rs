@@ -63,17 +63,23 @@ pub trait ToolCatalog: Send + Sync + 'static {
     /// The tools on offer, in a stable order (shared: every model call carries them).
     fn tools(&self) -> Arc<Vec<ToolSpec>>;
     /// Runs one call (again, with the person's answers, when `reply` is given); what its server
-    /// says of its progress goes to `progress`.
-    fn call(
-        &self,
-        call: &ToolCall,
-        reply: Option<InputReply>,
-        progress: Option<ProgressSink>,
-    ) -> BoxFuture<'static, ToolOutcome>;
+    /// says while it runs goes to `hooks`.
+    fn call(&self, call: &ToolCall, reply: Option<InputReply>, hooks: CallHooks) -> BoxFuture<'static, ToolOutcome>;
 }
 
 pub use crate::elicitation::{InputReply, Question};
+pub use crate::mcp::asking::AskSink;
 pub use crate::mcp::progress::{ProgressNote, ProgressSink};
+
+/// Where what a server says during a call goes: its progress, and its questions for the person
+/// (a call without an asker has them answered `cancel`).
+#[derive(Clone, Default)]
+pub struct CallHooks {
+    /// Progress notices.
+    pub progress: Option<ProgressSink>,
+    /// Questions (the 2025-11-25 era's in-flight `elicitation/create`).
+    pub asker: Option<AskSink>,
+}
 
 /// What is kept of a long tool result (for the model, and for storage beyond its own bound): the
 /// head and the tail, with a notice of how much was left out in between.
@@ -92,18 +98,15 @@ pub fn keep_head_and_tail(text: &str, max_chars: usize) -> String {
 }
 
 /// Runs every call at once (each with its answers in `replies`, if any) and returns how each
-/// ended, in call order; progress notices go to `progress` with the index of their call.
+/// ended, in call order; what a server says during call `i` goes to `hooks(i)`.
 pub async fn execute_all(
     catalog: &Arc<dyn ToolCatalog>,
     calls: &[ToolCall],
     replies: &[Option<InputReply>],
-    progress: Option<Arc<dyn Fn(usize, ProgressNote) + Send + Sync>>,
+    hooks: impl Fn(usize) -> CallHooks,
 ) -> Vec<Ran> {
     join_all(calls.iter().enumerate().map(|(i, call)| {
-        let sink = progress
-            .clone()
-            .map(|progress| -> ProgressSink { Arc::new(move |note| progress(i, note)) });
-        let pending = catalog.call(call, replies.get(i).cloned().flatten(), sink);
+        let pending = catalog.call(call, replies.get(i).cloned().flatten(), hooks(i));
         let call = call.clone();
         async move {
             let start_time = crate::model::now();
@@ -159,7 +162,7 @@ mod tests {
             ToolCall::function("c1", "a", "{}".into()),
             ToolCall::function("c2", "b", "{}".into()),
         ];
-        let results: Vec<ToolExecution> = execute_all(&catalog, &calls, &[], None)
+        let results: Vec<ToolExecution> = execute_all(&catalog, &calls, &[], |_| CallHooks::default())
             .await
             .into_iter()
             .filter_map(|ran| match ran {

@@ -5,9 +5,9 @@
 use std::time::Duration;
 
 use actix::Arbiter;
-use actors::elicitation::{ElicitAction, ElicitAnswer, InputReply};
+use actors::elicitation::{ElicitAction, ElicitAnswer, InputReply, Question};
 use actors::mcp::{McpServer, McpServerConfig, McpTools};
-use actors::tools::{ToolCatalog, ToolOutcome};
+use actors::tools::{CallHooks, ToolCatalog, ToolOutcome};
 use serde_json::json;
 
 /// Connects to `url`, plays `scenario`, and returns once it is done.
@@ -32,6 +32,7 @@ pub async fn run(url: &str, scenario: &str) -> anyhow::Result<()> {
     let calls: Vec<(&str, serde_json::Value)> = match scenario {
         // Two tools that ask (with and without state), then two that do not: each must carry
         // only its own answers and state.
+        "elicitation-sep1034-client-defaults" => vec![("test_client_elicitation_defaults", json!({}))],
         "sep-2322-client-request-state" => [
             "test_mrtr_echo_state",
             "test_mrtr_no_state",
@@ -62,7 +63,7 @@ async fn call_answering(
     for _round in 0..actors::elicitation::MAX_ROUNDS {
         match server
             .clone()
-            .call(tool.to_owned(), arguments.clone(), reply.take(), None)
+            .call(tool.to_owned(), arguments.clone(), reply.take(), answering_defaults())
             .await
         {
             ToolOutcome::Success(text) => return Ok(text),
@@ -85,6 +86,18 @@ async fn call_answering(
         }
     }
     anyhow::bail!("{tool} kept asking")
+}
+
+/// Hooks that answer every question asked during a call `accept`, with the schema's defaults.
+fn answering_defaults() -> CallHooks {
+    CallHooks {
+        progress: None,
+        asker: Some(std::sync::Arc::new(|question: Question| {
+            let accept = ElicitAnswer::without_content(ElicitAction::Accept);
+            let sent = question.check(&accept).unwrap_or_else(|_| json!({"action": "decline"}));
+            Box::pin(async move { sent })
+        })),
+    }
 }
 
 /// The one call a scenario makes, if any.

@@ -363,6 +363,7 @@ impl Chat {
             let decide = Decide {
                 request_id: record.request_id.clone(),
                 decision: decision.clone(),
+                during_call: record.is_live(),
             };
             match self.ask("session", &addr, decide).await? {
                 Err(SessionError::Stale) if tries < DECIDE_TRIES => {

@@ -15,7 +15,7 @@ use super::connection::ConnState;
 use super::pool::{CallTool, McpPool, PoolView, RefreshPool, RetirePool, ServerStatus};
 use crate::backlog::Queued;
 use crate::model::ToolCall;
-use crate::tools::{InputReply, ToolCatalog, ToolOutcome, ToolSpec};
+use crate::tools::{CallHooks, InputReply, ToolCatalog, ToolOutcome, ToolSpec};
 
 /// One server: its pool actor and what the pool publishes.
 #[derive(Clone)]
@@ -74,21 +74,29 @@ impl McpServer {
         tool: String,
         arguments: serde_json::Map<String, serde_json::Value>,
         reply: Option<InputReply>,
-        progress: Option<super::progress::ProgressSink>,
+        hooks: CallHooks,
     ) -> BoxFuture<'static, ToolOutcome> {
         let (alive, caller) = oneshot::channel::<()>();
+        // A call that may ask the person is bounded by the pool's clock (which stands while the
+        // person is asked) and the asker's own expiry, not by this margin.
+        let limit = if hooks.asker.is_some() { None } else { Some(self.limit) };
         let request = self.pool.send(CallTool {
             tool,
             arguments,
             reply,
-            progress,
+            progress: hooks.progress,
+            asker: hooks.asker,
             caller,
             queued: Queued::enter("mcp_pool"),
         });
-        let (name, limit) = (self.name.clone(), self.limit);
+        let name = self.name.clone();
         Box::pin(async move {
             let _alive = alive;
-            match tokio::time::timeout(limit, request).await {
+            let answered = match limit {
+                Some(limit) => tokio::time::timeout(limit, request).await,
+                None => Ok(request.await),
+            };
+            match answered {
                 Ok(Ok(outcome)) => outcome,
                 Ok(Err(_)) => ToolOutcome::Failure(format!("MCP server `{name}` is unavailable")),
                 Err(_) => ToolOutcome::Failure(format!("MCP server `{name}` did not answer in time")),
@@ -240,12 +248,7 @@ impl ToolCatalog for McpTools {
         self.specs()
     }
 
-    fn call(
-        &self,
-        call: &ToolCall,
-        reply: Option<InputReply>,
-        progress: Option<super::progress::ProgressSink>,
-    ) -> BoxFuture<'static, ToolOutcome> {
+    fn call(&self, call: &ToolCall, reply: Option<InputReply>, hooks: CallHooks) -> BoxFuture<'static, ToolOutcome> {
         let name = call.function.name.clone();
         let arguments = match serde_json::from_str::<serde_json::Value>(&call.function.arguments) {
             Ok(serde_json::Value::Object(map)) => map,
@@ -256,7 +259,7 @@ impl ToolCatalog for McpTools {
             }
         };
         match self.route(&name) {
-            Some((server, tool)) => server.call(tool, arguments, reply, progress),
+            Some((server, tool)) => server.call(tool, arguments, reply, hooks),
             None => {
                 // A tool of a server that is down is not listed; say why instead of "unknown".
                 let down = self

@@ -11,17 +11,19 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use rmcp::model::{
-    ClientCapabilities, ClientConfig, ClientRequest, ElicitationCapability, FormElicitationCapability, Implementation,
-    PingRequest, ProgressNotificationParam, ProtocolVersion, Tool, UrlElicitationCapability,
+    ClientCapabilities, ClientConfig, ClientRequest, ElicitRequestParams, ElicitResult, ElicitationCapability,
+    FormElicitationCapability, Implementation, PingRequest, ProgressNotificationParam, ProtocolVersion, Tool,
+    UrlElicitationCapability,
 };
-use rmcp::service::{NotificationContext, RunningService};
+use rmcp::service::{NotificationContext, RequestContext, RunningService};
 use rmcp::transport::streamable_http_client::{StreamableHttpClientTransportConfig, StreamableHttpError};
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
-use rmcp::{ClientHandler, ClientLifecycleMode, ClientServiceExt, Peer, RoleClient};
+use rmcp::{ClientHandler, ClientLifecycleMode, ClientServiceExt, ErrorData, Peer, RoleClient};
 use tokio::io::AsyncBufReadExt;
 
 use super::config::{HttpMode, ServerSpec, Transport};
 use super::pool::{ConnectionDown, ConnectionUp, ToolsListed};
+use crate::elicitation::Question;
 
 /// Where a connection stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,6 +106,24 @@ impl ClientHandler for Notifications {
             message: params.message,
         };
         super::progress::deliver(self.link, &params.progress_token, note);
+    }
+
+    async fn create_elicitation(
+        &self,
+        request: ElicitRequestParams,
+        _context: RequestContext<RoleClient>,
+    ) -> Result<ElicitResult, ErrorData> {
+        let declined = || serde_json::from_value(serde_json::json!({"action": "decline"}));
+        let question = serde_json::to_value(&request)
+            .ok()
+            .and_then(|params| Question::from_params("elicitation", &params));
+        let answer = match question {
+            // Not offered (the capability was not declared), or not a question we can show.
+            _ if !self.elicitation => return declined().map_err(|e| ErrorData::internal_error(e.to_string(), None)),
+            None => return Err(ErrorData::invalid_params("not a form or URL elicitation", None)),
+            Some(question) => super::asking::ask(self.link, question).await,
+        };
+        serde_json::from_value(answer).map_err(|e| ErrorData::internal_error(e.to_string(), None))
     }
 
     fn get_info(&self) -> ClientConfig {

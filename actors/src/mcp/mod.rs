@@ -5,7 +5,9 @@
 //! progress notifications extend, and cancelled on the server (`notifications/cancelled`) when
 //! they time out or are abandoned.
 
+pub mod asking;
 mod catalog;
+mod clock;
 mod config;
 mod connection;
 mod legacy_sse;

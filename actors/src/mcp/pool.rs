@@ -26,6 +26,7 @@ use tokio::sync::{oneshot, watch};
 use utoipa::ToSchema;
 
 use super::catalog::outcome_of;
+use super::clock::CallClock;
 use super::config::{ServerSpec, Transport};
 use super::connection::{CloseConnection, ConnState, ConnectionLost, McpConnection, Refresh};
 use crate::backlog::Queued;
@@ -45,6 +46,8 @@ pub struct CallTool {
     pub reply: Option<InputReply>,
     /// Where the server's progress notices for this call go.
     pub progress: Option<super::progress::ProgressSink>,
+    /// Where the server's questions for the person during this call go (none: answered `cancel`).
+    pub asker: Option<super::asking::AskSink>,
     /// Resolves when the caller is gone.
     pub caller: oneshot::Receiver<()>,
     /// Counts the message in the backlog until the pool has taken it.
@@ -293,7 +296,7 @@ impl McpPool {
         tool: String,
         arguments: serde_json::Map<String, serde_json::Value>,
         reply: Option<InputReply>,
-        progress: Option<super::progress::ProgressSink>,
+        (progress, asker): (Option<super::progress::ProgressSink>, Option<super::asking::AskSink>),
         mut caller: oneshot::Receiver<()>,
     ) -> ResponseActFuture<Self, ToolOutcome> {
         let Some((index, peer, generation, link)) = self.pick() else {
@@ -310,26 +313,42 @@ impl McpPool {
             params.request_state = reply.request_state;
         }
         let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
-        let options = PeerRequestOptions::with_timeout(timeout)
-            .reset_timeout_on_progress()
-            .with_max_total_timeout(timeout.saturating_mul(10));
+        // The call's own clock, not the request's: progress extends it, a question stops it.
+        let clock = Arc::new(CallClock::start(timeout));
         let call = async move {
-            let handle = match peer.send_cancellable_request(request, options).await {
+            let handle = match peer
+                .send_cancellable_request(request, PeerRequestOptions::no_options())
+                .await
+            {
                 Ok(handle) => handle,
-                Err(err) => return Some(Err(err)),
+                Err(err) => return Sent::Failed(err),
             };
-            let _progress = progress.map(|sink| super::progress::register(link, &handle.progress_token, sink));
+            let noticed: super::progress::ProgressSink = {
+                let clock = Arc::clone(&clock);
+                Arc::new(move |note| {
+                    clock.progressed();
+                    if let Some(sink) = &progress {
+                        sink(note);
+                    }
+                })
+            };
+            let _progress = super::progress::register(link, &handle.progress_token, noticed);
+            let _asking = asker.map(|sink| super::asking::register(link, paused_while_asking(&clock, sink)));
             let mut guard = CancelOnDrop {
                 peer: Some(peer.clone()),
                 id: Some(handle.id.clone()),
             };
-            // `None`: the caller went away (the guard tells the server as it drops).
+            // Dropped unanswered (caller gone, time up), the guard tells the server.
             let response = tokio::select! {
                 response = handle.await_response() => response,
-                _ = &mut caller => return None,
+                _ = &mut caller => return Sent::Abandoned,
+                () = clock.expired() => return Sent::TimedOut,
             };
             guard.id = None;
-            Some(response)
+            match response {
+                Ok(result) => Sent::Answered(Box::new(result)),
+                Err(err) => Sent::Failed(err),
+            }
         };
         Box::pin(call.into_actor(self).map(move |sent, act, _| {
             if let Some(conn) = act.conns.get_mut(index) {
@@ -337,28 +356,60 @@ impl McpPool {
             }
             act.release();
             act.publish();
+            let lost = |act: &mut Self, reason: String| {
+                if let Some(addr) = act.conns.get(index).and_then(|c| c.addr.as_ref()) {
+                    addr.do_send(ConnectionLost { generation, reason });
+                }
+            };
             match sent {
-                None => ToolOutcome::Failure("the call was abandoned by its caller".into()),
-                Some(Ok(ServerResult::CallToolResult(result))) => outcome_of(result),
-                Some(Ok(ServerResult::InputRequiredResult(asked))) => input_required(asked, act.spec.elicitation),
-                Some(Ok(_)) => ToolOutcome::Failure("the MCP server sent an unexpected response".into()),
-                Some(Err(err)) => {
-                    let broken = match &err {
-                        ServiceError::TransportClosed | ServiceError::TransportSend(_) => true,
-                        ServiceError::Timeout { .. } => matches!(act.spec.transport, Transport::StreamableHttp { .. }),
-                        _ => false,
-                    };
-                    if broken && let Some(addr) = act.conns.get(index).and_then(|c| c.addr.as_ref()) {
-                        addr.do_send(ConnectionLost {
-                            generation,
-                            reason: err.to_string(),
-                        });
+                Sent::Abandoned => ToolOutcome::Failure("the call was abandoned by its caller".into()),
+                Sent::Answered(answer) => match *answer {
+                    ServerResult::CallToolResult(result) => outcome_of(result),
+                    ServerResult::InputRequiredResult(asked) => input_required(asked, act.spec.elicitation),
+                    _ => ToolOutcome::Failure("the MCP server sent an unexpected response".into()),
+                },
+                Sent::TimedOut => {
+                    // Over HTTP a call without an answer in time may mean a dead connection.
+                    if matches!(act.spec.transport, Transport::StreamableHttp { .. }) {
+                        lost(act, "a call timed out".into());
+                    }
+                    ToolOutcome::Failure(format!("the tool did not answer within {} s", timeout.as_secs()))
+                }
+                Sent::Failed(err) => {
+                    if matches!(err, ServiceError::TransportClosed | ServiceError::TransportSend(_)) {
+                        lost(act, err.to_string());
                     }
                     ToolOutcome::Failure(describe_error(&err, timeout))
                 }
             }
         }))
     }
+}
+
+/// How a sent call ended.
+enum Sent {
+    /// The server answered.
+    Answered(Box<ServerResult>),
+    /// The request failed.
+    Failed(ServiceError),
+    /// No answer in time (the server is told to stop).
+    TimedOut,
+    /// The caller went away (the server is told to stop).
+    Abandoned,
+}
+
+/// A call's question sink that stops the call's clock while the person is asked.
+fn paused_while_asking(clock: &Arc<CallClock>, sink: super::asking::AskSink) -> super::asking::AskSink {
+    let clock = Arc::clone(clock);
+    Arc::new(move |question| {
+        let (clock, asked) = (Arc::clone(&clock), sink(question));
+        Box::pin(async move {
+            clock.asking();
+            let answer = asked.await;
+            clock.answered();
+            answer
+        })
+    })
 }
 
 /// A call the server answered with "input required": the questions for the person (only
@@ -470,13 +521,14 @@ impl Handler<CallTool> for McpPool {
             arguments,
             reply,
             progress,
+            asker,
             mut caller,
             queued,
         } = msg;
         drop(queued);
         if self.in_use < self.spec.max_concurrency {
             self.in_use += 1;
-            return self.run(tool, arguments, reply, progress, caller);
+            return self.run(tool, arguments, reply, (progress, asker), caller);
         }
         // Wait for a permit (handed over by a finishing call), at most the call timeout.
         let (permit, granted) = oneshot::channel();
@@ -491,7 +543,7 @@ impl Handler<CallTool> for McpPool {
         };
         Box::pin(wait.into_actor(self).then(move |(admitted, caller), act, _| {
             if admitted {
-                act.run(tool, arguments, reply, progress, caller)
+                act.run(tool, arguments, reply, (progress, asker), caller)
             } else {
                 let busy = format!("MCP server `{}` is busy", act.spec.name);
                 Box::pin(fut::ready(ToolOutcome::Failure(busy)))

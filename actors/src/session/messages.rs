@@ -43,6 +43,8 @@ pub struct Decide {
     pub request_id: String,
     /// The decision or the answer.
     pub decision: Resolution,
+    /// The request is a question asked during a call (only its running turn can take it).
+    pub during_call: bool,
 }
 
 /// What the person said to a request the turn paused on.

@@ -3,6 +3,7 @@
 //! turn in flight. It stops itself when idle; the next message starts a fresh one from storage.
 
 mod error;
+mod live;
 mod messages;
 mod pacer;
 pub mod recovery;
@@ -68,6 +69,8 @@ pub struct SessionActor {
     /// The session's lease token as of the history this actor holds (a shared store): the next
     /// turn claims the one after it, and finds out so when another node ran a turn meanwhile.
     lease_token: u64,
+    /// Questions servers ask during the running turn's calls, waiting for the person.
+    live: Arc<live::LiveQuestions>,
 }
 
 impl SessionActor {
@@ -85,6 +88,7 @@ impl SessionActor {
             turns_ended: tokio::sync::watch::channel(0).0,
             last_active: Instant::now(),
             lease_token: 0,
+            live: Arc::default(),
         }
     }
 
@@ -121,7 +125,8 @@ impl SessionActor {
             .map(|loaded, act, ctx| match loaded {
                 Ok(Some((history, pending, token))) => {
                     act.history = history.into_iter().map(Arc::new).collect();
-                    act.pending = pending;
+                    // A question asked during a call lapsed with it: nothing waits on it.
+                    act.pending = pending.filter(|p| !p.is_live());
                     act.lease_token = token;
                     act.load = Load::Ready;
                 }
@@ -287,7 +292,8 @@ impl SessionActor {
                     start,
                     provider,
                 )
-                .fenced(held);
+                .fenced(held)
+                .answering(Arc::clone(&act.live));
                 let work = AssertUnwindSafe(Box::new(turn).run()).catch_unwind();
                 let handle = ctx.spawn(work.into_actor(act).map(move |outcome, act, ctx| {
                     act.turn = None;
@@ -359,7 +365,7 @@ impl SessionActor {
                     if let Ok(pending) = found
                         && act.turn.is_none()
                     {
-                        act.pending = pending;
+                        act.pending = pending.filter(|p| !p.is_live());
                     }
                 }),
         );
@@ -406,6 +412,15 @@ impl Handler<Decide> for SessionActor {
     type Result = ResponseActFuture<Self, Result<TurnStarted, SessionError>>;
 
     fn handle(&mut self, msg: Decide, _: &mut Self::Context) -> Self::Result {
+        if let Resolution::Elicitation(answer) = &msg.decision
+            && let Some(waiting) = self.live.take(&msg.request_id)
+        {
+            return self.answer_during_call(msg.request_id, answer, waiting);
+        }
+        if msg.during_call {
+            // Its call has ended: the question lapsed with it.
+            return Box::pin(fut::ready(Err(SessionError::ApprovalExpired)));
+        }
         if self.turn.is_some() {
             // The request was announced (and stored) by the turn that is still ending: the
             // decision is taken once that turn has finished (the caller's timeout bounds the wait).
@@ -428,10 +443,16 @@ impl SessionActor {
     /// Applies a decision (or an answer) to the pending request and starts the continuation turn.
     fn decide(&mut self, msg: Decide) -> ResponseActFuture<Self, Result<TurnStarted, SessionError>> {
         let Some(mut record) = self.pending.clone().filter(|p| p.request_id == msg.request_id) else {
+            // Storage says pending: an elicitation no turn waits on was asked during a call that
+            // has ended (it lapsed with the call).
+            let refusal = match msg.decision {
+                Resolution::Elicitation(_) => SessionError::ApprovalExpired,
+                Resolution::Approval(_) => SessionError::AlreadyDecided,
+            };
             if self.deps.storage.is_shared() {
-                return self.stale_or(SessionError::AlreadyDecided);
+                return self.stale_or(refusal);
             }
-            return Box::pin(fut::ready(Err(SessionError::AlreadyDecided)));
+            return Box::pin(fut::ready(Err(refusal)));
         };
         let now = crate::model::now();
         if record.effective_status(now) == ApprovalStatus::Expired {
@@ -485,6 +506,56 @@ impl SessionActor {
 }
 
 impl SessionActor {
+    /// Hands the answer to a question asked during a running call to the turn, once checked;
+    /// replies with the turn's own stream (it goes on) once the turn has stored the answer.
+    fn answer_during_call(
+        &mut self,
+        request_id: String,
+        answer: &crate::elicitation::ElicitAnswer,
+        waiting: live::Waiting,
+    ) -> ResponseActFuture<Self, Result<TurnStarted, SessionError>> {
+        let sent = match waiting.question.check(answer) {
+            Ok(sent) => sent,
+            Err(invalid) => {
+                self.live.insert(request_id, waiting);
+                return Box::pin(fut::ready(Err(SessionError::AnswerInvalid(invalid))));
+            }
+        };
+        let Some(stream) = self.turn.as_ref().map(|t| Arc::clone(&t.stream)) else {
+            return Box::pin(fut::ready(Err(SessionError::ApprovalExpired)));
+        };
+        let (stored, told) = tokio::sync::oneshot::channel();
+        let handed = waiting.answers.send(live::LiveAnswer {
+            request_id,
+            sent,
+            stored,
+        });
+        if handed.is_err() {
+            return Box::pin(fut::ready(Err(SessionError::ApprovalExpired)));
+        }
+        metrics::counter!("aichat_elicitations_total", "outcome" => answer.action.as_str()).increment(1);
+        let started = TurnStarted {
+            session_id: self.id.clone(),
+            stream_id: stream.id().clone(),
+            stream,
+        };
+        let limit = self.deps.settings.get().first_token_timeout;
+        Box::pin(
+            async move {
+                match tokio::time::timeout(limit, told).await {
+                    Ok(Ok(Ok(()))) => Ok(started),
+                    Ok(Ok(Err(err))) => Err(err),
+                    // The turn ended before it took the answer: the question lapsed with its call.
+                    Ok(Err(_)) => Err(SessionError::ApprovalExpired),
+                    Err(_) => Err(SessionError::Unavailable(
+                        "the turn did not take the answer in time".into(),
+                    )),
+                }
+            }
+            .into_actor(self),
+        )
+    }
+
     /// Applies the person's answer to the question the elicitation asks (checked against its
     /// schema first), and marks the calls that now have every answer `running`: they are sent
     /// again by the continuation turn; another unanswered question is asked by it instead.

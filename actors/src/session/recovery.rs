@@ -104,7 +104,8 @@ pub fn unanswered_results(history: &[ChatMessage], approvals: &[ApprovalRecord])
         .iter()
         .filter(|call| !answered.contains(&call.id.as_str()))
         .filter_map(|call| {
-            let asked = approvals.iter().find_map(|r| {
+            // A question asked during a call lapsed with it: it says nothing of the outcome.
+            let asked = approvals.iter().filter(|r| !r.is_live()).find_map(|r| {
                 let batch_call = r.calls.iter().find(|c| c.call.id == call.id)?;
                 Some((r.status, batch_call))
             });

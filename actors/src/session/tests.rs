@@ -93,7 +93,7 @@ impl ToolCatalog for Gated {
         &self,
         call: &ToolCall,
         _reply: Option<crate::tools::InputReply>,
-        _progress: Option<crate::tools::ProgressSink>,
+        _hooks: crate::tools::CallHooks,
     ) -> BoxFuture<'static, ToolOutcome> {
         self.calls.lock().unwrap().push(call.function.name.clone());
         let (gate, fast_done) = (Arc::clone(&self.gate), Arc::clone(&self.fast_done));

@@ -4,23 +4,25 @@
 //! of streaming, and at the end). A stop signal (cancel, shutdown) ends it at the next await with
 //! its partial answer stored and marked.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use tokio::sync::watch;
+use serde_json::Value;
+use tokio::sync::{oneshot, watch};
 
-use super::SessionDeps;
+use super::{SessionDeps, SessionError};
 use crate::approval::{
     ApprovalRecord, ApprovalStatus, BatchCall, CallOutcome, CallState, ELICITATION_PREFIX, denied, outcome_unknown,
 };
-use crate::elicitation::{InputReply, InputState, MAX_ROUNDS};
+use crate::elicitation::{InputReply, InputState, MAX_ROUNDS, Question};
 use crate::ids::{SessionId, StreamId};
 use crate::model::{ApprovalRequestView, ChatMessage, Role, StreamMessage, ToolCall, ToolExecution};
 use crate::provider::{CompletionRequest, ProviderError, ProviderEvent, Purpose};
 use crate::storage::{Fence, ListGrants, StoredEvent, StreamStatus, TurnWrite};
 use crate::stream::StreamBuffer;
-use crate::tools::{ProgressNote, Ran, execute_all, keep_head_and_tail};
+use crate::tools::{CallHooks, ProgressNote, Ran, execute_all, keep_head_and_tail};
 
 /// A tool call's progress reaches readers at most this often.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
@@ -123,6 +125,10 @@ pub(crate) struct Turn {
     waited: Duration,
     /// The session lease every write of the turn carries (a shared store).
     fence: Option<Fence>,
+    /// An answered question asked during a call, to settle with the next write.
+    settle: Option<ApprovalRecord>,
+    /// The questions asked during this turn's calls, shared with the session actor.
+    live: Arc<super::live::LiveQuestions>,
 }
 
 type EventReceiver = tokio::sync::mpsc::Receiver<Result<ProviderEvent, ProviderError>>;
@@ -169,7 +175,15 @@ impl Turn {
             provider,
             waited: Duration::ZERO,
             fence: None,
+            settle: None,
+            live: Arc::default(),
         }
+    }
+
+    /// The questions asked during the turn's calls are listed in `live` (the session actor's).
+    pub(crate) fn answering(mut self, live: Arc<super::live::LiveQuestions>) -> Self {
+        self.live = live;
+        self
     }
 
     /// The turn's writes carry `fence` (its session's lease on a shared store).
@@ -228,7 +242,7 @@ impl Turn {
             events,
             finish,
             new_approval: self.new_approval.take(),
-            settle_approval: None,
+            settle_approval: self.settle.take(),
             new_grants: Vec::new(),
             call_outcomes: self.outcomes.take(),
             fence: self.fence.clone(),
@@ -624,6 +638,7 @@ impl Turn {
                                 request_state,
                                 answers: Default::default(),
                                 round,
+                                live: false,
                             });
                         }
                     }
@@ -665,10 +680,35 @@ impl Turn {
         let waiting = Instant::now();
         // Progress notices of the calls, each call's at most every PROGRESS_EVERY.
         let (progress_tx, mut progress_rx) = tokio::sync::mpsc::unbounded_channel();
-        let sink: Arc<dyn Fn(usize, ProgressNote) + Send + Sync> = Arc::new(move |i, note| {
-            let _ = progress_tx.send((i, note));
-        });
-        let mut running = std::pin::pin!(execute_all(&deps.tools, calls, replies, Some(sink)));
+        // Questions servers ask during the calls, and the person's answers to them.
+        let (ask_tx, mut ask_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (answer_tx, mut answer_rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut asked: HashMap<String, (ApprovalRecord, oneshot::Sender<Value>)> = HashMap::new();
+        let expiry = deps.settings.get().elicitation_expiry;
+        let hooks = |i: usize| {
+            let (progress_tx, ask_tx) = (progress_tx.clone(), ask_tx.clone());
+            CallHooks {
+                progress: Some(Arc::new(move |note| {
+                    let _ = progress_tx.send((i, note));
+                })),
+                asker: Some(Arc::new(move |question| {
+                    let (answer, answered) = oneshot::channel();
+                    let queued = ask_tx.send((i, question, answer));
+                    Box::pin(async move {
+                        let cancel = serde_json::json!({"action": "cancel"});
+                        if queued.is_err() {
+                            return cancel;
+                        }
+                        // Unanswered in time, the question counts as `cancel`.
+                        match tokio::time::timeout(expiry, answered).await {
+                            Ok(Ok(answer)) => answer,
+                            _ => cancel,
+                        }
+                    })
+                })),
+            }
+        };
+        let mut running = std::pin::pin!(execute_all(&deps.tools, calls, replies, hooks));
         let mut pacer = super::pacer::ProgressPacer::new(calls.len(), PROGRESS_EVERY);
         let ran = loop {
             let wake = pacer.next_due();
@@ -689,6 +729,7 @@ impl Turn {
                     record.finish_running(|_| CallOutcome::Unknown);
                     self.outcomes = Some(record);
                 }
+                self.live.forget(asked.keys());
                 return Err(TurnError::stopped(reason));
             }
             ran = &mut running => {
@@ -712,10 +753,121 @@ impl Turn {
                     self.emit_progress(calls, i, note);
                 }
             }
+            Some((i, question, answer)) = ask_rx.recv() => {
+                let Some(call) = calls.get(i) else { continue };
+                let record = Box::pin(self.ask_during_call(batch, call, question, &answer_tx)).await?;
+                asked.insert(record.request_id.clone(), (record, answer));
+            }
+            Some(answer) = answer_rx.recv() => {
+                let Some((record, to_tool)) = asked.remove(&answer.request_id) else {
+                    let _ = answer.stored.send(Err(SessionError::ApprovalExpired));
+                    continue;
+                };
+                let sent = answer.sent.clone();
+                match Box::pin(self.store_answer(record, answer)).await {
+                    Ok(()) => {
+                        let _ = to_tool.send(sent);
+                    }
+                    Err(err) => {
+                        self.live.forget(asked.keys());
+                        return Err(err);
+                    }
+                }
+            }
             }
         };
+        // Questions still open lapse with their calls.
+        self.live.forget(asked.keys());
         self.waited += waiting.elapsed();
         Ok(ran)
+    }
+
+    /// A server asks the person something while `call` runs (it holds the call open for the
+    /// answer): the question is stored with a snapshot of the batch, listed for the session
+    /// actor, and only then announced with `elicitation_request`; the turn goes on waiting.
+    async fn ask_during_call(
+        &mut self,
+        batch: &[BatchCall],
+        call: &ToolCall,
+        question: Question,
+        answers: &tokio::sync::mpsc::UnboundedSender<super::live::LiveAnswer>,
+    ) -> Result<ApprovalRecord, TurnError> {
+        let now = crate::model::now();
+        let expiry =
+            chrono::Duration::from_std(self.deps.settings.get().elicitation_expiry).unwrap_or(chrono::Duration::MAX);
+        let mut calls = batch.to_vec();
+        if let Some(asking) = calls.iter_mut().find(|c| c.call.id == call.id) {
+            asking.input = Some(InputState {
+                questions: vec![question.clone()],
+                request_state: None,
+                answers: Default::default(),
+                round: 0,
+                live: true,
+            });
+        }
+        let record = ApprovalRecord {
+            request_id: crate::ids::prefixed_id(ELICITATION_PREFIX.trim_end_matches('_')),
+            user_id: self.buffer.user_id(),
+            session_id: self.session_id.clone(),
+            stream_id: self.stream_id.clone(),
+            calls,
+            status: ApprovalStatus::Pending,
+            created_at: now,
+            expires_at: now.checked_add_signed(expiry).unwrap_or(now),
+            decided_by: None,
+            decided_at: None,
+        };
+        let announcement =
+            StreamMessage::elicitation_request(&self.session_id, &record.request_id, call, question.clone());
+        self.new_approval = Some(record.clone());
+        let event = self.next_event(&announcement);
+        self.save(None, Some(event)).await?;
+        self.live.insert(
+            record.request_id.clone(),
+            super::live::Waiting {
+                question,
+                answers: answers.clone(),
+            },
+        );
+        self.buffer.push(&announcement);
+        metrics::counter!("aichat_elicitations_total", "outcome" => "asked").increment(1);
+        Ok(record)
+    }
+
+    /// Stores the person's answer to a question asked during a call (the tool gets it after):
+    /// the answer's sender is told once it is durable, or why it was not taken.
+    async fn store_answer(
+        &mut self,
+        mut record: ApprovalRecord,
+        answer: super::live::LiveAnswer,
+    ) -> Result<(), TurnError> {
+        let now = crate::model::now();
+        if now >= record.expires_at {
+            let _ = answer.stored.send(Err(SessionError::ApprovalExpired));
+            return Ok(());
+        }
+        if let Some((i, question)) = record.asking() {
+            let key = question.key.clone();
+            if let Some(input) = record.calls[i].input.as_mut() {
+                input.answers.insert(key, answer.sent);
+            }
+        }
+        record.status = ApprovalStatus::Approved;
+        record.decided_by = Some(format!("user:{}", self.buffer.user_id()));
+        record.decided_at = Some(now);
+        self.settle = Some(record);
+        match self.save(None, None).await {
+            Ok(()) => {
+                let _ = answer.stored.send(Ok(()));
+                Ok(())
+            }
+            Err(err) => {
+                let _ = answer
+                    .stored
+                    .send(Err(SessionError::Unavailable("the answer could not be stored".into())));
+                Err(err)
+            }
+        }
     }
 
     /// Stores an elicitation for the batch (what finished keeps its result; the first question
