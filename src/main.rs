@@ -47,7 +47,8 @@ async fn main() -> anyhow::Result<()> {
             );
             aichat::install_crypto_provider();
             let scenario = environment("MCP_CONFORMANCE_SCENARIO").unwrap_or_default();
-            aichat::demo::mcp_client::run(&url, &scenario).await
+            let context = environment("MCP_CONFORMANCE_CONTEXT").unwrap_or_default();
+            aichat::demo::mcp_client::run(&url, &scenario, &context).await
         }
         None => serve(&cli).await,
     }

@@ -586,8 +586,9 @@ async fn the_mcp_conformance_client_scenarios_pass() {
     // schema's defaults) are 2025-11-25 servers (they answer `server/discover` with `{}`: the
     // client connects again with `initialize`),
     // `request-metadata`, `http-standard-headers`, `json-schema-ref-no-deref`,
-    // `http-invalid-tool-headers` and `sep-2322-client-request-state` (input-required results
-    // answered and sent again with the exact state) are 2026-07-28.
+    // `http-invalid-tool-headers`, `http-custom-headers` (annotated arguments mirrored into
+    // `Mcp-Param-*` headers) and `sep-2322-client-request-state` (input-required results answered
+    // and sent again with the exact state) are 2026-07-28.
     for scenario in [
         "initialize",
         "tools_call",
@@ -598,6 +599,7 @@ async fn the_mcp_conformance_client_scenarios_pass() {
         "http-standard-headers",
         "json-schema-ref-no-deref",
         "http-invalid-tool-headers",
+        "http-custom-headers",
         "sep-2322-client-request-state",
     ] {
         let script = format!(

@@ -1,6 +1,7 @@
 //! `aichat mcp-client <url>`: a minimal MCP client on the server's own connection code (the
 //! supervised connection actor and pool), for the official conformance suite, which runs it with
-//! the scenario in `MCP_CONFORMANCE_SCENARIO`.
+//! the scenario in `MCP_CONFORMANCE_SCENARIO` and, for some, the calls to make in
+//! `MCP_CONFORMANCE_CONTEXT` (`{"toolCalls": [{"name", "arguments"}]}`).
 
 use std::time::Duration;
 
@@ -10,8 +11,9 @@ use actors::mcp::{McpServer, McpServerConfig, McpTools};
 use actors::tools::{CallHooks, ToolCatalog, ToolOutcome};
 use serde_json::json;
 
-/// Connects to `url`, plays `scenario`, and returns once it is done.
-pub async fn run(url: &str, scenario: &str) -> anyhow::Result<()> {
+/// Connects to `url`, plays `scenario` (with the suite's `context`, if any), and returns once it
+/// is done.
+pub async fn run(url: &str, scenario: &str, context: &str) -> anyhow::Result<()> {
     let mut spec = McpServerConfig::http("conformance", url)
         .resolve(&|_| None, "")
         .map_err(|e| anyhow::anyhow!("bad server: {e}"))?;
@@ -44,7 +46,26 @@ pub async fn run(url: &str, scenario: &str) -> anyhow::Result<()> {
         .collect(),
         other => one_call(other, &server)?.into_iter().collect(),
     };
+    // The calls the suite names (`http-custom-headers`: their annotated arguments travel as
+    // `Mcp-Param-*` headers too, which the transport adds).
+    let asked: Vec<(String, serde_json::Value)> = serde_json::from_str::<serde_json::Value>(context)
+        .ok()
+        .and_then(|c| c.get("toolCalls").and_then(serde_json::Value::as_array).cloned())
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|call| {
+            Some((
+                call.get("name")?.as_str()?.to_owned(),
+                call.get("arguments").cloned().unwrap_or_default(),
+            ))
+        })
+        .collect();
+    let calls = calls
+        .into_iter()
+        .map(|(tool, arguments)| (tool.to_owned(), arguments))
+        .chain(asked);
     for (tool, arguments) in calls {
+        let tool = tool.as_str();
         let arguments = arguments.as_object().cloned().unwrap_or_default();
         let text = call_answering(&server, tool, arguments).await?;
         tracing::info!(tool, %text, "tool answered");
