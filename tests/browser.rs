@@ -1,6 +1,6 @@
 //! The chat page in a real headless Chromium against a real server: streaming and Markdown,
 //! markup in a model answer or a tool result never running, tool cards in call order,
-//! approve and deny from the page, Stop, a reload mid-answer that continues without duplicated
+//! approve and deny from the page, a tool's question answered in a form, Stop, a reload mid-answer that continues without duplicated
 //! text, rename and delete, attachments, errors in words, the status view, a 360 px wide window,
 //! API-key sign-in. One browser for all of them.
 
@@ -76,10 +76,14 @@ async fn the_chat_page_in_a_real_browser() {
             &["mcp-demo"],
         )];
         c.approval.default = Policy::Ask;
-        c.approval.rules = vec![ApprovalRule {
-            tool: "demo__echo".into(),
-            policy: Policy::Allow,
-        }];
+        c.approval.rules = ["demo__echo", "demo__reserve_table"]
+            .into_iter()
+            .map(|tool| ApprovalRule {
+                tool: tool.into(),
+                policy: Policy::Allow,
+            })
+            .collect();
+        c.mcp.elicitation.enabled = true;
         c.limits.turns_per_minute_per_user = 1000;
         c.providers = vec![
             toml::from_str(
@@ -185,6 +189,40 @@ max_retries = 0"#,
         )
         .await;
     browser.screenshot("3-approvals").await;
+
+    // 3b. A tool asks the person (the demo's reserve_table): the page shows its form; a missing
+    // required field is named, then the answer resumes the tool.
+    let reserve = json!([{"name": "demo__reserve_table", "arguments": {"restaurant": "Chez Test"}}]);
+    turn(&browser, &format!("/mock tools {reserve}")).await;
+    browser
+        .until(
+            "the question's form",
+            "return document.querySelector('.elicitation input[name=date]') !== null;",
+        )
+        .await;
+    browser.click_on(".elicitation button.approve").await;
+    browser
+        .until(
+            "the missing date named",
+            "return /\\/content\\/date/.test(document.querySelector('.elicitation .problem')?.textContent || '');",
+        )
+        .await;
+    browser
+        .js(
+            "document.querySelector('.elicitation input[name=date]').value = '2026-12-24';              document.querySelector('.elicitation input[name=guests]').value = '3';",
+            vec![],
+        )
+        .await;
+    let before = ended(&browser).await;
+    browser.click_on(".elicitation button.approve").await;
+    browser
+        .until(
+            "the reservation's card",
+            "return [...document.querySelectorAll('details.tool .result')].some(e => e.textContent === 'Reserved a table at Chez Test for 3 on 2026-12-24');",
+        )
+        .await;
+    ended_after(&browser, before).await;
+    browser.screenshot("3b-elicitation").await;
 
     // 4. Reload mid-answer: the answer continues where it was, without duplicated text.
     let _ = say(&browser, "/mock words 120").await;

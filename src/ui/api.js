@@ -33,6 +33,7 @@ export class ApiError extends Error {
     super(describe(status, body, retryAfter));
     this.status = status;
     this.code = body.code || "";
+    this.path = body.path || "";
   }
 }
 

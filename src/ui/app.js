@@ -290,6 +290,99 @@ function approvalCard(request, status, onDecided) {
   return card;
 }
 
+/** One form field for a property of a tool's question (the flat, primitive schemas elicitation allows). */
+function questionField(name, property, required) {
+  const label = `${property.title || name}${required ? " *" : ""}`;
+  const options = (property.enum || []).map((value, i) => ({ value, title: property.enumNames?.[i] || value }))
+    .concat((property.oneOf || []).map((o) => ({ value: o.const, title: o.title || o.const })));
+  const itemOptions = (property.items?.enum || []).map((value) => ({ value, title: value }))
+    .concat((property.items?.anyOf || []).map((o) => ({ value: o.const, title: o.title || o.const })));
+  let input;
+  if (property.type === "boolean") {
+    input = el("input", { type: "checkbox", name });
+    input.checked = Boolean(property.default);
+  } else if (options.length || itemOptions.length) {
+    const many = property.type === "array";
+    input = el("select", { name }, ...(many ? itemOptions : options).map((o) => el("option", { value: o.value, text: o.title })));
+    if (many) input.multiple = true;
+    const chosen = [].concat(property.default ?? []);
+    for (const option of input.options) option.selected = chosen.includes(option.value);
+    if (!many && !required && property.default === undefined) {
+      input.prepend(el("option", { value: "", text: "—" }));
+      input.value = "";
+    }
+  } else {
+    const kinds = { email: "email", uri: "url", date: "date", "date-time": "datetime-local" };
+    const numeric = property.type === "number" || property.type === "integer";
+    input = el("input", { name, type: numeric ? "number" : kinds[property.format] || "text" });
+    if (property.type === "number") input.step = "any";
+    if (property.default !== undefined) input.value = String(property.default);
+  }
+  input.dataset.type = property.type || "string";
+  return el("label", { class: "field" }, el("span", { text: label }), input, property.description ? el("small", { text: property.description }) : "");
+}
+
+/** The form's values: what was filled in (left-out fields get the schema's defaults on the server). */
+function questionContent(form) {
+  const content = {};
+  for (const input of form.querySelectorAll("[name]")) {
+    const type = input.dataset.type;
+    if (type === "boolean") content[input.name] = input.checked;
+    else if (type === "array") content[input.name] = [...input.selectedOptions].map((o) => o.value);
+    else if (input.value === "") continue;
+    else if (type === "number" || type === "integer") content[input.name] = Number(input.value);
+    else content[input.name] = input.value;
+  }
+  return content;
+}
+
+/** A tool's question for the person: a form (or a page to open) and accept / decline / cancel. */
+function elicitationCard(data, onAnswered) {
+  const question = data.question || {};
+  const card = el("section", { class: "approval elicitation", "aria-label": "A tool asks you", "data-request": data.request_id });
+  card.append(el("h3", { text: `${data.tool_name || "A tool"} asks:` }), el("p", { text: question.message || data.content || "" }));
+  const schema = question.requested_schema || {};
+  const required = schema.required || [];
+  const form = el("form", { class: "question" });
+  if (question.mode === "url") {
+    form.append(el("a", { href: question.url, target: "_blank", rel: "noopener noreferrer", text: question.url }));
+  } else {
+    for (const [name, property] of Object.entries(schema.properties || {})) form.append(questionField(name, property, required.includes(name)));
+  }
+  const problem = el("p", { class: "problem", role: "alert" });
+  const answer = async (action) => {
+    const body = { action };
+    if (action === "accept" && question.mode !== "url") body.content = questionContent(form);
+    for (const c of card.querySelectorAll("button, input, select")) c.disabled = true;
+    problem.textContent = "";
+    try {
+      const reply = await call("POST", `/elicitations/${encodeURIComponent(data.request_id)}`, body);
+      card.append(el("p", { class: "decided", text: `Answered: ${action}` }));
+      onAnswered(reply);
+    } catch (err) {
+      for (const c of card.querySelectorAll("button, input, select")) c.disabled = false;
+      if (err.code === "elicitation_answer_invalid") problem.textContent = err.message;
+      else failed(err);
+    }
+  };
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    answer("accept");
+  });
+  card.append(
+    form,
+    problem,
+    el(
+      "div",
+      { class: "actions" },
+      el("button", { class: "approve", text: question.mode === "url" ? "Done" : "Send", onclick: () => answer("accept") }),
+      el("button", { class: "deny", text: "Decline", onclick: () => answer("decline") }),
+      el("button", { text: "Cancel", onclick: () => answer("cancel") }),
+    ),
+  );
+  return card;
+}
+
 // ------------------------------------------------------------------------------------------
 // A turn as it streams
 
@@ -303,6 +396,16 @@ class TurnView {
   apply({ event, data }) {
     if (event !== "message") {
       if (event === "tool_progress") this.progress(data);
+      if (event === "elicitation_request") {
+        this.closeText();
+        // A paused turn continues on a new stream; a call that waits goes on on this one.
+        const stream = state.live?.stream;
+        $("#messages").append(
+          elicitationCard(data, (reply) => {
+            if (reply.stream_id !== stream) continueAfterDecision(reply).catch(failed);
+          }),
+        );
+      }
       return;
     }
     switch (data.type) {

@@ -2,8 +2,10 @@
 //! actors ([`McpConnection`]) and runs its tool calls; [`McpTools`], the [`crate::tools::ToolCatalog`]
 //! sessions use, routes each call to its server's pool as a `CallTool` message. Calls are capped
 //! by `max_concurrency`, sent on the least busy ready connection, bounded by a timeout that
-//! progress notifications extend, and cancelled on the server (`notifications/cancelled`) when
-//! they time out or are abandoned.
+//! progress notifications extend (and that stands while a server's question waits on the person),
+//! and cancelled on the server (`notifications/cancelled`) when they time out or are abandoned.
+//! An "input required" result comes back as [`crate::tools::ToolOutcome::InputRequired`]; a
+//! question asked during a call goes to that call's asker ([`asking`]).
 
 pub mod asking;
 mod catalog;

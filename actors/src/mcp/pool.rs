@@ -5,9 +5,10 @@
 //!
 //! A `CallTool` message is answered with a future that does not hold the mailbox: the pool takes
 //! a permit (or queues for one), picks the least busy ready connection, and sends the request on
-//! its peer; many calls run at once. The request is bounded by a timeout that progress
-//! notifications extend, and cancelled on the server (`notifications/cancelled`) when it times out
-//! or its caller goes away. What readers need without a message round trip (the tool list the
+//! its peer; many calls run at once. The request is bounded by the call's own clock, which
+//! progress notifications extend and which stands still while the server waits on the person's
+//! answer to its question; it is cancelled on the server (`notifications/cancelled`) when it
+//! times out or its caller goes away. What readers need without a message round trip (the tool list the
 //! catalog offers on every model call, the status) is published through a watch channel.
 
 use std::collections::VecDeque;
