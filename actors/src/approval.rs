@@ -247,7 +247,9 @@ impl ApprovalRecord {
 
     /// Whether this is a tool's question for the person (an elicitation), not an approval.
     pub fn is_elicitation(&self) -> bool {
-        self.request_id.starts_with(ELICITATION_PREFIX)
+        self.request_id
+            .strip_prefix(ELICITATION)
+            .is_some_and(|rest| rest.starts_with('_'))
     }
 
     /// Whether its question was asked during a running call (it lapses with the call; it is
@@ -308,8 +310,9 @@ pub fn ended_without_result(call: &ToolCall, error: String) -> ToolExecution {
     }
 }
 
-/// The id prefix of an elicitation (a paused batch stored beside the approvals, `approval_…`).
-pub const ELICITATION_PREFIX: &str = "elicitation_";
+/// What an elicitation's id starts with (`elicitation_<uuid>`; it is stored beside the
+/// approvals, `approval_<uuid>`).
+pub const ELICITATION: &str = "elicitation";
 
 /// The states of an approval request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

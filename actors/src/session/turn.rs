@@ -14,7 +14,7 @@ use tokio::sync::{oneshot, watch};
 
 use super::{SessionDeps, SessionError};
 use crate::approval::{
-    ApprovalRecord, ApprovalStatus, BatchCall, CallOutcome, CallState, ELICITATION_PREFIX, denied, outcome_unknown,
+    ApprovalRecord, ApprovalStatus, BatchCall, CallOutcome, CallState, ELICITATION, denied, outcome_unknown,
 };
 use crate::elicitation::{InputReply, InputState, MAX_ROUNDS, Question};
 use crate::ids::{SessionId, StreamId};
@@ -524,24 +524,29 @@ impl Turn {
         Ok(policy.classify(calls, &specs, &granted))
     }
 
-    /// Stores a pending approval for the batch, then announces it with `tool_approval_request`
-    /// (a client may decide it the instant it arrives); the turn then ends.
-    async fn ask_approval(&mut self, batch: Vec<BatchCall>) -> Result<(), TurnError> {
+    /// A new pending request (`<prefix>_<uuid>`) of this turn for `calls`, that waits `waits`.
+    fn pending_record(&self, prefix: &str, calls: Vec<BatchCall>, waits: Duration) -> ApprovalRecord {
         let now = crate::model::now();
-        let expiry =
-            chrono::Duration::seconds(i64::try_from(self.deps.settings.get().approval.expiry_secs).unwrap_or(i64::MAX));
-        let record = ApprovalRecord {
-            request_id: crate::ids::prefixed_id("approval"),
+        let waits = chrono::Duration::from_std(waits).unwrap_or(chrono::Duration::MAX);
+        ApprovalRecord {
+            request_id: crate::ids::prefixed_id(prefix),
             user_id: self.buffer.user_id(),
             session_id: self.session_id.clone(),
             stream_id: self.stream_id.clone(),
-            calls: batch,
+            calls,
             status: ApprovalStatus::Pending,
             created_at: now,
-            expires_at: now + expiry,
+            expires_at: now.checked_add_signed(waits).unwrap_or(now),
             decided_by: None,
             decided_at: None,
-        };
+        }
+    }
+
+    /// Stores a pending approval for the batch, then announces it with `tool_approval_request`
+    /// (a client may decide it the instant it arrives); the turn then ends.
+    async fn ask_approval(&mut self, batch: Vec<BatchCall>) -> Result<(), TurnError> {
+        let waits = Duration::from_secs(self.deps.settings.get().approval.expiry_secs);
+        let record = self.pending_record("approval", batch, waits);
         let pending = record.pending_calls();
         let mut message = ChatMessage::new(
             Role::ToolApproval,
@@ -792,9 +797,6 @@ impl Turn {
         question: Question,
         answers: &tokio::sync::mpsc::UnboundedSender<super::live::LiveAnswer>,
     ) -> Result<ApprovalRecord, TurnError> {
-        let now = crate::model::now();
-        let expiry =
-            chrono::Duration::from_std(self.deps.settings.get().elicitation_expiry).unwrap_or(chrono::Duration::MAX);
         let mut calls = batch.to_vec();
         if let Some(asking) = calls.iter_mut().find(|c| c.call.id == call.id) {
             asking.input = Some(InputState {
@@ -805,18 +807,8 @@ impl Turn {
                 live: true,
             });
         }
-        let record = ApprovalRecord {
-            request_id: crate::ids::prefixed_id(ELICITATION_PREFIX.trim_end_matches('_')),
-            user_id: self.buffer.user_id(),
-            session_id: self.session_id.clone(),
-            stream_id: self.stream_id.clone(),
-            calls,
-            status: ApprovalStatus::Pending,
-            created_at: now,
-            expires_at: now.checked_add_signed(expiry).unwrap_or(now),
-            decided_by: None,
-            decided_at: None,
-        };
+        let waits = self.deps.settings.get().elicitation_expiry;
+        let record = self.pending_record(ELICITATION, calls, waits);
         let announcement =
             StreamMessage::elicitation_request(&self.session_id, &record.request_id, call, question.clone());
         self.new_approval = Some(record.clone());
@@ -874,21 +866,8 @@ impl Turn {
     /// nobody answered is the one asked), then announces it with `elicitation_request`; the turn
     /// then ends, as it does on an approval.
     async fn ask_person(&mut self, batch: Vec<BatchCall>) -> Result<(), TurnError> {
-        let now = crate::model::now();
-        let expiry =
-            chrono::Duration::from_std(self.deps.settings.get().elicitation_expiry).unwrap_or(chrono::Duration::MAX);
-        let record = ApprovalRecord {
-            request_id: crate::ids::prefixed_id(ELICITATION_PREFIX.trim_end_matches('_')),
-            user_id: self.buffer.user_id(),
-            session_id: self.session_id.clone(),
-            stream_id: self.stream_id.clone(),
-            calls: batch,
-            status: ApprovalStatus::Pending,
-            created_at: now,
-            expires_at: now.checked_add_signed(expiry).unwrap_or(now),
-            decided_by: None,
-            decided_at: None,
-        };
+        let waits = self.deps.settings.get().elicitation_expiry;
+        let record = self.pending_record(ELICITATION, batch, waits);
         let Some((i, question)) = record.asking() else {
             return Ok(());
         };
