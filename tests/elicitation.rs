@@ -331,3 +331,57 @@ async fn a_question_asked_during_a_call_expires_as_cancel_and_the_call_goes_on()
         (StatusCode::CONFLICT, Some("elicitation_expired"))
     );
 }
+
+/// Two nodes on one PostgreSQL database, each with the demo (2026-07-28) and server-everything
+/// (2025-11-25): a question is answered on the node that did not ask it.
+#[actix_web::test]
+async fn a_question_is_answered_on_another_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::fresh(Backend::Postgres, dir.path());
+    let config = format!(
+        "[mcp.elicitation]\nenabled = true\n[approval]\ndefault = \"allow\"\n\
+         [[mcp.servers]]\nname = \"demo\"\ncommand = \"{}\"\nargs = [\"mcp-demo\"]\n\
+         [[mcp.servers]]\nname = \"everything\"\ncommand = \"node\"\nargs = [\"{}\", \"stdio\"]\n",
+        env!("CARGO_BIN_EXE_aichat"),
+        crate::mcp::everything_entry()
+    );
+    let a = Binary::start_on(&db, &config, &[("AICHAT_NODE_ID", "node-a")]);
+    let b = Binary::start_on(&db, &config, &[("AICHAT_NODE_ID", "node-b")]);
+    let (on_a, on_b) = (TestApp::client_for(&a.base), TestApp::client_for(&b.base));
+    for app in [&on_a, &on_b] {
+        app.wait_for_server("demo").await;
+        app.wait_for_server("everything").await;
+    }
+
+    // Paused (2026-07-28): asked on A, answered on B; the continuation runs where it was answered.
+    let (_, event) = asked(&on_a, 1, &[reserve("Two Nodes")]).await;
+    let id = event["request_id"].as_str().unwrap();
+    let events = answer_and_read(
+        &on_b,
+        1,
+        id,
+        json!({"action": "accept", "content": {"date": "2027-03-04"}}),
+    )
+    .await;
+    assert_eq!(
+        executions(&events)[0]["result"],
+        "Reserved a table at Two Nodes for 2 on 2027-03-04"
+    );
+
+    // Waiting (2025-11-25): the call runs on A; the answer given on B is stored there and reaches
+    // A's call through the database.
+    let (stream, _) = on_a.start_stream(1, &trigger(), None).await;
+    let first = on_a.sse_events(1, &stream, None, 1).await;
+    assert_eq!(first[0].event.as_deref(), Some("elicitation_request"), "{first:?}");
+    let id = first[0].data["request_id"].as_str().unwrap();
+    let (status, body) = answer(&on_b, 2, id, json!({"action": "decline"})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "only its user: {body}");
+    let (status, body) = answer(&on_b, 1, id, json!({"action": "accept", "content": {"name": "Grace"}})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["stream_id"], json!(stream));
+    let rest = on_b.sse(1, &stream, first[0].id).await;
+    let result = executions(&rest)[0]["result"].as_str().unwrap().to_owned();
+    assert!(result.contains("- Name: Grace"), "{result}");
+    let (status, body) = answer(&on_a, 1, id, json!({"action": "cancel"})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "answered once: {body}");
+}

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::elicitation::{InputState, Question};
+use crate::elicitation::{ElicitAnswer, InputState, InvalidAnswer, Question};
 use crate::ids::{SessionId, StreamId, UserId};
 use crate::model::{ToolCall, ToolExecution};
 use crate::tools::ToolSpec;
@@ -258,6 +258,36 @@ impl ApprovalRecord {
         self.calls
             .iter()
             .any(|c| c.input.as_ref().is_some_and(|input| input.live))
+    }
+
+    /// Answers the question asked now, once the answer fits it: the answer (as the server is
+    /// sent it) is kept with its call, and the request is decided by `person`. `None` when no
+    /// question waits.
+    pub fn answer(
+        &mut self,
+        answer: &ElicitAnswer,
+        person: &str,
+        now: DateTime<Utc>,
+    ) -> Option<Result<serde_json::Value, InvalidAnswer>> {
+        let (_, question) = self.asking()?;
+        Some(
+            question
+                .check(answer)
+                .inspect(|sent| self.record_answer(sent.clone(), person, now)),
+        )
+    }
+
+    /// Keeps an answer already checked against the question asked now, decided by `person`.
+    pub fn record_answer(&mut self, sent: serde_json::Value, person: &str, now: DateTime<Utc>) {
+        if let Some((i, question)) = self.asking() {
+            let key = question.key.clone();
+            if let Some(input) = self.calls[i].input.as_mut() {
+                input.answers.insert(key, sent);
+            }
+        }
+        self.status = ApprovalStatus::Approved;
+        self.decided_by = Some(person.to_owned());
+        self.decided_at = Some(now);
     }
 
     /// The question the person is asked now: its call's index and the question.

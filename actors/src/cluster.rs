@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use crate::registry::{CancelHere, SessionRegistry};
+use crate::registry::{AnsweredHere, CancelHere, SessionRegistry};
 use crate::storage::{InterruptOrphans, Notice, RenewLeases, Storage};
 use crate::stream::StreamHub;
 
@@ -98,6 +98,24 @@ fn cancel_here(hub: &StreamHub, registry: &Addr<SessionRegistry>, stream_id: &cr
     }
 }
 
+/// Hands the turn of `stream_id`, if it runs on this node, the answer another node stored.
+fn answered_here(
+    hub: &StreamHub,
+    registry: &Addr<SessionRegistry>,
+    stream_id: &crate::ids::StreamId,
+    request_id: String,
+) {
+    if let Some(buffer) = hub.get(stream_id)
+        && !buffer.is_followed()
+        && !buffer.is_finished()
+    {
+        registry.do_send(AnsweredHere {
+            session_id: buffer.session_id().clone(),
+            request_id,
+        });
+    }
+}
+
 /// What to do with each notice from the database: wake the followers of a stream that got events,
 /// stop a turn running here that someone cancelled elsewhere, wake every follower after a
 /// reconnect (notices may have been missed). Runs on the listener's thread.
@@ -107,6 +125,7 @@ pub fn on_notice(hub: Arc<StreamHub>, registry: Addr<SessionRegistry>) -> impl F
             stream_id, at_micros, ..
         } => hub.announce(&stream_id, at_micros),
         Notice::Cancel { stream_id } => cancel_here(&hub, &registry, &stream_id),
+        Notice::Answer { stream_id, request_id } => answered_here(&hub, &registry, &stream_id, request_id),
         Notice::Reconnected => hub.announce_all(),
     }
 }

@@ -73,10 +73,19 @@
 //! request and stores any "always allow" grant; approved calls are scattered as in step 4, denied
 //! ones get a denial result. A new message instead of a decision supersedes the request.
 //!
+//! A tool's question for the person (elicitation) takes the same path. An "input required"
+//! result pauses the batch as an approval does (stored as `elicitation_<uuid>` beside the
+//! approvals, then `elicitation_request`, then `done`); `Chat::answer_elicitation` → `Decide`
+//! checks the answer against the question's schema and the continuation sends the call again
+//! with it. A question asked during a call (`elicitation/create`) reaches the one call in
+//! flight on its connection (`mcp::asking`); the turn stores it, announces it and waits, and the
+//! answer goes to the turn through the session actor (`live` questions), stored before the tool
+//! gets it.
+//!
 //! # How nodes share one database
 //!
 //! On PostgreSQL any number of nodes may serve the same sessions behind a plain load balancer;
-//! they share nothing but the database. Four mechanisms, all in tables and `NOTIFY`:
+//! they share nothing but the database. Five mechanisms, all in tables and `NOTIFY`:
 //!
 //! - **Leases.** A turn's first write takes its session's row in `session_leases` (node, expiry,
 //!   a fencing token that goes up by one per turn) in the same transaction as the stream row; if
@@ -100,6 +109,11 @@
 //! - **Cancel anywhere.** `POST /stream/{id}/cancel` on another node sets `cancel_requested` on the
 //!   stream and sends `NOTIFY aichat_cancel`; the owner stops the turn (or finds the flag at its
 //!   next renewal if the notice was lost).
+//! - **Answer anywhere.** A tool's question asked during a call (2025-11-25 servers hold the call
+//!   open for it) waits in the turn that runs the call. Answered on another node, the answer is
+//!   checked and stored there (the elicitation settled, if its stream still runs) and
+//!   `NOTIFY aichat_answer` tells the owner, whose turn reads it and gives it to the tool. A paused
+//!   question (2026-07-28) needs nothing of the kind: any node continues the turn.
 
 #![warn(missing_docs)]
 

@@ -13,7 +13,8 @@ use crate::backlog::Queued;
 use crate::ids::{SessionId, UserId};
 use crate::model::{Session, TitleSource};
 use crate::session::{
-    Forget, SessionActor, SessionDeps, SessionError, Shutdown, StartTurn, StopIfIdle, StopReason, StopTurn, TurnStarted,
+    AnsweredElsewhere, Forget, SessionActor, SessionDeps, SessionError, Shutdown, StartTurn, StopIfIdle, StopReason,
+    StopTurn, TurnStarted,
 };
 use crate::storage::{CreateSession, GetSession};
 
@@ -62,6 +63,16 @@ pub struct CancelHere {
     pub session_id: SessionId,
     /// The stream whose turn to stop.
     pub stream_id: crate::ids::StreamId,
+}
+
+/// Another node stored the answer to a question a turn of this node asked during a call.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AnsweredHere {
+    /// The session.
+    pub session_id: SessionId,
+    /// The elicitation.
+    pub request_id: String,
 }
 
 /// How many session actors are in memory.
@@ -320,6 +331,18 @@ impl Handler<CancelHere> for SessionRegistry {
             live.addr.do_send(StopTurn {
                 stream_id: Some(msg.stream_id),
                 reason: StopReason::Cancelled,
+            });
+        }
+    }
+}
+
+impl Handler<AnsweredHere> for SessionRegistry {
+    type Result = ();
+
+    fn handle(&mut self, msg: AnsweredHere, _: &mut Self::Context) {
+        if let Some(live) = self.sessions.get(&msg.session_id) {
+            live.addr.do_send(AnsweredElsewhere {
+                request_id: msg.request_id,
             });
         }
     }

@@ -52,9 +52,13 @@ pub async fn answer(
         action,
         content: body.content.clone(),
     };
-    let turn = state
+    let answered = state
         .chat
         .answer_elicitation(user.0, &path.into_inner(), answer)
         .await?;
-    Ok(HttpResponse::Ok().json(StreamStarted::from(&turn)))
+    Ok(HttpResponse::Ok().json(StreamStarted {
+        stream_url: format!("/v1/chat/stream/{}", answered.stream_id),
+        stream_id: answered.stream_id.to_string(),
+        session_id: answered.session_id.to_string(),
+    }))
 }

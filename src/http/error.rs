@@ -320,7 +320,8 @@ impl From<SessionError> for ApiError {
             SessionError::ApprovalExpired => ApiError::ApprovalExpired,
             SessionError::ElicitationNotFound => ApiError::ElicitationNotFound,
             SessionError::ElicitationAnswered => ApiError::ElicitationAnswered,
-            SessionError::ElicitationExpired => ApiError::ElicitationExpired,
+            // `Elsewhere` is taken by `Chat` (the answer goes to the node that runs the call).
+            SessionError::ElicitationExpired | SessionError::Elsewhere => ApiError::ElicitationExpired,
             SessionError::AnswerInvalid(invalid) => ApiError::ElicitationAnswerInvalid {
                 path: invalid.path,
                 reason: invalid.reason,

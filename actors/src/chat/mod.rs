@@ -15,7 +15,7 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use crate::answer::Answer;
-use crate::approval::{ApprovalStatus, Decision, Remember};
+use crate::approval::{ApprovalRecord, ApprovalStatus, Decision, Remember};
 use crate::attachment::Attachment;
 use crate::backlog::Queued;
 use crate::ids::{SessionId, StreamId, UserId};
@@ -24,7 +24,8 @@ use crate::provider::Providers;
 use crate::registry::{CountSessions, Evict, InterruptAll, Resolve, SessionRegistry, Submit};
 use crate::session::{Decide, Resolution, SessionError, StartTurn, StopReason, StopTurn, TurnStarted};
 use crate::storage::{
-    ClearMessages, DeleteSession, GetApproval, GetSession, LoadStream, RequestCancel, Storage, StreamStatus,
+    AnswerElsewhere, ClearMessages, DeleteSession, GetApproval, GetSession, LoadStream, RequestCancel, Storage,
+    StreamStatus,
 };
 use crate::stream::{StreamBuffer, StreamHub};
 
@@ -46,6 +47,16 @@ pub struct Submission {
     pub provider: Option<String>,
     /// Files sent with it.
     pub attachments: Vec<Attachment>,
+}
+
+/// Where an answered question's turn goes on: a new stream (a paused turn's continuation) or the
+/// one it was asked on (a call that waited).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answered {
+    /// The session.
+    pub session_id: SessionId,
+    /// The stream to read.
+    pub stream_id: StreamId,
 }
 
 /// The chat service's entry points.
@@ -304,23 +315,72 @@ impl Chat {
             .await
     }
 
-    /// Answers a tool's question (an elicitation) of this user; the tool is sent again with the
-    /// answer on the continuation's stream. Refusals name the elicitation, not an approval.
+    /// Answers a tool's question (an elicitation) of this user: a paused turn continues on a
+    /// new stream; a call that waits for it (on this node or, on a shared store, another) goes on
+    /// on its own. Replies with the stream to read. Refusals name the elicitation.
     pub async fn answer_elicitation(
         &self,
         user: UserId,
         request_id: &str,
         answer: crate::elicitation::ElicitAnswer,
-    ) -> Result<TurnStarted, SessionError> {
-        let answered = self
-            .resolve(user, request_id, None, Resolution::Elicitation(answer))
-            .await;
+    ) -> Result<Answered, SessionError> {
+        let answered = match self
+            .resolve(user, request_id, None, Resolution::Elicitation(answer.clone()))
+            .await
+        {
+            Ok(turn) => Ok(Answered {
+                session_id: turn.session_id,
+                stream_id: turn.stream_id,
+            }),
+            Err(SessionError::Elsewhere) => self.answer_on_another_node(user, request_id, &answer).await,
+            Err(err) => Err(err),
+        };
         answered.map_err(|err| match err {
             SessionError::ApprovalNotFound => SessionError::ElicitationNotFound,
             SessionError::AlreadyDecided => SessionError::ElicitationAnswered,
             SessionError::ApprovalExpired => SessionError::ElicitationExpired,
             other => other,
         })
+    }
+
+    /// A question asked by a call that runs on another node (a shared store): the answer is
+    /// checked and stored here, and that node is told (`NOTIFY`); it gives it to the tool.
+    async fn answer_on_another_node(
+        &self,
+        user: UserId,
+        request_id: &str,
+        answer: &crate::elicitation::ElicitAnswer,
+    ) -> Result<Answered, SessionError> {
+        let now = crate::model::now();
+        let mut record = self
+            .storage
+            .ask(GetApproval {
+                user,
+                request_id: request_id.to_owned(),
+            })
+            .await?
+            .filter(ApprovalRecord::is_elicitation)
+            .ok_or(SessionError::ApprovalNotFound)?;
+        match record.effective_status(now) {
+            ApprovalStatus::Pending => {}
+            ApprovalStatus::Expired => return Err(SessionError::ApprovalExpired),
+            _ => return Err(SessionError::AlreadyDecided),
+        }
+        record
+            .answer(answer, &format!("user:{user}"), now)
+            .ok_or(SessionError::AlreadyDecided)?
+            .map_err(SessionError::AnswerInvalid)?;
+        let answered = Answered {
+            session_id: record.session_id.clone(),
+            stream_id: record.stream_id.clone(),
+        };
+        if self.storage.ask(AnswerElsewhere { answered: record }).await? {
+            metrics::counter!("aichat_elicitations_total", "outcome" => answer.action.as_str()).increment(1);
+            Ok(answered)
+        } else {
+            // Answered meanwhile, or its turn ended: the question lapsed with its call.
+            Err(SessionError::ApprovalExpired)
+        }
     }
 
     /// Applies a decision or an answer to the request the session paused on.

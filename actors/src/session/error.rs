@@ -49,6 +49,10 @@ pub enum SessionError {
     /// The elicitation expired (it counts as cancel).
     #[error("the elicitation expired")]
     ElicitationExpired,
+    /// The question was asked during a call that does not run here: on a shared store, its turn
+    /// may run on another node. Never reaches a client.
+    #[error("the question's call runs on another node")]
+    Elsewhere,
     /// The answer does not fit the question's schema.
     #[error("the answer does not fit the question: {0}")]
     AnswerInvalid(crate::elicitation::InvalidAnswer),

@@ -1,7 +1,8 @@
 //! Questions a tool's server asks while its call runs (an `elicitation/create` request of the
 //! 2025-11-25 era): the server holds the call open for the answer, so the turn waits too. The
 //! running turn stores and announces each question, then lists it here; the session actor hands
-//! the person's answer to the turn, which stores it before the tool gets it.
+//! the person's answer to the turn, which stores it before the tool gets it (an answer another
+//! node took is stored there, and comes here by `NOTIFY`).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -30,8 +31,8 @@ pub(crate) struct LiveAnswer {
     pub request_id: String,
     /// The answer as the server is sent it (checked).
     pub sent: Value,
-    /// Told once the answer is stored (or why it was not taken).
-    pub stored: oneshot::Sender<Result<(), SessionError>>,
+    /// Told once the answer is stored (or why it was not taken); `None`: another node stored it.
+    pub stored: Option<oneshot::Sender<Result<(), SessionError>>>,
 }
 
 impl LiveQuestions {

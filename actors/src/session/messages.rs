@@ -56,6 +56,15 @@ pub enum Resolution {
     Elicitation(ElicitAnswer),
 }
 
+/// Another node stored the answer to a question this session's turn asked during a call: the
+/// turn reads it and gives it to the tool.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AnsweredElsewhere {
+    /// The elicitation.
+    pub request_id: String,
+}
+
 /// Stops the running turn of this stream: its partial answer is stored and marked, its stream
 /// ends with a terminal event. `NotFound` if that stream's turn is not running here.
 #[derive(Message)]

@@ -25,13 +25,16 @@ use crate::approval::{ApprovalRecord, ApprovalStatus, Remember};
 use crate::ids::{SessionId, StreamId, UserId};
 use crate::model::{ChatMessage, Role, StreamMessage};
 use crate::storage::{
-    Fence, LeaseToken, ListMessages, NewGrant, PendingApproval, StorageError, StreamRecord, StreamStatus, TurnWrite,
+    Fence, GetApproval, LeaseToken, ListMessages, NewGrant, PendingApproval, StorageError, StreamRecord, StreamStatus,
+    TurnWrite,
 };
 use crate::stream::StreamBuffer;
 use crate::tools::keep_head_and_tail;
 
 pub use error::SessionError;
-pub use messages::{Decide, Forget, Resolution, Shutdown, StartTurn, StopIfIdle, StopTurn, TurnStarted};
+pub use messages::{
+    AnsweredElsewhere, Decide, Forget, Resolution, Shutdown, StartTurn, StopIfIdle, StopTurn, TurnStarted,
+};
 pub use settings::{SessionDeps, SessionSettings};
 pub use title::clean_title;
 pub use turn::StopReason;
@@ -418,8 +421,14 @@ impl Handler<Decide> for SessionActor {
             return self.answer_during_call(msg.request_id, answer, waiting);
         }
         if msg.during_call {
-            // Its call has ended: the question lapsed with it.
-            return Box::pin(fut::ready(Err(SessionError::ApprovalExpired)));
+            // Not asked by a call running here: on a shared store its turn may run on another
+            // node; else its call has ended and the question lapsed with it.
+            let refusal = if self.deps.storage.is_shared() {
+                SessionError::Elsewhere
+            } else {
+                SessionError::ApprovalExpired
+            };
+            return Box::pin(fut::ready(Err(refusal)));
         }
         if self.turn.is_some() {
             // The request was announced (and stored) by the turn that is still ending: the
@@ -528,7 +537,7 @@ impl SessionActor {
         let handed = waiting.answers.send(live::LiveAnswer {
             request_id,
             sent,
-            stored,
+            stored: Some(stored),
         });
         if handed.is_err() {
             return Box::pin(fut::ready(Err(SessionError::ApprovalExpired)));
@@ -565,18 +574,13 @@ impl SessionActor {
         answer: &crate::elicitation::ElicitAnswer,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<ApprovalRecord, SessionError> {
-        let (i, question) = record.asking().ok_or(SessionError::AlreadyDecided)?;
-        let sent = question.check(answer).map_err(SessionError::AnswerInvalid)?;
-        let key = question.key.clone();
-        if let Some(input) = record.calls[i].input.as_mut() {
-            input.answers.insert(key, sent);
-        }
+        record
+            .answer(answer, &format!("user:{}", self.user), now)
+            .ok_or(SessionError::AlreadyDecided)?
+            .map_err(SessionError::AnswerInvalid)?;
         metrics::counter!("aichat_elicitations_total", "outcome" => answer.action.as_str()).increment(1);
         metrics::histogram!("aichat_elicitation_wait_seconds")
             .record((now - record.created_at).num_milliseconds().max(0) as f64 / 1000.0);
-        record.status = ApprovalStatus::Approved;
-        record.decided_by = Some(format!("user:{}", self.user));
-        record.decided_at = Some(now);
         record.start_running();
         Ok(record)
     }
@@ -600,6 +604,46 @@ impl SessionActor {
                     Err(err) => Err(err.into()),
                 }),
         )
+    }
+}
+
+impl Handler<AnsweredElsewhere> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: AnsweredElsewhere, ctx: &mut Self::Context) {
+        let Some(waiting) = self.live.take(&msg.request_id) else {
+            return;
+        };
+        let storage = self.deps.storage.clone();
+        let read = GetApproval {
+            user: self.user,
+            request_id: msg.request_id.clone(),
+        };
+        ctx.spawn(
+            async move { storage.ask(read).await }
+                .into_actor(self)
+                .map(move |found, _, _| {
+                    // The answer the other node stored (already durable: the turn does not store it again).
+                    let sent = found.ok().flatten().and_then(|record| {
+                        record
+                            .calls
+                            .into_iter()
+                            .find_map(|c| c.input?.answers.into_values().next())
+                    });
+                    match sent {
+                        Some(sent) => {
+                            let _ = waiting.answers.send(live::LiveAnswer {
+                                request_id: msg.request_id,
+                                sent,
+                                stored: None,
+                            });
+                        }
+                        None => {
+                            tracing::warn!(request_id = %msg.request_id, "an answer stored elsewhere could not be read")
+                        }
+                    }
+                }),
+        );
     }
 }
 

@@ -765,9 +765,16 @@ impl Turn {
             }
             Some(answer) = answer_rx.recv() => {
                 let Some((record, to_tool)) = asked.remove(&answer.request_id) else {
-                    let _ = answer.stored.send(Err(SessionError::ApprovalExpired));
+                    if let Some(stored) = answer.stored {
+                        let _ = stored.send(Err(SessionError::ApprovalExpired));
+                    }
                     continue;
                 };
+                if answer.stored.is_none() {
+                    // Stored by the node that took it.
+                    let _ = to_tool.send(answer.sent);
+                    continue;
+                }
                 let sent = answer.sent.clone();
                 match Box::pin(self.store_answer(record, answer)).await {
                     Ok(()) => {
@@ -834,29 +841,22 @@ impl Turn {
         answer: super::live::LiveAnswer,
     ) -> Result<(), TurnError> {
         let now = crate::model::now();
+        let Some(stored) = answer.stored else {
+            return Ok(());
+        };
         if now >= record.expires_at {
-            let _ = answer.stored.send(Err(SessionError::ApprovalExpired));
+            let _ = stored.send(Err(SessionError::ApprovalExpired));
             return Ok(());
         }
-        if let Some((i, question)) = record.asking() {
-            let key = question.key.clone();
-            if let Some(input) = record.calls[i].input.as_mut() {
-                input.answers.insert(key, answer.sent);
-            }
-        }
-        record.status = ApprovalStatus::Approved;
-        record.decided_by = Some(format!("user:{}", self.buffer.user_id()));
-        record.decided_at = Some(now);
+        record.record_answer(answer.sent, &format!("user:{}", self.buffer.user_id()), now);
         self.settle = Some(record);
         match self.save(None, None).await {
             Ok(()) => {
-                let _ = answer.stored.send(Ok(()));
+                let _ = stored.send(Ok(()));
                 Ok(())
             }
             Err(err) => {
-                let _ = answer
-                    .stored
-                    .send(Err(SessionError::Unavailable("the answer could not be stored".into())));
+                let _ = stored.send(Err(SessionError::Unavailable("the answer could not be stored".into())));
                 Err(err)
             }
         }

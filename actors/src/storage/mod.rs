@@ -163,6 +163,14 @@ pub enum Notice {
         /// The stream.
         stream_id: StreamId,
     },
+    /// Someone answered a question this stream's turn asked during a call (the answer is stored
+    /// in the elicitation).
+    Answer {
+        /// The stream.
+        stream_id: StreamId,
+        /// The elicitation.
+        request_id: String,
+    },
     /// The listening connection was lost and is back: notices may have been missed.
     Reconnected,
 }
@@ -273,6 +281,12 @@ pub trait ChatStore: Send + Sync + 'static {
     fn request_cancel(&self, _user: UserId, _id: &StreamId) -> Result<bool, StorageError> {
         Ok(false)
     }
+    /// Stores the answer to a question asked during a call whose turn runs on another node (the
+    /// elicitation settled as that turn would settle it) and tells that node; `false` when the
+    /// question is no longer pending or its turn no longer runs.
+    fn answer_elsewhere(&self, _answered: &ApprovalRecord) -> Result<bool, StorageError> {
+        Ok(false)
+    }
 }
 
 macro_rules! storage_messages {
@@ -347,6 +361,8 @@ storage_messages! {
     InterruptOrphans {} -> Vec<StreamId> = |s, _m| crate::session::recovery::interrupt_orphans(s, false);
     /// Flags a stream for cancel by whichever node runs it.
     RequestCancel { user: UserId, id: StreamId } -> bool = |s, m| s.request_cancel(m.user, &m.id);
+    /// Stores an answer for the node that runs the asking turn, and tells it.
+    AnswerElsewhere { answered: ApprovalRecord } -> bool = |s, m| s.answer_elsewhere(&m.answered);
 }
 
 /// The storage actor: one instance per `SyncArbiter` thread, all sharing one backend.

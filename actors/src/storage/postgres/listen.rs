@@ -1,5 +1,5 @@
 //! The `LISTEN` side of the cluster: a plain thread with its own connection that waits for other
-//! nodes' notices (`aichat_events`, `aichat_cancel`) and hands them on. A lost connection is opened
+//! nodes' notices (`aichat_events`, `aichat_cancel`, `aichat_answer`) and hands them on. A lost connection is opened
 //! again with a back-off (counted in `aichat_notify_reconnects_total`), after which a
 //! `Reconnected` notice tells readers to look in the tables for what they may have missed.
 
@@ -8,7 +8,7 @@ use std::time::Duration;
 use fallible_iterator::FallibleIterator;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::{CANCEL_CHANNEL, EVENTS_CHANNEL};
+use super::{ANSWER_CHANNEL, CANCEL_CHANNEL, EVENTS_CHANNEL};
 use crate::ids::StreamId;
 use crate::storage::Notice;
 
@@ -60,7 +60,9 @@ fn listen_once(
     listened: &mut bool,
 ) -> Result<std::convert::Infallible, postgres::Error> {
     let mut client = config.connect(tls.clone())?;
-    client.batch_execute(&format!("LISTEN {EVENTS_CHANNEL}; LISTEN {CANCEL_CHANNEL};"))?;
+    client.batch_execute(&format!(
+        "LISTEN {EVENTS_CHANNEL}; LISTEN {CANCEL_CHANNEL}; LISTEN {ANSWER_CHANNEL};"
+    ))?;
     *listened = true;
     if connected_before {
         metrics::counter!("aichat_notify_reconnects_total").increment(1);
@@ -99,6 +101,13 @@ fn parse(channel: &str, payload: &str) -> Option<Notice> {
         CANCEL_CHANNEL => Some(Notice::Cancel {
             stream_id: StreamId::from_raw(payload.to_owned()),
         }),
+        ANSWER_CHANNEL => {
+            let (stream_id, request_id) = payload.split_once(' ')?;
+            Some(Notice::Answer {
+                stream_id: StreamId::from_raw(stream_id.to_owned()),
+                request_id: request_id.to_owned(),
+            })
+        }
         _ => None,
     }
 }
@@ -123,6 +132,14 @@ mod tests {
                 stream_id: StreamId::from_raw("s1")
             })
         );
+        assert_eq!(
+            parse(ANSWER_CHANNEL, "stream_1 elicitation_2"),
+            Some(Notice::Answer {
+                stream_id: StreamId::from_raw("stream_1"),
+                request_id: "elicitation_2".into(),
+            })
+        );
+        assert_eq!(parse(ANSWER_CHANNEL, "no-space"), None);
         assert_eq!(parse(EVENTS_CHANNEL, "no-numbers"), None);
         assert_eq!(parse("other", "x"), None);
     }

@@ -54,6 +54,8 @@ const EVENTS_CHANNEL: &str = "aichat_events";
 
 /// The channel that carries cancel requests (the stream id).
 const CANCEL_CHANNEL: &str = "aichat_cancel";
+/// Payload `<stream id> <elicitation id>`.
+const ANSWER_CHANNEL: &str = "aichat_answer";
 
 /// What a connection needs besides the URL.
 #[derive(Debug, Clone)]
@@ -691,6 +693,29 @@ impl ChatStore for PostgresStore {
                 tx.execute("SELECT pg_notify($1, $2)", &[&CANCEL_CHANNEL, &id.as_str()])?;
             }
             Ok(flagged > 0)
+        })
+    }
+
+    fn answer_elsewhere(&self, answered: &ApprovalRecord) -> Result<bool, StorageError> {
+        self.write(|tx| {
+            let settled = tx.execute(
+                "UPDATE tool_approvals a SET calls = $1, status = $2, decided_by = $3, decided_at = $4
+                 WHERE a.request_id = $5 AND a.user_id = $6 AND a.status = 'pending'
+                   AND EXISTS (SELECT 1 FROM chat_streams s WHERE s.id = a.stream_id AND s.status = 'running')",
+                &[
+                    &Json(&answered.calls),
+                    &answered.status.as_str(),
+                    &answered.decided_by,
+                    &answered.decided_at,
+                    &answered.request_id,
+                    &user_text(answered.user_id),
+                ],
+            )?;
+            if settled > 0 {
+                let payload = format!("{} {}", answered.stream_id, answered.request_id);
+                tx.execute("SELECT pg_notify($1, $2)", &[&ANSWER_CHANNEL, &payload])?;
+            }
+            Ok(settled > 0)
         })
     }
 }
