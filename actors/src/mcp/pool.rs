@@ -317,6 +317,8 @@ impl McpPool {
         // The call's own clock, not the request's: progress extends it, a question stops it.
         let clock = Arc::new(CallClock::start(timeout));
         let call = async move {
+            // Listening before the request goes: a server may ask at once.
+            let _asking = asker.map(|sink| super::asking::register(link, paused_while_asking(&clock, sink)));
             let handle = match peer
                 .send_cancellable_request(request, PeerRequestOptions::no_options())
                 .await
@@ -334,7 +336,6 @@ impl McpPool {
                 })
             };
             let _progress = super::progress::register(link, &handle.progress_token, noticed);
-            let _asking = asker.map(|sink| super::asking::register(link, paused_while_asking(&clock, sink)));
             let mut guard = CancelOnDrop {
                 peer: Some(peer.clone()),
                 id: Some(handle.id.clone()),
