@@ -110,7 +110,7 @@ impl Answer {
                         request_id,
                         tool_call_id: message.tool_call_id.unwrap_or_default(),
                         tool_name: message.tool_name.unwrap_or_default(),
-                        question,
+                        question: *question,
                     });
                 }
             }

@@ -327,9 +327,11 @@ pub struct StreamMessage {
     /// `tool_progress`: the total, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total: Option<f64>,
-    /// `elicitation_request`: what the tool's server asks.
+    /// `elicitation_request`: what the tool's server asks (boxed: every text delta is a
+    /// `StreamMessage` too, and stays small).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub question: Option<crate::elicitation::Question>,
+    #[schema(value_type = Option<crate::elicitation::Question>)]
+    pub question: Option<Box<crate::elicitation::Question>>,
 }
 
 impl StreamMessage {
@@ -414,7 +416,7 @@ impl StreamMessage {
             request_id: Some(request_id.to_owned()),
             tool_call_id: Some(call.id.clone()),
             tool_name: Some(call.function.name.clone()),
-            question: Some(question),
+            question: Some(Box::new(question)),
             ..Self::empty(StreamMessageType::ElicitationRequest, session_id)
         }
     }
