@@ -200,6 +200,18 @@ max_retries = 0"#,
             "return document.querySelector('.elicitation input[name=date]') !== null;",
         )
         .await;
+    // Opened again, the page shows the question that waits (it is not in the history).
+    browser
+        .js("document.querySelector('.elicitation').dataset.before = 'yes';", vec![])
+        .await;
+    browser.click_on("#sessions li.current .session-title").await;
+    browser
+        .until(
+            "the question shown again",
+            "return !document.querySelector('.elicitation[data-before]') \
+             && document.querySelectorAll('.elicitation input[name=date]').length === 1;",
+        )
+        .await;
     browser.click_on(".elicitation button.approve").await;
     browser
         .until(

@@ -74,6 +74,12 @@ async fn a_tools_question_pauses_the_turn_and_the_answer_resumes_it() {
         "{question}"
     );
     assert_eq!(question["requested_schema"]["required"], json!(["date"]));
+    // It waits in the list of the user's questions (not another user's).
+    let (_, pending) = app.get("/elicitations", 1).await;
+    assert_eq!(pending["elicitations"][0]["request_id"], json!(id), "{pending}");
+    assert_eq!(pending["elicitations"][0]["session_id"], json!(session));
+    assert_eq!(pending["elicitations"][0]["question"], event["question"]);
+    assert_eq!(app.get("/elicitations", 2).await.1["elicitations"], json!([]));
     // Not an approval: the approval list and route do not know it.
     assert_eq!(app.get("/approvals", 1).await.1["approvals"], json!([]));
     let (status, body) = app
@@ -133,6 +139,7 @@ async fn a_tools_question_pauses_the_turn_and_the_answer_resumes_it() {
         (status, body["code"].as_str()),
         (StatusCode::CONFLICT, Some("elicitation_answered"))
     );
+    assert_eq!(app.get("/elicitations", 1).await.1["elicitations"], json!([]));
     // History: the model's call and its one result, as for any tool round.
     let results = stored_with_role(&app, 1, &session, "tool").await;
     assert_eq!(results.len(), 1);

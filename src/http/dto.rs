@@ -82,6 +82,52 @@ impl From<&actors::session::TurnStarted> for StreamStarted {
     }
 }
 
+/// A tool's question that waits for the person.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PendingElicitation {
+    /// Answer it with `POST /v1/chat/elicitations/{request_id}`.
+    pub request_id: String,
+    /// Its session.
+    pub session_id: String,
+    /// The stream that asked it.
+    pub stream_id: String,
+    /// The call that asks.
+    pub tool_call_id: String,
+    /// Its tool.
+    pub tool_name: String,
+    /// The question.
+    pub question: actors::elicitation::Question,
+    /// When it was asked.
+    pub created_at: DateTime<Utc>,
+    /// When it counts as `cancel`.
+    pub expires_at: DateTime<Utc>,
+}
+
+impl PendingElicitation {
+    /// The question an elicitation asks now, if any.
+    pub fn of(record: &actors::approval::ApprovalRecord) -> Option<Self> {
+        let (i, question) = record.asking()?;
+        let call = &record.calls[i].call;
+        Some(Self {
+            request_id: record.request_id.clone(),
+            session_id: record.session_id.to_string(),
+            stream_id: record.stream_id.to_string(),
+            tool_call_id: call.id.clone(),
+            tool_name: call.function.name.clone(),
+            question: question.clone(),
+            created_at: record.created_at,
+            expires_at: record.expires_at,
+        })
+    }
+}
+
+/// `GET /elicitations` reply.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PendingElicitations {
+    /// Newest first.
+    pub elicitations: Vec<PendingElicitation>,
+}
+
 /// The assistant's collected answer of a non-streaming send.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CollectedMessage {

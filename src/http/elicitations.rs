@@ -1,8 +1,9 @@
 //! Elicitation routes: the person answers a tool's question (`accept` with the form's content,
 //! `decline` or `cancel`); the tool is sent again with the answer, and the turn continues on a
-//! new stream, as after an approval decision.
+//! new stream, as after an approval decision. The questions that wait are listed (a page opened
+//! again shows them).
 
-use actix_web::{HttpResponse, post, web};
+use actix_web::{HttpResponse, get, post, web};
 use actors::elicitation::{ElicitAction, ElicitAnswer};
 use serde::Deserialize;
 use utoipa::ToSchema;
@@ -10,7 +11,7 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::auth::AuthUser;
 use super::body::JsonObject;
-use super::dto::{ErrorBody, StreamStarted};
+use super::dto::{ErrorBody, PendingElicitation, PendingElicitations, StreamStarted};
 use super::error::ApiError;
 
 /// `POST /elicitations/{request_id}` body.
@@ -61,4 +62,17 @@ pub async fn answer(
         stream_id: answered.stream_id.to_string(),
         session_id: answered.session_id.to_string(),
     }))
+}
+
+/// The user's tool questions that wait for an answer (paused turns), newest first. A question
+/// asked during a running call is on its turn's stream.
+#[utoipa::path(
+    tag = "approvals",
+    responses((status = 200, description = "The questions", body = PendingElicitations))
+)]
+#[get("/elicitations")]
+pub async fn list_pending(user: AuthUser, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let records = state.chat.pending_elicitations(user.0).await?;
+    let elicitations = records.iter().filter_map(PendingElicitation::of).collect();
+    Ok(HttpResponse::Ok().json(PendingElicitations { elicitations }))
 }

@@ -146,6 +146,7 @@ pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
             .service(approvals::revoke_grant)
             .service(approvals::decide)
             .service(elicitations::answer)
+            .service(elicitations::list_pending)
             .service(sessions::create_session)
             .service(sessions::list_sessions)
             .service(sessions::get_session)

@@ -257,7 +257,7 @@ mod tests {
         let document = ApiDocument::new(&deployment).unwrap();
         let doc: serde_json::Value = serde_json::from_str(&document.json).unwrap();
         let paths = doc["paths"].as_object().unwrap();
-        assert_eq!(paths.values().map(|p| p.as_object().unwrap().len()).sum::<usize>(), 34);
+        assert_eq!(paths.values().map(|p| p.as_object().unwrap().len()).sum::<usize>(), 35);
         assert!(paths["/v1/chat/admin/reload"]["post"]["responses"]["403"].is_object());
         assert!(paths["/v1/chat/sessions/{id}"]["get"]["responses"]["401"].is_object());
         assert!(paths["/v1/chat/health"]["get"]["responses"].get("401").is_none());

@@ -126,6 +126,7 @@ async function openSession(id, live = null) {
   const shown = live ? messages.slice(0, turnStart(messages, live)) : messages;
   renderHistory(shown);
   annotateDecisions().catch(() => {});
+  if (!live) showPendingQuestions(id).catch(() => {});
   if (live) {
     // A turn that was being read when the page reloaded: its events so far, then the rest
     // after the last one (Last-Event-ID).
@@ -137,6 +138,16 @@ async function openSession(id, live = null) {
   }
   scrollDown();
   document.body.classList.remove("sidebar-open");
+}
+
+/** A paused turn's question (it is not in the history) shown again, so it can be answered. */
+async function showPendingQuestions(id) {
+  const { elicitations } = await call("GET", "/elicitations");
+  for (const q of elicitations.filter((e) => e.session_id === id).reverse()) {
+    if (state.session !== id || document.querySelector(`.elicitation[data-request="${CSS.escape(q.request_id)}"]`)) continue;
+    $("#messages").append(elicitationCard(q, (reply) => continueAfterDecision(reply).catch(failed)));
+  }
+  scrollDown();
 }
 
 /** Every stored message of a session, oldest first (the API pages them, 100 at a time). */

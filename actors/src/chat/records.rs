@@ -68,6 +68,24 @@ impl Chat {
         self.storage.ask(list).await?.ok_or(SessionError::SessionNotFound)
     }
 
+    /// The user's tool questions that wait for an answer (paused turns; a question asked during
+    /// a call is on its turn's stream), newest first.
+    pub async fn pending_elicitations(&self, user: UserId) -> Result<Vec<ApprovalRecord>, SessionError> {
+        let now = crate::model::now();
+        let pending = self
+            .storage
+            .ask(ListApprovals {
+                user,
+                status: Some(ApprovalStatus::Pending.as_str().to_owned()),
+            })
+            .await?;
+        Ok(pending
+            .into_iter()
+            .filter(|r| r.is_elicitation() && !r.is_live())
+            .filter(|r| r.effective_status(now) == ApprovalStatus::Pending)
+            .collect())
+    }
+
     /// The user's approval requests, newest first; with `status`, only those in it now (a
     /// pending request past its expiry counts as expired).
     pub async fn approvals(
