@@ -15,13 +15,14 @@ use std::time::Duration;
 
 use actors::approval::{ApprovalRecord, ApprovalStatus, BatchCall, CallOutcome, CallState, Remember};
 use actors::attachment::Attachment;
+use actors::elicitation::{InputState, Question};
 use actors::ids::{StreamId, UserId};
 use actors::model::{ApprovalRequestView, ChatMessage, Role, Session, TitleSource, ToolCall, ToolExecution, Usage};
 use actors::storage::{
     AdminRecord, ChatStore, ClearMessages, CreateSession, DeleteAdminRecord, DeleteGrant, DeleteSession, Fence,
     GetApproval, GetSession, ListAdminRecords, ListApprovals, ListGrants, ListMessages, ListSessions, LoadStream, Page,
     PendingApproval, Ping, PostgresOptions, PostgresStore, PutAdminRecord, SetTitle, SqliteStore, Storage,
-    StorageError, StoredEvent, StreamRecord, StreamStatus, TurnWrite,
+    StorageError, StoreAnswer, StoredEvent, StreamRecord, StreamStatus, TurnWrite,
 };
 use chrono::Duration as Span;
 
@@ -1139,7 +1140,71 @@ contract!(
     concurrent_writers_and_readers_all_succeed,
     a_restart_keeps_everything_and_finds_the_turns_left_running,
     admin_records_are_created_once_replaced_listed_by_kind_and_deleted,
+    an_answer_is_stored_once_by_its_user_while_its_stream_runs,
 );
+
+/// The answer to a question asked during a call (an elicitation whose call waits): stored once,
+/// by its user, only while the asking stream runs.
+async fn an_answer_is_stored_once_by_its_user_while_its_stream_runs(backend: Backend) {
+    let storage = storage(backend.open());
+    let session = new_session(&storage, 1, "Chat").await;
+    let ask = |stream: &StreamRecord| {
+        let mut record = approval(&session, stream, &["c1"]);
+        record.request_id = format!("elicitation_{}", uuid_like());
+        record.calls[0].state = CallState::Approved { by: "rule".into() };
+        let question = Question::from_params("elicitation", &serde_json::json!({"message": "Name?"})).unwrap();
+        record.calls[0].input = Some(InputState {
+            questions: vec![question],
+            request_state: None,
+            answers: Default::default(),
+            round: 0,
+            live: true,
+        });
+        record
+    };
+    let (running, ended) = (stream_of(&session), stream_of(&session));
+    let (asked, lapsed) = (ask(&running), ask(&ended));
+    for (stream, record) in [(&running, &asked), (&ended, &lapsed)] {
+        storage
+            .write(TurnWrite {
+                new_stream: Some(stream.clone()),
+                new_approval: Some(record.clone()),
+                ..TurnWrite::default()
+            })
+            .await
+            .unwrap();
+    }
+    storage
+        .write(TurnWrite {
+            stream_id: Some(ended.id.clone()),
+            finish: Some(StreamStatus::Done),
+            ..TurnWrite::default()
+        })
+        .await
+        .unwrap();
+    let answer = |record: &ApprovalRecord, owner: i64| {
+        let mut answered = record.clone();
+        answered.record_answer(serde_json::json!({"action": "decline"}), "user:1", actors::model::now());
+        answered.user_id = user(owner);
+        StoreAnswer { answered }
+    };
+    assert!(!storage.ask(answer(&asked, 2)).await.unwrap(), "not user 2's");
+    assert!(storage.ask(answer(&asked, 1)).await.unwrap());
+    assert!(!storage.ask(answer(&asked, 1)).await.unwrap(), "answered once");
+    assert!(!storage.ask(answer(&lapsed, 1)).await.unwrap(), "its stream has ended");
+    let stored = storage
+        .ask(GetApproval {
+            user: user(1),
+            request_id: asked.request_id.clone(),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.status, ApprovalStatus::Approved);
+    assert_eq!(stored.decided_by.as_deref(), Some("user:1"));
+    let answers = &stored.calls[0].input.as_ref().unwrap().answers;
+    assert_eq!(answers["elicitation"], serde_json::json!({"action": "decline"}));
+}
 
 /// Admin records (providers registered through the admin API): a name is created once, a record
 /// is replaced only when it exists, lists are by name within a kind, and they survive a reopen.

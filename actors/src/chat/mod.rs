@@ -24,7 +24,7 @@ use crate::provider::Providers;
 use crate::registry::{CountSessions, Evict, InterruptAll, Resolve, SessionRegistry, Submit};
 use crate::session::{Decide, Resolution, SessionError, StartTurn, StopReason, StopTurn, TurnStarted};
 use crate::storage::{
-    AnswerElsewhere, ClearMessages, DeleteSession, GetApproval, GetSession, LoadStream, RequestCancel, Storage,
+    ClearMessages, DeleteSession, GetApproval, GetSession, LoadStream, RequestCancel, Storage, StoreAnswer,
     StreamStatus,
 };
 use crate::stream::{StreamBuffer, StreamHub};
@@ -374,7 +374,7 @@ impl Chat {
             session_id: record.session_id.clone(),
             stream_id: record.stream_id.clone(),
         };
-        if self.storage.ask(AnswerElsewhere { answered: record }).await? {
+        if self.storage.ask(StoreAnswer { answered: record }).await? {
             metrics::counter!("aichat_elicitations_total", "outcome" => answer.action.as_str()).increment(1);
             Ok(answered)
         } else {

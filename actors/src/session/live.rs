@@ -1,17 +1,19 @@
 //! Questions a tool's server asks while its call runs (an `elicitation/create` request of the
 //! 2025-11-25 era): the server holds the call open for the answer, so the turn waits too. The
-//! running turn stores and announces each question, then lists it here; the session actor hands
-//! the person's answer to the turn, which stores it before the tool gets it (an answer another
-//! node took is stored there, and comes here by `NOTIFY`).
+//! running turn stores and announces each question, then lists it here. Whoever takes the
+//! person's answer stores it (`StoreAnswer`: once, while the stream runs), then the session actor
+//! hands it to the turn, which gives it to the tool: this node's answers directly, another
+//! node's after its `NOTIFY`.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
-use super::SessionError;
-use crate::elicitation::Question;
+use crate::approval::ApprovalRecord;
+use crate::ids::UserId;
+use crate::storage::{GetApproval, Storage};
 
 /// The questions a session's running turn waits on, by elicitation id.
 #[derive(Default)]
@@ -19,20 +21,39 @@ pub(crate) struct LiveQuestions(Mutex<HashMap<String, Waiting>>);
 
 /// One question waiting for its answer.
 pub(crate) struct Waiting {
-    /// What was asked (the answer is checked against it).
-    pub question: Question,
+    /// The elicitation as stored (its question; the answer is checked against it).
+    pub record: ApprovalRecord,
     /// Where the turn takes answers.
     pub answers: mpsc::UnboundedSender<LiveAnswer>,
 }
 
-/// An answer on its way to the turn.
+/// A stored answer on its way to the turn.
 pub(crate) struct LiveAnswer {
     /// The elicitation.
     pub request_id: String,
-    /// The answer as the server is sent it (checked).
+    /// The answer as the server is sent it.
     pub sent: Value,
-    /// Told once the answer is stored (or why it was not taken); `None`: another node stored it.
-    pub stored: Option<oneshot::Sender<Result<(), SessionError>>>,
+}
+
+/// Hands the turn the answer stored for `request_id` (taken here, or on another node).
+pub(crate) async fn forward_stored(storage: Storage, user: UserId, request_id: String, waiting: Waiting) {
+    let read = GetApproval {
+        user,
+        request_id: request_id.clone(),
+    };
+    let stored = storage.ask(read).await.ok().flatten();
+    let sent = stored.and_then(|record| {
+        record
+            .calls
+            .into_iter()
+            .find_map(|c| c.input?.answers.into_values().next())
+    });
+    match sent {
+        Some(sent) => {
+            let _ = waiting.answers.send(LiveAnswer { request_id, sent });
+        }
+        None => tracing::debug!(%request_id, "no stored answer to hand on (the question lapsed)"),
+    }
 }
 
 impl LiveQuestions {

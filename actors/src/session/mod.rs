@@ -25,7 +25,7 @@ use crate::approval::{ApprovalRecord, ApprovalStatus, Remember};
 use crate::ids::{SessionId, StreamId, UserId};
 use crate::model::{ChatMessage, Role, StreamMessage};
 use crate::storage::{
-    Fence, GetApproval, LeaseToken, ListMessages, NewGrant, PendingApproval, StorageError, StreamRecord, StreamStatus,
+    Fence, LeaseToken, ListMessages, NewGrant, PendingApproval, StorageError, StoreAnswer, StreamRecord, StreamStatus,
     TurnWrite,
 };
 use crate::stream::StreamBuffer;
@@ -515,50 +515,51 @@ impl SessionActor {
 }
 
 impl SessionActor {
-    /// Hands the answer to a question asked during a running call to the turn, once checked;
-    /// replies with the turn's own stream (it goes on) once the turn has stored the answer.
+    /// Answers a question asked during a running call of this node: checked, stored (once,
+    /// while the stream runs), then handed to the turn, which gives it to the tool. Replies with
+    /// the turn's own stream (it goes on).
     fn answer_during_call(
         &mut self,
         request_id: String,
         answer: &crate::elicitation::ElicitAnswer,
         waiting: live::Waiting,
     ) -> ResponseActFuture<Self, Result<TurnStarted, SessionError>> {
-        let sent = match waiting.question.check(answer) {
-            Ok(sent) => sent,
-            Err(invalid) => {
-                self.live.insert(request_id, waiting);
-                return Box::pin(fut::ready(Err(SessionError::AnswerInvalid(invalid))));
-            }
+        let now = crate::model::now();
+        let mut record = waiting.record.clone();
+        let refused = match record.answer(answer, &format!("user:{}", self.user), now) {
+            _ if now >= record.expires_at => Some(SessionError::ApprovalExpired),
+            Some(Ok(_)) => None,
+            Some(Err(invalid)) => Some(SessionError::AnswerInvalid(invalid)),
+            None => Some(SessionError::AlreadyDecided),
         };
-        let Some(stream) = self.turn.as_ref().map(|t| Arc::clone(&t.stream)) else {
-            return Box::pin(fut::ready(Err(SessionError::ApprovalExpired)));
+        let stream = self.turn.as_ref().map(|t| Arc::clone(&t.stream));
+        let (Some(stream), None) = (stream, refused.as_ref()) else {
+            self.live.insert(request_id, waiting);
+            return Box::pin(fut::ready(Err(refused.unwrap_or(SessionError::ApprovalExpired))));
         };
-        let (stored, told) = tokio::sync::oneshot::channel();
-        let handed = waiting.answers.send(live::LiveAnswer {
-            request_id,
-            sent,
-            stored: Some(stored),
-        });
-        if handed.is_err() {
-            return Box::pin(fut::ready(Err(SessionError::ApprovalExpired)));
-        }
         metrics::counter!("aichat_elicitations_total", "outcome" => answer.action.as_str()).increment(1);
         let started = TurnStarted {
             session_id: self.id.clone(),
             stream_id: stream.id().clone(),
             stream,
         };
-        let limit = self.deps.settings.get().first_token_timeout;
+        let (storage, live, user) = (self.deps.storage.clone(), Arc::clone(&self.live), self.user);
         Box::pin(
             async move {
-                match tokio::time::timeout(limit, told).await {
-                    Ok(Ok(Ok(()))) => Ok(started),
-                    Ok(Ok(Err(err))) => Err(err),
-                    // The turn ended before it took the answer: the question lapsed with its call.
-                    Ok(Err(_)) => Err(SessionError::ApprovalExpired),
-                    Err(_) => Err(SessionError::Unavailable(
-                        "the turn did not take the answer in time".into(),
-                    )),
+                match storage.ask(StoreAnswer { answered: record }).await {
+                    Ok(true) => {
+                        live::forward_stored(storage, user, request_id, waiting).await;
+                        Ok(started)
+                    }
+                    // Answered meanwhile elsewhere (the tool gets that answer), or the call ended.
+                    Ok(false) => {
+                        live::forward_stored(storage, user, request_id, waiting).await;
+                        Err(SessionError::AlreadyDecided)
+                    }
+                    Err(err) => {
+                        live.insert(request_id, waiting);
+                        Err(err.into())
+                    }
                 }
             }
             .into_actor(self),
@@ -611,39 +612,12 @@ impl Handler<AnsweredElsewhere> for SessionActor {
     type Result = ();
 
     fn handle(&mut self, msg: AnsweredElsewhere, ctx: &mut Self::Context) {
+        // Taken here already (this node's own notice), or lapsed: nothing to do.
         let Some(waiting) = self.live.take(&msg.request_id) else {
             return;
         };
-        let storage = self.deps.storage.clone();
-        let read = GetApproval {
-            user: self.user,
-            request_id: msg.request_id.clone(),
-        };
-        ctx.spawn(
-            async move { storage.ask(read).await }
-                .into_actor(self)
-                .map(move |found, _, _| {
-                    // The answer the other node stored (already durable: the turn does not store it again).
-                    let sent = found.ok().flatten().and_then(|record| {
-                        record
-                            .calls
-                            .into_iter()
-                            .find_map(|c| c.input?.answers.into_values().next())
-                    });
-                    match sent {
-                        Some(sent) => {
-                            let _ = waiting.answers.send(live::LiveAnswer {
-                                request_id: msg.request_id,
-                                sent,
-                                stored: None,
-                            });
-                        }
-                        None => {
-                            tracing::warn!(request_id = %msg.request_id, "an answer stored elsewhere could not be read")
-                        }
-                    }
-                }),
-        );
+        let forward = live::forward_stored(self.deps.storage.clone(), self.user, msg.request_id, waiting);
+        ctx.spawn(forward.into_actor(self));
     }
 }
 

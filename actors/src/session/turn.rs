@@ -12,7 +12,7 @@ use chrono::Utc;
 use serde_json::Value;
 use tokio::sync::{oneshot, watch};
 
-use super::{SessionDeps, SessionError};
+use super::SessionDeps;
 use crate::approval::{
     ApprovalRecord, ApprovalStatus, BatchCall, CallOutcome, CallState, ELICITATION, denied, outcome_unknown,
 };
@@ -125,8 +125,6 @@ pub(crate) struct Turn {
     waited: Duration,
     /// The session lease every write of the turn carries (a shared store).
     fence: Option<Fence>,
-    /// An answered question asked during a call, to settle with the next write.
-    settle: Option<ApprovalRecord>,
     /// The questions asked during this turn's calls, shared with the session actor.
     live: Arc<super::live::LiveQuestions>,
 }
@@ -175,7 +173,6 @@ impl Turn {
             provider,
             waited: Duration::ZERO,
             fence: None,
-            settle: None,
             live: Arc::default(),
         }
     }
@@ -242,7 +239,7 @@ impl Turn {
             events,
             finish,
             new_approval: self.new_approval.take(),
-            settle_approval: self.settle.take(),
+            settle_approval: None,
             new_grants: Vec::new(),
             call_outcomes: self.outcomes.take(),
             fence: self.fence.clone(),
@@ -764,26 +761,10 @@ impl Turn {
                 asked.insert(record.request_id.clone(), (record, answer));
             }
             Some(answer) = answer_rx.recv() => {
-                let Some((record, to_tool)) = asked.remove(&answer.request_id) else {
-                    if let Some(stored) = answer.stored {
-                        let _ = stored.send(Err(SessionError::ApprovalExpired));
-                    }
-                    continue;
-                };
-                if answer.stored.is_none() {
-                    // Stored by the node that took it.
+                // Stored by whoever took it: the tool gets it.
+                let answer: super::live::LiveAnswer = answer;
+                if let Some((_, to_tool)) = asked.remove(&answer.request_id) {
                     let _ = to_tool.send(answer.sent);
-                    continue;
-                }
-                let sent = answer.sent.clone();
-                match Box::pin(self.store_answer(record, answer)).await {
-                    Ok(()) => {
-                        let _ = to_tool.send(sent);
-                    }
-                    Err(err) => {
-                        self.live.forget(asked.keys());
-                        return Err(err);
-                    }
                 }
             }
             }
@@ -824,42 +805,13 @@ impl Turn {
         self.live.insert(
             record.request_id.clone(),
             super::live::Waiting {
-                question,
+                record: record.clone(),
                 answers: answers.clone(),
             },
         );
         self.buffer.push(&announcement);
         metrics::counter!("aichat_elicitations_total", "outcome" => "asked").increment(1);
         Ok(record)
-    }
-
-    /// Stores the person's answer to a question asked during a call (the tool gets it after):
-    /// the answer's sender is told once it is durable, or why it was not taken.
-    async fn store_answer(
-        &mut self,
-        mut record: ApprovalRecord,
-        answer: super::live::LiveAnswer,
-    ) -> Result<(), TurnError> {
-        let now = crate::model::now();
-        let Some(stored) = answer.stored else {
-            return Ok(());
-        };
-        if now >= record.expires_at {
-            let _ = stored.send(Err(SessionError::ApprovalExpired));
-            return Ok(());
-        }
-        record.record_answer(answer.sent, &format!("user:{}", self.buffer.user_id()), now);
-        self.settle = Some(record);
-        match self.save(None, None).await {
-            Ok(()) => {
-                let _ = stored.send(Ok(()));
-                Ok(())
-            }
-            Err(err) => {
-                let _ = stored.send(Err(SessionError::Unavailable("the answer could not be stored".into())));
-                Err(err)
-            }
-        }
     }
 
     /// Stores an elicitation for the batch (what finished keeps its result; the first question

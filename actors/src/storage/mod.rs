@@ -276,15 +276,13 @@ pub trait ChatStore: Send + Sync + 'static {
     fn renew_leases(&self, _running: &[StreamId]) -> Result<Vec<StreamId>, StorageError> {
         Ok(Vec::new())
     }
+    /// Stores the answer to a question asked during a call (the elicitation settled with it)
+    /// while its stream runs, and on a shared store tells the node that runs it (`NOTIFY`);
+    /// `false` when the question is no longer pending or its stream has ended.
+    fn store_answer(&self, answered: &ApprovalRecord) -> Result<bool, StorageError>;
     /// Asks the node that runs this stream's turn to cancel it; `false` when the stream is not
     /// the user's or not running.
     fn request_cancel(&self, _user: UserId, _id: &StreamId) -> Result<bool, StorageError> {
-        Ok(false)
-    }
-    /// Stores the answer to a question asked during a call whose turn runs on another node (the
-    /// elicitation settled as that turn would settle it) and tells that node; `false` when the
-    /// question is no longer pending or its turn no longer runs.
-    fn answer_elsewhere(&self, _answered: &ApprovalRecord) -> Result<bool, StorageError> {
         Ok(false)
     }
 }
@@ -361,8 +359,8 @@ storage_messages! {
     InterruptOrphans {} -> Vec<StreamId> = |s, _m| crate::session::recovery::interrupt_orphans(s, false);
     /// Flags a stream for cancel by whichever node runs it.
     RequestCancel { user: UserId, id: StreamId } -> bool = |s, m| s.request_cancel(m.user, &m.id);
-    /// Stores an answer for the node that runs the asking turn, and tells it.
-    AnswerElsewhere { answered: ApprovalRecord } -> bool = |s, m| s.answer_elsewhere(&m.answered);
+    /// Stores the answer to a question asked during a call, for the node that runs the call.
+    StoreAnswer { answered: ApprovalRecord } -> bool = |s, m| s.store_answer(&m.answered);
 }
 
 /// The storage actor: one instance per `SyncArbiter` thread, all sharing one backend.

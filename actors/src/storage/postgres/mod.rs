@@ -696,7 +696,7 @@ impl ChatStore for PostgresStore {
         })
     }
 
-    fn answer_elsewhere(&self, answered: &ApprovalRecord) -> Result<bool, StorageError> {
+    fn store_answer(&self, answered: &ApprovalRecord) -> Result<bool, StorageError> {
         self.write(|tx| {
             let settled = tx.execute(
                 "UPDATE tool_approvals a SET calls = $1, status = $2, decided_by = $3, decided_at = $4

@@ -497,6 +497,24 @@ impl ChatStore for SqliteStore {
         Ok(changed > 0)
     }
 
+    fn store_answer(&self, answered: &ApprovalRecord) -> Result<bool, StorageError> {
+        let (_writing, conn) = self.write_conn()?;
+        let changed = conn.execute(
+            "UPDATE tool_approvals SET calls = ?1, status = ?2, decided_by = ?3, decided_at = ?4
+             WHERE request_id = ?5 AND user_id = ?6 AND status = 'pending'
+               AND EXISTS (SELECT 1 FROM chat_streams s WHERE s.id = tool_approvals.stream_id AND s.status = 'running')",
+            params![
+                serde_json::to_string(&answered.calls)?,
+                answered.status.as_str(),
+                answered.decided_by,
+                answered.decided_at.map(format_time),
+                answered.request_id,
+                answered.user_id.to_string(),
+            ],
+        )?;
+        Ok(changed > 0)
+    }
+
     fn delete_grant(&self, user: UserId, id: &str) -> Result<bool, StorageError> {
         let (_writing, conn) = self.write_conn()?;
         let changed = conn.execute(
