@@ -685,7 +685,8 @@ impl Turn {
         // Questions servers ask during the calls, and the person's answers to them.
         let (ask_tx, mut ask_rx) = tokio::sync::mpsc::unbounded_channel();
         let (answer_tx, mut answer_rx) = tokio::sync::mpsc::unbounded_channel();
-        let mut asked: HashMap<String, (ApprovalRecord, oneshot::Sender<Value>)> = HashMap::new();
+        // The questions asked, by elicitation id: where each one's answer goes.
+        let mut asked: HashMap<String, oneshot::Sender<Value>> = HashMap::new();
         let expiry = deps.settings.get().elicitation_expiry;
         let hooks = |i: usize| {
             let (progress_tx, ask_tx) = (progress_tx.clone(), ask_tx.clone());
@@ -757,13 +758,13 @@ impl Turn {
             }
             Some((i, question, answer)) = ask_rx.recv() => {
                 let Some(call) = calls.get(i) else { continue };
-                let record = Box::pin(self.ask_during_call(batch, call, question, &answer_tx)).await?;
-                asked.insert(record.request_id.clone(), (record, answer));
+                let request_id = Box::pin(self.ask_during_call(batch, call, question, &answer_tx)).await?;
+                asked.insert(request_id, answer);
             }
             Some(answer) = answer_rx.recv() => {
                 // Stored by whoever took it: the tool gets it.
                 let answer: super::live::LiveAnswer = answer;
-                if let Some((_, to_tool)) = asked.remove(&answer.request_id) {
+                if let Some(to_tool) = asked.remove(&answer.request_id) {
                     let _ = to_tool.send(answer.sent);
                 }
             }
@@ -778,13 +779,14 @@ impl Turn {
     /// A server asks the person something while `call` runs (it holds the call open for the
     /// answer): the question is stored with a snapshot of the batch, listed for the session
     /// actor, and only then announced with `elicitation_request`; the turn goes on waiting.
+    /// Returns its id.
     async fn ask_during_call(
         &mut self,
         batch: &[BatchCall],
         call: &ToolCall,
         question: Question,
         answers: &tokio::sync::mpsc::UnboundedSender<super::live::LiveAnswer>,
-    ) -> Result<ApprovalRecord, TurnError> {
+    ) -> Result<String, TurnError> {
         let mut calls = batch.to_vec();
         if let Some(asking) = calls.iter_mut().find(|c| c.call.id == call.id) {
             asking.input = Some(InputState {
@@ -802,16 +804,17 @@ impl Turn {
         self.new_approval = Some(record.clone());
         let event = self.next_event(&announcement);
         self.save(None, Some(event)).await?;
+        let request_id = record.request_id.clone();
         self.live.insert(
-            record.request_id.clone(),
+            request_id.clone(),
             super::live::Waiting {
-                record: record.clone(),
+                record,
                 answers: answers.clone(),
             },
         );
         self.buffer.push(&announcement);
         metrics::counter!("aichat_elicitations_total", "outcome" => "asked").increment(1);
-        Ok(record)
+        Ok(request_id)
     }
 
     /// Stores an elicitation for the batch (what finished keeps its result; the first question
