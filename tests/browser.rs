@@ -201,10 +201,15 @@ max_retries = 0"#,
         )
         .await;
     // Opened again, the page shows the question that waits (it is not in the history).
+    // (Clicked in the page in one step: the sidebar is drawn again when the turn's title
+    // arrives, which can leave a WebDriver element reference stale.)
     browser
-        .js("document.querySelector('.elicitation').dataset.before = 'yes';", vec![])
+        .js(
+            "document.querySelector('.elicitation').dataset.before = 'yes'; \
+             document.querySelector('#sessions li.current .session-title').click();",
+            vec![],
+        )
         .await;
-    browser.click_on("#sessions li.current .session-title").await;
     browser
         .until(
             "the question shown again",

@@ -53,6 +53,19 @@ async fn answer(app: &TestApp, user: i64, id: &str, body: Value) -> (StatusCode,
     app.post(&format!("/elicitations/{id}"), user, body).await
 }
 
+/// Answers, expecting a refusal: its status, code and the failing path (empty unless the answer
+/// does not fit the question).
+async fn refused(app: &TestApp, user: i64, id: &str, body: Value) -> (StatusCode, String, String) {
+    let (status, body) = answer(app, user, id, body).await;
+    let text = |key: &str| body[key].as_str().unwrap_or_default().to_owned();
+    (status, text("code"), text("path"))
+}
+
+/// A refusal as [`refused`] reads it.
+fn refusal(status: StatusCode, code: &str, path: &str) -> (StatusCode, String, String) {
+    (status, code.to_owned(), path.to_owned())
+}
+
 async fn answer_and_read(app: &TestApp, user: i64, id: &str, body: Value) -> Vec<SseEvent> {
     let (status, reply) = answer(app, user, id, body).await;
     assert_eq!(status, StatusCode::OK, "{reply}");
@@ -90,36 +103,33 @@ async fn a_tools_question_pauses_the_turn_and_the_answer_resumes_it() {
         (StatusCode::NOT_FOUND, Some("approval_not_found"))
     );
     // Another user's question is not found; a bad answer names its path; nothing is lost.
-    let (status, body) = answer(
-        &app,
-        2,
-        id,
-        json!({"action": "accept", "content": {"date": "2026-12-24"}}),
-    )
-    .await;
     assert_eq!(
-        (status, body["code"].as_str()),
-        (StatusCode::NOT_FOUND, Some("elicitation_not_found"))
+        refused(
+            &app,
+            2,
+            id,
+            json!({"action": "accept", "content": {"date": "2026-12-24"}})
+        )
+        .await,
+        refusal(StatusCode::NOT_FOUND, "elicitation_not_found", "")
     );
-    let (status, body) = answer(&app, 1, id, json!({"action": "accept", "content": {"guests": 40}})).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    assert_eq!(body["code"], "elicitation_answer_invalid");
-    assert_eq!(body["path"], "/content/date");
-    let (status, body) = answer(
-        &app,
-        1,
-        id,
-        json!({"action": "accept", "content": {"date": "2026-12-24", "guests": 40}}),
-    )
-    .await;
     assert_eq!(
-        (status, body["path"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("/content/guests"))
+        refused(&app, 1, id, json!({"action": "accept", "content": {"guests": 40}})).await,
+        refusal(StatusCode::BAD_REQUEST, "elicitation_answer_invalid", "/content/date")
     );
-    let (status, body) = answer(&app, 1, id, json!({"content": {}})).await;
     assert_eq!(
-        (status, body["code"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("missing_field"))
+        refused(
+            &app,
+            1,
+            id,
+            json!({"action": "accept", "content": {"date": "2026-12-24", "guests": 40}})
+        )
+        .await,
+        refusal(StatusCode::BAD_REQUEST, "elicitation_answer_invalid", "/content/guests")
+    );
+    assert_eq!(
+        refused(&app, 1, id, json!({"content": {}})).await,
+        refusal(StatusCode::BAD_REQUEST, "missing_field", "")
     );
 
     // The answer (the schema's default fills `guests`) resumes the tool on a new stream.
@@ -134,10 +144,9 @@ async fn a_tools_question_pauses_the_turn_and_the_answer_resumes_it() {
     assert_eq!(ran.len(), 1, "{events:?}");
     assert_eq!(ran[0]["result"], "Reserved a table at Chez Rust for 2 on 2026-12-24");
     assert_eq!(events.last().unwrap().data["type"], "done");
-    let (status, body) = answer(&app, 1, id, json!({"action": "cancel"})).await;
     assert_eq!(
-        (status, body["code"].as_str()),
-        (StatusCode::CONFLICT, Some("elicitation_answered"))
+        refused(&app, 1, id, json!({"action": "cancel"})).await,
+        refusal(StatusCode::CONFLICT, "elicitation_answered", "")
     );
     assert_eq!(app.get("/elicitations", 1).await.1["elicitations"], json!([]));
     // History: the model's call and its one result, as for any tool round.
@@ -162,16 +171,15 @@ async fn a_sibling_call_keeps_its_result_while_the_question_waits_and_order_hold
     // Content goes with `accept` of a form only.
     let (_, event) = asked(&app, 1, &[reserve("Again")]).await;
     let id = event["request_id"].as_str().unwrap();
-    let (status, body) = answer(
-        &app,
-        1,
-        id,
-        json!({"action": "cancel", "content": {"date": "2026-01-01"}}),
-    )
-    .await;
     assert_eq!(
-        (status, body["path"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("/content"))
+        refused(
+            &app,
+            1,
+            id,
+            json!({"action": "cancel", "content": {"date": "2026-01-01"}})
+        )
+        .await,
+        refusal(StatusCode::BAD_REQUEST, "elicitation_answer_invalid", "/content")
     );
 }
 
@@ -181,16 +189,15 @@ async fn a_question_nobody_answers_expires_as_cancel() {
     let (session, event) = asked(&app, 1, &[reserve("Late")]).await;
     let id = event["request_id"].as_str().unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
-    let (status, body) = answer(
-        &app,
-        1,
-        id,
-        json!({"action": "accept", "content": {"date": "2026-12-24"}}),
-    )
-    .await;
     assert_eq!(
-        (status, body["code"].as_str()),
-        (StatusCode::CONFLICT, Some("elicitation_expired"))
+        refused(
+            &app,
+            1,
+            id,
+            json!({"action": "accept", "content": {"date": "2026-12-24"}})
+        )
+        .await,
+        refusal(StatusCode::CONFLICT, "elicitation_expired", "")
     );
     // The next message settles it: the call's result says the question was cancelled.
     app.turn(1, "hello again", Some(&session)).await;
@@ -284,15 +291,13 @@ async fn a_question_asked_during_a_call_is_answered_on_the_same_stream() {
     assert_eq!(event["tool_name"], "everything__trigger-elicitation-request");
     assert_eq!(event["question"]["requested_schema"]["required"], json!(["name"]));
     // Only its user may answer it; the answer is checked against the server's schema.
-    let (status, body) = answer(&app, 2, id, json!({"action": "accept", "content": {"name": "Mallory"}})).await;
     assert_eq!(
-        (status, body["code"].as_str()),
-        (StatusCode::NOT_FOUND, Some("elicitation_not_found"))
+        refused(&app, 2, id, json!({"action": "accept", "content": {"name": "Mallory"}})).await,
+        refusal(StatusCode::NOT_FOUND, "elicitation_not_found", "")
     );
-    let (status, body) = answer(&app, 1, id, json!({"action": "accept", "content": {"integer": 7}})).await;
     assert_eq!(
-        (status, body["path"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("/content/name"))
+        refused(&app, 1, id, json!({"action": "accept", "content": {"integer": 7}})).await,
+        refusal(StatusCode::BAD_REQUEST, "elicitation_answer_invalid", "/content/name")
     );
     let (status, body) = answer(
         &app,
@@ -316,10 +321,9 @@ async fn a_question_asked_during_a_call_is_answered_on_the_same_stream() {
         "the schema's default was sent: {result}"
     );
     assert_eq!(rest.last().unwrap().data["type"], "done");
-    let (status, body) = answer(&app, 1, id, json!({"action": "cancel"})).await;
     assert_eq!(
-        (status, body["code"].as_str()),
-        (StatusCode::CONFLICT, Some("elicitation_answered"))
+        refused(&app, 1, id, json!({"action": "cancel"})).await,
+        refusal(StatusCode::CONFLICT, "elicitation_answered", "")
     );
 }
 
@@ -332,10 +336,9 @@ async fn a_question_asked_during_a_call_expires_as_cancel_and_the_call_goes_on()
     let id = events[0].data["request_id"].as_str().unwrap();
     let result = executions(&events)[0]["result"].as_str().unwrap().to_owned();
     assert!(result.contains("User cancelled"), "{result}");
-    let (status, body) = answer(&app, 1, id, json!({"action": "decline"})).await;
     assert_eq!(
-        (status, body["code"].as_str()),
-        (StatusCode::CONFLICT, Some("elicitation_expired"))
+        refused(&app, 1, id, json!({"action": "decline"})).await,
+        refusal(StatusCode::CONFLICT, "elicitation_expired", "")
     );
 }
 
@@ -381,14 +384,20 @@ async fn a_question_is_answered_on_another_node() {
     let first = on_a.sse_events(1, &stream, None, 1).await;
     assert_eq!(first[0].event.as_deref(), Some("elicitation_request"), "{first:?}");
     let id = first[0].data["request_id"].as_str().unwrap();
-    let (status, body) = answer(&on_b, 2, id, json!({"action": "decline"})).await;
-    assert_eq!(status, StatusCode::NOT_FOUND, "only its user: {body}");
+    assert_eq!(
+        refused(&on_b, 2, id, json!({"action": "decline"})).await,
+        refusal(StatusCode::NOT_FOUND, "elicitation_not_found", ""),
+        "only its user"
+    );
     let (status, body) = answer(&on_b, 1, id, json!({"action": "accept", "content": {"name": "Grace"}})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["stream_id"], json!(stream));
     let rest = on_b.sse(1, &stream, first[0].id).await;
     let result = executions(&rest)[0]["result"].as_str().unwrap().to_owned();
     assert!(result.contains("- Name: Grace"), "{result}");
-    let (status, body) = answer(&on_a, 1, id, json!({"action": "cancel"})).await;
-    assert_eq!(status, StatusCode::CONFLICT, "answered once: {body}");
+    assert_eq!(
+        refused(&on_a, 1, id, json!({"action": "cancel"})).await,
+        refusal(StatusCode::CONFLICT, "elicitation_answered", ""),
+        "answered once"
+    );
 }

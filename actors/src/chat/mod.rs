@@ -24,8 +24,7 @@ use crate::provider::Providers;
 use crate::registry::{CountSessions, Evict, InterruptAll, Resolve, SessionRegistry, Submit};
 use crate::session::{Decide, Resolution, SessionError, StartTurn, StopReason, StopTurn, TurnStarted};
 use crate::storage::{
-    ClearMessages, DeleteSession, GetApproval, GetSession, LoadStream, RequestCancel, Storage, StoreAnswer,
-    StreamStatus,
+    ClearMessages, DeleteSession, GetApproval, GetSession, LoadStream, RequestCancel, Storage, StreamStatus,
 };
 use crate::stream::{StreamBuffer, StreamHub};
 
@@ -351,8 +350,7 @@ impl Chat {
         request_id: &str,
         answer: &crate::elicitation::ElicitAnswer,
     ) -> Result<Answered, SessionError> {
-        let now = crate::model::now();
-        let mut record = self
+        let record = self
             .storage
             .ask(GetApproval {
                 user,
@@ -361,25 +359,14 @@ impl Chat {
             .await?
             .filter(ApprovalRecord::is_elicitation)
             .ok_or(SessionError::ApprovalNotFound)?;
-        match record.effective_status(now) {
-            ApprovalStatus::Pending => {}
-            ApprovalStatus::Expired => return Err(SessionError::ApprovalExpired),
-            _ => return Err(SessionError::AlreadyDecided),
-        }
-        record
-            .answer(answer, &format!("user:{user}"), now)
-            .ok_or(SessionError::AlreadyDecided)?
-            .map_err(SessionError::AnswerInvalid)?;
         let answered = Answered {
             session_id: record.session_id.clone(),
             stream_id: record.stream_id.clone(),
         };
-        if self.storage.ask(StoreAnswer { answered: record }).await? {
-            metrics::counter!("aichat_elicitations_total", "outcome" => answer.action.as_str()).increment(1);
-            Ok(answered)
-        } else {
+        match crate::session::store_answer(&self.storage, record, answer, user).await? {
+            Some(_) => Ok(answered),
             // Answered meanwhile, or its turn ended: the question lapsed with its call.
-            Err(SessionError::ApprovalExpired)
+            None => Err(SessionError::ApprovalExpired),
         }
     }
 

@@ -23,8 +23,10 @@ pub struct McpServer {
     name: String,
     pool: Addr<McpPool>,
     view: watch::Receiver<PoolView>,
-    /// Longest a call may take, progress included (the pool's own bound, plus a margin).
-    limit: Duration,
+    /// Longest a call may take, progress included (the pool's own bound, plus a margin); none
+    /// when the server may ask the person during a call (a person takes longer than a tool: the
+    /// pool's clock stands while they are asked, and each question has its own expiry).
+    limit: Option<Duration>,
 }
 
 impl McpServer {
@@ -32,7 +34,7 @@ impl McpServer {
     pub fn start(spec: ServerSpec, arbiter: &ArbiterHandle) -> Self {
         let name = spec.name.clone();
         // Waiting for a permit, then the request with progress: the pool bounds both.
-        let limit = spec.call_timeout.saturating_mul(11) + Duration::from_secs(5);
+        let limit = (!spec.elicitation).then(|| spec.call_timeout.saturating_mul(11) + Duration::from_secs(5));
         let (pool, view) = McpPool::start(spec, arbiter);
         Self {
             name,
@@ -77,9 +79,7 @@ impl McpServer {
         hooks: CallHooks,
     ) -> BoxFuture<'static, ToolOutcome> {
         let (alive, caller) = oneshot::channel::<()>();
-        // A call that may ask the person is bounded by the pool's clock (which stands while the
-        // person is asked) and the asker's own expiry, not by this margin.
-        let limit = if hooks.asker.is_some() { None } else { Some(self.limit) };
+        let limit = self.limit;
         let request = self.pool.send(CallTool {
             tool,
             arguments,

@@ -13,7 +13,6 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix::prelude::*;
 use rmcp::model::{
@@ -316,9 +315,13 @@ impl McpPool {
         let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
         // The call's own clock, not the request's: progress extends it, a question stops it.
         let clock = Arc::new(CallClock::start(timeout));
+        // Only a server told it may ask sends questions.
+        let may_ask = self.spec.elicitation;
         let call = async move {
             // Listening before the request goes: a server may ask at once.
-            let _asking = asker.map(|sink| super::asking::register(link, paused_while_asking(&clock, sink)));
+            let _asking = asker
+                .filter(|_| may_ask)
+                .map(|sink| super::asking::register(link, paused_while_asking(&clock, sink)));
             let handle = match peer
                 .send_cancellable_request(request, PeerRequestOptions::no_options())
                 .await
@@ -381,7 +384,7 @@ impl McpPool {
                     if matches!(err, ServiceError::TransportClosed | ServiceError::TransportSend(_)) {
                         lost(act, err.to_string());
                     }
-                    ToolOutcome::Failure(describe_error(&err, timeout))
+                    ToolOutcome::Failure(describe_error(&err))
                 }
             }
         }))
@@ -452,9 +455,8 @@ fn input_required(asked: InputRequiredResult, offered: bool) -> ToolOutcome {
 /// What the model and the person read of a failed call. A connection that breaks during a call
 /// leaves its outcome unknown, and the call is never sent again on its own (the 2026-07-28
 /// revision counts a broken stream as a cancellation): the text says so.
-fn describe_error(err: &ServiceError, timeout: Duration) -> String {
+fn describe_error(err: &ServiceError) -> String {
     match err {
-        ServiceError::Timeout { .. } => format!("the tool did not answer within {} s", timeout.as_secs()),
         ServiceError::McpError(data) => format!("{} (code {})", data.message, data.code.0),
         ServiceError::TransportClosed | ServiceError::TransportSend(_) => {
             "the MCP server closed the connection during the call: whether the tool acted is unknown \

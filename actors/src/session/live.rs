@@ -11,9 +11,11 @@ use std::sync::Mutex;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use crate::approval::ApprovalRecord;
+use super::SessionError;
+use crate::approval::{ApprovalRecord, ApprovalStatus};
+use crate::elicitation::ElicitAnswer;
 use crate::ids::UserId;
-use crate::storage::{GetApproval, Storage};
+use crate::storage::{GetApproval, Storage, StoreAnswer};
 
 /// The questions a session's running turn waits on, by elicitation id.
 #[derive(Default)]
@@ -33,6 +35,32 @@ pub(crate) struct LiveAnswer {
     pub request_id: String,
     /// The answer as the server is sent it.
     pub sent: Value,
+}
+
+/// Checks `answer` against the question `record` asks now and stores it (once, while the asking
+/// stream runs; on a shared store the node that runs it is told). Returns the answer as the
+/// server is sent it, or `None` when another answer came first or the stream has ended.
+pub(crate) async fn store_answer(
+    storage: &Storage,
+    mut record: ApprovalRecord,
+    answer: &ElicitAnswer,
+    user: UserId,
+) -> Result<Option<Value>, SessionError> {
+    let now = crate::model::now();
+    match record.effective_status(now) {
+        ApprovalStatus::Pending => {}
+        ApprovalStatus::Expired => return Err(SessionError::ApprovalExpired),
+        _ => return Err(SessionError::AlreadyDecided),
+    }
+    let sent = record
+        .answer(answer, &format!("user:{user}"), now)
+        .ok_or(SessionError::AlreadyDecided)?
+        .map_err(SessionError::AnswerInvalid)?;
+    let stored = storage.ask(StoreAnswer { answered: record }).await?;
+    if stored {
+        metrics::counter!("aichat_elicitations_total", "outcome" => answer.action.as_str()).increment(1);
+    }
+    Ok(stored.then_some(sent))
 }
 
 /// Hands the turn the answer stored for `request_id` (taken here, or on another node).

@@ -25,13 +25,13 @@ use crate::approval::{ApprovalRecord, ApprovalStatus, Remember};
 use crate::ids::{SessionId, StreamId, UserId};
 use crate::model::{ChatMessage, Role, StreamMessage};
 use crate::storage::{
-    Fence, LeaseToken, ListMessages, NewGrant, PendingApproval, StorageError, StoreAnswer, StreamRecord, StreamStatus,
-    TurnWrite,
+    Fence, LeaseToken, ListMessages, NewGrant, PendingApproval, StorageError, StreamRecord, StreamStatus, TurnWrite,
 };
 use crate::stream::StreamBuffer;
 use crate::tools::keep_head_and_tail;
 
 pub use error::SessionError;
+pub(crate) use live::store_answer;
 pub use messages::{
     AnsweredElsewhere, Decide, Forget, Resolution, Shutdown, StartTurn, StopIfIdle, StopTurn, TurnStarted,
 };
@@ -524,41 +524,36 @@ impl SessionActor {
         answer: &crate::elicitation::ElicitAnswer,
         waiting: live::Waiting,
     ) -> ResponseActFuture<Self, Result<TurnStarted, SessionError>> {
-        let now = crate::model::now();
-        let mut record = waiting.record.clone();
-        let refused = match record.answer(answer, &format!("user:{}", self.user), now) {
-            _ if now >= record.expires_at => Some(SessionError::ApprovalExpired),
-            Some(Ok(_)) => None,
-            Some(Err(invalid)) => Some(SessionError::AnswerInvalid(invalid)),
-            None => Some(SessionError::AlreadyDecided),
-        };
-        let stream = self.turn.as_ref().map(|t| Arc::clone(&t.stream));
-        let (Some(stream), None) = (stream, refused.as_ref()) else {
+        let Some(stream) = self.turn.as_ref().map(|t| Arc::clone(&t.stream)) else {
             self.live.insert(request_id, waiting);
-            return Box::pin(fut::ready(Err(refused.unwrap_or(SessionError::ApprovalExpired))));
+            return Box::pin(fut::ready(Err(SessionError::ApprovalExpired)));
         };
-        metrics::counter!("aichat_elicitations_total", "outcome" => answer.action.as_str()).increment(1);
         let started = TurnStarted {
             session_id: self.id.clone(),
             stream_id: stream.id().clone(),
             stream,
         };
-        let (storage, live, user) = (self.deps.storage.clone(), Arc::clone(&self.live), self.user);
+        let (storage, live, user, answer) = (
+            self.deps.storage.clone(),
+            Arc::clone(&self.live),
+            self.user,
+            answer.clone(),
+        );
         Box::pin(
             async move {
-                match storage.ask(StoreAnswer { answered: record }).await {
-                    Ok(true) => {
-                        live::forward_stored(storage, user, request_id, waiting).await;
+                match live::store_answer(&storage, waiting.record.clone(), &answer, user).await {
+                    Ok(Some(sent)) => {
+                        let _ = waiting.answers.send(live::LiveAnswer { request_id, sent });
                         Ok(started)
                     }
                     // Answered meanwhile elsewhere (the tool gets that answer), or the call ended.
-                    Ok(false) => {
+                    Ok(None) => {
                         live::forward_stored(storage, user, request_id, waiting).await;
                         Err(SessionError::AlreadyDecided)
                     }
                     Err(err) => {
                         live.insert(request_id, waiting);
-                        Err(err.into())
+                        Err(err)
                     }
                 }
             }

@@ -698,24 +698,12 @@ impl ChatStore for PostgresStore {
 
     fn store_answer(&self, answered: &ApprovalRecord) -> Result<bool, StorageError> {
         self.write(|tx| {
-            let settled = tx.execute(
-                "UPDATE tool_approvals a SET calls = $1, status = $2, decided_by = $3, decided_at = $4
-                 WHERE a.request_id = $5 AND a.user_id = $6 AND a.status = 'pending'
-                   AND EXISTS (SELECT 1 FROM chat_streams s WHERE s.id = a.stream_id AND s.status = 'running')",
-                &[
-                    &Json(&answered.calls),
-                    &answered.status.as_str(),
-                    &answered.decided_by,
-                    &answered.decided_at,
-                    &answered.request_id,
-                    &user_text(answered.user_id),
-                ],
-            )?;
-            if settled > 0 {
+            let settled = settle(tx, answered, Settle::WhileItsStreamRuns)?;
+            if settled {
                 let payload = format!("{} {}", answered.stream_id, answered.request_id);
                 tx.execute("SELECT pg_notify($1, $2)", &[&ANSWER_CHANNEL, &payload])?;
             }
-            Ok(settled > 0)
+            Ok(settled)
         })
     }
 }
@@ -939,6 +927,40 @@ fn load_attachments(tx: &mut Tx<'_>, messages: &mut [ChatMessage]) -> Result<(),
     Ok(())
 }
 
+/// Which pending requests [`settle`] may settle.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Settle {
+    /// Any that is still pending.
+    Pending,
+    /// One still pending whose stream still runs (a question asked during a call).
+    WhileItsStreamRuns,
+}
+
+/// Replaces a pending request's calls, status and decider with `approval`'s; `false` when it was
+/// not pending (or, as `which` says, its stream no longer runs).
+fn settle(tx: &mut Tx<'_>, approval: &ApprovalRecord, which: Settle) -> Result<bool, StorageError> {
+    let running = if which == Settle::WhileItsStreamRuns {
+        " AND EXISTS (SELECT 1 FROM chat_streams s WHERE s.id = a.stream_id AND s.status = 'running')"
+    } else {
+        ""
+    };
+    let changed = tx.execute(
+        &format!(
+            "UPDATE tool_approvals a SET calls = $1, status = $2, decided_by = $3, decided_at = $4
+             WHERE a.request_id = $5 AND a.user_id = $6 AND a.status = 'pending'{running}"
+        ),
+        &[
+            &Json(&approval.calls),
+            &approval.status.as_str(),
+            &approval.decided_by,
+            &approval.decided_at,
+            &approval.request_id,
+            &user_text(approval.user_id),
+        ],
+    )?;
+    Ok(changed > 0)
+}
+
 /// One turn write inside an open transaction: every row it adds or changes.
 fn apply_turn_write(tx: &mut Tx<'_>, write: &TurnWrite, store: &PostgresStore) -> Result<(), StorageError> {
     // First the lease: a node whose copy of the session is stale learns so before anything else
@@ -947,25 +969,13 @@ fn apply_turn_write(tx: &mut Tx<'_>, write: &TurnWrite, store: &PostgresStore) -
         check_fence(tx, store, fence, write)?;
     }
     // Then: a write that settles an approval someone else settled changes nothing at all.
-    if let Some(approval) = &write.settle_approval {
-        let changed = tx.execute(
-            "UPDATE tool_approvals SET calls = $1, status = $2, decided_by = $3, decided_at = $4
-             WHERE request_id = $5 AND user_id = $6 AND status = 'pending'",
-            &[
-                &Json(&approval.calls),
-                &approval.status.as_str(),
-                &approval.decided_by,
-                &approval.decided_at,
-                &approval.request_id,
-                &user_text(approval.user_id),
-            ],
-        )?;
-        if changed == 0 {
-            return Err(StorageError::Conflict(format!(
-                "approval {} was already decided",
-                approval.request_id
-            )));
-        }
+    if let Some(approval) = &write.settle_approval
+        && !settle(tx, approval, Settle::Pending)?
+    {
+        return Err(StorageError::Conflict(format!(
+            "approval {} was already decided",
+            approval.request_id
+        )));
     }
     if let Some(stream) = &write.new_stream {
         tx.execute(

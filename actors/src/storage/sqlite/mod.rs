@@ -499,20 +499,7 @@ impl ChatStore for SqliteStore {
 
     fn store_answer(&self, answered: &ApprovalRecord) -> Result<bool, StorageError> {
         let (_writing, conn) = self.write_conn()?;
-        let changed = conn.execute(
-            "UPDATE tool_approvals SET calls = ?1, status = ?2, decided_by = ?3, decided_at = ?4
-             WHERE request_id = ?5 AND user_id = ?6 AND status = 'pending'
-               AND EXISTS (SELECT 1 FROM chat_streams s WHERE s.id = tool_approvals.stream_id AND s.status = 'running')",
-            params![
-                serde_json::to_string(&answered.calls)?,
-                answered.status.as_str(),
-                answered.decided_by,
-                answered.decided_at.map(format_time),
-                answered.request_id,
-                answered.user_id.to_string(),
-            ],
-        )?;
-        Ok(changed > 0)
+        settle(&conn, answered, Settle::WhileItsStreamRuns)
     }
 
     fn delete_grant(&self, user: UserId, id: &str) -> Result<bool, StorageError> {
@@ -598,6 +585,40 @@ impl ChatStore for SqliteStore {
         self.conn()?.query_row("SELECT 1", [], |_| Ok(()))?;
         Ok(())
     }
+}
+
+/// Which pending requests [`settle`] may settle.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Settle {
+    /// Any that is still pending.
+    Pending,
+    /// One still pending whose stream still runs (a question asked during a call).
+    WhileItsStreamRuns,
+}
+
+/// Replaces a pending request's calls, status and decider with `approval`'s; `false` when it was
+/// not pending (or, as `which` says, its stream no longer runs).
+fn settle(conn: &rusqlite::Connection, approval: &ApprovalRecord, which: Settle) -> Result<bool, StorageError> {
+    let running = if which == Settle::WhileItsStreamRuns {
+        " AND EXISTS (SELECT 1 FROM chat_streams s WHERE s.id = tool_approvals.stream_id AND s.status = 'running')"
+    } else {
+        ""
+    };
+    let changed = conn.execute(
+        &format!(
+            "UPDATE tool_approvals SET calls = ?1, status = ?2, decided_by = ?3, decided_at = ?4
+             WHERE request_id = ?5 AND user_id = ?6 AND status = 'pending'{running}"
+        ),
+        params![
+            serde_json::to_string(&approval.calls)?,
+            approval.status.as_str(),
+            approval.decided_by,
+            approval.decided_at.map(format_time),
+            approval.request_id,
+            approval.user_id.to_string(),
+        ],
+    )?;
+    Ok(changed > 0)
 }
 
 /// One turn write inside an open transaction (or savepoint): every row it adds or changes.
@@ -706,25 +727,13 @@ fn apply_turn_write(tx: &rusqlite::Connection, write: &TurnWrite) -> Result<(), 
             ],
         )?;
     }
-    if let Some(approval) = &write.settle_approval {
-        let changed = tx.execute(
-            "UPDATE tool_approvals SET calls = ?1, status = ?2, decided_by = ?3, decided_at = ?4
-                 WHERE request_id = ?5 AND user_id = ?6 AND status = 'pending'",
-            params![
-                serde_json::to_string(&approval.calls)?,
-                approval.status.as_str(),
-                approval.decided_by,
-                approval.decided_at.map(format_time),
-                approval.request_id,
-                approval.user_id.to_string(),
-            ],
-        )?;
-        if changed == 0 {
-            return Err(StorageError::Conflict(format!(
-                "approval {} was already decided",
-                approval.request_id
-            )));
-        }
+    if let Some(approval) = &write.settle_approval
+        && !settle(tx, approval, Settle::Pending)?
+    {
+        return Err(StorageError::Conflict(format!(
+            "approval {} was already decided",
+            approval.request_id
+        )));
     }
     if let Some(approval) = &write.call_outcomes {
         tx.execute(
